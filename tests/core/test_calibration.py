@@ -52,18 +52,36 @@ def test_own_form_round_trip(legacy: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["columns"].__setitem__(4, 500.0), "columns[4] = 500.0 is not greater than columns[3] = 515.0"),
-        (lambda d: d["rows"].__setitem__(2, 255.0), "rows[2] = 255.0 is not greater than rows[1] = 255.0"),
+        (
+            lambda d: d["columns"].__setitem__(4, 500.0),
+            "columns[4] = 500.0 is not greater than columns[3] = 515.0",
+        ),
+        (
+            lambda d: d["rows"].__setitem__(2, 255.0),
+            "rows[2] = 255.0 is not greater than rows[1] = 255.0",
+        ),
         (lambda d: d["columns"].pop(), "columns has 12 lines and rows has 9"),
         (lambda d: d["rows"].append(1190.0), "columns has 13 lines and rows has 10"),
-        (lambda d: d.__setitem__("image_width", 1600), "columns[12] = 1657.0 lies outside the image"),
+        (
+            lambda d: d.__setitem__("image_width", 1600),
+            "columns[12] = 1657.0 lies outside the image",
+        ),
         (lambda d: d["rows"].__setitem__(0, -3.0), "rows[0] = -3.0 lies outside the image"),
         (lambda d: d["columns"].__setitem__(1, "264"), "columns[1] = '264' is not a number"),
-        (lambda d: d["columns"].__setitem__(1, float("nan")), "columns[1] = nan is not a finite number"),
-        (lambda d: d["columns"].__setitem__(12, float("inf")), "columns[12] = inf is not a finite number"),
+        (
+            lambda d: d["columns"].__setitem__(1, float("nan")),
+            "columns[1] = nan is not a finite number",
+        ),
+        (
+            lambda d: d["columns"].__setitem__(12, float("inf")),
+            "columns[12] = inf is not a finite number",
+        ),
         (lambda d: d.__setitem__("format_version", 2), "format_version = 2 is not supported"),
         (lambda d: d.__setitem__("image_height", 0), "image_height = 0"),
-        (lambda d: d.__setitem__("image_width", "1700"), "image_width = '1700' is not a whole number"),
+        (
+            lambda d: d.__setitem__("image_width", "1700"),
+            "image_width = '1700' is not a whole number",
+        ),
         (lambda d: d["bounds"].__setitem__("left", 90.0), "bounds.left = 90.0 disagrees"),
         (lambda d: d.__setitem__("colour", "red"), "unknown calibration field(s): colour"),
         (lambda d: d.pop("rows"), "no 'rows'"),
@@ -166,5 +184,5 @@ def test_every_point_inside_the_grid_is_in_exactly_its_box(x: float, y: float) -
 def test_scaling_keeps_a_valid_grid(w: int, h: int) -> None:
     grid = CalibrationGrid.from_json(REFERENCE.read_text(encoding="utf-8")).scaled(w, h)
     assert grid.plate_format == PLATE_96
-    assert all(b > a for a, b in zip(grid.columns, grid.columns[1:]))
+    assert all(b > a for a, b in zip(grid.columns, grid.columns[1:], strict=False))
     assert grid.columns[-1] <= w and grid.rows[-1] <= h

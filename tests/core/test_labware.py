@@ -181,7 +181,7 @@ def test_csv_filename() -> None:
     when = datetime(2026, 11, 26, 9, 30, 5, 123456, tzinfo=timezone(timedelta(hours=1)))
     assert csv_filename("S/001", when) == "S_001_20261126T083005123Z.csv"
     with pytest.raises(ValueError, match="timezone-aware"):
-        csv_filename("S-001", datetime(2026, 1, 1))  # noqa: DTZ001
+        csv_filename("S-001", datetime(2026, 1, 1))
     with pytest.raises(SampleNumberError):
         csv_filename("///", when)
 
@@ -228,6 +228,8 @@ def test_every_formula_like_field_is_neutralised(sample: str) -> None:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
         assert all(len(r) == 4 for r in rows)
         for field in (f for r in rows for f in r):
-            if field.startswith(("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")):
+            if field.startswith(
+                ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+            ):
                 assert _is_number(field), field  # only a number we computed may start so
         assert {r[0] for r in rows[1:]} == {neutralise(cleaned)}

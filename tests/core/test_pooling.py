@@ -124,7 +124,8 @@ def test_pooling_is_order_independent_and_counts_each_plate_once(specs, seed: in
         assert sum(a.distribution.values()) == a.statistics.n
     # pooling over all samples covers every live plate exactly once
     live_plates = {r.plate_id for r in current_reads(reads)}
-    both = pool_sample("S-001", reads, n_cols=12).plates + pool_sample(
-        "S-002", reads, n_cols=12
-    ).plates
+    both = (
+        pool_sample("S-001", reads, n_cols=12).plates
+        + pool_sample("S-002", reads, n_cols=12).plates
+    )
     assert both == len(live_plates)

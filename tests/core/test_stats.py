@@ -79,9 +79,7 @@ def test_add_distributions() -> None:
         add_distributions([{"0": 1}], 12)
 
 
-row_patterns = st.lists(
-    st.text(alphabet="FAIU", min_size=12, max_size=12), min_size=8, max_size=8
-)
+row_patterns = st.lists(st.text(alphabet="FAIU", min_size=12, max_size=12), min_size=8, max_size=8)
 
 
 @settings(max_examples=200, deadline=None)

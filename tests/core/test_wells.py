@@ -45,7 +45,16 @@ def test_box_centre_rule_keeps_boxes_that_cross_a_line() -> None:
 
 
 def test_class_names_map_case_insensitively() -> None:
-    names = ["Flowing", "tear-drop", "STREAMING", "mat", "Shield", "Agglutinated", "bubble", "Debris"]
+    names = [
+        "Flowing",
+        "tear-drop",
+        "STREAMING",
+        "mat",
+        "Shield",
+        "Agglutinated",
+        "bubble",
+        "Debris",
+    ]
     dets = [det_in(GRID, 0, c, name) for c, name in enumerate(names)]
     states = [call_wells(dets, GRID)[f"A{c + 1}"].state for c in range(len(names))]
     assert states == ["flowing"] * 3 + ["agglutinated"] * 3 + ["invalid"] * 2

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.plate import PLATE_96, PLATE_384
-from core.titre import CountingPolicy, DilutionSettings, row_results, titre_for
+from core.titre import CountingPolicy, DilutionSettings, RowResult, row_results, titre_for
 from tests.core.helpers import calls_from_rows, endpoint_pattern, rows_for
 
 
@@ -111,3 +111,30 @@ def test_384_rows() -> None:
     rows = rows_for([endpoint_pattern(e, 24) for e in range(16)], fmt=PLATE_384)
     assert [r.endpoint for r in rows] == list(range(16))
     assert rows[-1].label == "P" and rows[15].titre == 10 * 2**14
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"endpoint": 0, "titre": 10, "counted": True, "counted_titre": 10.0},
+        {"endpoint": 2, "titre": None, "counted": True, "counted_titre": 5.0},
+        {"endpoint": 2, "titre": 20, "counted": True, "counted_titre": None},
+        {"endpoint": 2, "titre": 20, "counted": False, "counted_titre": None},
+        {"endpoint": 2, "titre": 20, "counted": False, "exclusion_reason": "unread"},
+        {
+            "endpoint": 2,
+            "titre": 20,
+            "counted": True,
+            "counted_titre": 20.0,
+            "flags": ("skipped",) * 2,
+        },
+    ],
+)
+def test_row_result_must_be_consistent(fields: dict) -> None:
+    with pytest.raises(ValidationError):
+        RowResult(row=0, label="A", **fields)
+
+
+def test_row_result_round_trips_through_json() -> None:
+    for row in rows_for(["FFAFFAAAAAAA", "FFUAAAAAAAAA", "A" * 12, "F" * 12]):
+        assert RowResult.model_validate_json(row.model_dump_json()) == row

@@ -130,3 +130,10 @@ def test_calls_do_not_depend_on_detection_order(picks, seed: int) -> None:
         assert call.n_detections == len(in_well)
         assert call.confidence == max(d.confidence for d in in_well)
         assert ("multiple" in call.flags) == (len(in_well) > 1)
+
+
+def test_class_map_refuses_conflicts_and_empty_names() -> None:
+    with pytest.raises(ValidationError, match="maps to both"):
+        ClassMap(names={"Mat": "agglutinated", "mat": "flowing"})
+    with pytest.raises(ValidationError, match="empty"):
+        ClassMap(names={" ": "invalid"})

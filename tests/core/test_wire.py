@@ -304,3 +304,19 @@ def test_byte_flipped_messages_raise_only_wire_error(position: int, byte: int) -
     data[position % len(data)] = byte
     with contextlib.suppress(WireError):  # any other exception fails the test
         parse_message(bytes(data))
+
+
+ACK = '{"kind":"ack","run_id":"00000000-0000-0000-0000-000000000001","status":"accepted","edit":'
+
+
+@pytest.mark.parametrize("edit", ["true", '"5"', "1.5", "-1", str(2**31), "1e400", "9" * 5000])
+def test_wire_is_strict_about_types(edit: str) -> None:
+    with pytest.raises(WireError, match=r"^(edit|message):"):
+        parse_message(f"{ACK}{edit}}}".encode())
+    assert parse_message(f"{ACK}5}}".encode()).edit == 5  # type: ignore[union-attr]
+
+
+def test_time_out_of_range_in_utc_is_a_wire_error() -> None:
+    data = b'{"kind":"config","revision":1,"issued_at":"0001-01-01T00:00:00+10:00"}'
+    with pytest.raises(WireError, match=r"^issued_at: "):
+        parse_message(data)

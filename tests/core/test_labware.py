@@ -4,6 +4,7 @@ import csv
 import io
 import os
 import posixpath
+import statistics as pystats
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -233,3 +234,21 @@ def test_every_formula_like_field_is_neutralised(sample: str) -> None:
             ):
                 assert _is_number(field), field  # only a number we computed may start so
         assert {r[0] for r in rows[1:]} == {neutralise(cleaned)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=12, max_size=12))
+def test_legacy_figures_match_the_reference_formulas(counts: list[int]) -> None:
+    dist = {"0": 3, **{str(c): n for c, n in enumerate(counts, start=1)}}
+    figures = legacy_figures(dist, 12)
+    mean = pystats.fmean(counts)
+    sd = pystats.pstdev(counts)
+    assert float(figures["MEAN"]) == pytest.approx(mean, abs=0.005 + 1e-9)
+    assert float(figures["SD"]) == pytest.approx(sd, abs=0.005 + 1e-9)
+    if sum(counts) == 0:
+        assert figures["GMT"] == figures["CV"] == ""
+        return
+    gmt = sum(c * n for c, n in enumerate(counts, start=1)) / sum(counts)  # "0" never counts
+    assert float(figures["GMT"]) == pytest.approx(gmt, abs=0.005 + 1e-9)
+    assert float(figures["CV"]) == pytest.approx(sd / mean, abs=5e-9 + 1e-12)
+    assert all("e" not in v for v in figures.values())  # plain decimals, as the LIMS expects

@@ -34,8 +34,9 @@ from typing import Literal
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr
+
+from edge.settings import EdgeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -61,33 +62,46 @@ class AuthConfigError(ValueError):
     """The authentication settings are unusable; the message says what to fix."""
 
 
-class AuthSettings(BaseSettings):
-    """Authentication settings (env prefix ``MICROPLATE_EDGE_AUTH_``)."""
+@dataclass(frozen=True)
+class AuthConfig:
+    """What edge.auth needs, taken from ``EdgeSettings`` (section ``auth``, plus mode/data_dir).
 
-    model_config = SettingsConfigDict(env_prefix="MICROPLATE_EDGE_AUTH_", extra="forbid")
+    The lockout numbers are policy rather than site configuration, so they are fields with
+    safe defaults here instead of settings a typo could weaken.
+    """
 
+    production: bool
     operator_secret: SecretStr | None = None
     operator_secret_file: Path | None = None
-    supervisor_pin_hash: SecretStr | None = Field(
-        default=None, description="argon2 hash of the supervisor PIN (`python -m edge.auth hash`)"
-    )
-    supervisor_pin_hash_file: Path | None = None
+    supervisor_pin_hash: SecretStr | None = None
     metrics_token: SecretStr | None = None
-    metrics_token_file: Path | None = None
-    credentials_dir: Path | None = Field(
-        default=None,
-        description="where development mode writes generated credentials (0600 files)",
-    )
-    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=7 * 24 * 3600)
-    elevation_ttl_s: int = Field(default=300, ge=10, le=3600)
-    max_sessions: int = Field(default=64, ge=1, le=10_000)
-    max_failures: int = Field(default=5, ge=1, le=100)
-    failure_window_s: int = Field(default=300, ge=1)
-    lockout_s: int = Field(default=60, ge=1)
-    lockout_max_s: int = Field(default=3600, ge=1)
-    cookie_secure: bool = Field(
-        default=False, description="mark the session cookie Secure (set when served over TLS)"
-    )
+    credentials_dir: Path | None = None  # development: generated credentials live here
+    session_ttl_s: float = 12 * 3600
+    elevation_ttl_s: float = 300
+    max_sessions: int = 64
+    max_failures: int = 5
+    failure_window_s: float = 300
+    lockout_s: float = 60
+    lockout_max_s: float = 3600
+    cookie_secure: bool = False
+    docs_enabled: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: EdgeSettings) -> AuthConfig:
+        auth = settings.auth
+        production = settings.mode == "production"
+        docs = auth.docs_enabled if auth.docs_enabled is not None else not production
+        return cls(
+            production=production,
+            operator_secret=auth.operator_secret,
+            operator_secret_file=auth.operator_secret_file,
+            supervisor_pin_hash=auth.supervisor_pin_hash,
+            metrics_token=auth.metrics_token,
+            credentials_dir=settings.data_dir / "credentials",
+            session_ttl_s=auth.session_ttl_s,
+            elevation_ttl_s=auth.supervisor_ttl_s,
+            docs_enabled=docs,
+        )
 
 
 @dataclass(frozen=True)
@@ -150,9 +164,10 @@ def generate_dev_credentials(directory: Path) -> None:
         _write_private(directory / METRICS_TOKEN_NAME, secrets.token_urlsafe(24))
 
 
-def load_credentials(settings: AuthSettings, *, production: bool) -> Credentials:
+def load_credentials(settings: AuthConfig) -> Credentials:
     """Resolve the secrets; production refuses missing or default ones, development makes them."""
     dev_dir = settings.credentials_dir
+    production = settings.production
 
     def resolve_all() -> tuple[SecretStr | None, SecretStr | None, SecretStr | None]:
         fallback = None if production else dev_dir
@@ -166,14 +181,14 @@ def load_credentials(settings: AuthSettings, *, production: bool) -> Credentials
             ),
             _resolve(
                 settings.supervisor_pin_hash,
-                settings.supervisor_pin_hash_file,
+                None,
                 SUPERVISOR_HASH_NAME,
                 "supervisor PIN hash",
                 fallback,
             ),
             _resolve(
                 settings.metrics_token,
-                settings.metrics_token_file,
+                None,
                 METRICS_TOKEN_NAME,
                 "metrics token",
                 fallback,
@@ -187,7 +202,7 @@ def load_credentials(settings: AuthSettings, *, production: bool) -> Credentials
             raise AuthConfigError(
                 "No operator secret or supervisor PIN hash is configured and no credentials "
                 "directory is set to generate development ones in "
-                "(MICROPLATE_EDGE_AUTH_CREDENTIALS_DIR)."
+                "(data_dir/credentials)."
             )
         generate_dev_credentials(dev_dir)
         # Only the location is logged; the secrets stay in their 0600 files.
@@ -197,13 +212,13 @@ def load_credentials(settings: AuthSettings, *, production: bool) -> Credentials
     if operator is None:
         raise AuthConfigError(
             "Production mode needs an operator secret: set "
-            "MICROPLATE_EDGE_AUTH_OPERATOR_SECRET_FILE or provide "
+            "MICROPLATE_EDGE_AUTH__OPERATOR_SECRET_FILE or provide "
             f"the systemd credential '{OPERATOR_SECRET_NAME}'."
         )
     if pin_hash is None:
         raise AuthConfigError(
             "Production mode needs a supervisor PIN hash: run `python -m edge.auth hash` and set "
-            "MICROPLATE_EDGE_AUTH_SUPERVISOR_PIN_HASH_FILE (or the systemd credential "
+            "MICROPLATE_EDGE_AUTH__SUPERVISOR_PIN_HASH (or the systemd credential "
             f"'{SUPERVISOR_HASH_NAME}')."
         )
     if not pin_hash.get_secret_value().startswith("$argon2"):
@@ -343,7 +358,7 @@ class Authenticator:
 
     def __init__(
         self,
-        settings: AuthSettings,
+        settings: AuthConfig,
         credentials: Credentials,
         audit: AuditFn,
         *,

@@ -30,13 +30,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
 
-from edge.settings import EdgeSettings
+if TYPE_CHECKING:  # only for the annotation: keeps this module importable on its own
+    from edge.settings import EdgeSettings
 
 logger = logging.getLogger(__name__)
 

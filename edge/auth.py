@@ -367,7 +367,7 @@ class Authenticator:
     ) -> None:
         self.settings = settings
         self._creds = credentials
-        self._audit = audit
+        self._audit_fn = audit
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
@@ -378,6 +378,13 @@ class Authenticator:
             lockout_max_s=settings.lockout_max_s,
             clock=clock,
         )
+
+    def _audit(self, actor: str, action: str, detail: dict) -> None:
+        try:
+            self._audit_fn(actor, action, detail)
+        except Exception:
+            # A failing audit store must not turn a refusal (or a lockout) into a crash.
+            logger.exception("Could not record audit entry %s for %s", action, actor)
 
     # -- attempts -----------------------------------------------------------------------
     def _refuse_if_locked(self, client: str, action: str) -> None:

@@ -74,6 +74,15 @@ class PreviewSlots:
             return len(self._leases)
 
 
+def _no_preview() -> ApiError:
+    return ApiError(
+        503,
+        "no_preview",
+        "No preview frame is available: the camera has no live view or is not connected.",
+        {"Retry-After": "2"},
+    )
+
+
 @router.post(
     "", status_code=status.HTTP_202_ACCEPTED, summary="Capture a plate from the configured source"
 )
@@ -90,12 +99,7 @@ def capture(req: RunRequest, appliance: ApplianceDep, _: OperatorUser) -> Ticket
 async def preview_frame(appliance: ApplianceDep) -> Response:
     frame = await run_in_threadpool(appliance.preview_jpeg)
     if frame is None:
-        raise ApiError(
-            503,
-            "no_preview",
-            "No preview frame is available: the camera is busy or not connected.",
-            {"Retry-After": "2"},
-        )
+        raise _no_preview()
     return Response(frame, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -123,16 +127,26 @@ async def preview_stream(
             "Too many live previews are open; close one (inference always comes first).",
             {"Retry-After": "5"},
         )
+    try:
+        first = await run_in_threadpool(appliance.preview_jpeg)
+    except BaseException:
+        slots.release(lease)
+        raise
+    if first is None:
+        slots.release(lease)
+        raise _no_preview()
     token = bearer_token(request) or ""
     interval = 1.0 / limits.preview_max_fps
 
     async def parts() -> AsyncIterator[bytes]:
         sent = 0
+        frame: bytes | None = first
         try:
             # The session is re-checked for every frame: signing out ends the stream.
             while auth.session_for(token) is not None:
                 slots.renew(lease)
-                frame = await run_in_threadpool(appliance.preview_jpeg)
+                if frame is None:
+                    frame = await run_in_threadpool(appliance.preview_jpeg)
                 if frame is not None:
                     yield (
                         (
@@ -145,6 +159,7 @@ async def preview_stream(
                     sent += 1
                     if frames and sent >= frames:
                         break
+                frame = None
                 await anyio.sleep(interval)
         finally:
             slots.release(lease)

@@ -6,17 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
-from edge.app import Appliance
-from edge.settings import EdgeSettings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from edge.api import create_app
+from edge.app import Appliance
+from edge.settings import EdgeSettings
+from tests.edge import plates
 
 OPERATOR_SECRET = "test-operator-secret-0123456789"
 SUPERVISOR_PIN = "2468"
@@ -25,34 +24,12 @@ METRICS_TOKEN = "test-metrics-token-abcdef"
 PIN_HASH = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)).hash(
     SUPERVISOR_PIN
 )
-IMAGE_W, IMAGE_H = 640, 480
+ROW_ENDPOINTS = [4, 6, 5, 7, 4, 6, 5, 0]  # row A flows to column 4
 
 
 def plate_jpeg(seed: int = 0) -> bytes:
-    """A grey 'plate' with dark dots; its bytes differ per seed (the appliance dedups by hash)."""
-    rng = np.random.default_rng(seed)
-    image = np.full((IMAGE_H, IMAGE_W, 3), 200, dtype=np.uint8)
-    for r in range(8):
-        for c in range(12):
-            centre = (30 + c * 50, 40 + r * 55)
-            cv2.circle(image, centre, 18, (90, 60, 160), -1)
-    image[:4, :4] = rng.integers(0, 255, size=(4, 4, 3), dtype=np.uint8)
-    ok, buf = cv2.imencode(".jpg", image)
-    assert ok
-    return buf.tobytes()
-
-
-def fake_boxes() -> list[dict[str, Any]]:
-    """Row A flows to column 4, the rest agglutinated (in 640x480 image pixels)."""
-    boxes = []
-    for r in range(8):
-        for c in range(12):
-            cx, cy = 30 + c * 50, 40 + r * 55
-            state = "flowing" if (r == 0 and c < 4) else "agglutinated"
-            boxes.append(
-                {"x1": cx - 15, "y1": cy - 15, "x2": cx + 15, "y2": cy + 15, "class_name": state}
-            )
-    return boxes
+    """A synthetic plate; its bytes differ per seed (the appliance dedups by hash)."""
+    return plates.jpeg(plates.plate_image(ROW_ENDPOINTS, seed=seed))
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> EdgeSettings:
@@ -61,7 +38,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> EdgeSettings:
         "data_dir": tmp_path / "data",
         "share_dir": tmp_path / "share",
         "capture": {"type": "fake"},
-        "detector": {"type": "fake", "frames": [fake_boxes()]},
+        "detector": plates.fake_detector(ROW_ENDPOINTS),
         "auth": {
             "operator_secret": OPERATOR_SECRET,
             "supervisor_pin_hash": PIN_HASH,

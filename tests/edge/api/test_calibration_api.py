@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge.app import Appliance
 from fastapi.testclient import TestClient
 
+from edge.app import Appliance
 from tests.edge.api.conftest import error_of
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "roi_calibration.json"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from edge.app import Appliance
-from edge.errors import Busy, CaptureUnavailable, DiskFull
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from edge.app import Appliance
+from edge.errors import Busy, CaptureUnavailable, DiskFull
 from tests.edge.api.conftest import error_of, sign_in, upload
 
 

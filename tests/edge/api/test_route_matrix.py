@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute
 from starlette.websockets import WebSocketDisconnect
 
 from edge.api.deps import require_supervisor
@@ -33,15 +34,28 @@ PARAMS = {
 }
 
 
+def flat_routes(app: FastAPI) -> list[tuple[BaseRoute, str]]:
+    """(route, full path) for every route, through included routers.
+
+    FastAPI >= 0.16x keeps included routers as wrappers in ``app.routes``; older versions
+    flatten them. Either way every endpoint is listed.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes is already flat
+        return [(r, getattr(r, "path_format", "")) for r in app.routes]
+    return [(c.original_route, c.path_format or "") for c in iter_route_contexts(app.routes)]
+
+
 def http_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
-    for route in app.routes:
+    for route, path in flat_routes(app):
         if isinstance(route, APIRoute):
             for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
-                yield method, route.path_format
+                yield method, path
 
 
 def ws_routes(app: FastAPI) -> list[str]:
-    return [r.path_format for r in app.routes if isinstance(r, APIWebSocketRoute)]
+    return [path for route, path in flat_routes(app) if isinstance(route, APIWebSocketRoute)]
 
 
 def concrete(path: str) -> str:
@@ -66,8 +80,8 @@ def test_route_table_is_what_the_matrix_expects(app: FastAPI) -> None:
     assert len(routes) >= 25  # the matrix below must not pass because the table is empty
     assert routes >= PUBLIC | SCRAPER | SUPERVISOR
     declared = {
-        (m, r.path_format)
-        for r in app.routes
+        (m, path)
+        for r, path in flat_routes(app)
         if isinstance(r, APIRoute) and uses_supervisor(r)
         for m in r.methods
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import uvicorn
 
@@ -12,12 +14,19 @@ from edge.app import Appliance
 logger = logging.getLogger(__name__)
 
 
-def serve(appliance: Appliance, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until SIGINT/SIGTERM. Loopback by default: exposing the appliance on the LAN is
-    an explicit decision (``http.host`` in the settings).
+class _Server(uvicorn.Server):
+    """Tells systemd (Type=notify units) the API is listening, once it really is."""
 
-    The caller owns the appliance's start/stop; this only runs the web server.
-    """
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            sdnotify.SystemdNotifier().notify("READY=1")
+
+
+def build_server(appliance: Appliance, host: str = "127.0.0.1", port: int = 8080) -> uvicorn.Server:
+    """The uvicorn server for the appliance's API (not yet running)."""
     app = create_app(appliance)
     config = uvicorn.Config(
         app,
@@ -30,6 +39,19 @@ def serve(appliance: Appliance, host: str = "127.0.0.1", port: int = 8080) -> No
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ws_max_size=64 * 1024,  # clients send nothing but pings on the event socket
     )
+    return _Server(config)
+
+
+def serve(appliance: Appliance, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve until SIGINT/SIGTERM. Loopback by default: exposing the appliance on the LAN is
+    an explicit decision (``http.host`` in the settings).
+
+    The caller owns the appliance's lifecycle: ``appliance.start()`` before, ``stop()`` after
+    (so the CLI can report a start failure as a clear message before any port is opened).
+    Raises ``edge.auth.AuthConfigError`` when production mode lacks proper credentials.
+    """
+    server = build_server(appliance, host, port)
     logger.info("Serving the appliance API on http://%s:%d", host, port)
-    uvicorn.Server(config).run()
+    server.run()

@@ -8,6 +8,7 @@ is never open by accident; the route-table test checks that for the whole app.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
@@ -50,6 +51,19 @@ def bearer_token(conn: HTTPConnection) -> str | None:
     return cookie or None
 
 
+def same_origin(conn: HTTPConnection) -> bool:
+    """False when a browser says the request comes from another site.
+
+    The session cookie is SameSite=Strict already; this is the second lock for cookie-borne
+    credentials (old browsers, WebSocket hijacking). Requests without an Origin header (curl,
+    Prometheus, same-origin GETs) pass.
+    """
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == conn.headers.get("host", "").lower()
+
+
 def unauthenticated() -> ApiError:
     return ApiError(
         401,
@@ -74,6 +88,10 @@ def require_operator(request: Request) -> Principal:
     principal = principal_for(request, bearer_token(request))
     if principal is None:
         raise unauthenticated()
+    if not same_origin(request) and "authorization" not in request.headers:
+        raise ApiError(
+            403, "cross_origin", "Requests from another site may not use the kiosk's session."
+        )
     return principal
 
 

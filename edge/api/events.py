@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from edge.api.deps import SESSION_COOKIE, get_authenticator
+from edge.api.deps import SESSION_COOKIE, get_authenticator, same_origin
 from edge.app import Appliance
 from edge.events import Subscription
 
@@ -52,7 +52,7 @@ async def events(ws: WebSocket) -> None:
     auth = get_authenticator(ws)
     token, subprotocol = _credentials(ws)
     session = auth.session_for(token) if token else None
-    if session is None:
+    if session is None or (token == ws.cookies.get(SESSION_COOKIE) and not same_origin(ws)):
         await ws.close(code=CLOSE_POLICY)
         return
     appliance: Appliance = ws.app.state.appliance

@@ -7,6 +7,7 @@ import logging
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from edge.app import Appliance
 from tests.edge.api.conftest import (
@@ -157,3 +158,19 @@ def test_sign_in_body_is_validated(anon: TestClient) -> None:
         "/api/auth/sign-in", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert res.status_code == 422
+
+
+def test_cookie_session_refuses_other_origins(app: FastAPI) -> None:
+    client = TestClient(app)
+    token = sign_in(client)
+    evil = {"Origin": "http://evil.example"}
+    res = client.post("/api/capture", json={"sample_number": "S-1"}, headers=evil)
+    assert res.status_code == 403 and error_of(res)["code"] == "cross_origin"
+    assert client.get("/api/runs", headers={"Origin": "http://testserver"}).status_code == 200
+    # A bearer token is not ambient authority: a script holding it may call from anywhere.
+    headers = {**evil, "Authorization": f"Bearer {token}"}
+    assert TestClient(app).get("/api/runs", headers=headers).status_code == 200
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/api/events", headers=evil):
+        pass
+    with client.websocket_connect("/api/events", headers={"Origin": "http://testserver"}) as ws:
+        assert ws.receive_json()["type"] == "hello"

@@ -9,6 +9,7 @@ from core.calibration import CalibrationError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.auth import AuthError
@@ -99,6 +100,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = _field_errors(exc)
+        summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5])
+        return error_response(
+            422, "invalid_input", f"The request was not valid ({summary}).", fields=fields
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _model_error(request: Request, exc: ValidationError) -> JSONResponse:
+        # A model built inside the facade from what the user sent (e.g. merged settings).
+        logger.warning("Validation failed inside %s %s", request.method, request.url.path)
+        fields = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "problem": e["msg"]}
+            for e in exc.errors()
+        ]
         summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5])
         return error_response(
             422, "invalid_input", f"The request was not valid ({summary}).", fields=fields

@@ -29,6 +29,16 @@ def test_malformed_json(supervisor: TestClient) -> None:
     assert {f["field"] for f in res.json()["error"]["fields"]} >= {"start_dilution", "bogus"}
 
 
+def test_settings_patch_cannot_clear_a_required_setting(supervisor: TestClient) -> None:
+    res = supervisor.patch("/api/settings", json={"dilution_factor": None})
+    assert res.status_code == 422
+    assert "dilution_factor cannot be empty" in error_of(res)["message"]
+    res = supervisor.patch("/api/settings", json={"protective_titre": 40})
+    assert res.status_code == 200 and res.json()["protective_titre"] == 40
+    res = supervisor.patch("/api/settings", json={"protective_titre": None})  # optional: clears
+    assert res.status_code == 200 and res.json()["protective_titre"] is None
+
+
 def test_streamed_body_over_the_limit_is_413(supervisor: TestClient) -> None:
     def chunks():  # type: ignore[no-untyped-def]
         yield b'{"columns": ['

@@ -48,6 +48,8 @@ def create_app(
     app.state.appliance = appliance
     app.state.limits = limits
     app.state.authenticator = Authenticator(config, credentials, appliance.audit)
+    # Where development credentials were generated (None otherwise): the demo prints it.
+    app.state.generated_credentials = credentials.generated_in
     app.state.preview_slots = PreviewSlots(
         limits.preview_max_streams, stale_s=max(10.0, 5.0 / limits.preview_max_fps)
     )

@@ -174,3 +174,35 @@ def test_cookie_session_refuses_other_origins(app: FastAPI) -> None:
         pass
     with client.websocket_connect("/api/events", headers={"Origin": "http://testserver"}) as ws:
         assert ws.receive_json()["type"] == "hello"
+
+
+def test_development_mode_generates_credentials_that_work(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edge.api import create_app
+    from tests.edge.api.conftest import make_settings
+
+    settings = make_settings(tmp_path, auth={})
+    appliance = Appliance.from_settings(settings)
+    appliance.start()
+    try:
+        app = create_app(appliance)
+        directory = app.state.generated_credentials
+        assert directory == settings.data_dir / "credentials"
+        secret = (directory / "operator-secret").read_text().strip()
+        pin = (directory / "supervisor-pin").read_text().strip()
+        client = TestClient(app)
+        assert client.post("/api/auth/sign-in", json={"secret": secret}).status_code == 200
+        assert client.post("/api/auth/elevate", json={"pin": pin}).status_code == 200
+    finally:
+        appliance.stop()
+
+
+def test_production_mode_refuses_generated_or_default_credentials(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edge.api import create_app
+    from edge.auth import AuthConfigError
+    from tests.edge.api.conftest import PIN_HASH, make_settings
+
+    for auth in ({}, {"operator_secret": "changeme", "supervisor_pin_hash": PIN_HASH}):
+        appliance = Appliance.from_settings(make_settings(tmp_path, mode="production", auth=auth))
+        with pytest.raises(AuthConfigError):
+            create_app(appliance)
+    assert not (tmp_path / "data" / "credentials").exists()

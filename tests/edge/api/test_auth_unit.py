@@ -242,3 +242,19 @@ def test_development_generates_private_credentials_and_logs_no_secret(
     # A second start reuses them rather than locking the kiosk out.
     again = load_credentials(AuthConfig(production=False, credentials_dir=directory))
     assert again.operator_secret.get_secret_value() == secret
+
+
+def test_hash_command_prints_a_verifiable_hash(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge import auth
+
+    answers = iter(["9753", "9753"])
+    monkeypatch.setattr(auth.getpass, "getpass", lambda _prompt: next(answers))
+    assert auth.main(["hash"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("$argon2id$") and "9753" not in printed
+    assert FAST.verify("9753", printed)
+    answers = iter(["9753", "9754"])
+    assert auth.main(["hash"]) == 2
+    assert "differ" in capsys.readouterr().err

@@ -6,7 +6,8 @@ on a WebSocket). Without a valid session the handshake is refused (HTTP 403, clo
 The session is re-checked on every event and every heartbeat, so signing out closes the socket.
 
 Messages are JSON: ``{"seq", "type", "payload", "at"}``; the first one is ``{"type": "hello"}``
-and is sent once the subscription exists (events published after it are never missed).
+and is sent once the subscription exists (events published after it are never missed). A client
+too slow to keep up gets ``{"type": "events.dropped", "payload": {"count"}}`` and should re-fetch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -47,6 +49,16 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
     return token, chosen
 
 
+def _notice(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A message from the socket itself (not the bus): seq 0."""
+    return {
+        "seq": 0,
+        "type": kind,
+        "payload": payload,
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
 @router.websocket("/api/events")
 async def events(ws: WebSocket) -> None:
     auth = get_authenticator(ws)
@@ -60,13 +72,7 @@ async def events(ws: WebSocket) -> None:
     subscription = appliance.events.subscribe()
     try:
         await ws.accept(subprotocol=subprotocol)
-        hello = {
-            "seq": 0,
-            "type": "hello",
-            "payload": {"session_id": session.id, "role": session.role},
-            "at": datetime.now(timezone.utc).isoformat(),
-        }
-        await ws.send_json(hello)
+        await ws.send_json(_notice("hello", {"session_id": session.id, "role": session.role}))
         # Both tasks handle their own exceptions: anyio would wrap an escaping one in an
         # ExceptionGroup, which Python 3.10 cannot catch selectively.
         async with anyio.create_task_group() as tg:
@@ -74,8 +80,8 @@ async def events(ws: WebSocket) -> None:
             async def drain_client() -> None:
                 # Clients need not send anything; reading is how a disconnect is noticed.
                 try:
-                    while True:
-                        await ws.receive_text()
+                    while (await ws.receive())["type"] != "websocket.disconnect":
+                        pass
                 except (WebSocketDisconnect, RuntimeError):
                     pass
                 tg.cancel_scope.cancel()
@@ -97,6 +103,7 @@ async def events(ws: WebSocket) -> None:
 async def _forward(
     ws: WebSocket, subscription: Subscription, signed_in: Callable[[], bool], heartbeat: float
 ) -> None:
+    dropped = 0
     try:
         while True:
             event = None
@@ -109,6 +116,10 @@ async def _forward(
             if not signed_in():
                 await ws.close(code=CLOSE_POLICY, reason="session ended")
                 return
+            if subscription.dropped > dropped:
+                # This client fell behind and lost events: tell it to re-fetch what it shows.
+                lost, dropped = subscription.dropped - dropped, subscription.dropped
+                await ws.send_json(_notice("events.dropped", {"count": lost}))
             if event is not None:
                 await ws.send_json(event.model_dump(mode="json"))
     except (WebSocketDisconnect, RuntimeError):

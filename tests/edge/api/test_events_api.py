@@ -53,3 +53,40 @@ def test_signing_out_closes_the_socket(app: FastAPI) -> None:
         with pytest.raises(WebSocketDisconnect) as err:
             ws.receive_json()
         assert err.value.code == 1008
+
+
+def test_a_client_that_fell_behind_is_told_to_refetch() -> None:
+    import anyio
+
+    from edge.api.events import _forward
+    from edge.events import EventBus
+
+    class FakeSocket:
+        def __init__(self) -> None:
+            self.sent: list[dict] = []
+            self.closed: int | None = None
+
+        async def send_json(self, data: dict) -> None:
+            self.sent.append(data)
+
+        async def close(self, code: int, reason: str = "") -> None:
+            self.closed = code
+
+    bus = EventBus(subscriber_buffer=2)
+    sub = bus.subscribe()
+    for i in range(5):
+        bus.publish("run.created", {"i": i})  # the socket is not reading yet: 3 are lost
+    ws = FakeSocket()
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_forward, ws, sub, lambda: True, 5.0)
+            await anyio.sleep(0.2)
+            sub.close()
+
+    anyio.run(scenario)
+    kinds = [m["type"] for m in ws.sent]
+    assert kinds == ["events.dropped", "run.created", "run.created"]
+    assert ws.sent[0]["payload"] == {"count": 3}
+    assert [m["payload"]["i"] for m in ws.sent[1:]] == [3, 4]
+    assert ws.closed == 1001

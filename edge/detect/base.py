@@ -20,7 +20,7 @@ import numpy as np
 from core.detection import Detection
 from edge.detect.errors import DetectorError
 from edge.detect.model import LoadedModel, load_model
-from edge.detect.processing import LetterboxInfo, letterbox, postprocess, to_tensor
+from edge.detect.processing import LetterboxInfo, decode, letterbox, postprocess, to_tensor
 from edge.detect.settings import DetectorSettings
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,18 @@ class Detector(ABC):
     def warm_up(self) -> None:
         """One inference on a blank input, so the first plate does not pay for lazy setup."""
         start = time.perf_counter()
-        self.infer(np.zeros(self.input_shape, dtype=np.float32))
+        outputs = self.infer(np.zeros(self.input_shape, dtype=np.float32))
+        if not outputs:
+            raise DetectorError(f"the {self.backend} backend returned no output tensor")
+        # Decoding checks the output shape against the manifest's layout and class count, so a
+        # mismatched manifest fails now rather than on the first plate.
+        decode(
+            outputs[0],
+            self.model.output.layout,
+            self.model.output.box,
+            num_classes=self.model.num_classes,
+            min_confidence=1.0,
+        )
         logger.info(
             "%s detector warmed up in %.0f ms", self.backend, (time.perf_counter() - start) * 1e3
         )

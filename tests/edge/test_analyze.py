@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -192,11 +193,10 @@ def test_saved_calibration_from_settings_is_used(tmp_path: Path, plate: Path, mo
     saved.write_text(grid.to_json())
     model = scripted_model(tmp_path / "model", grid.scaled(850, 600), plate_calls())
 
-    class Appliance:
-        detector = {"type": "onnx", "threads": 1}
-        resolved_calibration_path = saved
-
-    monkeypatch.setattr(analyze, "_appliance_settings", lambda: Appliance())
+    appliance = SimpleNamespace(
+        detector={"type": "onnx", "threads": 1}, resolved_calibration_path=saved
+    )
+    monkeypatch.setattr(analyze, "_appliance_settings", lambda: appliance)
     code, out, _ = run_capture(args_for(plate, model=model, json=True))
     assert code == 0
     result = json.loads(out)

@@ -39,7 +39,7 @@ class FakeDetector(Detector):
         self.calls = 0
 
     @classmethod
-    def model_for(cls, settings: FakeDetectorSettings) -> LoadedModel:  # type: ignore[override]
+    def model_for(cls, settings: FakeDetectorSettings) -> LoadedModel:
         return LoadedModel(
             directory=settings.model_dir,
             onnx_path=None,

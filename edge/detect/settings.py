@@ -95,12 +95,16 @@ class FakeBox(BaseModel):
     confidence: float = Field(default=0.9, ge=0.0, le=1.0)
 
 
+def _one_empty_frame() -> list[list[FakeBox]]:
+    return [[]]
+
+
 class FakeDetectorSettings(_CommonDetectorSettings):
     """Scripted detections for tests and demos without a model: frame i gets frames[i % n]."""
 
     type: Literal["fake"] = "fake"
     classes: list[str] = Field(default_factory=lambda: list(WELL_STATES), min_length=1)
-    frames: list[list[FakeBox]] = Field(default_factory=lambda: [[]], min_length=1)
+    frames: list[list[FakeBox]] = Field(default_factory=_one_empty_frame, min_length=1)
     input_size: int = Field(default=512, ge=32, le=4096)
 
 

@@ -48,7 +48,7 @@ class TensorRTDetector(Detector):
     backend = "tensorrt"
 
     @classmethod
-    def create(cls, settings: TensorRTDetectorSettings, model: LoadedModel) -> Detector:  # type: ignore[override]
+    def create(cls, settings: TensorRTDetectorSettings, model: LoadedModel) -> Detector:
         try:
             return cls(settings, model)
         except ModelError:

@@ -188,7 +188,7 @@ def calibration_batches(model: LoadedModel, folder: Path, limit: int = 200) -> I
 def _make_calibrator(
     trt: Any, cuda: Any, batches: Iterator[np.ndarray], cache_file: Path, input_nbytes: int
 ) -> Any:
-    class PlateCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class PlateCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         """Feeds plate images to the INT8 calibration and keeps its cache on disk."""
 
         def __init__(self) -> None:
@@ -222,7 +222,7 @@ def _make_calibrator(
 
 
 def _make_progress_monitor(trt: Any, callback: ProgressCallback) -> Any:
-    class BuildProgress(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    class BuildProgress(trt.IProgressMonitor):  # type: ignore[misc]
         """Relays TensorRT's build phases to `callback` (TensorRT calls it from its threads)."""
 
         def __init__(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.detect.errors import DetectorError
 from edge.detect.model import InputSpec, LoadedModel, OutputSpec
@@ -195,3 +197,31 @@ def test_postprocess_sorts_by_confidence_and_applies_nms():
     ]
     with pytest.raises(DetectorError, match="no output"):
         postprocess([], model, info, min_confidence=0.25, iou_threshold=0.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    w=st.integers(32, 3000),
+    h=st.integers(32, 3000),
+    size=st.sampled_from([64, 320, 512, 640]),
+    mode=st.sampled_from(["center", "topleft"]),
+    fx=st.floats(0.0, 0.8),
+    fy=st.floats(0.0, 0.8),
+    fw=st.floats(0.05, 0.2),
+    fh=st.floats(0.05, 0.2),
+)
+def test_round_trip_property(w, h, size, mode, fx, fy, fw, fh):
+    info = letterbox_info(w, h, size, mode)
+    want = (fx * w, fy * h, (fx + fw) * w, (fy + fh) * h)
+    model = make_model("yolo_anchors_last", "xyxy", mode, size)
+    out = head("yolo_anchors_last", "xyxy", [to_input(want, info)], [1], [0.7])
+    [det] = postprocess([out], model, info, min_confidence=0.25, iou_threshold=0.5)
+    # float32 tensors: sub-pixel agreement is the most a real head could give anyway.
+    assert (det.x1, det.y1, det.x2, det.y2) == pytest.approx(want, abs=1e-3 * max(1.0, max(w, h) / size))
+
+
+def letterbox_info(w: int, h: int, size: int, mode: str) -> LetterboxInfo:
+    _, info = letterbox(np.zeros((h, w, 3), dtype=np.uint8), size, size, mode=mode)
+    assert 0 <= info.pad_x <= size and 0 <= info.pad_y <= size
+    assert round(w * info.scale_x) <= size and round(h * info.scale_y) <= size
+    return info

@@ -217,7 +217,9 @@ def test_round_trip_property(w, h, size, mode, fx, fy, fw, fh):
     out = head("yolo_anchors_last", "xyxy", [to_input(want, info)], [1], [0.7])
     [det] = postprocess([out], model, info, min_confidence=0.25, iou_threshold=0.5)
     # float32 tensors: sub-pixel agreement is the most a real head could give anyway.
-    assert (det.x1, det.y1, det.x2, det.y2) == pytest.approx(want, abs=1e-3 * max(1.0, max(w, h) / size))
+    assert (det.x1, det.y1, det.x2, det.y2) == pytest.approx(
+        want, abs=1e-3 * max(1.0, max(w, h) / size)
+    )
 
 
 def letterbox_info(w: int, h: int, size: int, mode: str) -> LetterboxInfo:

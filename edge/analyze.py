@@ -51,6 +51,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=["onnx", "tensorrt"], help="detector backend (default: settings)"
     )
+    parser.add_argument(
+        "--engine-cache", type=Path, metavar="DIR", help="TensorRT engine cache directory"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument(
         "--min-confidence",
@@ -90,6 +93,10 @@ def detector_settings(args: argparse.Namespace, appliance: Any | None) -> Any:
         raw["type"] = args.backend
     if args.model is not None:
         raw["model_dir"] = args.model
+    if args.engine_cache is not None:
+        if raw["type"] != "tensorrt":
+            raise ValueError("--engine-cache only applies to --backend tensorrt")
+        raw["engine_cache_dir"] = args.engine_cache
     return TypeAdapter(DetectorSettings).validate_python(raw)
 
 

@@ -218,3 +218,21 @@ def test_module_entry_point(tmp_path: Path, plate: Path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows"]["H"]["endpoint"] == 7
+
+
+def test_tensorrt_backend_with_engine_cache(tmp_path: Path, plate: Path, monkeypatch):
+    from tests.edge.detect import fake_tensorrt
+
+    grid = CalibrationGrid.uniform(850, 600, PLATE_96)
+    model = scripted_model(tmp_path / "model", grid, plate_calls())
+    code, _, err = run_capture(args_for(plate, model=model, engine_cache=tmp_path / "e"))
+    assert code == 2 and "only applies to --backend tensorrt" in err
+    fake_tensorrt.install(monkeypatch)
+    code, out, err = run_capture(
+        args_for(plate, model=model, backend="tensorrt", engine_cache=tmp_path / "e", json=True)
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["backend"] == "tensorrt"
+    assert {k: v["endpoint"] for k, v in result["rows"].items()} == ENDPOINTS
+    assert list((tmp_path / "e").glob("*.engine"))

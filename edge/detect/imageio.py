@@ -110,12 +110,44 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+_REDUCED_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def reduction_for(data: bytes, height: int, width: int) -> int:
+    """The largest JPEG decode reduction (1, 2, 4 or 8) that still leaves the frame at least
+    as large as the model input needs after letterboxing to `height` x `width`.
+
+    libjpeg scales during the inverse DCT, so a reduced decode costs a fraction of a full one
+    and loses nothing the model would see. Other formats decode at full size (factor 1).
+    """
+    if image_format(data) != "jpeg":
+        return 1
+    size = _jpeg_size(data)
+    if size is None or min(size) == 0:
+        return 1
+    src_w, src_h = size
+    downscale = 1.0 / min(height / src_h, width / src_w)  # >= 1 when the model input is smaller
+    factor = 1
+    for candidate in (2, 4, 8):
+        if candidate <= downscale:
+            factor = candidate
+    return factor
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, reduce: int = 1) -> np.ndarray:
     """Decode JPEG/PNG/BMP/TIFF/WebP bytes to a BGR uint8 array of shape (H, W, 3).
 
-    Raises `ImageDecodeError` naming the reason: empty, not an image, truncated, corrupt, too
-    large or too small.
+    `reduce` (2, 4 or 8) decodes at that fraction of the size (fast for JPEG). Raises
+    `ImageDecodeError` naming the reason: empty, not an image, truncated, corrupt, too large or
+    too small.
     """
+    if reduce not in _REDUCED_FLAGS:
+        raise ValueError(f"reduce must be one of 1, 2, 4, 8, not {reduce!r}")
     if not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
     fmt = image_format(data)
@@ -132,22 +164,26 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             "or upload was probably interrupted"
         )
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(buffer, _REDUCED_FLAGS[reduce])
     if image is None:
         raise ImageDecodeError(f"the {fmt.upper()} file is corrupt: it could not be decoded")
     if size is None:
-        _check_size(image.shape[1], image.shape[0], max_pixels)
+        _check_size(image.shape[1] * reduce, image.shape[0] * reduce, max_pixels)
     return image
 
 
-def read_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read and decode an image file; unreadable files raise `ImageDecodeError` too."""
+def read_file_bytes(path: Path) -> bytes:
+    """A file's bytes; unreadable files raise `ImageDecodeError` with the reason."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: no such file") from exc
     except IsADirectoryError as exc:
         raise ImageDecodeError(f"{path}: is a directory, not an image") from exc
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return decode_image(data, max_pixels=max_pixels)
+
+
+def read_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read and decode an image file; unreadable files raise `ImageDecodeError` too."""
+    return decode_image(read_file_bytes(path), max_pixels=max_pixels)

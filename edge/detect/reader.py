@@ -32,7 +32,13 @@ from core.titre import CountingPolicy, DilutionSettings, RowResult, row_results
 from core.wells import DEFAULT_MIN_CONFIDENCE, ClassMap, ClassMapError, WellCall, call_wells
 from edge.detect.base import Detector
 from edge.detect.errors import DetectorError
-from edge.detect.imageio import decode_image, read_image
+from edge.detect.imageio import (
+    decode_image,
+    header_size,
+    image_format,
+    read_file_bytes,
+    reduction_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +107,10 @@ class PlateReader:
         dilution: DilutionSettings | None = None,
         policy: CountingPolicy | None = None,
         protective_titre: float | None = None,
+        fast_decode: bool = True,
     ) -> None:
         self.detector = detector
+        self.fast_decode = fast_decode
         self.grid = grid
         self.grid_source = grid_source or ("calibration" if grid is not None else "uniform")
         self.plate_format = grid.plate_format if grid is not None else plate_format
@@ -126,12 +134,28 @@ class PlateReader:
             return CalibrationGrid.uniform(width, height, self.plate_format)
         return self.grid.scaled(width, height)
 
-    def read(self, image_bgr: np.ndarray, *, decode_ms: float = 0.0) -> PlateReading:
+    def read(
+        self,
+        image_bgr: np.ndarray,
+        *,
+        decode_ms: float = 0.0,
+        reduced_by: int = 1,
+        full_size: tuple[int, int] | None = None,
+    ) -> PlateReading:
+        """Read a decoded frame. `reduced_by`/`full_size`: the frame was decoded at 1/n size
+        (see `read_bytes`); detections are reported in full-size pixels."""
         start = time.perf_counter()
         result = self.detector.detect(image_bgr)
-        grid = self.grid_for(result.image_width, result.image_height)
+        width, height = full_size or (
+            result.image_width * reduced_by,
+            result.image_height * reduced_by,
+        )
+        detections = result.detections
+        if reduced_by != 1:
+            detections = [_enlarge(d, reduced_by, width, height) for d in detections]
+        grid = self.grid_for(width, height)
         wells = call_wells(
-            result.detections,
+            detections,
             grid,
             class_map=self.class_map,
             min_confidence=self.min_confidence,
@@ -143,11 +167,11 @@ class PlateReader:
         return PlateReading(
             model=self.detector.model.info(),
             backend=self.detector.backend,
-            image_width=result.image_width,
-            image_height=result.image_height,
+            image_width=width,
+            image_height=height,
             grid=grid,
             grid_source=self.grid_source,
-            detections=result.detections,
+            detections=detections,
             wells=wells,
             rows=rows,
             distribution=distribution(rows, grid.plate_format.cols),
@@ -155,13 +179,54 @@ class PlateReader:
             timings_ms=timings,
         )
 
-    def read_bytes(self, data: bytes) -> PlateReading:
-        """Decode then read; a bad file raises `ImageDecodeError` with the reason."""
-        start = time.perf_counter()
-        image = decode_image(data)
-        return self.read(image, decode_ms=(time.perf_counter() - start) * 1e3)
+    def read_bytes(self, data: bytes, *, started: float | None = None) -> PlateReading:
+        """Decode then read; a bad file raises `ImageDecodeError` with the reason.
+
+        A JPEG much larger than the model input is decoded at 1/2, 1/4 or 1/8 size (libjpeg
+        scales in the inverse DCT, far cheaper than decoding everything and resizing); the
+        reading still reports full-size pixels.
+        """
+        start = time.perf_counter() if started is None else started
+        factor = 1
+        if self.fast_decode:
+            spec = self.detector.model.input
+            factor = reduction_for(data, spec.height, spec.width)
+        image = decode_image(data, reduce=factor)
+        full_size = _full_size(data, image, factor)
+        return self.read(
+            image,
+            decode_ms=(time.perf_counter() - start) * 1e3,
+            reduced_by=factor,
+            full_size=full_size,
+        )
 
     def read_file(self, path: Path) -> PlateReading:
+        """Read a file (reading it from disk counts as decode time)."""
         start = time.perf_counter()
-        image = read_image(path)
-        return self.read(image, decode_ms=(time.perf_counter() - start) * 1e3)
+        return self.read_bytes(read_file_bytes(path), started=start)
+
+
+def _full_size(data: bytes, image: np.ndarray, factor: int) -> tuple[int, int] | None:
+    """The frame's full (width, height) for a reduced decode, allowing for EXIF rotation."""
+    if factor == 1:
+        return None
+    fmt = image_format(data)
+    size = header_size(data, fmt) if fmt else None
+    h, w = image.shape[:2]
+    if size is not None:
+        hw, hh = size
+        for full_w, full_h in ((hw, hh), (hh, hw)):
+            if -(-full_w // factor) == w and -(-full_h // factor) == h:
+                return full_w, full_h
+    return w * factor, h * factor
+
+
+def _enlarge(det: Detection, factor: int, width: int, height: int) -> Detection:
+    return det.model_copy(
+        update={
+            "x1": min(det.x1 * factor, width),
+            "y1": min(det.y1 * factor, height),
+            "x2": min(det.x2 * factor, width),
+            "y2": min(det.y2 * factor, height),
+        }
+    )

@@ -83,7 +83,7 @@ class TensorRTDetectorSettings(_CommonDetectorSettings):
 
 
 class FakeBox(BaseModel):
-    """One scripted detection, in image pixels."""
+    """One scripted detection, in pixels of the frame handed to `detect()`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.detect.errors import ImageDecodeError
-from edge.detect.imageio import decode_image, header_size, read_image
+from edge.detect.imageio import decode_image, header_size, read_image, reduction_for
 
 
 def encode(ext: str, image: np.ndarray | None = None) -> bytes:
@@ -97,3 +97,15 @@ def test_read_image_errors(tmp_path: Path):
     good = tmp_path / "plate.png"
     good.write_bytes(encode(".png"))
     assert read_image(good).shape == (60, 80, 3)
+
+
+def test_reduced_decode_and_factor_choice():
+    big = encode(".jpg", np.zeros((1200, 1700, 3), dtype=np.uint8))
+    assert reduction_for(big, 512, 512) == 2  # 1700 -> 512 is a 3.3x downscale
+    assert reduction_for(big, 128, 128) == 8
+    assert reduction_for(big, 1280, 1280) == 1
+    assert reduction_for(encode(".png"), 32, 32) == 1  # only JPEG decodes faster reduced
+    assert decode_image(big, reduce=2).shape == (600, 850, 3)
+    assert decode_image(big, reduce=8).shape == (150, 213, 3)
+    with pytest.raises(ValueError, match="reduce"):
+        decode_image(big, reduce=3)

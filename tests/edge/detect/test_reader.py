@@ -13,7 +13,7 @@ from core.plate import PLATE_96
 from core.titre import DilutionSettings
 from edge.detect.base import create_detector
 from edge.detect.errors import DetectorError, ImageDecodeError
-from edge.detect.reader import PlateReader
+from edge.detect.reader import PlateReader, _full_size
 from edge.detect.settings import FakeBox, FakeDetectorSettings
 
 LEGACY = Path(__file__).resolve().parents[2] / "core" / "data" / "roi_calibration.json"
@@ -106,3 +106,25 @@ def test_read_bytes_and_file(tmp_path: Path):
     path = tmp_path / "p.png"
     path.write_bytes(buf.tobytes())
     assert reader.read_file(path).timings_ms["decode"] > 0
+
+
+def test_fast_decode_reports_full_size_pixels():
+    boxes = [FakeBox(x1=10, y1=20, x2=50, y2=60, class_name="flowing")]
+    _, buf = cv2.imencode(".jpg", np.zeros((1200, 1700, 3), np.uint8))
+    fast = reader_for(boxes).read_bytes(buf.tobytes())  # the fake's input is 512: 1/2 decode
+    assert (fast.image_width, fast.image_height) == (1700, 1200)
+    [det] = fast.detections
+    assert (det.x1, det.y1, det.x2, det.y2) == pytest.approx((20, 40, 100, 120), abs=1e-3)
+    assert fast.grid.image_width == 1700
+    slow = reader_for(boxes, fast_decode=False).read_bytes(buf.tobytes())
+    [det] = slow.detections
+    assert (det.x1, det.y1, det.x2, det.y2) == pytest.approx((10, 20, 50, 60), abs=1e-3)
+
+
+def test_full_size_allows_for_exif_rotation():
+    _, buf = cv2.imencode(".jpg", np.zeros((1201, 1701, 3), np.uint8))
+    data = buf.tobytes()
+    assert _full_size(data, np.zeros((601, 851, 3), np.uint8), 2) == (1701, 1201)
+    assert _full_size(data, np.zeros((851, 601, 3), np.uint8), 2) == (1201, 1701)
+    assert _full_size(data, np.zeros((10, 10, 3), np.uint8), 2) == (20, 20)
+    assert _full_size(data, np.zeros((601, 851, 3), np.uint8), 1) is None

@@ -54,6 +54,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--engine-cache", type=Path, metavar="DIR", help="TensorRT engine cache directory"
     )
+    parser.add_argument(
+        "--class-map",
+        action="append",
+        default=[],
+        metavar="NAME=STATE",
+        help="map a model class to flowing/agglutinated/invalid (repeatable), for your own model",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument(
         "--min-confidence",
@@ -93,6 +100,12 @@ def detector_settings(args: argparse.Namespace, appliance: Any | None) -> Any:
         raw["type"] = args.backend
     if args.model is not None:
         raw["model_dir"] = args.model
+    for item in args.class_map:
+        name, sep, state = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--class-map {item!r} is not NAME=STATE")
+        raw.setdefault("class_map", {})
+        raw["class_map"] = {**raw["class_map"], name.strip(): state.strip().lower()}
     if args.engine_cache is not None:
         if raw["type"] != "tensorrt":
             raise ValueError("--engine-cache only applies to --backend tensorrt")

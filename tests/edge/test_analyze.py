@@ -12,13 +12,15 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from core.calibration import CalibrationGrid
 from core.plate import PLATE_96
 from edge import analyze
 from edge.detect.processing import letterbox
-from tests.edge.detect.onnx_models import model_dir
+from tests.edge.detect.onnx_models import constant_head, model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_GRID = ROOT / "tests" / "core" / "data" / "roi_calibration.json"
@@ -236,3 +238,63 @@ def test_tensorrt_backend_with_engine_cache(tmp_path: Path, plate: Path, monkeyp
     assert result["backend"] == "tensorrt"
     assert {k: v["endpoint"] for k, v in result["rows"].items()} == ENDPOINTS
     assert list((tmp_path / "e").glob("*.engine"))
+
+
+SHIPPED = ROOT / "models" / "hi-plate"
+SAMPLES = ROOT / "models" / "samples"
+
+
+@pytest.mark.skipif(
+    not (SHIPPED / "manifest.json").exists() or not (SAMPLES / "index.json").exists(),
+    reason="the shipped model and sample plates are not in this checkout yet",
+)
+def test_shipped_model_reads_the_bundled_samples():
+    index = json.loads((SAMPLES / "index.json").read_text())
+    assert index, "no sample plates listed"
+    right = total = exact_rows = rows = 0
+    for entry in index:
+        image = SAMPLES / entry["image"]
+        code, out, err = run_capture(
+            args_for(image, calibration=SAMPLES / entry["calibration"], json=True)
+        )
+        assert code == 0, err
+        got = json.loads(out)
+        truth = json.loads((SAMPLES / entry["truth"]).read_text())
+        plate_right = sum(got["wells"][w["well_id"]]["call"] == w["state"] for w in truth["wells"])
+        assert plate_right / len(truth["wells"]) >= 0.95, (entry["image"], plate_right)
+        right += plate_right
+        total += len(truth["wells"])
+        for row in truth["rows"]:
+            rows += 1
+            exact_rows += got["rows"][row["label"]]["endpoint"] == row["endpoint"]
+    assert right / total >= 0.98, f"well accuracy {right}/{total}"
+    assert exact_rows / rows >= 0.9, f"exact endpoints {exact_rows}/{rows}"
+
+
+def test_users_own_export_with_class_map(tmp_path: Path, plate: Path):
+    grid = CalibrationGrid.uniform(850, 600, PLATE_96)
+    scripted = scripted_model(tmp_path / "scripted", grid, plate_calls())
+    own = tmp_path / "own"
+    graph = onnx.load(str(scripted / "model.onnx")).graph
+    value = numpy_helper.to_array(next(i for i in graph.initializer if i.name == "head_value"))
+    constant_head(
+        own / "best.onnx",
+        value,
+        height=INPUT,
+        width=INPUT,
+        metadata={"names": str({0: "Tear", 1: "Mat", 2: "Junk"})},
+    )
+    code, _, err = run_capture(args_for(plate, model=own, json=True))
+    assert code == 2 and "class_map" in err
+    code, _, err = run_capture(args_for(plate, model=own, class_map="Tear"))
+    assert code == 2 and "NAME=STATE" in err
+    argv = ["Tear=flowing", "Mat=agglutinated", "Junk=invalid"]
+    parser = argparse.ArgumentParser()
+    analyze.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["analyze", str(plate), "--model", str(own), "--json"]
+        + [x for item in argv for x in ("--class-map", item)]
+    )
+    code, out, err = run_capture(args)
+    assert code == 0, err
+    assert {k: v["endpoint"] for k, v in json.loads(out)["rows"].items()} == ENDPOINTS

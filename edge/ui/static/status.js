@@ -1,0 +1,47 @@
+/* Status: camera, model and backend, sync, disk, queue, version; refreshed live. */
+"use strict";
+(() => {
+  const { t, api, showError, hideBanner, onEvent, age, bytes } = MP;
+  const set = (id, text, cls) => {
+    const node = document.getElementById(id);
+    node.textContent = text;
+    if (cls !== undefined) node.className = `big-value ${cls}`;
+  };
+  let sync = {};
+
+  function renderSync() {
+    const connected = sync.connected;
+    set("st-sync", connected === undefined || connected === null ? t("common.unknown") : connected ? t("status.connected") : t("status.not_connected"),
+      connected ? "good" : connected === false ? "bad" : "");
+    set("st-backlog", `${t("status.backlog")}: ${sync.backlog ?? "—"} · ${t("status.oldest")}: ${age(sync.oldest_age_s)}`);
+  }
+
+  async function load() {
+    let s;
+    try { s = await api("GET", "/api/status"); } catch (err) { showError(err); return; }
+    hideBanner();
+    set("st-camera", t(`status.cam.${s.camera.state}`), s.camera.state === "ok" ? "good" : s.camera.state === "unavailable" ? "bad" : "");
+    set("st-camera-detail", [s.camera.source, s.camera.detail].filter(Boolean).join(" · "));
+    set("st-model", s.model.loaded ? t("status.model_loaded") : t("status.model_not_loaded"), s.model.loaded ? "good" : "bad");
+    set("st-backend", [`${t("status.backend")}: ${s.model.backend || "—"}`, [s.model.name, s.model.version].filter(Boolean).join(" "), s.model.detail].filter(Boolean).join(" · "));
+    sync = { ...s.sync, ...(sync.fromEvent ? sync : {}) };
+    renderSync();
+    set("st-disk", t("status.free", { free: bytes(s.disk.free_bytes), total: bytes(s.disk.total_bytes) }), s.disk.ok ? "good" : "bad");
+    set("st-disk-detail", s.disk.ok ? s.disk.path : t("status.low_disk", { floor: bytes(s.disk.floor_bytes) }));
+    set("st-queue", `${s.queue.depth} / ${s.queue.capacity}`);
+    set("st-calibration", `${t("status.calibration")}: ${s.calibration_id ? s.calibration_id.slice(0, 8) : t("common.none")}`);
+    set("st-version", s.version);
+    set("st-device", `${t("status.device")}: ${s.site_id} / ${s.device_id} · ${s.mode}`);
+  }
+
+  onEvent((ev) => {
+    if (ev.type === "sync.status") {
+      sync = { ...sync, ...ev.payload, fromEvent: true };
+      renderSync();
+    } else if (ev.type === "hello" || ev.type === "events.dropped" || ev.type === "calibration.updated") {
+      load();
+    }
+  });
+  load();
+  setInterval(load, 10000);
+})();

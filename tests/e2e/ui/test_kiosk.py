@@ -1,0 +1,202 @@
+"""The touchscreen driven by headless Chromium against a real appliance on 127.0.0.1.
+
+Operator flow (scan → capture → result → CSV in the share), live updates, re-read, supervisor
+delete with the PIN, calibration drag and save, language switch, and operator-worded errors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.e2e.ui.kiosk import OPERATOR_SECRET, SUPERVISOR_PIN, Kiosk
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+READ_TIMEOUT_MS = 60_000  # a CPU read of a real plate with ONNX Runtime takes seconds
+
+
+def enter_pin(page: Any, pin: str) -> None:
+    page.wait_for_selector(".pin #pin-display")
+    for digit in pin:
+        page.click(f'.pin [data-pin="{digit}"]')
+    page.click("#pin-ok")
+
+
+def capture(page: Any, kiosk: Kiosk, scan: str) -> str:
+    """Scan a barcode into the capture page, press Capture; return the new run id."""
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.click("body", position={"x": 5, "y": 200})  # nothing focused: the scan must still land
+    page.locator("#sample").evaluate("el => el.blur()")
+    page.keyboard.type(scan, delay=5)  # a scanner is a keyboard
+    page.keyboard.press("Enter")
+    page.click("#capture-btn")
+    page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f-]+$"), timeout=READ_TIMEOUT_MS)
+    page.wait_for_selector("#plate .well")
+    return str(page.url.rsplit("/", 1)[1])
+
+
+def run_json(page: Any, kiosk: Kiosk, run_id: str) -> dict[str, Any]:
+    res = page.context.request.get(f"{kiosk.url}/api/runs/{run_id}")
+    assert res.ok, res.text()
+    data: dict[str, Any] = res.json()
+    return data
+
+
+def test_sign_in_page_signs_the_kiosk_in(browser: Any, kiosk: Kiosk) -> None:
+    ctx = browser.new_context(viewport={"width": 800, "height": 480})
+    try:
+        page = ctx.new_page()
+        page.goto(f"{kiosk.url}/ui/samples")
+        assert "/ui/sign-in?next=/ui/samples" in page.url
+        page.fill("#secret", "not-the-secret")
+        page.click("#sign-in")
+        page.wait_for_selector("#banner:not([hidden])")
+        assert "secret" in page.inner_text("#banner-text").lower()
+        page.fill("#secret", OPERATOR_SECRET)
+        page.click("#sign-in")
+        page.wait_for_url(f"{kiosk.url}/ui/samples")
+        page.wait_for_selector(".live.on")  # the event socket is connected
+    finally:
+        ctx.close()
+
+
+def test_operator_scans_captures_and_gets_result_and_csv(page: Any, kiosk: Kiosk) -> None:
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.locator("#sample").focus()
+    page.keyboard.type("S-100|SUB-7|Flock 12, house 3", delay=5)
+    page.keyboard.press("Enter")
+    assert page.input_value("#sample") == "S-100"
+    assert page.input_value("#submission") == "SUB-7"
+    assert page.input_value("#description") == "Flock 12, house 3"  # the rest stays whole
+
+    page.click("#capture-btn")
+    page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f-]+$"), timeout=READ_TIMEOUT_MS)
+    page.wait_for_selector("#plate .well")
+    run_id = page.url.rsplit("/", 1)[1]
+    run = run_json(page, kiosk, run_id)
+    assert run["sample_number"] == "S-100" and run["submission_number"] == "SUB-7"
+
+    assert page.locator("#plate .well").count() == 96
+    for well in run["wells"]:
+        assert page.get_attribute(f'[data-well="{well["well_id"]}"]', "data-state") == well["state"]
+    rows = page.locator("#rows tbody tr")
+    assert rows.count() == len(run["rows"]) == 8
+    for i, row in enumerate(run["rows"]):
+        assert rows.nth(i).locator(".endpoint").inner_text() == str(row["endpoint"])
+        shown = rows.nth(i).locator(".titre").inner_text()
+        assert shown == ("—" if row["titre"] is None else f"{row['titre']:g}")
+
+    # The LabWare CSV is in the share, and the page says so once it is written.
+    page.wait_for_function(
+        "document.getElementById('r-csv').textContent.includes('.csv')", timeout=20_000
+    )
+    name = page.inner_text("#r-csv").split(": ", 2)[-1].strip()
+    csv = kiosk.share_dir / name
+    assert csv.is_file(), sorted(p.name for p in kiosk.share_dir.iterdir())
+    text = csv.read_text(encoding="utf-8")
+    assert text.startswith("SAMPLE_NUMBER,TEST_NUMBER,REPORTED_NAME,ENTRY\n")
+    assert "S-100,T001,1," in text
+
+
+def test_a_new_result_appears_without_reloading(page: Any, kiosk: Kiosk, context: Any) -> None:
+    page.goto(f"{kiosk.url}/ui/samples")
+    page.wait_for_selector(".live.on")
+    page.evaluate("window.__notReloaded = true")
+    other = context.new_page()
+    capture(other, kiosk, "S-LIVE-1,,")
+    page.wait_for_selector('[data-sample="S-LIVE-1"]', timeout=10_000)
+    assert page.evaluate("window.__notReloaded") is True
+    other.close()
+
+
+def test_reread_supersedes_the_first_read(page: Any, kiosk: Kiosk) -> None:
+    first = capture(page, kiosk, "S-200,SUB-1,reread me")
+    page.click("#reread")
+    newer_url = re.compile(r"/ui/runs/(?!" + first + r")[0-9a-f-]+$")
+    page.wait_for_url(newer_url, timeout=READ_TIMEOUT_MS)
+    second = page.url.rsplit("/", 1)[1]
+    assert second != first
+    newer = run_json(page, kiosk, second)
+    older = run_json(page, kiosk, first)
+    assert newer["plate_id"] == older["plate_id"]
+    assert older["status"] == "superseded" and older["superseded_by"] == second
+    # The old page tells whoever still looks at it, and links to the newer read.
+    page.goto(f"{kiosk.url}/ui/runs/{first}")
+    page.wait_for_selector("#r-notice:not([hidden]) a")
+    assert page.get_attribute("#r-notice a", "href") == f"/ui/runs/{second}"
+
+
+def test_supervisor_deletes_a_run_with_the_pin(page: Any, kiosk: Kiosk) -> None:
+    run_id = capture(page, kiosk, "S-300,,to delete")
+    page.click("#delete")
+    page.click('[data-reason="result.reason_bad_image"]')
+    enter_pin(page, "9999")  # wrong first: the dialog says so and stays
+    page.wait_for_selector("#pin-msg.error-text")
+    assert run_json(page, kiosk, run_id)["status"] == "current"
+    for _ in SUPERVISOR_PIN:
+        page.click('.pin [aria-label="backspace"]')
+    enter_pin(page, SUPERVISOR_PIN)
+    page.wait_for_selector("#r-status.deleted")
+    run = run_json(page, kiosk, run_id)
+    assert run["status"] == "deleted"
+    assert run["deleted_reason"] == "Bad image"
+    assert page.is_disabled("#delete") and page.is_disabled("#reread")
+    page.wait_for_selector("#supervisor-badge:not([hidden])")
+
+
+def test_calibration_drag_and_save(page: Any, kiosk: Kiosk) -> None:
+    before = page.context.request.get(f"{kiosk.url}/api/calibration").json()
+    page.goto(f"{kiosk.url}/ui/calibration")
+    page.wait_for_selector("#grid-svg image")
+    line = page.locator('line[data-kind="columns"][data-index="3"]')
+    box = line.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 6):
+        page.mouse.move(x + 3 * step, y, steps=2)
+    page.mouse.up()
+    moved = float(line.get_attribute("x1") or 0)
+    assert moved > before["columns"][3]
+    page.click("#save-grid")
+    enter_pin(page, SUPERVISOR_PIN)  # each test signs in afresh: not yet a supervisor
+    page.wait_for_selector("#banner.info:not([hidden])")
+    after = page.context.request.get(f"{kiosk.url}/api/calibration").json()
+    assert after["columns"][3] == pytest.approx(moved, abs=0.11)
+    assert after["columns"][:3] == before["columns"][:3]
+    assert after["columns"][4:] == before["columns"][4:]
+    assert after["rows"] == before["rows"]
+    assert after["grid_id"] != before["grid_id"]
+
+
+def test_language_switch_persists(page: Any, kiosk: Kiosk) -> None:
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.click('[data-lang="th"]')
+    page.wait_for_selector('html[lang="th"]')
+    assert page.inner_text('[data-nav="capture"]') == "ถ่ายเพลต"
+    assert page.inner_text("#capture-btn") == "ถ่ายภาพ"
+    page.goto(f"{kiosk.url}/ui/status")  # another page, same choice
+    assert page.get_attribute("html", "lang") == "th"
+    page.wait_for_function("document.getElementById('st-camera').textContent !== '…'")
+    assert re.search(r"[\u0E00-\u0E7F]", page.inner_text("#st-camera"))
+    page.click('[data-lang="en"]')
+    page.wait_for_selector('html[lang="en"]')
+    assert page.inner_text('[data-nav="capture"]') == "Capture"
+
+
+def test_errors_are_shown_in_operator_words(page: Any, kiosk: Kiosk) -> None:
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.click("#capture-btn")  # no sample number
+    assert page.inner_text("#banner-text") == "Enter the sample number first."
+    page.fill("#sample", "---")
+    page.click("#capture-btn")
+    page.wait_for_selector("#banner.error:not([hidden])", timeout=READ_TIMEOUT_MS)
+    text = page.inner_text("#banner-text")
+    assert "sample number" in text.lower()
+    assert "Traceback" not in text and "{" not in text
+    assert page.url.endswith("/ui/capture")
+    assert not page.is_disabled("#capture-btn")  # the operator can correct and retry

@@ -13,7 +13,7 @@ def test_pending_delivered_rejected_backlog(tmp_path: Path) -> None:
     assert outbox.backlog(s) == (0, None)
     with s.write() as db:
         ids = [
-            outbox.add(db, run_id=f"r{i}", kind="run", payload='{"i": %d}' % i) for i in range(3)
+            outbox.add(db, run_id=f"r{i}", kind="run", payload=f'{{"i": {i}}}') for i in range(3)
         ]
     count, age = outbox.backlog(s)
     assert count == 3 and age is not None and age >= 0

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from core.wire import RunEvent, RunMessage, parse_message
 
+from core.wire import RunEvent, RunMessage, parse_message
 from edge import outbox
 from edge.app import Appliance
 from edge.errors import InvalidInput, NotFound

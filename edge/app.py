@@ -107,13 +107,14 @@ class Appliance:
             folder.mkdir(parents=True, exist_ok=True)
         clean_partials(self.share_dir)
         clean_partials(self.images_dir)
-        self.store.open()
-        self.store.migrate()
+        self.open_offline()
         self._remove_orphan_images()
-        self._runtime = runtime.load(self.store, s)
-        self._grid = calibration.load(s.resolved_calibration_path)
         if self.detector is None:
-            self.detector = self._load_detector()
+            try:
+                self.load_detector()
+            except BaseException:
+                self.store.close()  # nothing half-started stays behind
+                raise
         self.source.start()
         self.pipeline.start()
         self._started = True
@@ -131,6 +132,17 @@ class Appliance:
         for worker in self._workers:
             worker.start()
         logger.info("appliance started (db %s, share %s)", self.store.path, self.share_dir)
+
+    def open_offline(self) -> None:
+        """Store, migrations, runtime settings and calibration only: for CLI maintenance
+        commands that must not start the camera, the detector or any worker."""
+        self.store.open()
+        self.store.migrate()
+        self._runtime = runtime.load(self.store, self.settings)
+        self._grid = calibration.load(self.settings.resolved_calibration_path)
+
+    def close_offline(self) -> None:
+        self.store.close()
 
     def stop(self) -> None:
         for worker in reversed(self._workers):
@@ -157,7 +169,10 @@ class Appliance:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _load_detector(self) -> Any:
+    def load_detector(self) -> None:
+        self.detector = self._create_detector()
+
+    def _create_detector(self) -> Any:
         from pydantic import TypeAdapter
 
         from edge.detect.base import create_detector

@@ -18,6 +18,8 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
 
+from edge.errors import ConfigError
+
 if TYPE_CHECKING:  # only for the annotation: keeps this module importable on its own
     from edge.settings import EdgeSettings
 
@@ -38,8 +40,14 @@ KNOWN_DEFAULT_SECRETS = frozenset(
 HASHER = PasswordHash((Argon2Hasher(),))
 
 
-class AuthConfigError(ValueError):
-    """The authentication settings are unusable; the message says what to fix."""
+class AuthConfigError(ConfigError, ValueError):
+    """The authentication settings are unusable; the message says what to fix.
+
+    A ``ConfigError`` so the CLI prints the message (no trace) and exits non-zero.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("auth_config", message)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from edge.auth.credentials import HASHER, AuthConfig, Credentials
 from edge.auth.limiter import FailureLimiter
@@ -19,7 +19,7 @@ from edge.auth.limiter import FailureLimiter
 logger = logging.getLogger(__name__)
 
 Role = Literal["operator", "supervisor", "metrics"]
-AuditFn = Callable[[str, str, dict], None]
+AuditFn = Callable[[str, str, dict[str, Any]], None]
 
 
 def _digest(text: str) -> bytes:
@@ -94,7 +94,7 @@ class Authenticator:
             clock=clock,
         )
 
-    def _audit(self, actor: str, action: str, detail: dict) -> None:
+    def _audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         try:
             self._audit_fn(actor, action, detail)
         except Exception:

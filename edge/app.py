@@ -33,6 +33,7 @@ from edge.fsutil import clean_partials, disk_usage
 from edge.metrics import Metrics
 from edge.pipeline import Job, Pipeline, check_request, sha256_of
 from edge.reading import PlateResult, model_info, read_plate
+from edge.reading import decode as decode_frame
 from edge.schemas import (
     ApplianceStatus,
     CalibrationOut,
@@ -421,6 +422,7 @@ class Appliance:
 
     # -- pipeline hooks -------------------------------------------------------------------
     def decode(self, data: bytes) -> np.ndarray:
+        """Full-size decode (calibration proposals); InvalidInput for a bad file."""
         from edge.detect.errors import ImageDecodeError
         from edge.detect.imageio import decode_image
 
@@ -431,13 +433,30 @@ class Appliance:
                 code="bad_image", message=f"The image cannot be read: {exc}"
             ) from exc
 
-    def read_image(self, image: np.ndarray, params: RuntimeSettings) -> PlateResult:
+    def _detector(self) -> Any:
         if self.detector is None:
             raise ApplianceError(
                 "no_detector",
                 f"The detector is not loaded: {self.detector_error or 'see the status page'}.",
             )
-        return read_plate(self.detector, image, grid=self._grid, params=params)
+        return self.detector
+
+    def read_frame(self, frame_image: np.ndarray | None, data: bytes) -> PlateResult:
+        """Decode (unless the camera gave pixels) and read one plate with today's settings."""
+        detector = self._detector()
+        params = self.get_runtime_settings()
+        if frame_image is not None:
+            return read_plate(detector, frame_image, grid=self._grid, params=params)
+        image, factor, full, decode_ms = decode_frame(detector, data)
+        return read_plate(
+            detector,
+            image,
+            grid=self._grid,
+            params=params,
+            reduced_by=factor,
+            full_size=full,
+            decode_ms=decode_ms,
+        )
 
     def commit_run(self, rec: repo.RunRecord, result: PlateResult) -> list[str]:
         from edge.messages import run_event, run_message
@@ -516,11 +535,9 @@ class Appliance:
         return self.propose_from_image(image)
 
     def propose_from_image(self, image: np.ndarray) -> CalibrationGrid:
-        if self.detector is None:
-            raise ApplianceError("no_detector", "The detector is not loaded.")
         from edge.reading import detect
 
-        detections, _ = detect(self.detector, image)
+        detections, _ = detect(self._detector(), image)
         return calibration.propose(detections, image.shape[1], image.shape[0])
 
     # -- preview --------------------------------------------------------------------------

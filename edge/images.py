@@ -33,11 +33,24 @@ def raw_name(ext: str) -> str:
 
 
 def annotate(
-    image: np.ndarray, wells: Iterable[Any], grid: Any | None, scale: float = 1.0
+    image: np.ndarray,
+    wells: Iterable[Any],
+    grid: Any | None,
+    scale: float = 1.0,
+    max_width: int | None = None,
 ) -> np.ndarray:
-    """Draw the grid, each well's box and label on a copy of the frame. Coordinates are in
-    full-size pixels; `scale` maps them onto a frame decoded at reduced size."""
-    out = image.copy()
+    """Draw the grid, each well's box and label on a copy of the frame, at most `max_width`
+    wide (a display image: drawing and encoding a 12 MP frame would cost more than inference).
+    Coordinates are in full-size pixels; `scale` maps them onto the given frame."""
+    h0, w0 = image.shape[:2]
+    if max_width and w0 > max_width:
+        ratio = max_width / w0
+        out = cv2.resize(
+            image, (max_width, max(1, round(h0 * ratio))), interpolation=cv2.INTER_LINEAR
+        )
+        scale *= ratio
+    else:
+        out = image.copy()
     scale = max(out.shape[:2]) / 1200.0
     thick = max(1, round(2 * scale))
     if grid is not None:

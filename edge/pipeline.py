@@ -246,7 +246,13 @@ class Pipeline:
         run_id = str(uuid.uuid4())
         plate_id = job.plate_id or plate_id_for(job.sha256)
         ext = Path(job.filename).suffix or ".jpg"
-        annotated = images.annotate(result.image, result.wells.values(), result.grid, result.scale)
+        annotated = images.annotate(
+            result.image,
+            result.wells.values(),
+            result.grid,
+            result.scale,
+            max_width=app.settings.annotated_max_width,
+        )
         files = {
             images.raw_name(ext): job.data,
             "annotated.jpg": images.encode_jpeg(annotated),

@@ -156,6 +156,7 @@ class EdgeSettings(BaseSettings):
     preview_max_fps: float = Field(default=2.0, gt=0.0, le=30.0)
     preview_width: int = Field(default=640, ge=64, le=4096)
     thumbnail_width: int = Field(default=320, ge=32, le=2048)
+    annotated_max_width: int = Field(default=1280, ge=256, le=8192)
 
     @field_validator("detector")
     @classmethod

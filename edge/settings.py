@@ -168,12 +168,17 @@ class EdgeSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_paths(self) -> EdgeSettings:
         share = _resolved(self.share_dir)
-        for name, path in (("db_path", self.resolved_db_path), ("data_dir", self.data_dir)):
+        for name, path in (
+            ("db_path", self.resolved_db_path),
+            ("data_dir", self.data_dir),
+            ("images_dir", self.resolved_images_dir),
+            ("backup_dir", self.resolved_backup_dir),
+        ):
             p = _resolved(path)
             if p == share or share in p.parents:
                 raise ValueError(
                     f"{name} ({path}) lies inside share_dir ({self.share_dir}): the database "
-                    "must never sit on the LIMS share. Choose a local directory."
+                    "and images must never sit on the LIMS share. Choose a local directory."
                 )
         return self
 

@@ -8,6 +8,7 @@ joins them in reverse. See `/docs` of the brief `edge-facade.md` for the contrac
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -104,8 +105,15 @@ class Appliance:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        for folder in (s.data_dir, self.images_dir, self.share_dir):
+        for folder in (s.data_dir, self.images_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if s.mode == "development":
+            self.share_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.share_dir.is_dir():
+            # In production the share is a mount: creating it would hide the CSVs from the LIMS.
+            logger.error(
+                "the LabWare share %s is missing; CSVs wait until it is back", self.share_dir
+            )
         clean_partials(self.share_dir)
         clean_partials(self.images_dir)
         self.open_offline()
@@ -207,6 +215,10 @@ class Appliance:
         checks["capture"] = "ok" if self.source.state in ("ok", "idle") else self.source.detail
         free, _ = disk_usage(self.settings.data_dir)
         checks["disk"] = "ok" if free >= self.floor_bytes else self.disk_full_message()
+        share_ok = self.share_dir.is_dir() and os.access(self.share_dir, os.W_OK)
+        checks["share"] = (
+            "ok" if share_ok else f"the LabWare share {self.share_dir} is not writable"
+        )
         ready = all(v == "ok" for k, v in checks.items() if k != "capture")
         return Readiness(ready=ready, checks=checks)
 

@@ -51,8 +51,8 @@ def annotate(
         scale *= ratio
     else:
         out = image.copy()
-    scale = max(out.shape[:2]) / 1200.0
-    thick = max(1, round(2 * scale))
+    ui = max(out.shape[:2]) / 1200.0  # line and text size follow the drawn image's size
+    thick = max(1, round(2 * ui))
     if grid is not None:
         h, w = out.shape[:2]
         for x in grid.columns:
@@ -74,7 +74,7 @@ def annotate(
                 label,
                 (round(x1), max(10, round(y1) - 3)),
                 cv2.FONT_HERSHEY_SIMPLEX,
-                0.4 * scale,
+                0.4 * ui,
                 colour,
                 max(1, thick // 2),
                 cv2.LINE_AA,

@@ -73,14 +73,14 @@ def _appliance(settings: Any) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     try:
-        from edge.api import create_app
         from edge.api.server import serve
     except ImportError as exc:
         raise UserError(f"The HTTP API is not installed in this build ({exc}).") from exc
     app = _appliance(settings)
     app.start()
     try:
-        create_app(app)  # fail early on a bad auth configuration, before binding the port
+        # serve() refuses a production configuration without proper credentials
+        # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
         serve(app, args.host or settings.http.host, args.port or settings.http.port)
     finally:
         app.stop()

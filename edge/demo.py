@@ -91,22 +91,17 @@ def sample_for(index: int, path: Path) -> str:
     return f"DEMO-{index // 2 + 1:03d}"
 
 
-def install_calibration(app: Any, images: list[Path]) -> None:
-    """Use the calibration shipped beside the first sample image, if there is one."""
-    if app.get_calibration() is not None:
-        return
+def calibration_for(image: Path) -> Any | None:
+    """The grid shipped beside a bundled plate (`plate-01.calibration.json`), if any."""
     from core.calibration import CalibrationError, CalibrationGrid
 
-    for image in images:
-        for candidate in (image.with_suffix(".calibration.json"), image.with_suffix(".json")):
-            if not candidate.is_file():
-                continue
+    for candidate in (image.with_suffix(".calibration.json"), image.with_suffix(".json")):
+        if candidate.is_file():
             try:
-                grid = CalibrationGrid.from_json(candidate.read_text(encoding="utf-8"))
-            except (CalibrationError, OSError):
-                continue
-            app.set_calibration(grid, actor="demo")
-            return
+                return CalibrationGrid.from_json(candidate.read_text(encoding="utf-8"))
+            except (CalibrationError, OSError) as exc:
+                logger.warning("ignoring calibration %s: %s", candidate.name, exc)
+    return None
 
 
 def process_all(app: Any, images: list[Path]) -> list[dict[str, Any]]:
@@ -117,6 +112,13 @@ def process_all(app: Any, images: list[Path]) -> list[dict[str, Any]]:
         task = progress.add_task("reading plates", total=len(images))
         for i, path in enumerate(images):
             req = RunRequest(sample_number=sample_for(i, path), operator="demo")
+            # The bundled plates were photographed at different sizes and positions, each with
+            # its grid; a real appliance has one fixed camera and one calibration.
+            grid = calibration_for(path)
+            if grid is not None:
+                current = app.get_calibration()
+                if current is None or current.grid_id != grid.grid_id:
+                    app.set_calibration(grid, actor="demo")
             try:
                 ticket = app.submit_image(path.read_bytes(), path.name, req)
                 state = app.wait(ticket.id, timeout=120.0)
@@ -193,7 +195,6 @@ def run_demo(args: argparse.Namespace) -> int:
     app = Appliance.from_settings(settings)
     app.start()
     try:
-        install_calibration(app, images)
         results = process_all(app, images)
         url = None if args.once else f"http://{args.host}:{args.port}/"
         print_report(app, results, cred_file, url)

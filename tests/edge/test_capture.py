@@ -106,6 +106,7 @@ class BlockingDetector:
         self.release = threading.Event()
         self.model = inner.model
         self.backend = inner.backend
+        self.settings = inner.settings
 
     def detect(self, image: np.ndarray) -> Any:
         self.release.wait(30)

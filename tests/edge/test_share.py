@@ -33,6 +33,10 @@ def summary(sample: str = "S-001"):  # type: ignore[no-untyped-def]
 
 def test_csv_is_written_atomically_inside_the_share(tmp_path: Path) -> None:
     share = tmp_path / "share"
+    with pytest.raises(ShareError, match="not available"):  # an unmounted share is not created
+        write_sample_csv(share, summary(), template="labware", when=WHEN)
+    assert not share.exists()
+    share.mkdir()
     written = write_sample_csv(share, summary(), template="labware", when=WHEN)
     assert written.path.parent == share.resolve()
     assert written.path.name.startswith("S-001_") and written.path.suffix == ".csv"

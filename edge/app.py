@@ -8,6 +8,7 @@ joins them in reverse. See `/docs` of the brief `edge-facade.md` for the contrac
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from edge.fsutil import clean_partials, disk_usage
 from edge.metrics import Metrics
 from edge.pipeline import Job, Pipeline, check_request, sha256_of
 from edge.reading import PlateResult, model_info, read_plate
+from edge.reading import decode as decode_frame
 from edge.schemas import (
     ApplianceStatus,
     CalibrationOut,
@@ -103,17 +105,25 @@ class Appliance:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        for folder in (s.data_dir, self.images_dir, self.share_dir):
+        for folder in (s.data_dir, self.images_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if s.mode == "development":
+            self.share_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.share_dir.is_dir():
+            # In production the share is a mount: creating it would hide the CSVs from the LIMS.
+            logger.error(
+                "the LabWare share %s is missing; CSVs wait until it is back", self.share_dir
+            )
         clean_partials(self.share_dir)
         clean_partials(self.images_dir)
-        self.store.open()
-        self.store.migrate()
+        self.open_offline()
         self._remove_orphan_images()
-        self._runtime = runtime.load(self.store, s)
-        self._grid = calibration.load(s.resolved_calibration_path)
         if self.detector is None:
-            self.detector = self._load_detector()
+            try:
+                self.load_detector()
+            except BaseException:
+                self.store.close()  # nothing half-started stays behind
+                raise
         self.source.start()
         self.pipeline.start()
         self._started = True
@@ -131,6 +141,17 @@ class Appliance:
         for worker in self._workers:
             worker.start()
         logger.info("appliance started (db %s, share %s)", self.store.path, self.share_dir)
+
+    def open_offline(self) -> None:
+        """Store, migrations, runtime settings and calibration only: for CLI maintenance
+        commands that must not start the camera, the detector or any worker."""
+        self.store.open()
+        self.store.migrate()
+        self._runtime = runtime.load(self.store, self.settings)
+        self._grid = calibration.load(self.settings.resolved_calibration_path)
+
+    def close_offline(self) -> None:
+        self.store.close()
 
     def stop(self) -> None:
         for worker in reversed(self._workers):
@@ -157,7 +178,10 @@ class Appliance:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _load_detector(self) -> Any:
+    def load_detector(self) -> None:
+        self.detector = self._create_detector()
+
+    def _create_detector(self) -> Any:
         from pydantic import TypeAdapter
 
         from edge.detect.base import create_detector
@@ -191,6 +215,10 @@ class Appliance:
         checks["capture"] = "ok" if self.source.state in ("ok", "idle") else self.source.detail
         free, _ = disk_usage(self.settings.data_dir)
         checks["disk"] = "ok" if free >= self.floor_bytes else self.disk_full_message()
+        share_ok = self.share_dir.is_dir() and os.access(self.share_dir, os.W_OK)
+        checks["share"] = (
+            "ok" if share_ok else f"the LabWare share {self.share_dir} is not writable"
+        )
         ready = all(v == "ok" for k, v in checks.items() if k != "capture")
         return Readiness(ready=ready, checks=checks)
 
@@ -406,6 +434,7 @@ class Appliance:
 
     # -- pipeline hooks -------------------------------------------------------------------
     def decode(self, data: bytes) -> np.ndarray:
+        """Full-size decode (calibration proposals); InvalidInput for a bad file."""
         from edge.detect.errors import ImageDecodeError
         from edge.detect.imageio import decode_image
 
@@ -416,13 +445,30 @@ class Appliance:
                 code="bad_image", message=f"The image cannot be read: {exc}"
             ) from exc
 
-    def read_image(self, image: np.ndarray, params: RuntimeSettings) -> PlateResult:
+    def _detector(self) -> Any:
         if self.detector is None:
             raise ApplianceError(
                 "no_detector",
                 f"The detector is not loaded: {self.detector_error or 'see the status page'}.",
             )
-        return read_plate(self.detector, image, grid=self._grid, params=params)
+        return self.detector
+
+    def read_frame(self, frame_image: np.ndarray | None, data: bytes) -> PlateResult:
+        """Decode (unless the camera gave pixels) and read one plate with today's settings."""
+        detector = self._detector()
+        params = self.get_runtime_settings()
+        if frame_image is not None:
+            return read_plate(detector, frame_image, grid=self._grid, params=params)
+        image, factor, full, decode_ms = decode_frame(detector, data)
+        return read_plate(
+            detector,
+            image,
+            grid=self._grid,
+            params=params,
+            reduced_by=factor,
+            full_size=full,
+            decode_ms=decode_ms,
+        )
 
     def commit_run(self, rec: repo.RunRecord, result: PlateResult) -> list[str]:
         from edge.messages import run_event, run_message
@@ -501,11 +547,9 @@ class Appliance:
         return self.propose_from_image(image)
 
     def propose_from_image(self, image: np.ndarray) -> CalibrationGrid:
-        if self.detector is None:
-            raise ApplianceError("no_detector", "The detector is not loaded.")
         from edge.reading import detect
 
-        detections, _ = detect(self.detector, image)
+        detections, _ = detect(self._detector(), image)
         return calibration.propose(detections, image.shape[1], image.shape[0])
 
     # -- preview --------------------------------------------------------------------------

@@ -236,11 +236,9 @@ class Pipeline:
             existing = repo.current_run_for_image(app.store.read(), job.sha256)
             if existing is not None:
                 return existing
-        image = job.image if job.image is not None else app.decode(job.data)
         self._set(job.ticket_id, "running", stage="detect")
-        params = app.get_runtime_settings()
         t_det = time.perf_counter()
-        result = app.read_image(image, params)
+        result = app.read_frame(job.image, job.data)
         app.metrics.inference_seconds.observe(time.perf_counter() - t_det)
 
         self._set(job.ticket_id, "running", stage="store")
@@ -248,7 +246,13 @@ class Pipeline:
         run_id = str(uuid.uuid4())
         plate_id = job.plate_id or plate_id_for(job.sha256)
         ext = Path(job.filename).suffix or ".jpg"
-        annotated = images.annotate(image, result.wells.values(), result.grid)
+        annotated = images.annotate(
+            result.image,
+            result.wells.values(),
+            result.grid,
+            result.scale,
+            max_width=app.settings.annotated_max_width,
+        )
         files = {
             images.raw_name(ext): job.data,
             "annotated.jpg": images.encode_jpeg(annotated),
@@ -276,7 +280,7 @@ class Pipeline:
             captured_at=job.captured_at,
             processed_at=now,
             supersedes=job.supersedes,
-            model=app.model_info,
+            model=result.model,
             calibration_id=result.grid.grid_id,
             dilution=result.dilution.model_dump(mode="json"),
             timings_ms=result.timings_ms,

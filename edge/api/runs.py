@@ -36,6 +36,14 @@ IMAGE_SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "image/bmp": (b"BM",),
     "image/tiff": (b"II*\x00", b"MM\x00*"),
 }
+# Non-standard names some clients send for the same formats.
+TYPE_ALIASES = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+    "image/x-ms-bmp": "image/bmp",
+    "image/x-bmp": "image/bmp",
+}
 RUN_REQUEST_FIELDS = ("sample_number", "submission_number", "description", "operator")
 
 UPLOAD_BODY = {
@@ -100,6 +108,7 @@ async def upload_run(
         data = await upload.read(limits.max_upload_bytes + 1)
         filename = (upload.filename or "upload")[:200]
         declared = (upload.content_type or "").split(";")[0].strip().lower()
+        declared = TYPE_ALIASES.get(declared, declared)
     if len(data) > limits.max_upload_bytes:
         raise ApiError(
             413,

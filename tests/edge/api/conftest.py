@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ def make_settings(tmp_path: Path, **overrides: Any) -> EdgeSettings:
     }
     values.update(overrides)
     return EdgeSettings(**values)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings and credentials come only from the test, never from the developer's machine."""
+    for key in list(os.environ):
+        if key.startswith("MICROPLATE_EDGE_") or key == "CREDENTIALS_DIRECTORY":
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
 
 
 @pytest.fixture

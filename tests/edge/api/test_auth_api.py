@@ -111,6 +111,13 @@ def test_elevation_with_pin_and_its_lockout(app: FastAPI, appliance: Appliance) 
     assert client.post("/api/auth/elevate", json={"pin": SUPERVISOR_PIN}).status_code == 429
     actions = audit_actions(appliance)
     assert "auth.elevate" in actions and "auth.elevate.failed" in actions
+    assert "settings.update" in actions
+    actor = (
+        appliance.store.read()
+        .execute("SELECT actor FROM audit WHERE action = 'settings.update'")
+        .fetchone()[0]
+    )
+    assert actor.startswith("supervisor:") and actor.endswith("@10.5.5.5")
 
 
 def test_elevation_window_expires(app: FastAPI) -> None:

@@ -247,7 +247,7 @@ def test_development_generates_private_credentials_and_logs_no_secret(
 def test_hash_command_prints_a_verifiable_hash(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge import auth
+    from edge.auth import cli as auth
 
     answers = iter(["9753", "9753"])
     monkeypatch.setattr(auth.getpass, "getpass", lambda _prompt: next(answers))

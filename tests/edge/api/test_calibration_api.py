@@ -10,9 +10,8 @@ from fastapi.testclient import TestClient
 from edge.app import Appliance
 from tests.edge.api.conftest import error_of
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "roi_calibration.json"
-if not REFERENCE.exists():  # worktrees without shared/ read the project's copy
-    REFERENCE = Path("/work/shared/reference/roi_calibration.json")
+# The old system's file, as committed with the core tests (identical to shared/reference/).
+REFERENCE = Path(__file__).resolve().parents[2] / "core" / "data" / "roi_calibration.json"
 
 
 def test_legacy_file_is_accepted_unchanged(

@@ -90,3 +90,18 @@ def test_a_client_that_fell_behind_is_told_to_refetch() -> None:
     assert ws.sent[0]["payload"] == {"count": 3}
     assert [m["payload"]["i"] for m in ws.sent[1:]] == [3, 4]
     assert ws.closed == 1001
+
+
+def test_calibration_and_capture_progress_events(app: FastAPI) -> None:
+    client = TestClient(app)
+    sign_in(client, supervisor=True)
+    with client.websocket_connect("/api/events") as ws:
+        assert ws.receive_json()["type"] == "hello"
+        proposal = client.post("/api/calibration/proposal").json()
+        assert client.put("/api/calibration", json=proposal).status_code == 200
+        event = next_of_type(ws, "calibration.updated")
+        assert event["payload"]["grid_id"]
+        res = client.post("/api/capture", json={"sample_number": "S-PROG"})
+        assert res.status_code == 202
+        progress = next_of_type(ws, "capture.progress")
+        assert progress["payload"]["ticket_id"] == res.json()["id"]

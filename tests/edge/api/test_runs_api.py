@@ -27,6 +27,13 @@ def test_upload_is_read_stored_and_listed(operator: TestClient) -> None:
     assert [s["sample_number"] for s in samples["items"]] == ["S-001"]
 
 
+def test_upload_accepts_common_type_aliases(operator: TestClient) -> None:
+    for i, declared in enumerate(("image/jpg", "application/octet-stream", "")):
+        files = {"file": (f"p{i}.jpg", plate_jpeg(40 + i), declared)}
+        res = operator.post("/api/runs", data={"sample_number": "S-AL"}, files=files)
+        assert res.status_code == 202, (declared, res.text)
+
+
 def test_run_images_are_served(operator: TestClient) -> None:
     run_id = upload_and_wait(operator, "S-002", seed=2)
     for kind in ("raw", "annotated", "thumbnail"):

@@ -176,8 +176,8 @@ def create_detector(settings: DetectorSettings, *, warm_up: bool = True) -> Dete
     if warm_up:
         try:
             detector.warm_up()
-        except DetectorError:
-            detector.close()
+        except BaseException:
+            detector.close()  # never leave a half-started runtime (GPU memory) behind
             raise
     logger.info(
         "detector ready: backend=%s model=%s %s (%s) classes=%s",

@@ -103,10 +103,18 @@ class TensorRTDetector(Detector):
             self._context = self._engine.create_execution_context()
             self._bindings = self._allocate(trt, cuda)
             self._stream = cuda.Stream()
-        except BaseException:
+        except BaseException as exc:
             self._ctx.pop()
             self._ctx.detach()
-            raise
+            self._ctx = None
+            if isinstance(exc, (DetectorError, KeyboardInterrupt, SystemExit)):
+                raise
+            # pycuda and TensorRT raise their own error types (out of GPU memory, driver
+            # trouble); the appliance reports a DetectorError with the cause instead.
+            raise DetectorError(
+                f"TensorRT could not start ({type(exc).__name__}: {exc}). Check free GPU memory "
+                "and the NVIDIA driver, or set the detector's fallback to 'onnx'."
+            ) from exc
         self._ctx.pop()
         logger.info("TensorRT engine %s loaded", path.name)
 
@@ -134,6 +142,8 @@ class TensorRTDetector(Detector):
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         cuda = self._cuda
+        if self._ctx is None:
+            raise DetectorError("the TensorRT detector was closed")
         with self._lock:
             self._ctx.push()
             try:
@@ -152,6 +162,12 @@ class TensorRTDetector(Detector):
                         outputs.append(b)
                 self._stream.synchronize()
                 return [b.host.reshape(b.shape).astype(np.float32, copy=True) for b in outputs]
+            except DetectorError:
+                raise
+            except Exception as exc:
+                raise DetectorError(
+                    f"TensorRT inference failed ({type(exc).__name__}: {exc})"
+                ) from exc
             finally:
                 self._ctx.pop()
 

@@ -30,9 +30,13 @@ class CudaState:
     context_depth = 0
     contexts_alive = 0
     fail_init: str | None = None
+    free_bytes: int | None = None  # None: unlimited
+    fail_execute = False
 
     @classmethod
     def reset(cls) -> None:
+        cls.free_bytes = None
+        cls.fail_execute = False
         cls.memory = {}
         cls.capability = (8, 7)
         cls.context_depth = 0
@@ -40,8 +44,20 @@ class CudaState:
         cls.fail_init = None
 
 
+class CudaMemoryError(Exception):
+    """pycuda raises its own MemoryError type when the device is full."""
+
+
+class LaunchError(Exception):
+    """Stands in for pycuda's LaunchError / a failed kernel."""
+
+
 class DeviceAllocation:
     def __init__(self, nbytes: int) -> None:
+        if CudaState.free_bytes is not None:
+            if nbytes > CudaState.free_bytes:
+                raise CudaMemoryError("cuMemAlloc failed: out of memory")
+            CudaState.free_bytes -= nbytes
         self.handle = next(CudaState.handles)
         CudaState.memory[self.handle] = np.zeros(nbytes, dtype=np.uint8)
 
@@ -276,6 +292,8 @@ class ExecutionContext:
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
+        if CudaState.fail_execute:
+            raise LaunchError("cuLaunchKernel failed: unspecified launch failure")
         feeds = {}
         for t in self.engine.inputs:
             shape = self.engine.shapes[t.name]

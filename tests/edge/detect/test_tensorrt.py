@@ -294,3 +294,25 @@ def test_real_tensorrt_matches_onnx_runtime(tmp_path, precision):
         reference.close()
     # A second start hits the cache.
     create_detector(settings).close()
+
+
+def test_out_of_gpu_memory_is_a_detector_error_and_can_fall_back(anchors_model, tmp_path, fake_trt):
+    CudaState.free_bytes = 1000  # less than the 64x64 input buffer
+    with pytest.raises(DetectorError, match=r"CudaMemoryError.*free GPU memory"):
+        create_detector(trt_settings(anchors_model, tmp_path / "e"))
+    assert CudaState.contexts_alive == 0 and CudaState.context_depth == 0
+    fallback = create_detector(trt_settings(anchors_model, tmp_path / "e", fallback="onnx"))
+    assert isinstance(fallback, OnnxDetector)
+
+
+def test_runtime_failures_fail_the_run_not_the_process(anchors_model, tmp_path, fake_trt):
+    detector = create_detector(trt_settings(anchors_model, tmp_path / "e"))
+    CudaState.fail_execute = True
+    with pytest.raises(DetectorError, match=r"inference failed.*launch failure"):
+        detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+    assert CudaState.context_depth == 0
+    CudaState.fail_execute = False
+    assert len(detector.detect(np.zeros((64, 64, 3), dtype=np.uint8)).detections) == 1
+    detector.close()
+    with pytest.raises(DetectorError, match="closed"):
+        detector.infer(np.zeros(detector.input_shape, dtype=np.float32))

@@ -20,9 +20,9 @@ from core.calibration import CalibrationGrid
 from edge import __version__, calibration, images, outbox, repo, runtime
 from edge.capture import CaptureSource, create_source
 from edge.errors import (
-    ApplianceError,
     CaptureUnavailable,
     DiskFull,
+    NotReady,
 )
 from edge.events import EventBus
 from edge.exporter import Exporter
@@ -277,7 +277,7 @@ class Appliance(PlateOps):
 
     def _require_started(self) -> None:
         if not self._started:
-            raise ApplianceError("not_started", "The appliance is starting; try again shortly.")
+            raise NotReady(message="The appliance is starting or stopping; try again shortly.")
 
     # -- calibration ----------------------------------------------------------------------
     def get_calibration(self) -> CalibrationOut | None:

@@ -116,6 +116,7 @@ def main() -> int:
     app.pipeline.stop()  # run jobs in this thread: nothing else competes for the CPU
 
     detect_ms, e2e_ms = [], []
+    stages: dict[str, list[float]] = {}
     for i in track(range(args.plates), description="per plate", console=console):
         frame = cv2.imdecode(np.frombuffer(data[i], np.uint8), cv2.IMREAD_COLOR)
         t0 = time.perf_counter()
@@ -134,6 +135,8 @@ def main() -> int:
         state = app.pipeline.run_job(job)
         e2e_ms.append((time.perf_counter() - t0) * 1e3)
         assert state.state == "done", state
+        for name, ms in app.pipeline.last_stages_ms.items():
+            stages.setdefault(name, []).append(ms)
     app.stop()
 
     warm = slice(2, None)  # the first plates pay for lazy set-up
@@ -146,6 +149,12 @@ def main() -> int:
             name, f"{statistics.median(v):.1f}", f"{pct(v, 95):.1f}", f"{statistics.mean(v):.1f}"
         )
     console.print(table)
+    breakdown = Table(title="end to end, by stage (median ms)")
+    breakdown.add_column("stage")
+    breakdown.add_column("ms")
+    for name, values in stages.items():
+        breakdown.add_row(name, f"{statistics.median(values[2:] or values):.1f}")
+    console.print(breakdown)
     overhead = statistics.median(e) - statistics.median(d)
     ratio = overhead / statistics.median(d)
     console.print(

@@ -120,7 +120,7 @@ def process_all(app: Any, images: list[Path]) -> list[dict[str, Any]]:
                 if current is None or current.grid_id != grid.grid_id:
                     app.set_calibration(grid, actor="demo")
             try:
-                ticket = app.submit_image(path.read_bytes(), path.name, req)
+                ticket = app.capture(req)  # the files source hands out the images in order
                 state = app.wait(ticket.id, timeout=120.0)
             except ApplianceError as exc:
                 results.append({"file": path.name, "error": exc.message})

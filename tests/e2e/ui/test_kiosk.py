@@ -148,6 +148,7 @@ def test_supervisor_deletes_a_run_with_the_pin(page: Any, kiosk: Kiosk) -> None:
 
 
 def test_calibration_drag_and_save(page: Any, kiosk: Kiosk) -> None:
+    capture(page, kiosk, "S-CAL,,frame to calibrate on")  # the newest frame is the backdrop
     before = page.context.request.get(f"{kiosk.url}/api/calibration").json()
     page.goto(f"{kiosk.url}/ui/calibration")
     page.wait_for_selector("#grid-svg image")

@@ -69,6 +69,26 @@ def screens(seeded: dict[str, str]) -> list[Screen]:
     ]
 
 
+def test_the_layout_checks_can_fail(browser: Any) -> None:
+    """The measurements above must notice what they look for."""
+    ctx = browser.new_context(viewport={"width": 800, "height": 480})
+    try:
+        page = ctx.new_page()
+        page.set_content(
+            '<body style="margin:0"><div style="width:900px">wide</div>'
+            '<button id="tiny" style="width:30px;height:30px">x</button>'
+            '<button id="low" style="position:absolute;top:600px">y</button></body>'
+        )
+        found = page.evaluate(MEASURE, [TARGETS, TOUCH_PX])
+        assert any(p.startswith("page scrolls sideways") for p in found), found
+        assert any(p.startswith("small target: #tiny") for p in found), found
+        placed = page.evaluate(ON_SCREEN, ["#low", "#missing", "#tiny"])
+        assert len(placed) == 2, placed  # #tiny is on screen
+        assert placed[0].startswith("off screen: #low") and placed[1] == "missing: #missing"
+    finally:
+        ctx.close()
+
+
 CASES = [(w, h, "en") for w, h in VIEWPORTS] + [(800, 480, "th")]
 
 

@@ -6,6 +6,15 @@
   const runId = section.dataset.runId;
   let run = null;
 
+  /* Censored titres say so: "<10" below the first dilution, "≥1280" when every well flows. */
+  function rowTitre(r) {
+    if (r.titre === null || r.titre === undefined) {
+      const start = run.dilution && run.dilution.start_dilution;
+      return r.flags.includes("no_inhibition") && start ? `<${start}` : "—";
+    }
+    return r.flags.includes("all_inhibited") ? `≥${titre(r.titre)}` : titre(r.titre);
+  }
+
   function render() {
     document.getElementById("r-sample").textContent = run.sample_number;
     const status = document.getElementById("r-status");
@@ -22,7 +31,7 @@
     body.replaceChildren(...run.rows.map((r) => el("tr", { class: r.counted ? "" : "excluded", "data-row": r.label },
       el("th", { text: r.label }),
       el("td", { class: "endpoint", text: r.endpoint }),
-      el("td", { class: "titre", text: titre(r.titre) }),
+      el("td", { class: "titre", text: rowTitre(r) }),
       el("td", { class: "flags" }, ...r.flags.map((f) => el("span", { class: "flag", text: t(`flag.${f}`) })),
         r.counted ? null : el("span", { class: "flag excluded-flag", text: t("result.excluded") })))));
     const stats = run.statistics || {};

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from edge.errors import CaptureUnavailable
 from tests.e2e.ui.kiosk import OPERATOR_SECRET, SUPERVISOR_PIN, Kiosk
+from tests.edge import plates
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,6 +38,12 @@ def capture(page: Any, kiosk: Kiosk, scan: str) -> str:
     page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f-]+$"), timeout=READ_TIMEOUT_MS)
     page.wait_for_selector("#plate .well")
     return str(page.url.rsplit("/", 1)[1])
+
+
+def expected_titre(row: dict[str, Any], start: int) -> str:
+    if row["titre"] is None:
+        return f"<{start}" if "no_inhibition" in row["flags"] else "—"
+    return ("≥" if "all_inhibited" in row["flags"] else "") + f"{row['titre']:g}"
 
 
 def run_json(page: Any, kiosk: Kiosk, run_id: str) -> dict[str, Any]:
@@ -87,11 +95,11 @@ def test_operator_scans_captures_and_gets_result_and_csv(page: Any, kiosk: Kiosk
     for i, row in enumerate(run["rows"]):
         assert rows.nth(i).locator(".endpoint").inner_text() == str(row["endpoint"])
         shown = rows.nth(i).locator(".titre").inner_text()
-        assert shown == ("—" if row["titre"] is None else f"{row['titre']:g}")
+        assert shown == expected_titre(row, run["dilution"]["start_dilution"])
 
     # The LabWare CSV is in the share, and the page says so once it is written.
     page.wait_for_function(
-        "document.getElementById('r-csv').textContent.includes('.csv')", timeout=20_000
+        "() => document.getElementById('r-csv').textContent.includes('.csv')", timeout=20_000
     )
     name = page.inner_text("#r-csv").split(": ", 2)[-1].strip()
     csv = kiosk.share_dir / name
@@ -182,7 +190,7 @@ def test_language_switch_persists(page: Any, kiosk: Kiosk) -> None:
     assert page.inner_text("#capture-btn") == "ถ่ายภาพ"
     page.goto(f"{kiosk.url}/ui/status")  # another page, same choice
     assert page.get_attribute("html", "lang") == "th"
-    page.wait_for_function("document.getElementById('st-camera').textContent !== '…'")
+    page.wait_for_function("() => document.getElementById('st-camera').textContent !== '…'")
     assert re.search(r"[\u0E00-\u0E7F]", page.inner_text("#st-camera"))
     page.click('[data-lang="en"]')
     page.wait_for_selector('html[lang="en"]')
@@ -201,3 +209,48 @@ def test_errors_are_shown_in_operator_words(page: Any, kiosk: Kiosk) -> None:
     assert "Traceback" not in text and "{" not in text
     assert page.url.endswith("/ui/capture")
     assert not page.is_disabled("#capture-btn")  # the operator can correct and retry
+
+
+def test_a_missing_camera_is_explained_in_the_chosen_language(
+    page: Any, kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The camera is the one part absent here: make the real capture path meet a dead one.
+    def dead_camera() -> Any:
+        raise CaptureUnavailable(message="The camera is not answering. Check its cable.")
+
+    monkeypatch.setattr(kiosk.appliance.source, "grab", dead_camera)
+    page.context.add_cookies([{"name": "mp_lang", "value": "th", "url": kiosk.url}])
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.fill("#sample", "S-400")
+    page.click("#capture-btn")
+    page.wait_for_selector("#banner.error:not([hidden])")
+    text = page.inner_text("#banner-text")
+    assert text.startswith("กล้องไม่ตอบสนอง")  # our Thai words first
+    assert "Check its cable" in text  # then the appliance's own detail for support
+    assert page.input_value("#sample") == "S-400"  # nothing typed is lost
+
+
+def test_live_preview_streams_mjpeg(
+    page: Any, kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = plates.plate_image(plates.PLATE_A)
+    monkeypatch.setattr(kiosk.appliance.source, "preview_frame", lambda: frame)
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.wait_for_selector("#preview:not([hidden])")
+    assert page.get_attribute("#preview", "src") == "/api/capture/preview.mjpg"
+    page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0")
+    assert page.evaluate("document.getElementById('preview').naturalWidth") == 640
+    assert page.is_hidden("#no-preview")
+
+
+def test_fields_can_be_typed_on_the_on_screen_keypad(page: Any, kiosk: Kiosk) -> None:
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.tap("#submission")
+    page.wait_for_selector(".keypad .keypad-display")
+    for key in ["S", "U", "B", "-", "4", "2"]:
+        page.locator(".keypad .key", has_text=re.compile(f"^{re.escape(key)}$")).first.tap()
+    page.locator(".keypad .key", has_text="⌫").tap()
+    assert page.inner_text(".keypad-display") == "SUB-4"
+    page.locator(".keypad .key", has_text="Done").tap()
+    assert page.is_hidden(".keypad")
+    assert page.input_value("#submission") == "SUB-4"

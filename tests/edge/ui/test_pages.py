@@ -221,3 +221,24 @@ def test_settings_page_offers_only_languages_the_appliance_accepts(operator: Tes
     select = re.search(r'<select id="language".*?</select>', page, re.S)
     assert select is not None
     assert set(re.findall(r'option value="(\w+)"', select.group(0))) == set(offered)
+
+
+def test_every_page_route_needs_a_session(anon: TestClient) -> None:
+    """Built from the router's table: a page added without the session check fails here."""
+    from fastapi.routing import APIRoute
+
+    from edge.ui.pages import router
+
+    open_pages = {"/", "/ui/sign-in"}
+    checked = 0
+    for route in router.routes:
+        assert isinstance(route, APIRoute)
+        assert route.methods == {"GET"}, route.path  # pages only read; the API changes things
+        if route.path in open_pages:
+            continue
+        path = route.path.replace("{run_id}", "abc-1").replace("{sample_number}", "S-1")
+        res = anon.get(path)
+        assert res.status_code == 303, path
+        assert res.headers["location"].startswith("/ui/sign-in?next="), path
+        checked += 1
+    assert checked >= 7

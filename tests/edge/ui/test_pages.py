@@ -242,3 +242,19 @@ def test_every_page_route_needs_a_session(anon: TestClient) -> None:
         assert res.headers["location"].startswith("/ui/sign-in?next="), path
         checked += 1
     assert checked >= 7
+
+
+# Every error code the API and the facade can answer with (docs/edge-api.md, edge/errors.py).
+API_ERROR_CODES = [
+    "unauthenticated", "invalid_credentials", "supervisor_required", "cross_origin", "not_found",
+    "no_calibration", "conflict", "too_large", "unsupported_media_type", "invalid_input",
+    "invalid_calibration", "locked_out", "busy", "capture_unavailable", "no_preview",
+    "preview_busy", "disk_full", "internal_error", "not_ready", "bad_sample_number",
+    "bad_image", "empty_image", "run_deleted", "reason_required",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", list(i18n.LANGUAGES))
+def test_every_api_error_code_has_operator_words(lang: str) -> None:
+    strings = i18n.strings(lang)
+    assert [c for c in API_ERROR_CODES if f"error.{c}" not in strings] == []

@@ -254,3 +254,28 @@ def test_fields_can_be_typed_on_the_on_screen_keypad(page: Any, kiosk: Kiosk) ->
     page.locator(".keypad .key", has_text="Done").tap()
     assert page.is_hidden(".keypad")
     assert page.input_value("#submission") == "SUB-4"
+
+
+def test_a_finger_drags_a_row_line_and_undo_restores_it(page: Any, kiosk: Kiosk) -> None:
+    capture(page, kiosk, "S-TOUCH,,frame")
+    page.goto(f"{kiosk.url}/ui/calibration")
+    page.wait_for_selector("#grid-svg image")
+    line = page.locator('line[data-kind="rows"][data-index="2"]')
+    start = float(line.get_attribute("y1") or 0)
+    box = line.bounding_box()
+    assert box is not None
+    # Real touch events (not a mouse): what a gloved finger on the kiosk sends.
+    x, y = box["x"] + box["width"] * 0.4, box["y"] + box["height"] / 2 + 6  # a near miss grabs
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+    for step in range(1, 6):
+        point = {"x": x, "y": y + 4 * step}
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    moved = float(line.get_attribute("y1") or 0)
+    assert moved > start
+    assert "selected" in (line.get_attribute("class") or "")
+    page.click("#nudge-plus")
+    assert float(line.get_attribute("y1") or 0) > moved
+    page.click("#reset")
+    assert float(line.get_attribute("y1") or 0) == start

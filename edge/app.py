@@ -82,7 +82,7 @@ class Appliance(PlateOps):
         self.started_at: datetime | None = None
         self._started = False
         self.metrics.bind(
-            queue_depth=lambda: float(self.pipeline.queue.qsize()),
+            queue_depth=lambda: float(self.pipeline.depth),
             backlog=lambda: outbox.backlog(self.store) if self._started else (0, None),
             disk_free=lambda: float(disk_usage(self.settings.data_dir)[0]),
             camera_up=lambda: 1.0 if self.source.state == "ok" else 0.0,
@@ -245,7 +245,7 @@ class Appliance(PlateOps):
                 ok=free >= self.floor_bytes,
             ),
             queue=QueueStatus(
-                depth=self.pipeline.queue.qsize(),
+                depth=self.pipeline.depth,
                 capacity=self.pipeline.capacity,
                 running=self.pipeline.running,
             ),

@@ -44,6 +44,7 @@ from edge.schemas import (
     SyncStatus,
 )
 from edge.settings import EdgeSettings, FolderCaptureSettings
+from edge.spool import Spool
 from edge.store import Store
 from edge.workers import Worker
 
@@ -71,6 +72,7 @@ class Appliance(PlateOps):
         self.detector_error = ""
         self.source = source or create_source(settings.capture)
         self.pipeline = Pipeline(self, settings.queue_size)
+        self.spool = Spool(settings.data_dir / "spool")
         self.exporter = Exporter(self)
         self.folder: Any | None = None
         self._workers: list[Worker] = []
@@ -119,6 +121,7 @@ class Appliance(PlateOps):
         self._started = True
         self.started_at = datetime.now(timezone.utc)
         self.exporter.export_dirty()
+        self.replay_spool()
         if isinstance(s.capture, FolderCaptureSettings):
             from edge.folder import FolderWatcher
 
@@ -126,6 +129,7 @@ class Appliance(PlateOps):
             self.folder.start()
         self._workers = [
             Worker("csv-retry", 30.0, self.exporter.export_dirty),
+            Worker("spool-retry", 5.0, self.replay_spool),
             Worker("retention", s.retention.interval_s, self.run_retention),
         ]
         for worker in self._workers:

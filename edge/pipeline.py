@@ -113,6 +113,18 @@ class Pipeline:
         )
         return ts
 
+    def knows(self, ticket_id: str) -> bool:
+        with self._cond:
+            ts = self._tickets.get(ticket_id)
+            return ts is not None and ts.state in ("queued", "running")
+
+    def refuse_busy(self) -> None:
+        raise Busy(
+            message=f"The appliance is busy: {self.capacity} plates are waiting. Try again "
+            "in a few seconds; nothing was lost.",
+            retry_after_s=5,
+        )
+
     def ticket(self, ticket_id: str) -> TicketState | None:
         with self._cond:
             return self._tickets.get(ticket_id)
@@ -155,11 +167,7 @@ class Pipeline:
         except queue.Full:
             with self._cond:
                 self._tickets.pop(job.ticket_id, None)
-            raise Busy(
-                message=f"The appliance is busy: {self.capacity} plates are waiting. Try again "
-                "in a few seconds; nothing was lost.",
-                retry_after_s=5,
-            ) from None
+            self.refuse_busy()
         return Ticket(
             id=job.ticket_id,
             state="queued",

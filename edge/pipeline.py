@@ -7,8 +7,13 @@ superseding, pooled sample summary, outbox entry) -> LabWare CSV in the share.
 Crash safety: images are written before the transaction and only become a run when it commits;
 an image folder without a run is removed on start (`Appliance.start`). A committed change whose
 CSV was not written yet keeps `samples.csv_dirty = 1` and is exported on start and by the retry
-worker. A plate that is queued but not yet committed is lost from memory on a crash, but its
-source still holds it (the folder source moves a file only after its run is committed).
+worker. A plate that is queued but not yet committed survives a crash in its source: uploads and
+captures are in the spool (`edge.spool`) before their ticket is handed out, and the folder
+source moves a file only after its run is committed.
+
+Two worker threads: `read` (decode, detect, well calls: one inference at a time) hands each
+plate to `store` (images, transaction, CSV), so one plate's disk work overlaps the next plate's
+inference.
 """
 
 from __future__ import annotations

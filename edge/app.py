@@ -44,6 +44,7 @@ from edge.schemas import (
     SyncStatus,
 )
 from edge.settings import EdgeSettings, FolderCaptureSettings
+from edge.spool import Spool
 from edge.store import Store
 from edge.workers import Worker
 
@@ -71,6 +72,7 @@ class Appliance(PlateOps):
         self.detector_error = ""
         self.source = source or create_source(settings.capture)
         self.pipeline = Pipeline(self, settings.queue_size)
+        self.spool = Spool(settings.data_dir / "spool")
         self.exporter = Exporter(self)
         self.folder: Any | None = None
         self._workers: list[Worker] = []
@@ -82,7 +84,7 @@ class Appliance(PlateOps):
         self.started_at: datetime | None = None
         self._started = False
         self.metrics.bind(
-            queue_depth=lambda: float(self.pipeline.queue.qsize()),
+            queue_depth=lambda: float(self.pipeline.depth),
             backlog=lambda: outbox.backlog(self.store) if self._started else (0, None),
             disk_free=lambda: float(disk_usage(self.settings.data_dir)[0]),
             camera_up=lambda: 1.0 if self.source.state == "ok" else 0.0,
@@ -119,6 +121,7 @@ class Appliance(PlateOps):
         self._started = True
         self.started_at = datetime.now(timezone.utc)
         self.exporter.export_dirty()
+        self.replay_spool()
         if isinstance(s.capture, FolderCaptureSettings):
             from edge.folder import FolderWatcher
 
@@ -126,6 +129,7 @@ class Appliance(PlateOps):
             self.folder.start()
         self._workers = [
             Worker("csv-retry", 30.0, self.exporter.export_dirty),
+            Worker("spool-retry", 5.0, self.replay_spool),
             Worker("retention", s.retention.interval_s, self.run_retention),
         ]
         for worker in self._workers:
@@ -245,7 +249,7 @@ class Appliance(PlateOps):
                 ok=free >= self.floor_bytes,
             ),
             queue=QueueStatus(
-                depth=self.pipeline.queue.qsize(),
+                depth=self.pipeline.depth,
                 capacity=self.pipeline.capacity,
                 running=self.pipeline.running,
             ),

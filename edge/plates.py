@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from edge.pipeline import Pipeline
     from edge.schemas import RuntimeSettings
     from edge.settings import EdgeSettings
+    from edge.spool import Spool
     from edge.store import Store
 
 logger = logging.getLogger(__name__)
@@ -58,12 +59,14 @@ class PlateOps:
     detector: Any | None
     detector_error: str
     images_dir: Path
+    spool: Spool
     _grid: CalibrationGrid | None
 
     if TYPE_CHECKING:  # provided by Appliance
 
         def _require_started(self) -> None: ...
         def check_disk(self) -> None: ...
+        def disk_full_message(self) -> str: ...
         def get_runtime_settings(self) -> RuntimeSettings: ...
         def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None: ...
 
@@ -73,7 +76,7 @@ class PlateOps:
         req = check_request(req)
         self.check_disk()
         frame = self.source.grab()
-        return self.pipeline.submit(
+        return self._submit_spooled(
             Job(
                 ticket_id=str(uuid.uuid4()),
                 req=req,
@@ -91,7 +94,74 @@ class PlateOps:
         req = check_request(req)
         if not data:
             raise InvalidInput(code="empty_image", message="The uploaded file is empty.")
-        return self.submit_bytes(data, Path(filename or "upload").name, req, source="upload")
+        return self._submit_spooled(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=data,
+                filename=Path(filename or "upload").name,
+                source="upload",
+                sha256=sha256_of(data),
+                captured_at=datetime.now(timezone.utc),
+            )
+        )
+
+    def _submit_spooled(self, job: Job) -> Ticket:
+        """Queue a plate that exists only in memory, after putting it in the spool."""
+        if self.pipeline.queue.full():
+            self.pipeline.refuse_busy()  # before writing anything
+        self.check_disk()
+        try:
+            self.spool.put(
+                job.ticket_id,
+                job.data,
+                req=job.req,
+                filename=job.filename,
+                source=job.source,
+                captured_at=job.captured_at,
+            )
+        except OSError as exc:
+            from edge.pipeline import is_disk_full
+
+            if is_disk_full(exc):
+                from edge.errors import DiskFull
+
+                raise DiskFull(message=self.disk_full_message()) from exc
+            raise
+        spool = self.spool
+        job.on_done = lambda ts, tid=job.ticket_id: spool.remove(tid)
+        try:
+            return self.pipeline.submit(job)
+        except ApplianceError:
+            spool.remove(job.ticket_id)
+            raise
+
+    def replay_spool(self) -> int:
+        """Queue again what a previous process had accepted but not finished."""
+        queued = 0
+        for entry in self.spool.entries():
+            if self.pipeline.knows(entry.ticket_id):
+                continue
+            data = entry.data
+            job = Job(
+                ticket_id=entry.ticket_id,
+                req=entry.req,
+                data=data,
+                filename=entry.filename,
+                source=entry.source,
+                sha256=sha256_of(data),
+                captured_at=entry.captured_at,
+                on_done=lambda ts, tid=entry.ticket_id: self.spool.remove(tid),
+            )
+            try:
+                self.pipeline.submit(job)
+            except ApplianceError as exc:
+                logger.info("spooled plate %s waits: %s", entry.ticket_id, exc.message)
+                break
+            queued += 1
+        if queued:
+            logger.info("re-queued %d plate(s) accepted before a restart", queued)
+        return queued
 
     def submit_bytes(
         self,

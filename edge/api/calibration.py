@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.calibration import CalibrationGrid
 from fastapi import APIRouter, Body, Depends, status
 
+from core.calibration import CalibrationGrid
 from edge.api.deps import ApplianceDep, SupervisorUser, require_operator
 from edge.api.errors import ApiError
 from edge.schemas import CalibrationOut

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.calibration import CalibrationError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.calibration import CalibrationError
 from edge.auth import AuthError
 from edge.errors import ApplianceError, Busy, CaptureUnavailable
 

@@ -44,10 +44,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def submit(app: Appliance, seed: int) -> tuple[str, str | None, str]:
-    t = app.submit_image(
-        jpeg(plate_image(PLATE_A, seed=seed)), f"{seed}.jpg", RunRequest(sample_number="D-1")
-    )
+    """(state, run id, error code); `refused` when the upload was refused before queueing."""
+    try:
+        t = app.submit_image(
+            jpeg(plate_image(PLATE_A, seed=seed)), f"{seed}.jpg", RunRequest(sample_number="D-1")
+        )
+    except DiskFull as exc:
+        assert "disk is full" in exc.message and "nothing was lost" in exc.message
+        return "refused", None, exc.code
     st = app.wait(t.id, 30)
+    if st.error is not None:
+        assert "disk is full" in st.error.message and "nothing was lost" in st.error.message
     return st.state, st.run_id, st.error.code if st.error else ""
 
 
@@ -72,16 +79,12 @@ def test_real_full_disk_refuses_and_keeps_what_is_stored(
                 fh.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
+    # Refused at the spool, or failed at the image write: either way said clearly.
     outcomes = [submit(app, 100 + i) for i in range(3)]
-    assert all(state == "failed" and code == "disk_full" for state, _, code in outcomes), outcomes
-    state = app.wait(
-        app.submit_image(
-            jpeg(plate_image(PLATE_A, seed=7)), "x.jpg", RunRequest(sample_number="D-1")
-        ).id,
-        30,
-    )
-    assert state.error is not None and "disk is full" in state.error.message
-    assert "nothing was lost" in state.error.message
+    assert all(
+        state in ("refused", "failed") and code == "disk_full" for state, _, code in outcomes
+    ), outcomes
+    assert not list((small_disk / "data" / "spool").glob("*.plate"))
 
     assert app.store.check() == []
     assert [r.run_id for r in app.list_runs(limit=10).items] == list(reversed(stored))
@@ -117,15 +120,23 @@ def test_injected_enospc_at_the_image_write_fails_the_run_and_loses_nothing(
     app = make_app()
     state, kept, _ = submit(app, 1)
     assert state == "done"
-    real_fsync = os.fsync
+    real_fsync, real_write = os.fsync, images.write_run_images
 
     def full_disk_fsync(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(images.os, "fsync", full_disk_fsync)
+    def write_on_a_full_disk(*args: object, **kw: object) -> object:
+        # ENOSPC at the image files' fsync, after the upload itself was accepted.
+        monkeypatch.setattr(images.os, "fsync", full_disk_fsync)
+        try:
+            return real_write(*args, **kw)  # type: ignore[arg-type]
+        finally:
+            monkeypatch.setattr(images.os, "fsync", real_fsync)
+
+    monkeypatch.setattr(images, "write_run_images", write_on_a_full_disk)
     state, run_id, code = submit(app, 2)
     assert (state, run_id, code) == ("failed", None, "disk_full")
-    monkeypatch.setattr(images.os, "fsync", real_fsync)
+    monkeypatch.setattr(images, "write_run_images", real_write)
     assert app.list_runs(limit=10).total == 1 and app.get_run(kept or "").status == "current"
     assert not [p for p in app.images_dir.iterdir() if p.name.startswith(".")]
     assert app.store.check() == []

@@ -213,3 +213,13 @@ def test_production_mode_refuses_generated_or_default_credentials(tmp_path) -> N
         with pytest.raises(AuthConfigError):
             create_app(appliance)
     assert not (tmp_path / "data" / "credentials").exists()
+
+
+def test_an_expired_session_is_refused(app: FastAPI) -> None:
+    client = TestClient(app)
+    sign_in(client)
+    assert client.get("/api/runs").status_code == 200
+    for session in app.state.authenticator._sessions.values():
+        session.expires_at -= app.state.authenticator.settings.session_ttl_s + 1
+    res = client.get("/api/runs")
+    assert res.status_code == 401 and error_of(res)["code"] == "unauthenticated"

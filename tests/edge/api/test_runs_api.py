@@ -98,6 +98,11 @@ def test_pagination_is_bounded(operator: TestClient, params: dict, field: str) -
         assert field in error_of(res)["message"]
 
 
+def test_ticket_wait_is_bounded(operator: TestClient) -> None:
+    res = operator.get("/api/tickets/00000000-0000-4000-8000-000000000001", params={"wait": 121})
+    assert res.status_code == 422 and "wait" in error_of(res)["message"]
+
+
 def test_upload_refuses_wrong_type_empty_and_bad_sample(operator: TestClient) -> None:
     res = operator.post(
         "/api/runs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ if shutil.which(CHROMIUM) is None:  # pragma: no cover - CI installs it (apt-get
 
 @pytest.fixture(scope="module")
 def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
-    k = start_kiosk(tmp_path_factory.mktemp("kiosk"))
+    tmp = tmp_path_factory.mktemp("kiosk")
+    with pytest.MonkeyPatch.context() as mp:
+        # Settings come only from the test, never from the environment or a stray .env file.
+        for key in list(os.environ):
+            if key.startswith("MICROPLATE_EDGE_"):
+                mp.delenv(key)
+        mp.chdir(tmp)
+        k = start_kiosk(tmp)
     try:
         yield k
     finally:

@@ -279,3 +279,53 @@ def test_a_finger_drags_a_row_line_and_undo_restores_it(page: Any, kiosk: Kiosk)
     assert float(line.get_attribute("y1") or 0) > moved
     page.click("#reset")
     assert float(line.get_attribute("y1") or 0) == start
+
+
+def test_annotated_image_opens_and_zooms(page: Any, kiosk: Kiosk) -> None:
+    capture(page, kiosk, "S-ZOOM,,")
+    page.click("#image-btn")
+    page.wait_for_selector("#zoom:not([hidden])")
+    assert (page.get_attribute("#zoom-img", "src") or "").endswith("/images/annotated")
+    page.wait_for_function("() => document.getElementById('zoom-img').naturalWidth > 0")
+    width = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")
+    page.click("#zoom-in")
+    zoomed = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")
+    assert zoomed == pytest.approx(width * 1.5, rel=0.02)
+    page.click("#zoom-close")
+    assert page.is_hidden("#zoom")
+
+
+def test_samples_search_filters_the_history(page: Any, kiosk: Kiosk) -> None:
+    for sample in ("S-FIND-1", "S-OTHER-1"):
+        capture(page, kiosk, f"{sample},,")
+    page.goto(f"{kiosk.url}/ui/samples")
+    page.wait_for_selector('[data-sample="S-OTHER-1"]')
+    page.fill("#search", "FIND")
+    page.wait_for_selector('[data-sample="S-OTHER-1"]', state="detached")
+    assert page.locator("[data-sample]").all_inner_texts()[0].startswith("S-FIND-1")
+    page.click('[data-sample="S-FIND-1"]')
+    page.wait_for_url(f"{kiosk.url}/ui/samples/S-FIND-1")
+    page.wait_for_selector("#chart svg rect.bar", state="attached")
+    assert page.locator("#runs [data-run]").count() == 1
+    assert page.inner_text('[data-stat="stat.n"]') != "—"
+
+
+def test_supervisor_changes_settings(page: Any, kiosk: Kiosk) -> None:
+    page.goto(f"{kiosk.url}/ui/settings")
+    page.wait_for_function("() => document.getElementById('start_dilution').value !== ''")
+    page.fill("#start_dilution", "8")
+    page.click('[data-col="12"]')
+    page.click("#save")
+    enter_pin(page, SUPERVISOR_PIN)
+    page.wait_for_selector("#banner.info:not([hidden])")
+    now = page.context.request.get(f"{kiosk.url}/api/settings").json()
+    assert now["start_dilution"] == 8 and now["control_columns"] == [12]
+    # Put them back so later reads use the defaults (the session is still elevated).
+    page.fill("#start_dilution", "10")
+    page.click('[data-col="12"]')
+    page.click("#save")
+    page.wait_for_function(
+        "() => document.querySelector('[data-col=\"12\"]').getAttribute('aria-pressed') === 'false'"
+    )
+    page.wait_for_selector("#banner.info:not([hidden])")
+    assert page.context.request.get(f"{kiosk.url}/api/settings").json()["start_dilution"] == 10

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import uvicorn
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -38,6 +39,10 @@ PIN_HASH = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism
     SUPERVISOR_PIN
 )
 SYNTHETIC_ENDPOINTS = [plates.PLATE_A, plates.PLATE_B, [4, 6, 5, 7, 4, 6, 5, 0]]
+# The appliance recognises an image it has read before (same bytes, same run), as it should;
+# a camera never takes the same picture twice, so the files source gets this many distinct
+# frames to cycle through (more than the tests capture).
+DISTINCT_FRAMES = 24
 
 
 def real_model_available() -> bool:
@@ -59,19 +64,30 @@ class Kiosk:
         self.appliance.stop()
 
 
-def _sample_plates() -> tuple[list[Path], dict[str, Any]]:
-    """The bundled plates that share one frame size, and the calibration of the first."""
+def _sample_plates(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Distinct frames of the bundled plates that share one frame size, and the calibration
+    of the first. Each copy differs from the original by one grey level in one corner pixel."""
     index = json.loads((SAMPLES_DIR / "index.json").read_text(encoding="utf-8"))
     size = index[0]["size"]
     chosen = [entry for entry in index if entry["size"] == size]
     grid = json.loads((SAMPLES_DIR / chosen[0]["calibration"]).read_text(encoding="utf-8"))
-    return [SAMPLES_DIR / entry["image"] for entry in chosen], grid
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(DISTINCT_FRAMES):
+        image = cv2.imread(str(SAMPLES_DIR / chosen[i % len(chosen)]["image"]))
+        image[0, 0] = (i * 7) % 256
+        path = folder / f"frame-{i + 1:02d}.png"  # lossless: the copy is the plate as shipped
+        cv2.imwrite(str(path), image)
+        paths.append(path)
+    return paths, grid
 
 
 def _synthetic_plates(folder: Path) -> tuple[list[Path], dict[str, Any]]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, endpoints in enumerate(SYNTHETIC_ENDPOINTS):
+    for i in range(DISTINCT_FRAMES):
+        # Frame i shows plate i % 3, as the scripted detector reports it for the i-th read.
+        endpoints = SYNTHETIC_ENDPOINTS[i % len(SYNTHETIC_ENDPOINTS)]
         path = folder / f"plate-{i + 1:02d}.jpg"
         path.write_bytes(plates.jpeg(plates.plate_image(endpoints, seed=i)))
         paths.append(path)
@@ -97,7 +113,7 @@ def free_port() -> int:
 def start_kiosk(tmp: Path, *, calibrate: bool = True, real: bool | None = None) -> Kiosk:
     real = real_model_available() if real is None else real
     if real:
-        paths, grid = _sample_plates()
+        paths, grid = _sample_plates(tmp / "plates")
         detector: dict[str, Any] = {"type": "onnx", "model_dir": str(MODEL_DIR)}
     else:
         paths, grid = _synthetic_plates(tmp / "plates")

@@ -37,6 +37,8 @@ def capture(page: Any, kiosk: Kiosk, scan: str) -> str:
     page.click("#capture-btn")
     page.wait_for_url(re.compile(r"/ui/runs/[0-9a-f-]+$"), timeout=READ_TIMEOUT_MS)
     page.wait_for_selector("#plate .well")
+    # A new run for this sample, not an earlier read of the same picture.
+    assert page.inner_text("#r-sample") == re.split(r"[,|]", scan)[0]
     return str(page.url.rsplit("/", 1)[1])
 
 

@@ -113,7 +113,13 @@
   const view = document.getElementById("zoom-view");
   const img = document.getElementById("zoom-img");
   let scale = 1;
-  const apply = () => { img.style.width = `${scale * 100}%`; };
+  // Scale 1 shows the whole plate; zooming multiplies that fitted width.
+  const apply = () => {
+    if (!img.naturalWidth) return;
+    const fitted = Math.min(view.clientWidth, (view.clientHeight * img.naturalWidth) / img.naturalHeight);
+    img.style.width = `${Math.floor(fitted * scale)}px`;
+  };
+  img.addEventListener("load", apply);
   document.getElementById("image-btn").addEventListener("click", () => {
     if (!run) return;
     const kind = run.images.annotated ? "annotated" : "raw";

@@ -41,6 +41,18 @@ def _open_keypad(page: Any) -> None:
     page.wait_for_selector(".keypad .keypad-display")
 
 
+def _open_zoom(page: Any) -> None:
+    page.wait_for_selector("#plate .well")
+    page.click("#image-btn")
+    page.wait_for_function("() => document.getElementById('zoom-img').naturalWidth > 0")
+
+
+def _open_delete(page: Any) -> None:
+    page.wait_for_selector("#plate .well")
+    page.click("#delete")
+    page.wait_for_selector(".reasons")
+
+
 def _open_pin(page: Any) -> None:
     page.click("#save-grid")
     page.wait_for_selector(".pin #pin-ok")
@@ -60,6 +72,8 @@ def screens(seeded: dict[str, str]) -> list[Screen]:
             _open_keypad,
         ),
         ("result", f"/ui/runs/{run}", ["#r-sample", "#plate", "#rows", "#reread", "#delete"], None),
+        ("zoom", f"/ui/runs/{run}", ["#zoom-in", "#zoom-out", "#zoom-close"], _open_zoom),
+        ("delete", f"/ui/runs/{run}", ['[data-reason="result.reason_duplicate"]'], _open_delete),
         ("samples", "/ui/samples", ["#search", ".row-link"], None),
         ("sample", f"/ui/samples/{sample}", ["#chart svg", "#stats", "#runs .row-link"], None),
         ("status", "/ui/status", ["#st-camera", "#st-sync", "#st-disk", "#st-version"], None),

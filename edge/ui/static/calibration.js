@@ -14,6 +14,15 @@
   let drag = null;
 
   const copy = (g) => ({ columns: [...g.columns], rows: [...g.rows], image_width: g.image_width, image_height: g.image_height });
+  /* A grid made on another frame size is shown (and saved) in the shown frame's pixels; the
+   * appliance scales grids per axis the same way, so nothing about the wells changes. */
+  function fitToFrame(g) {
+    if (!frame || (g.image_width === frame.width && g.image_height === frame.height)) return copy(g);
+    const sx = frame.width / g.image_width;
+    const sy = frame.height / g.image_height;
+    const round = (v) => Math.round(v * 10) / 10;
+    return { columns: g.columns.map((v) => round(v * sx)), rows: g.rows.map((v) => round(v * sy)), image_width: frame.width, image_height: frame.height };
+  }
   function uniform(width, height, cols, rows) {
     const mx = width * 0.04;
     const my = height * 0.05;
@@ -116,7 +125,7 @@
     hideBanner();
     try {
       const proposal = await api("POST", "/api/calibration/proposal");
-      grid = copy(proposal);
+      grid = fitToFrame(proposal);
       msg.textContent = t("calibration.proposed");
       draw();
     } catch (err) {
@@ -167,7 +176,7 @@
       if (err.code !== "no_calibration") showError(err);
     }
     if (current) {
-      saved = { columns: current.columns, rows: current.rows, image_width: current.image_width, image_height: current.image_height };
+      saved = fitToFrame({ columns: current.columns, rows: current.rows, image_width: current.image_width, image_height: current.image_height });
     } else {
       saved = uniform(frame ? frame.width : 1700, frame ? frame.height : 1200, 12, 8);
       msg.textContent = t("calibration.none");

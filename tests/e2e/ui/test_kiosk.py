@@ -331,3 +331,28 @@ def test_supervisor_changes_settings(page: Any, kiosk: Kiosk) -> None:
     )
     page.wait_for_selector("#banner.info:not([hidden])")
     assert page.context.request.get(f"{kiosk.url}/api/settings").json()["start_dilution"] == 10
+
+
+def test_a_grid_made_on_another_frame_size_is_shown_scaled(page: Any, kiosk: Kiosk) -> None:
+    req = page.context.request
+    capture(page, kiosk, "S-SCALE,,")
+    grid = req.get(f"{kiosk.url}/api/calibration").json()
+    doubled = {
+        "columns": [v * 2 for v in grid["columns"]],
+        "rows": [v * 2 for v in grid["rows"]],
+        "image_width": grid["image_width"] * 2,
+        "image_height": grid["image_height"] * 2,
+        "format_version": 3,
+    }
+    assert req.post(f"{kiosk.url}/api/auth/elevate", data={"pin": SUPERVISOR_PIN}).ok
+    try:
+        assert req.put(f"{kiosk.url}/api/calibration", data=doubled).ok
+        page.goto(f"{kiosk.url}/ui/calibration")
+        page.wait_for_selector("#grid-svg image")
+        box = page.get_attribute("#grid-svg", "viewBox")
+        assert box == f"0 0 {grid['image_width']} {grid['image_height']}"
+        x = float(page.get_attribute('line[data-kind="columns"][data-index="5"]', "x1") or 0)
+        assert x == pytest.approx(grid["columns"][5], abs=0.11)
+    finally:
+        original = {k: grid[k] for k in ("columns", "rows", "image_width", "image_height")}
+        assert req.put(f"{kiosk.url}/api/calibration", data={**original, "format_version": 3}).ok

@@ -63,9 +63,12 @@
         description: fields[2].value.trim(),
         operator: "",
       });
-      const runId = await follow(ticket, (stage) => progress(true, stage));
+      // A ticket that already names a run: this picture was stored before (edge.schemas.Ticket).
+      let duplicate = Boolean(ticket.run_id);
+      const runId = await follow(ticket, (stage) => { duplicate = duplicate || stage === "duplicate"; progress(true, stage); });
       try { sessionStorage.removeItem(DRAFT); } catch (_) { /* ignore */ }
-      location.assign(`/ui/runs/${encodeURIComponent(runId)}`);
+      // The same picture was read before: its earlier result is shown, and the page says so.
+      location.assign(`/ui/runs/${encodeURIComponent(runId)}${duplicate ? "?duplicate=1" : ""}`);
     } catch (err) {
       progress(false);
       showError(err);

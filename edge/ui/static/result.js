@@ -141,5 +141,6 @@
   view.addEventListener("pointerup", () => { drag = null; });
   img.addEventListener("dragstart", (ev) => ev.preventDefault());
 
+  if (new URLSearchParams(location.search).has("duplicate")) showBanner(t("progress.duplicate"), "info");
   load();
 })();

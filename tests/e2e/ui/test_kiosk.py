@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from edge.capture import Frame
 from edge.errors import CaptureUnavailable
 from tests.e2e.ui.kiosk import OPERATOR_SECRET, SUPERVISOR_PIN, Kiosk
 from tests.edge import plates
@@ -356,3 +357,21 @@ def test_a_grid_made_on_another_frame_size_is_shown_scaled(page: Any, kiosk: Kio
     finally:
         original = {k: grid[k] for k in ("columns", "rows", "image_width", "image_height")}
         assert req.put(f"{kiosk.url}/api/calibration", data={**original, "format_version": 3}).ok
+
+
+def test_the_same_picture_twice_shows_the_earlier_result(
+    page: Any, kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = capture(page, kiosk, "S-DUP,,")
+    raw = page.context.request.get(f"{kiosk.url}/api/runs/{first}/images/raw").body()
+    again = Frame(data=raw, filename="again.jpg", source="files")
+    monkeypatch.setattr(kiosk.appliance.source, "grab", lambda: again)
+    page.goto(f"{kiosk.url}/ui/capture")
+    page.fill("#sample", "S-DUP")
+    page.click("#capture-btn")
+    page.wait_for_url(f"{kiosk.url}/ui/runs/{first}?duplicate=1", timeout=READ_TIMEOUT_MS)
+    page.wait_for_selector("#banner.info:not([hidden])")
+    assert "read before" in page.inner_text("#banner-text")
+    assert (
+        page.context.request.get(f"{kiosk.url}/api/runs?sample_number=S-DUP").json()["total"] == 1
+    )

@@ -138,7 +138,7 @@ def test_every_screen_fits(
             page.wait_for_selector(".live.on")  # the event socket is up: the page's data too
             if prepare:
                 prepare(page)
-            page.wait_for_timeout(300)  # fonts and the last fetch settle
+            page.wait_for_timeout(150)  # fonts and the last fetch settle
             found = page.evaluate(MEASURE, [TARGETS, TOUCH_PX]) + page.evaluate(ON_SCREEN, key)
             page.screenshot(path=str(artifacts / f"{width}x{height}-{lang}-{name}.png"))
             if found:

@@ -127,6 +127,7 @@ const MP = (() => {
     const display = el("output", { class: "keypad-display" });
     const keys = el("div", { class: "keys" });
     let value = input.value;
+    let lower = isSecret; // secrets are mixed case; sample numbers are usually capitals
     const show = () => { display.textContent = isSecret ? "•".repeat(value.length) : value; };
     const press = (ch) => {
       if (value.length < (input.maxLength > 0 ? input.maxLength : 500)) value += ch;
@@ -137,7 +138,10 @@ const MP = (() => {
       keys.className = `keys ${mode}`;
       for (const line of mode === "digits" ? DIGITS : LETTERS) {
         const row = el("div", { class: "key-row" });
-        for (const ch of line) row.append(el("button", { type: "button", class: "key", text: ch, onclick: () => press(ch) }));
+        for (const raw of line) {
+          const ch = lower ? raw.toLowerCase() : raw;
+          row.append(el("button", { type: "button", class: "key", text: ch, onclick: () => press(ch) }));
+        }
         keys.append(row);
       }
     };
@@ -151,6 +155,8 @@ const MP = (() => {
     const tools = el("div", { class: "key-row tools" },
       el("button", { type: "button", class: "key", text: mode === "digits" ? t("keypad.letters") : t("keypad.digits"),
         onclick: (ev) => { mode = mode === "digits" ? "letters" : "digits"; ev.target.textContent = mode === "digits" ? t("keypad.letters") : t("keypad.digits"); draw(); } }),
+      el("button", { type: "button", class: "key", id: "keypad-case", text: lower ? "ABC" : "abc",
+        onclick: (ev) => { lower = !lower; ev.target.textContent = lower ? "ABC" : "abc"; if (mode === "letters") draw(); } }),
       el("button", { type: "button", class: "key wide", text: t("keypad.space"), onclick: () => press(" ") }),
       el("button", { type: "button", class: "key", text: t("keypad.delete"), "aria-label": "backspace", onclick: () => { value = value.slice(0, -1); show(); } }),
       el("button", { type: "button", class: "key", text: t("keypad.clear"), onclick: () => { value = ""; show(); } }),

@@ -375,3 +375,22 @@ def test_the_same_picture_twice_shows_the_earlier_result(
     assert (
         page.context.request.get(f"{kiosk.url}/api/runs?sample_number=S-DUP").json()["total"] == 1
     )
+
+
+def test_the_device_secret_can_be_typed_on_the_keypad(browser: Any, kiosk: Kiosk) -> None:
+    ctx = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
+    try:
+        page = ctx.new_page()
+        page.goto(f"{kiosk.url}/ui/sign-in")
+        page.tap("#secret")
+        page.wait_for_selector(".keypad .keypad-display")
+        for ch in OPERATOR_SECRET:
+            if ch.isalpha() and (ch.isupper() != (page.inner_text("#keypad-case") == "abc")):
+                page.tap("#keypad-case")  # the key shows the case it switches to
+            page.locator(".keypad .key", has_text=re.compile(f"^{re.escape(ch)}$")).first.tap()
+        assert page.inner_text(".keypad-display") == "•" * len(OPERATOR_SECRET)
+        page.locator(".keypad .key", has_text="Done").tap()
+        page.click("#sign-in")
+        page.wait_for_url(f"{kiosk.url}/ui/capture")
+    finally:
+        ctx.close()

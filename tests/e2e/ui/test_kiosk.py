@@ -394,3 +394,20 @@ def test_the_device_secret_can_be_typed_on_the_keypad(browser: Any, kiosk: Kiosk
         page.wait_for_url(f"{kiosk.url}/ui/capture")
     finally:
         ctx.close()
+
+
+def test_proposed_grid_is_shown_for_review_not_saved(page: Any, kiosk: Kiosk) -> None:
+    capture(page, kiosk, "S-PROPOSE,,")
+    before = page.context.request.get(f"{kiosk.url}/api/calibration").json()
+    page.goto(f"{kiosk.url}/ui/calibration")
+    page.wait_for_selector("#grid-svg image")
+    page.click("#propose")
+    enter_pin(page, SUPERVISOR_PIN)
+    page.wait_for_function(
+        "() => document.getElementById('cal-msg').textContent.startsWith('Proposed grid shown')"
+    )
+    assert page.locator('line[data-kind="columns"]').count() == 13
+    assert page.locator('line[data-kind="rows"]').count() == 9
+    # Only Save stores it: the grid in use is unchanged until then.
+    after = page.context.request.get(f"{kiosk.url}/api/calibration").json()
+    assert after["grid_id"] == before["grid_id"]

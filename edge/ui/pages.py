@@ -59,13 +59,9 @@ def mount_ui(app: FastAPI, appliance: Any) -> None:
 
 def _language(request: Request) -> str:
     appliance = getattr(request.app.state, "ui_appliance", None)
-    default = None
-    if appliance is not None:
-        try:
-            default = appliance.get_runtime_settings().language
-        except Exception:  # noqa: BLE001 - a page must render even if the settings cannot be read
-            logger.warning("runtime settings unavailable; the page falls back to English")
-    return i18n.choose(request.cookies.get(i18n.LANG_COOKIE), default)
+    # The kiosk's cookie wins; else the appliance's runtime default, if the UI speaks it.
+    runtime = appliance.get_runtime_settings() if appliance is not None else None
+    return i18n.choose(request.cookies.get(i18n.LANG_COOKIE), getattr(runtime, "language", None))
 
 
 def appliance_languages() -> dict[str, str]:

@@ -67,6 +67,12 @@
     }
   }
 
+  // No hover on a touchscreen: tapping a well spells out its call, confidence and flags.
+  document.getElementById("plate").addEventListener("click", (ev) => {
+    const well = ev.target.closest(".well");
+    if (well) document.getElementById("well-info").textContent = well.getAttribute("aria-label");
+  });
+
   onEvent((ev) => {
     const p = ev.payload || {};
     if (ev.type === "hello" || ev.type === "events.dropped") load();

@@ -93,6 +93,13 @@ def test_operator_scans_captures_and_gets_result_and_csv(page: Any, kiosk: Kiosk
     assert page.locator("#plate .well").count() == 96
     for well in run["wells"]:
         assert page.get_attribute(f'[data-well="{well["well_id"]}"]', "data-state") == well["state"]
+    # Tapping a well spells out its call (no hover on a touchscreen).
+    a1 = next(w for w in run["wells"] if w["well_id"] == "A1")
+    page.click('[data-well="A1"]')
+    info = page.inner_text("#well-info")
+    assert info.startswith("A1: " + a1["state"].capitalize())
+    if a1["confidence"] is not None:
+        assert f"{round(a1['confidence'] * 100)}%" in info
     rows = page.locator("#rows tbody tr")
     assert rows.count() == len(run["rows"]) == 8
     for i, row in enumerate(run["rows"]):

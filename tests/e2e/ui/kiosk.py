@@ -74,7 +74,10 @@ def _sample_plates(folder: Path) -> tuple[list[Path], dict[str, Any]]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(DISTINCT_FRAMES):
-        image = cv2.imread(str(SAMPLES_DIR / chosen[i % len(chosen)]["image"]))
+        source = SAMPLES_DIR / chosen[i % len(chosen)]["image"]
+        image = cv2.imread(str(source))
+        if image is None:
+            raise RuntimeError(f"cannot read the bundled plate {source}")
         image[0, 0] = (i * 7) % 256
         path = folder / f"frame-{i + 1:02d}.png"  # lossless: the copy is the plate as shipped
         cv2.imwrite(str(path), image)

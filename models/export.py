@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads(existing.read_text()).get("metrics", {})
     manifest = write_manifest(args.out, names, args.imgsz, run_info, metrics)
     size_mb = (args.out / "model.onnx").stat().st_size / 1e6
-    logger.info("wrote %s (%.1f MB, sha256 %s)", args.out / "model.onnx", size_mb, manifest["sha256"][:12])
+    logger.info(
+        "wrote %s (%.1f MB, sha256 %s)", args.out / "model.onnx", size_mb, manifest["sha256"][:12]
+    )
     return 0
 
 

@@ -53,8 +53,11 @@ def ensure_dataset(data_dir: Path, n: int, seed: int, val_fraction: float) -> Pa
 
     from models.synth.dataset import generate
 
-    for _ in track(generate(data_dir, n, seed, val_fraction=val_fraction), total=n,
-                   description="rendering plates"):
+    for _ in track(
+        generate(data_dir, n, seed, val_fraction=val_fraction),
+        total=n,
+        description="rendering plates",
+    ):
         pass
     return yaml_path
 
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     yaml_path = ensure_dataset(args.data_dir, args.plates, args.data_seed, args.val_fraction)
     run_dir = args.out / args.name
     info: dict[str, Any] = {
-        "command": "python -m models.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m models.train "
+        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "trainer": {"name": "libreyolo", "version": _version("libreyolo"), "licence": "MIT"},
         "torch": _version("torch"),
         "python": platform.python_version(),

@@ -30,11 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error("--val-fraction must be in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logger.info("generator %s: %d plates, seed %d -> %s", GENERATOR_VERSION, args.n, args.seed, args.out)
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    logger.info(
+        "generator %s: %d plates, seed %d -> %s", GENERATOR_VERSION, args.n, args.seed, args.out
+    )
+    columns = (
+        *Progress.get_default_columns()[:1],
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as progress:
         task = progress.add_task("rendering plates", total=args.n)
-        for _ in generate(args.out, args.n, args.seed, val_fraction=args.val_fraction, start=args.start):
+        for _ in generate(
+            args.out, args.n, args.seed, val_fraction=args.val_fraction, start=args.start
+        ):
             progress.advance(task)
     return 0
 

@@ -85,21 +85,34 @@ def _style(rng: np.random.Generator) -> PlateStyle:
 
 
 def _draw_plate(
-    wells: list[WellSpec], style: PlateStyle, scale: float, radius_mm: float, rng: np.random.Generator
+    wells: list[WellSpec],
+    style: PlateStyle,
+    scale: float,
+    radius_mm: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The flat plate at `scale` px/mm, plus its coverage mask (1 on plastic)."""
     cw, ch = int(np.ceil(PLATE_W_MM * scale)), int(np.ceil(PLATE_H_MM * scale))
     canvas = np.empty((ch, cw, 3), np.float32)
     canvas[:] = style.body
     # A faint large-scale unevenness in the plastic / light box.
-    canvas *= 1.0 + 0.03 * cv2.resize(
-        rng.standard_normal((6, 9)).astype(np.float32), (cw, ch), interpolation=cv2.INTER_CUBIC
-    )[..., None]
+    canvas *= (
+        1.0
+        + 0.03
+        * cv2.resize(
+            rng.standard_normal((6, 9)).astype(np.float32), (cw, ch), interpolation=cv2.INTER_CUBIC
+        )[..., None]
+    )
     mask = np.zeros((ch, cw), np.float32)
     corner = int(3.5 * scale)
     cv2.rectangle(mask, (corner, 0), (cw - corner, ch), 1.0, -1)
     cv2.rectangle(mask, (0, corner), (cw, ch - corner), 1.0, -1)
-    for x, y in ((corner, corner), (cw - corner, corner), (corner, ch - corner), (cw - corner, ch - corner)):
+    for x, y in (
+        (corner, corner),
+        (cw - corner, corner),
+        (corner, ch - corner),
+        (cw - corner, ch - corner),
+    ):
         cv2.circle(mask, (x, y), corner, 1.0, -1, cv2.LINE_AA)
     # Raised skirt: a darker band along the edge of the plate.
     edge = cv2.erode(mask, np.ones((max(3, int(1.2 * scale)),) * 2, np.uint8))
@@ -111,11 +124,15 @@ def _draw_plate(
     for r in range(N_ROWS):
         y = (A1_Y_MM + r * PITCH_MM) * scale
         org = (int(5.5 * scale), int(y + 1.3 * scale))
-        cv2.putText(text, ROW_LABELS[r], org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, thick, cv2.LINE_AA)
+        cv2.putText(
+            text, ROW_LABELS[r], org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, thick, cv2.LINE_AA
+        )
     for c in range(N_COLS):
         x = (A1_X_MM + c * PITCH_MM) * scale
         org = (int(x - 1.5 * scale), int(6.0 * scale))
-        cv2.putText(text, str(c + 1), org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, thick, cv2.LINE_AA)
+        cv2.putText(
+            text, str(c + 1), org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, thick, cv2.LINE_AA
+        )
     canvas *= (1.0 - 0.18 * text.astype(np.float32) / 255.0)[..., None]
     radius = radius_mm * scale
     for spec in wells:
@@ -136,8 +153,12 @@ def _homography(
     # Grid rectangle corners in canvas pixels.
     gx0, gy0 = (A1_X_MM - PITCH_MM / 2) * scale, (A1_Y_MM - PITCH_MM / 2) * scale
     src = np.array(
-        [[gx0, gy0], [gx0 + grid_w_mm * scale, gy0],
-         [gx0 + grid_w_mm * scale, gy0 + grid_h_mm * scale], [gx0, gy0 + grid_h_mm * scale]],
+        [
+            [gx0, gy0],
+            [gx0 + grid_w_mm * scale, gy0],
+            [gx0 + grid_w_mm * scale, gy0 + grid_h_mm * scale],
+            [gx0, gy0 + grid_h_mm * scale],
+        ],
         np.float32,
     )
     half = np.array([grid_w_mm, grid_h_mm]) * px_per_mm / 2
@@ -154,7 +175,10 @@ def _homography(
     cx_lo, cx_hi = margin[0] - lo[0], frame_w - margin[0] - hi[0]
     cy_lo, cy_hi = margin[1] - lo[1], frame_h - margin[1] - hi[1]
     centre = np.array(
-        [rng.uniform(min(cx_lo, cx_hi), max(cx_lo, cx_hi)), rng.uniform(min(cy_lo, cy_hi), max(cy_lo, cy_hi))]
+        [
+            rng.uniform(min(cx_lo, cx_hi), max(cx_lo, cx_hi)),
+            rng.uniform(min(cy_lo, cy_hi), max(cy_lo, cy_hi)),
+        ]
     )
     dst = (local + centre).astype(np.float32)
     hmat = cv2.getPerspectiveTransform(src, dst)
@@ -163,7 +187,9 @@ def _homography(
 
 def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """The holder around the plate: dark or mid grey/blue with a gentle gradient."""
-    base = np.array(rng.choice([[40, 40, 42], [70, 70, 72], [90, 60, 40], [150, 150, 150]]), np.float32)
+    base = np.array(
+        rng.choice([[40, 40, 42], [70, 70, 72], [90, 60, 40], [150, 150, 150]]), np.float32
+    )
     base *= rng.uniform(0.7, 1.2)
     grad = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.2), w, dtype=np.float32)
     return np.broadcast_to(base, (h, w, 3)) * grad[None, :, None]
@@ -213,15 +239,29 @@ def _legacy_calibration(centres: np.ndarray, w: int, h: int) -> dict[str, Any]:
     """Old-format grid: lines midway between mean well centres, half a pitch outside the ends."""
     col_x = centres[..., 0].mean(axis=0)  # (N_COLS,)
     row_y = centres[..., 1].mean(axis=1)  # (N_ROWS,)
-    cols = np.concatenate([[1.5 * col_x[0] - 0.5 * col_x[1]], (col_x[:-1] + col_x[1:]) / 2,
-                           [1.5 * col_x[-1] - 0.5 * col_x[-2]]])
-    rows = np.concatenate([[1.5 * row_y[0] - 0.5 * row_y[1]], (row_y[:-1] + row_y[1:]) / 2,
-                           [1.5 * row_y[-1] - 0.5 * row_y[-2]]])
+    cols = np.concatenate(
+        [
+            [1.5 * col_x[0] - 0.5 * col_x[1]],
+            (col_x[:-1] + col_x[1:]) / 2,
+            [1.5 * col_x[-1] - 0.5 * col_x[-2]],
+        ]
+    )
+    rows = np.concatenate(
+        [
+            [1.5 * row_y[0] - 0.5 * row_y[1]],
+            (row_y[:-1] + row_y[1:]) / 2,
+            [1.5 * row_y[-1] - 0.5 * row_y[-2]],
+        ]
+    )
     cols = np.clip(np.round(cols, 1), 0, w - 1)
     rows = np.clip(np.round(rows, 1), 0, h - 1)
     return {
-        "bounds": {"left": float(cols[0]), "right": float(cols[-1]),
-                   "top": float(rows[0]), "bottom": float(rows[-1])},
+        "bounds": {
+            "left": float(cols[0]),
+            "right": float(cols[-1]),
+            "top": float(rows[0]),
+            "bottom": float(rows[-1]),
+        },
         "columns": [float(x) for x in cols],
         "rows": [float(y) for y in rows],
         "image_width": w,

@@ -1,0 +1,265 @@
+"""Accuracy of the shipped model on freshly generated plates never used in training.
+
+    python -m models.evaluate --n 200 --seed 1000 --json models/hi-plate/evaluation.json \
+        --card models/hi-plate/MODEL_CARD.md --write-manifest
+
+Training uses stream seed 1 (plates 0..319); evaluation uses another stream (default 1000), so
+no evaluation plate was ever seen in training. Each plate goes through the detector, the
+box-centre well caller and the row endpoint rule, and is compared with the generator's truth:
+well accuracy (an unread well counts as wrong), rows with the exact endpoint, the confusion
+matrix, and the same figures broken down by each variation the generator applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import track
+
+from models.synth import GENERATOR_VERSION, render_plate, true_endpoint
+from models.synth.patterns import CLASSES
+
+logger = logging.getLogger(__name__)
+
+PREDICTED = (*CLASSES, "unread")
+
+# (variation key, label, bucket edges or None for categorical)
+BREAKDOWN: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
+    ("resolution", "resolution", None),
+    ("plate_type", "plate", None),
+    ("blur_sigma", "defocus blur sigma (px at 1700 wide)", (0.0, 0.01, 1.0, 2.0, 3.01)),
+    ("noise_sigma", "sensor noise sigma (0-255)", (0.0, 0.01, 4.0, 7.0, 10.01)),
+    ("jpeg_quality", "JPEG quality", (35, 55, 75, 96)),
+    ("colour_cast", "colour cast (max channel gain error)", (0.0, 0.05, 0.1, 0.151)),
+    ("exposure", "exposure", (0.72, 0.85, 1.0, 1.121)),
+    ("abs_rotation_deg", "rotation |deg|", (0.0, 0.5, 1.0, 1.51)),
+    ("fill", "grid fill of frame", (0.78, 0.84, 0.9, 0.951)),
+    ("gradient", "lighting gradient", (0.0, 0.08, 0.16, 0.251)),
+    ("invalid_wells", "invalid wells on plate", (0, 1, 6, 12, 97)),
+)
+
+Detector = Callable[[np.ndarray, dict[str, Any]], list[list[str]]]
+
+
+def reference_detector(model_dir: Path, conf: float) -> tuple[Detector, list[str]]:
+    from models.reference_decode import ReferenceDetector, call_wells
+
+    det = ReferenceDetector(model_dir, conf=conf)
+
+    def run(image: np.ndarray, calibration: dict[str, Any]) -> list[list[str]]:
+        return call_wells(det(image), calibration, det.classes)
+
+    return run, det.classes
+
+
+def _bucket(value: float, edges: tuple[float, ...]) -> str:
+    for lo, hi in itertools.pairwise(edges):
+        if lo <= value < hi:
+            if hi - lo <= 0.011:
+                return f"{lo:g}"
+            return f"{lo:g}-{hi:g}"
+    return f">={edges[-1]:g}"
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.plates = 0
+        self.wells = 0
+        self.wells_ok = 0
+        self.rows = 0
+        self.rows_ok = 0
+
+    def add(self, wells: int, wells_ok: int, rows: int, rows_ok: int) -> None:
+        self.plates += 1
+        self.wells += wells
+        self.wells_ok += wells_ok
+        self.rows += rows
+        self.rows_ok += rows_ok
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plates": self.plates,
+            "wells": self.wells,
+            "well_accuracy": self.wells_ok / self.wells if self.wells else None,
+            "rows": self.rows,
+            "row_exact_endpoint": self.rows_ok / self.rows if self.rows else None,
+        }
+
+
+def evaluate(
+    detector: Detector, n: int, seed: int, *, start: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    confusion = {t: dict.fromkeys(PREDICTED, 0) for t in CLASSES}
+    overall = Tally()
+    by_var: dict[str, dict[str, Tally]] = defaultdict(lambda: defaultdict(Tally))
+    by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    errors: list[dict[str, Any]] = []
+    infer_ms: list[float] = []
+    indices = range(start, start + n)
+    for index in track(indices, description="evaluating", disable=not progress):
+        sample = render_plate(seed, index)
+        t0 = time.perf_counter()
+        predicted = detector(sample.image, sample.calibration)
+        infer_ms.append((time.perf_counter() - t0) * 1000)
+        wells_ok = 0
+        for well in sample.wells:
+            got = predicted[well["row"]][well["col"]]
+            confusion[well["state"]][got] += 1
+            by_kind[well["kind"]][0] += 1
+            if got == well["state"]:
+                wells_ok += 1
+                by_kind[well["kind"]][1] += 1
+            else:
+                errors.append(
+                    {
+                        "plate": index,
+                        "well": well["well_id"],
+                        "true": well["state"],
+                        "kind": well["kind"],
+                        "predicted": got,
+                    }
+                )
+        rows_ok = sum(
+            1
+            for row in sample.rows
+            if true_endpoint(predicted[row["row"]]) == row["endpoint"]
+            and "unread" not in predicted[row["row"]][: max(row["endpoint"], 1)]
+        )
+        n_wells, n_rows = len(sample.wells), len(sample.rows)
+        overall.add(n_wells, wells_ok, n_rows, rows_ok)
+        var = dict(sample.variations)
+        var["abs_rotation_deg"] = abs(var["rotation_deg"])
+        for key, _label, edges in BREAKDOWN:
+            bucket = str(var[key]) if edges is None else _bucket(float(var[key]), edges)
+            by_var[key][bucket].add(n_wells, wells_ok, n_rows, rows_ok)
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "plates": n,
+        "first_index": start,
+        "overall": overall.as_dict(),
+        "confusion": confusion,
+        "by_kind": {
+            k: {"wells": v[0], "accuracy": v[1] / v[0]} for k, v in sorted(by_kind.items())
+        },
+        "by_variation": {
+            key: {b: t.as_dict() for b, t in sorted(buckets.items())}
+            for key, buckets in by_var.items()
+        },
+        "median_pipeline_ms": float(np.median(infer_ms)) if infer_ms else None,
+        "errors": errors[:200],
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    o = report["overall"]
+    first = report["first_index"]
+    lines = [
+        f"Evaluated on {report['plates']} fresh plates (generator {report['generator_version']}, "
+        f"seed {report['seed']}, plates {first}..{first + report['plates'] - 1}; "
+        f"training used seed 1). Decoder: {report.get('decoder', 'reference')}.",
+        "",
+        f"- **Well accuracy: {_pct(o['well_accuracy'])}** ({o['wells']} wells; "
+        "an unread well counts as wrong)",
+        f"- **Rows with the exact endpoint: {_pct(o['row_exact_endpoint'])}** ({o['rows']} rows)",
+        f"- Median time per plate (letterbox + ONNX Runtime + decode + well calls, 2 threads): "
+        f"{report['median_pipeline_ms']:.0f} ms",
+        "",
+        "Confusion matrix (rows: truth, columns: prediction):",
+        "",
+        "| truth \\ predicted | " + " | ".join(PREDICTED) + " |",
+        "|---|" + "---|" * len(PREDICTED),
+    ]
+    for t, row in report["confusion"].items():
+        lines.append(f"| {t} | " + " | ".join(str(row[p]) for p in PREDICTED) + " |")
+    lines += [
+        "",
+        "Accuracy by what the well shows:",
+        "",
+        "| well content | wells | accuracy |",
+        "|---|---|---|",
+    ]
+    for kind, v in report["by_kind"].items():
+        lines.append(f"| {kind} | {v['wells']} | {_pct(v['accuracy'])} |")
+    lines += ["", "Per-variation breakdown:", ""]
+    labels = {key: label for key, label, _ in BREAKDOWN}
+    lines += [
+        "| variation | bucket | plates | well accuracy | exact endpoint rows |",
+        "|---|---|---|---|---|",
+    ]
+    for key, buckets in report["by_variation"].items():
+        for bucket, t in buckets.items():
+            lines.append(
+                f"| {labels.get(key, key)} | {bucket} | {t['plates']} | {_pct(t['well_accuracy'])} "
+                f"| {_pct(t['row_exact_endpoint'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+BEGIN, END = "<!-- evaluation:begin -->", "<!-- evaluation:end -->"
+
+
+def update_card(card: Path, text: str) -> None:
+    body = card.read_text()
+    if BEGIN not in body or END not in body:
+        raise SystemExit(f"{card} has no {BEGIN} ... {END} section to fill")
+    head, rest = body.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    card.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=Path("models/hi-plate"))
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--json", type=Path, help="write the full report here")
+    parser.add_argument("--card", type=Path, help="fill the evaluation section of this model card")
+    parser.add_argument(
+        "--write-manifest", action="store_true", help="store metrics in manifest.json"
+    )
+    args = parser.parse_args(argv)
+    if args.seed == 1:
+        parser.error("seed 1 is the training stream; evaluate on another seed")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    detector, _classes = reference_detector(args.model_dir, args.conf)
+    report = evaluate(detector, args.n, args.seed, start=args.start)
+    report["decoder"] = "reference (models.reference_decode)"
+    text = markdown(report)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.card:
+        update_card(args.card, text)
+    if args.write_manifest:
+        path = args.model_dir / "manifest.json"
+        manifest = json.loads(path.read_text())
+        o = report["overall"]
+        manifest["metrics"] = {
+            "well_accuracy": round(o["well_accuracy"], 5),
+            "row_exact_endpoint": round(o["row_exact_endpoint"], 5),
+            "plates": report["plates"],
+            "eval_seed": report["seed"],
+        }
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

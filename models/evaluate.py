@@ -19,14 +19,22 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from rich.progress import track
 
-from models.synth import GENERATOR_VERSION, render_plate, true_endpoint
+from core.calibration import CalibrationGrid
+from core.detection import Detection
+from core.plate import PLATE_96
+from core.titre import RowResult, row_results
+from core.wells import ClassMap, WellCall, call_wells
+from models.synth import GENERATOR_VERSION, render_plate
+from models.synth.dataset import plate_stem
 from models.synth.patterns import CLASSES
 
 logger = logging.getLogger(__name__)
@@ -48,18 +56,40 @@ BREAKDOWN: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
     ("invalid_wells", "invalid wells on plate", (0, 1, 6, 12, 97)),
 )
 
-Detector = Callable[[np.ndarray, dict[str, Any]], list[list[str]]]
+Detector = Callable[[np.ndarray], list[Detection]]
 
 
-def reference_detector(model_dir: Path, conf: float) -> tuple[Detector, list[str]]:
-    from models.reference_decode import ReferenceDetector, call_wells
+def reference_detector(model_dir: Path, conf: float) -> tuple[Detector, list[str], str]:
+    from models.reference_decode import ReferenceDetector
 
     det = ReferenceDetector(model_dir, conf=conf)
+    return det, det.classes, "reference (models.reference_decode)"
 
-    def run(image: np.ndarray, calibration: dict[str, Any]) -> list[list[str]]:
-        return call_wells(det(image), calibration, det.classes)
 
-    return run, det.classes
+class PlateReader:
+    """Detections -> well calls -> row results, exactly as the product does it (core)."""
+
+    def __init__(self, detector: Detector, classes: list[str], min_confidence: float) -> None:
+        self.detector = detector
+        self.class_map = ClassMap.for_model(classes)
+        self.min_confidence = min_confidence
+
+    def __call__(
+        self, image: np.ndarray, calibration: dict[str, Any]
+    ) -> tuple[dict[str, WellCall], list[RowResult]]:
+        grid = CalibrationGrid.from_legacy(calibration).scaled(image.shape[1], image.shape[0])
+        calls = call_wells(
+            self.detector(image), grid, class_map=self.class_map, min_confidence=self.min_confidence
+        )
+        return calls, row_results(calls, PLATE_96)
+
+
+def truth_rows(wells: list[dict[str, Any]]) -> list[RowResult]:
+    calls = {
+        w["well_id"]: WellCall(well_id=w["well_id"], row=w["row"], col=w["col"], state=w["state"])
+        for w in wells
+    }
+    return row_results(calls, PLATE_96)
 
 
 def _bucket(value: float, edges: tuple[float, ...]) -> str:
@@ -96,8 +126,42 @@ class Tally:
         }
 
 
+@dataclass
+class Plate:
+    index: int
+    image: np.ndarray
+    wells: list[dict[str, Any]]
+    calibration: dict[str, Any]
+    variations: dict[str, Any]
+
+
+def rendered_plates(seed: int, indices: range) -> Iterator[Plate]:
+    for index in indices:
+        s = render_plate(seed, index)
+        yield Plate(index, s.image, s.wells, s.calibration, s.variations)
+
+
+def stored_plates(data_dir: Path, seed: int, indices: range) -> Iterator[Plate]:
+    """Plates written earlier by `python -m models.synth` (same seed, same generator version)."""
+    for index in indices:
+        path = data_dir / "truth" / f"{plate_stem(seed, index)}.json"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: generate the plates with --seed {seed} first")
+        truth = json.loads(path.read_text())
+        if truth["generator_version"] != GENERATOR_VERSION:
+            raise SystemExit(f"{path} comes from generator {truth['generator_version']}")
+        image = cv2.imread(str(data_dir / truth["image"]), cv2.IMREAD_COLOR)
+        yield Plate(index, image, truth["wells"], truth["calibration"], truth["variations"])
+
+
 def evaluate(
-    detector: Detector, n: int, seed: int, *, start: int = 0, progress: bool = True
+    reader: PlateReader,
+    n: int,
+    seed: int,
+    *,
+    start: int = 0,
+    data_dir: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     confusion = {t: dict.fromkeys(PREDICTED, 0) for t in CLASSES}
     overall = Tally()
@@ -105,15 +169,21 @@ def evaluate(
     by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     errors: list[dict[str, Any]] = []
     infer_ms: list[float] = []
+    flags_ok = 0
     indices = range(start, start + n)
-    for index in track(indices, description="evaluating", disable=not progress):
-        sample = render_plate(seed, index)
+    source = (
+        rendered_plates(seed, indices)
+        if data_dir is None
+        else stored_plates(data_dir, seed, indices)
+    )
+    for sample in track(source, total=n, description="evaluating", disable=not progress):
+        index = sample.index
         t0 = time.perf_counter()
-        predicted = detector(sample.image, sample.calibration)
+        calls, rows = reader(sample.image, sample.calibration)
         infer_ms.append((time.perf_counter() - t0) * 1000)
         wells_ok = 0
         for well in sample.wells:
-            got = predicted[well["row"]][well["col"]]
+            got = calls[well["well_id"]].state
             confusion[well["state"]][got] += 1
             by_kind[well["kind"]][0] += 1
             if got == well["state"]:
@@ -129,13 +199,14 @@ def evaluate(
                         "predicted": got,
                     }
                 )
+        expected = truth_rows(sample.wells)
         rows_ok = sum(
-            1
-            for row in sample.rows
-            if true_endpoint(predicted[row["row"]]) == row["endpoint"]
-            and "unread" not in predicted[row["row"]][: max(row["endpoint"], 1)]
+            got.endpoint == want.endpoint for got, want in zip(rows, expected, strict=True)
         )
-        n_wells, n_rows = len(sample.wells), len(sample.rows)
+        flags_ok += sum(
+            set(got.flags) == set(want.flags) for got, want in zip(rows, expected, strict=True)
+        )
+        n_wells, n_rows = len(sample.wells), len(expected)
         overall.add(n_wells, wells_ok, n_rows, rows_ok)
         var = dict(sample.variations)
         var["abs_rotation_deg"] = abs(var["rotation_deg"])
@@ -147,7 +218,7 @@ def evaluate(
         "seed": seed,
         "plates": n,
         "first_index": start,
-        "overall": overall.as_dict(),
+        "overall": {**overall.as_dict(), "row_flags_match": flags_ok / max(overall.rows, 1)},
         "confusion": confusion,
         "by_kind": {
             k: {"wells": v[0], "accuracy": v[1] / v[0]} for k, v in sorted(by_kind.items())
@@ -175,7 +246,12 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- **Well accuracy: {_pct(o['well_accuracy'])}** ({o['wells']} wells; "
         "an unread well counts as wrong)",
-        f"- **Rows with the exact endpoint: {_pct(o['row_exact_endpoint'])}** ({o['rows']} rows)",
+        f"- **Rows with the exact endpoint: {_pct(o['row_exact_endpoint'])}** ({o['rows']} rows; "
+        "endpoints from `core.titre.row_results` on the predicted and on the true well states)",
+        f"- Rows whose flags (skipped, no_inhibition, all_inhibited, unread) also match: "
+        f"{_pct(o['row_flags_match'])}",
+        f"- Well calls by `core.wells.call_wells` with min_confidence {report['min_confidence']} "
+        "(below it a well is unread, which counts as wrong)",
         f"- Median time per plate (letterbox + ONNX Runtime + decode + well calls, 2 threads): "
         f"{report['median_pipeline_ms']:.0f} ms",
         "",
@@ -228,7 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="read plates written by `python -m models.synth` instead of rendering",
+    )
+    parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
+    parser.add_argument(
+        "--min-confidence", type=float, default=0.5, help="well-call threshold (core default)"
+    )
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--card", type=Path, help="fill the evaluation section of this model card")
     parser.add_argument(
@@ -238,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed == 1:
         parser.error("seed 1 is the training stream; evaluate on another seed")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    detector, _classes = reference_detector(args.model_dir, args.conf)
-    report = evaluate(detector, args.n, args.seed, start=args.start)
-    report["decoder"] = "reference (models.reference_decode)"
+    detector, classes, decoder = reference_detector(args.model_dir, args.conf)
+    reader = PlateReader(detector, classes, args.min_confidence)
+    report = evaluate(reader, args.n, args.seed, start=args.start, data_dir=args.data)
+    report["decoder"] = decoder
+    report["min_confidence"] = args.min_confidence
     text = markdown(report)
     print(text)
     if args.json:

@@ -1,34 +1,21 @@
-"""A small, private reference decoder for the shipped ONNX and a well caller.
+"""A small reference decoder for the shipped ONNX, independent of the edge's detection code.
 
-Used by `models.evaluate` and the tests to check the exported graph independently of the edge's
-detection code (written in parallel): centred letterbox, `yolo_anchors_last` / `cxcywh` decode,
-per-class NMS, boxes back in image pixels, then box-centre-in-cell well calls. The product's own
-path is `edge.detect` + `core.wells`; `models.evaluate --decoder shared` uses that one.
+Centred letterbox, `yolo_anchors_last` / `cxcywh` decode, class-agnostic NMS, boxes back in
+image pixels as `core.detection.Detection`. The tests use it to check that the exported graph
+means what the manifest says; `models.evaluate` uses the edge's own decoder when it is present
+and this one otherwise (the report says which).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Box:
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    score: float
-    class_id: int
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2
+from core.detection import Detection
 
 
 def letterbox_center(
@@ -53,9 +40,10 @@ def decode(
     pad_x: float,
     pad_y: float,
     *,
+    classes: list[str],
     conf: float = 0.25,
     iou: float = 0.5,
-) -> list[Box]:
+) -> list[Detection]:
     """`[1, 4+nc, N]` cxcywh + sigmoid scores -> boxes in original image pixels after NMS."""
     pred = output[0].T  # (N, 4+nc)
     scores = pred[:, 4:]
@@ -76,7 +64,15 @@ def decode(
     idx = cv2.dnn.NMSBoxes(rects, best.astype(float).tolist(), conf, iou)
     idx = np.array(idx).reshape(-1)
     return [
-        Box(float(x1[i]), float(y1[i]), float(x2[i]), float(y2[i]), float(best[i]), int(cls[i]))
+        Detection(
+            x1=float(x1[i]),
+            y1=float(y1[i]),
+            x2=float(x2[i]),
+            y2=float(y2[i]),
+            confidence=min(1.0, max(0.0, float(best[i]))),
+            class_id=int(cls[i]),
+            class_name=classes[int(cls[i])],
+        )
         for i in idx
     ]
 
@@ -106,32 +102,7 @@ class ReferenceDetector:
         self.input_name = self.session.get_inputs()[0].name
         self.conf, self.iou = conf, iou
 
-    def __call__(self, image_bgr: np.ndarray) -> list[Box]:
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
         tensor, gain, px, py = letterbox_center(image_bgr, self.size, self.pad_value)
         (out,) = self.session.run(None, {self.input_name: tensor})
-        return decode(out, gain, px, py, conf=self.conf, iou=self.iou)
-
-
-def call_wells(
-    boxes: list[Box],
-    calibration: dict[str, Any],
-    classes: list[str],
-    n_rows: int = 8,
-    n_cols: int = 12,
-) -> list[list[str]]:
-    """Well states by the product's rule: box centre in the cell; highest confidence wins."""
-    xs = np.asarray(calibration["columns"], float)
-    ys = np.asarray(calibration["rows"], float)
-    best: dict[tuple[int, int], Box] = {}
-    for box in boxes:
-        cx, cy = box.center
-        c = int(np.searchsorted(xs, cx, side="right")) - 1
-        r = int(np.searchsorted(ys, cy, side="right")) - 1
-        if not (0 <= c < n_cols and 0 <= r < n_rows):
-            continue
-        if (r, c) not in best or box.score > best[(r, c)].score:
-            best[(r, c)] = box
-    return [
-        [classes[best[(r, c)].class_id] if (r, c) in best else "unread" for c in range(n_cols)]
-        for r in range(n_rows)
-    ]
+        return decode(out, gain, px, py, classes=self.classes, conf=self.conf, iou=self.iou)

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -57,31 +57,80 @@ BREAKDOWN: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
 )
 
 Detector = Callable[[np.ndarray], list[Detection]]
+Calls = tuple[dict[str, WellCall], list[RowResult]]
 
 
-def reference_detector(model_dir: Path, conf: float) -> tuple[Detector, list[str], str]:
-    from models.reference_decode import ReferenceDetector
+class Reader(Protocol):
+    name: str
 
-    det = ReferenceDetector(model_dir, conf=conf)
-    return det, det.classes, "reference (models.reference_decode)"
+    def __call__(self, plate: Plate) -> Calls: ...
 
 
-class PlateReader:
-    """Detections -> well calls -> row results, exactly as the product does it (core)."""
+@dataclass
+class Plate:
+    index: int
+    jpeg: bytes
+    wells: list[dict[str, Any]]
+    calibration: dict[str, Any]
+    variations: dict[str, Any]
 
-    def __init__(self, detector: Detector, classes: list[str], min_confidence: float) -> None:
-        self.detector = detector
-        self.class_map = ClassMap.for_model(classes)
+    def image(self) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+class ReferenceReader:
+    """Reference decoder -> `core.wells.call_wells` -> `core.titre.row_results`."""
+
+    def __init__(self, model_dir: Path, *, conf: float, min_confidence: float) -> None:
+        from models.reference_decode import ReferenceDetector
+
+        self.detector = ReferenceDetector(model_dir, conf=conf)
+        self.class_map = ClassMap.for_model(self.detector.classes)
         self.min_confidence = min_confidence
+        self.name = "reference decoder (models/reference_decode.py) + core"
 
-    def __call__(
-        self, image: np.ndarray, calibration: dict[str, Any]
-    ) -> tuple[dict[str, WellCall], list[RowResult]]:
-        grid = CalibrationGrid.from_legacy(calibration).scaled(image.shape[1], image.shape[0])
+    def __call__(self, plate: Plate) -> Calls:
+        image = plate.image()
+        grid = CalibrationGrid.from_legacy(plate.calibration).scaled(image.shape[1], image.shape[0])
         calls = call_wells(
             self.detector(image), grid, class_map=self.class_map, min_confidence=self.min_confidence
         )
         return calls, row_results(calls, PLATE_96)
+
+
+class EdgeReader:
+    """The product's own path: `edge.detect` (ONNX Runtime backend) reading the JPEG bytes."""
+
+    def __init__(self, model_dir: Path, *, conf: float, min_confidence: float) -> None:
+        from edge.detect.base import create_detector
+        from edge.detect.settings import OnnxDetectorSettings
+
+        settings = OnnxDetectorSettings(
+            model_dir=model_dir, device="cpu", min_confidence=conf, threads=2
+        )
+        self.detector = create_detector(settings)
+        self.min_confidence = min_confidence
+        self.name = "edge.detect (ONNX Runtime backend) + edge.detect.reader.PlateReader"
+
+    def __call__(self, plate: Plate) -> Calls:
+        from edge.detect.reader import PlateReader
+
+        grid = CalibrationGrid.from_legacy(plate.calibration)
+        reader = PlateReader(self.detector, grid=grid, min_confidence=self.min_confidence)
+        reading = reader.read_bytes(plate.jpeg)
+        return reading.wells, reading.rows
+
+
+def make_reader(decoder: str, model_dir: Path, *, conf: float, min_confidence: float) -> Reader:
+    """`edge`, `reference`, or `auto` (the edge's path when it is installed, else reference)."""
+    if decoder in ("edge", "auto"):
+        try:
+            return EdgeReader(model_dir, conf=conf, min_confidence=min_confidence)
+        except ImportError:
+            if decoder == "edge":
+                raise
+            logger.warning("edge.detect is not available here: using the reference decoder")
+    return ReferenceReader(model_dir, conf=conf, min_confidence=min_confidence)
 
 
 def truth_rows(wells: list[dict[str, Any]]) -> list[RowResult]:
@@ -90,6 +139,25 @@ def truth_rows(wells: list[dict[str, Any]]) -> list[RowResult]:
         for w in wells
     }
     return row_results(calls, PLATE_96)
+
+
+def rendered_plates(seed: int, indices: range) -> Iterator[Plate]:
+    for index in indices:
+        s = render_plate(seed, index)
+        yield Plate(index, s.jpeg, s.wells, s.calibration, s.variations)
+
+
+def stored_plates(data_dir: Path, seed: int, indices: range) -> Iterator[Plate]:
+    """Plates written earlier by `python -m models.synth` (same seed, same generator version)."""
+    for index in indices:
+        path = data_dir / "truth" / f"{plate_stem(seed, index)}.json"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: generate the plates with --seed {seed} first")
+        truth = json.loads(path.read_text())
+        if truth["generator_version"] != GENERATOR_VERSION:
+            raise SystemExit(f"{path} comes from generator {truth['generator_version']}")
+        jpeg = (data_dir / truth["image"]).read_bytes()
+        yield Plate(index, jpeg, truth["wells"], truth["calibration"], truth["variations"])
 
 
 def _bucket(value: float, edges: tuple[float, ...]) -> str:
@@ -126,36 +194,8 @@ class Tally:
         }
 
 
-@dataclass
-class Plate:
-    index: int
-    image: np.ndarray
-    wells: list[dict[str, Any]]
-    calibration: dict[str, Any]
-    variations: dict[str, Any]
-
-
-def rendered_plates(seed: int, indices: range) -> Iterator[Plate]:
-    for index in indices:
-        s = render_plate(seed, index)
-        yield Plate(index, s.image, s.wells, s.calibration, s.variations)
-
-
-def stored_plates(data_dir: Path, seed: int, indices: range) -> Iterator[Plate]:
-    """Plates written earlier by `python -m models.synth` (same seed, same generator version)."""
-    for index in indices:
-        path = data_dir / "truth" / f"{plate_stem(seed, index)}.json"
-        if not path.exists():
-            raise SystemExit(f"{path} is missing: generate the plates with --seed {seed} first")
-        truth = json.loads(path.read_text())
-        if truth["generator_version"] != GENERATOR_VERSION:
-            raise SystemExit(f"{path} comes from generator {truth['generator_version']}")
-        image = cv2.imread(str(data_dir / truth["image"]), cv2.IMREAD_COLOR)
-        yield Plate(index, image, truth["wells"], truth["calibration"], truth["variations"])
-
-
 def evaluate(
-    reader: PlateReader,
+    reader: Reader,
     n: int,
     seed: int,
     *,
@@ -179,7 +219,7 @@ def evaluate(
     for sample in track(source, total=n, description="evaluating", disable=not progress):
         index = sample.index
         t0 = time.perf_counter()
-        calls, rows = reader(sample.image, sample.calibration)
+        calls, rows = reader(sample)
         infer_ms.append((time.perf_counter() - t0) * 1000)
         wells_ok = 0
         for well in sample.wells:
@@ -309,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="read plates written by `python -m models.synth` instead of rendering",
     )
+    parser.add_argument(
+        "--decoder",
+        choices=("auto", "edge", "reference"),
+        default="auto",
+        help="edge: the product's edge.detect path; reference: models/reference_decode.py",
+    )
     parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
     parser.add_argument(
         "--min-confidence", type=float, default=0.5, help="well-call threshold (core default)"
@@ -322,10 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed == 1:
         parser.error("seed 1 is the training stream; evaluate on another seed")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    detector, classes, decoder = reference_detector(args.model_dir, args.conf)
-    reader = PlateReader(detector, classes, args.min_confidence)
+    reader = make_reader(
+        args.decoder, args.model_dir, conf=args.conf, min_confidence=args.min_confidence
+    )
     report = evaluate(reader, args.n, args.seed, start=args.start, data_dir=args.data)
-    report["decoder"] = decoder
+    report["decoder"] = reader.name
     report["min_confidence"] = args.min_confidence
     text = markdown(report)
     print(text)

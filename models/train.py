@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     parser.add_argument("--imgsz", type=int, default=DEFAULTS["imgsz"])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu (the recipe) or cuda")
     parser.add_argument("--eval-interval", type=int, default=5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.synth import GENERATOR_VERSION
 
     info["generator_version"] = GENERATOR_VERSION
-    model = LibreYOLO9(None, size=DEFAULTS["size"], nb_classes=3, device="cpu")
+    model = LibreYOLO9(None, size=DEFAULTS["size"], nb_classes=3, device=args.device)
     t0 = time.monotonic()
     results = model.train(
         data=str(yaml_path),
@@ -111,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         imgsz=args.imgsz,
         lr0=DEFAULTS["lr0"],
-        device="cpu",
+        device=args.device,
         workers=0,
         seed=args.seed,
         project=str(args.out),
         name=args.name,
         exist_ok=True,
-        amp=False,
+        amp=args.device != "cpu",
         cache="ram",
         aux_weight=DEFAULTS["aux_weight"],
         no_aug_epochs=DEFAULTS["no_aug_epochs"],

@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--val-fraction", type=float, default=0.0, help="share of plates for the val split"
     )
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="shrink stored photos to at most this many pixels (training sets; labels follow)",
+    )
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
@@ -42,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     with Progress(*columns) as progress:
         task = progress.add_task("rendering plates", total=args.n)
         for _ in generate(
-            args.out, args.n, args.seed, val_fraction=args.val_fraction, start=args.start
+            args.out,
+            args.n,
+            args.seed,
+            val_fraction=args.val_fraction,
+            start=args.start,
+            max_side=args.max_side,
         ):
             progress.advance(task)
     return 0

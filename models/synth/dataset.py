@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from models.synth.patterns import CLASSES
 from models.synth.render import PlateSample, render_plate
 
@@ -59,6 +61,43 @@ def truth_record(sample: PlateSample, seed: int, index: int, image_name: str) ->
     }
 
 
+def shrink(sample: PlateSample, max_side: int) -> PlateSample:
+    """The same photo at most `max_side` pixels on its long side, with its labels scaled.
+
+    For training sets only: the trainer resizes to its small input anyway, and full-size frames
+    (up to 4056x3040) make its RAM cache and mosaic slow. The photo keeps the JPEG artefacts of
+    its real size (it is shrunk after decoding, as the edge does) and is re-encoded at quality 95.
+    """
+    scale = max_side / max(sample.width, sample.height)
+    if scale >= 1.0:
+        return sample
+    w, h = round(sample.width * scale), round(sample.height * scale)
+    image = cv2.resize(sample.image, (w, h), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    sx, sy = w / sample.width, h / sample.height
+
+    def xy(values: list[float]) -> list[float]:
+        return [round(v * (sx if i % 2 == 0 else sy), 2) for i, v in enumerate(values)]
+
+    wells = [
+        {**well, "box": xy(well["box"]), "center": xy(well["center"])} for well in sample.wells
+    ]
+    cal = dict(sample.calibration)
+    cal["columns"] = [round(x * sx, 1) for x in cal["columns"]]
+    cal["rows"] = [round(y * sy, 1) for y in cal["rows"]]
+    cal["bounds"] = {
+        "left": cal["columns"][0],
+        "right": cal["columns"][-1],
+        "top": cal["rows"][0],
+        "bottom": cal["rows"][-1],
+    }
+    cal["image_width"], cal["image_height"] = w, h
+    variations = {**sample.variations, "stored_size": f"{w}x{h}"}
+    return PlateSample(buf.tobytes(), image, wells, sample.rows, cal, variations)
+
+
 def write_plate(out: Path, split: str, seed: int, index: int, sample: PlateSample) -> str:
     stem = plate_stem(seed, index)
     image_name = f"{stem}.jpg"
@@ -80,7 +119,13 @@ def write_data_yaml(out: Path, has_val: bool) -> None:
 
 
 def generate(
-    out: Path, n: int, seed: int, *, val_fraction: float = 0.0, start: int = 0
+    out: Path,
+    n: int,
+    seed: int,
+    *,
+    val_fraction: float = 0.0,
+    start: int = 0,
+    max_side: int | None = None,
 ) -> Iterator[str]:
     """Render plates `start..start+n-1` of stream `seed` into `out`; yields each stem as written.
 
@@ -97,4 +142,6 @@ def generate(
         index = start + k
         split = "val" if k >= n - n_val else "train"
         sample = render_plate(seed, index)
+        if max_side is not None:
+            sample = shrink(sample, max_side)
         yield write_plate(out, split, seed, index, sample)

@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu (the recipe) or cuda")
     parser.add_argument("--workers", type=int, default=0, help="data workers (0 on CPU)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="continue this run's last.pt; --epochs may shorten the schedule (recorded)",
+    )
     parser.add_argument("--eval-interval", type=int, default=5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -109,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     from models.synth import GENERATOR_VERSION
 
     info["generator_version"] = GENERATOR_VERSION
+    if args.resume and (run_dir / "run_info.json").exists():
+        info["resumed_from"] = json.loads((run_dir / "run_info.json").read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     # Written before training too, so a run cut short still says how it was started.
     (run_dir / "run_info.json").write_text(json.dumps({**info, "status": "running"}, indent=2))
-    model = LibreYOLO9(None, size=DEFAULTS["size"], nb_classes=3, device=args.device)
+    if args.resume:
+        model = LibreYOLO9(
+            str(args.resume), size=DEFAULTS["size"], nb_classes=3, device=args.device
+        )
+    else:
+        model = LibreYOLO9(None, size=DEFAULTS["size"], nb_classes=3, device=args.device)
     t0 = time.monotonic()
     results = model.train(
         data=str(yaml_path),
@@ -132,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         no_aug_epochs=DEFAULTS["no_aug_epochs"],
         letterbox_pad=DEFAULTS["letterbox_pad"],
         eval_interval=args.eval_interval,
+        **({"resume": True} if args.resume else {}),
     )
     info["train_seconds"] = round(time.monotonic() - t0, 1)
     info["results"] = {k: v for k, v in (results or {}).items() if isinstance(v, (int, float, str))}

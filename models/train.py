@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (the recipe) or cuda")
     parser.add_argument("--workers", type=int, default=0, help="data workers (0 on CPU)")
     parser.add_argument(
+        "--warmup-epochs", type=int, default=None, help="LR warm-up (LibreYOLO9 default: 3)"
+    )
+    parser.add_argument(
         "--resume",
         type=Path,
         help="continue this run's last.pt; --epochs may shorten the schedule (recorded)",
@@ -108,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         "data_seed": args.data_seed,
         "plates": args.plates,
         "seed": args.seed,
-        "settings": {**DEFAULTS, "epochs": args.epochs, "batch": args.batch, "imgsz": args.imgsz},
+        "settings": {
+            **DEFAULTS,
+            "epochs": args.epochs,
+            "batch": args.batch,
+            "imgsz": args.imgsz,
+            "warmup_epochs": args.warmup_epochs,
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     from models.synth import GENERATOR_VERSION
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         letterbox_pad=DEFAULTS["letterbox_pad"],
         eval_interval=args.eval_interval,
         **({"resume": True} if args.resume else {}),
+        **({"warmup_epochs": args.warmup_epochs} if args.warmup_epochs is not None else {}),
     )
     info["train_seconds"] = round(time.monotonic() - t0, 1)
     info["results"] = {k: v for k, v in (results or {}).items() if isinstance(v, (int, float, str))}

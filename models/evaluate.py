@@ -148,11 +148,15 @@ def rendered_plates(seed: int, indices: range) -> Iterator[Plate]:
 
 
 def stored_plates(data_dir: Path, seed: int, indices: range) -> Iterator[Plate]:
-    """Plates written earlier by `python -m models.synth` (same seed, same generator version)."""
+    """Plates written earlier by `python -m models.synth` (same seed, same generator version);
+    a plate missing there is rendered."""
     for index in indices:
         path = data_dir / "truth" / f"{plate_stem(seed, index)}.json"
         if not path.exists():
-            raise SystemExit(f"{path} is missing: generate the plates with --seed {seed} first")
+            # Not written (yet): render it, which gives the very same plate.
+            s = render_plate(seed, index)
+            yield Plate(index, s.jpeg, s.wells, s.calibration, s.variations)
+            continue
         truth = json.loads(path.read_text())
         if truth["generator_version"] != GENERATOR_VERSION:
             raise SystemExit(f"{path} comes from generator {truth['generator_version']}")

@@ -32,7 +32,7 @@ MAX_SIDE = 1024
 DEFAULTS: dict[str, Any] = {
     "size": "t",
     "imgsz": 512,
-    "epochs": 15,
+    "epochs": 30,
     "batch": 8,
     "lr0": 0.01,
     "no_aug_epochs": 5,

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from core.calibration import CalibrationGrid
 from models.synth import CLASSES, GENERATOR_VERSION, render_plate, true_endpoint
 from models.synth.__main__ import main as synth_main
 from models.synth.dataset import yolo_lines
@@ -83,8 +84,8 @@ def test_calibration_is_in_the_old_systems_format(plate) -> None:
 
 
 def test_calibration_loads_with_core(plate) -> None:
-    calibration = pytest.importorskip("core.calibration", reason="core not merged yet")
-    grid = calibration.CalibrationGrid.from_legacy(plate.calibration)
+    grid = CalibrationGrid.from_legacy(plate.calibration)
+    assert grid.plate_format.rows == 8 and grid.plate_format.cols == 12
     for well in plate.wells:
         assert grid.cell_at(*well["center"]) == (well["row"], well["col"])
 

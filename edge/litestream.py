@@ -318,10 +318,20 @@ def restore_drill(
 
 
 def add_db_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``db restore-drill`` on the edge CLI's subparsers."""
+    """Register ``db restore-drill`` on a CLI that has no ``db`` command yet."""
     db = subparsers.add_parser("db", help="database operations (restore drill)")
-    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    drill = db_sub.add_parser(
+    add_restore_drill(db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True))
+
+
+def add_restore_drill(
+    db_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``restore-drill`` to an existing ``db`` command's subparsers.
+
+    It sets its own ``func`` default, which wins over the ``db`` parser's, so a CLI that
+    dispatches on ``args.func`` runs :func:`run_db_command` for it.
+    """
+    drill = db_subparsers.add_parser(
         "restore-drill",
         help="restore the Litestream replica to a temp file, check it, compare with the live db",
     )
@@ -336,6 +346,7 @@ def add_db_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     drill.add_argument("--keep", action="store_true", help="keep the restored copy")
     drill.add_argument("--json", action="store_true", help="print the report as JSON")
     drill.set_defaults(func=run_db_command)
+    return drill
 
 
 def run_db_command(args: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
         "microplate_edge_litestream_access_key_id": "lt-lab1-reader-01",
         "microplate_edge_litestream_secret_access_key": SECRETS["device_s3"],
         "microplate_cloud_first_admin_email": "admin@lab.example.org",
-        "microplate_cloud_first_admin_password": SECRETS["admin"],
+        "first_admin_password": SECRETS["admin"],
         "microplate_cloud_minio_root_password": SECRETS["minio"],
         "microplate_cloud_public_host": "localhost",
         "microplate_cloud_mosquitto_user": "root" if os.geteuid() == 0 else os.environ["USER"],
@@ -236,23 +236,23 @@ def test_secrets_stay_in_credentials(provisioned: Provisioned) -> None:
         "metrics-token",
         "enrollment.json",
         "litestream.yml",
-        "microplate_cloud_jwt_secret",
-        "microplate_cloud_first_admin_password",
-        "microplate_cloud_mqtt_ingest_password",
-        "microplate_cloud_s3_secret_key",
+        "jwt_secret",
+        "first_admin_password",
+        "mqtt_ingest_password",
+        "s3_secret_key",
     } <= names
     for path in creds.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert (creds / "operator-secret").read_text() == SECRETS["operator"]
     assert (creds / "supervisor-pin-hash").read_text() == PIN_HASH
     assert len((creds / "metrics-token").read_text()) == 40
-    assert len((creds / "microplate_cloud_jwt_secret").read_text()) >= 32
+    assert len((creds / "jwt_secret").read_text()) >= 32
     # Neither the given nor the generated secrets appear anywhere else under the root (MinIO's
     # root password sits in its own root-only environment file, which is checked separately).
     generated = [
         (creds / n).read_text()
         for n in names
-        if n.startswith("microplate_cloud_") or n == "metrics-token"
+        if n in {"jwt_secret", "mqtt_ingest_password", "s3_secret_key", "metrics-token"}
     ]
     minio_env = root / "etc/microplate/minio.env"
     assert stat.S_IMODE(minio_env.stat().st_mode) == 0o600
@@ -261,8 +261,6 @@ def test_secrets_stay_in_credentials(provisioned: Provisioned) -> None:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         for secret in [*SECRETS.values(), *generated]:
-            if secret in {"microplate-app"}:  # the S3 access key id is not secret
-                continue
             assert secret not in text, f"a secret leaked into {path}"
 
 
@@ -450,3 +448,32 @@ def test_mosquitto_runs_the_rendered_config(provisioned: Provisioned) -> None:
         out, _ = broker.communicate(timeout=20)
     # Persistence: the broker saved its state where the role pointed it.
     assert (root / "var/lib/mosquitto/mosquitto.db").exists(), out
+
+
+@pytest.mark.parametrize(
+    ("playbook", "override", "expected"),
+    [
+        ("edge.yml", {"microplate_edge_operator_secret": "ChangeMe-please-1"}, "placeholder"),
+        ("edge.yml", {"microplate_edge_supervisor_pin_hash": "123456"}, "argon2 hash"),
+        ("cloud.yml", {"first_admin_password": ""}, "first_admin_password"),
+    ],
+    ids=["placeholder-secret", "plain-pin", "no-admin-password"],
+)
+def test_refuses_bad_secrets_without_echoing_them(
+    provisioned: Provisioned, playbook: str, override: dict[str, str], expected: str
+) -> None:
+    proc = subprocess.run(
+        [str(PLAYBOOK), "-i", str(provisioned.inventory), playbook, "-e", json.dumps(override)],
+        cwd=ANSIBLE_DIR,
+        env=provisioned.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert expected in out, out[-3000:]
+    for value in override.values():
+        if value:
+            assert value not in out, "the rejected secret was printed"

@@ -108,7 +108,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
         "microplate_edge_litestream_access_key_id": "lt-lab1-reader-01",
         "microplate_edge_litestream_secret_access_key": SECRETS["device_s3"],
         "microplate_cloud_first_admin_email": "admin@lab.example.org",
-        "first_admin_password": SECRETS["admin"],
+        "microplate_cloud_first_admin_password": SECRETS["admin"],
         "microplate_cloud_minio_root_password": SECRETS["minio"],
         "microplate_cloud_public_host": "localhost",
         "microplate_cloud_mosquitto_user": "root" if os.geteuid() == 0 else os.environ["USER"],
@@ -455,7 +455,7 @@ def test_mosquitto_runs_the_rendered_config(provisioned: Provisioned) -> None:
     [
         ("edge.yml", {"microplate_edge_operator_secret": "ChangeMe-please-1"}, "placeholder"),
         ("edge.yml", {"microplate_edge_supervisor_pin_hash": "123456"}, "argon2 hash"),
-        ("cloud.yml", {"first_admin_password": ""}, "first_admin_password"),
+        ("cloud.yml", {"microplate_cloud_first_admin_password": ""}, "first_admin_password"),
     ],
     ids=["placeholder-secret", "plain-pin", "no-admin-password"],
 )

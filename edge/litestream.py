@@ -35,7 +35,7 @@ DEFAULT_DB = "/var/lib/microplate/microplate.db"
 # Litestream keeps its own bookkeeping tables in the database; they are not application data.
 _INTERNAL_PREFIXES = ("sqlite_", "_litestream")
 _RUN_ID_COLUMNS = ("run_id", "id")
-_RUN_ORDER_COLUMNS = ("created_at", "read_at", "captured_at")
+_RUN_ORDER_COLUMNS = ("processed_at", "created_at", "read_at", "captured_at")
 
 
 class DrillError(RuntimeError):

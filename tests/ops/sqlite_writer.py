@@ -1,77 +1,79 @@
-"""A stand-in for the appliance's writer: one plate per SQLite transaction, as fast as asked.
+"""The appliance's own writer, driven fast: one plate per SQLite transaction through `edge.store`.
 
-Run as ``python -m tests.ops.sqlite_writer DB PLATES_PER_SECOND``; it writes until killed. The
-schema mirrors the appliance's (runs, wells, rows, outbox; WAL; STRICT) closely enough for the
-Litestream drill: what matters is that a plate is one transaction of ~100 rows.
+Run as ``python -m tests.ops.sqlite_writer DB PLATES_PER_SECOND``; it writes until killed. Each
+plate goes through the real store (migrations, WAL, one writer, `BEGIN IMMEDIATE`) and
+`edge.repo.insert_run` (run + 96 wells + 8 rows + the outbox entry), exactly as the pipeline
+stores a read; only the image and detector are skipped. The plate's sequence number is kept in
+`description` so the drill test can check that a restored copy is a gap-free prefix.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, plate_id TEXT NOT NULL, sample_number TEXT NOT NULL,
-    created_at TEXT NOT NULL, seq INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS wells (
-    run_id TEXT NOT NULL REFERENCES runs(id), well_id TEXT NOT NULL, state TEXT NOT NULL,
-    confidence REAL NOT NULL, PRIMARY KEY (run_id, well_id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS rows (
-    run_id TEXT NOT NULL REFERENCES runs(id), row TEXT NOT NULL, endpoint INTEGER NOT NULL,
-    PRIMARY KEY (run_id, row)
-) STRICT;
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
-    created_at TEXT NOT NULL, delivered_at TEXT
-) STRICT;
-"""
-ROWS = "ABCDEFGH"
+from core.calibration import CalibrationGrid
+from core.detection import Detection
+from core.plate import PLATE_96
+from core.stats import compute_statistics, distribution
+from core.titre import row_results
+from core.wells import call_wells
+from edge.repo import RunRecord, insert_run
+from edge.store import Store
+
+WELLS_PER_PLATE = 96
+ROWS_PER_PLATE = 8
 
 
-def open_db(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.executescript(SCHEMA)
-    return conn
+def template_plate() -> tuple[dict, list, dict[str, int], object]:  # type: ignore[type-arg]
+    """Well calls, rows, distribution and statistics of one plausible plate (endpoint 6)."""
+    grid = CalibrationGrid.uniform(1200, 800, PLATE_96)
+    detections = []
+    for row in range(PLATE_96.rows):
+        for col in range(PLATE_96.cols):
+            x1, y1, x2, y2 = grid.cell_box(row, col)
+            name = "flowing" if col < 6 else "agglutinated"
+            detections.append(Detection(x1=x1 + 5, y1=y1 + 5, x2=x2 - 5, y2=y2 - 5,
+                                        confidence=0.9, class_id=0 if col < 6 else 1,
+                                        class_name=name))  # fmt: skip
+    wells = call_wells(detections, grid)
+    rows = row_results(wells, PLATE_96)
+    return wells, rows, distribution(rows, PLATE_96.cols), compute_statistics(rows)
 
 
-def write_plate(conn: sqlite3.Connection, seq: int) -> str:
+def write_plate(store: Store, seq: int, plate: tuple) -> str:  # type: ignore[type-arg]
+    wells, rows, dist, stats = plate
     run_id = str(uuid.uuid4())
-    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute(
-        "INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (run_id, str(uuid.uuid4()), "S-1", now, seq)
-    )
-    conn.executemany(
-        "INSERT INTO wells VALUES (?, ?, ?, ?)",
-        [(run_id, f"{r}{c}", "flowing", 0.9) for r in ROWS for c in range(1, 13)],
-    )
-    conn.executemany("INSERT INTO rows VALUES (?, ?, ?)", [(run_id, r, 6) for r in ROWS])
-    conn.execute(
-        "INSERT INTO outbox (run_id, kind, payload, created_at) VALUES (?, 'run', '{}', ?)",
-        (run_id, now),
-    )
-    conn.execute("COMMIT")
+    now = datetime.now(timezone.utc)
+    rec = RunRecord(
+        run_id=run_id, plate_id=str(uuid.uuid4()), sample_number="S-1", submission_number="",
+        description=str(seq), operator="drill", source="test", filename=f"{seq}.jpg",
+        image_sha256=uuid.uuid4().hex, captured_at=now, processed_at=now, supersedes=None,
+        model={"name": "drill", "version": "0", "sha256": "0"}, calibration_id=None,
+        dilution={"start_dilution": 10, "factor": 2}, timings_ms={}, image_dir="", image_bytes=0,
+    )  # fmt: skip
+    with store.write() as db:
+        insert_run(db, rec, wells=wells, rows=rows, distribution=dist, statistics=stats,
+                   message_json=f'{{"run_id":"{run_id}"}}', superseded_events={})  # fmt: skip
     return run_id
 
 
 def main() -> int:
-    path, rate = sys.argv[1], float(sys.argv[2])
-    conn = open_db(path)
-    seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM runs").fetchone()[0])
+    path, rate = Path(sys.argv[1]), float(sys.argv[2])
+    store = Store(path)
+    store.open()
+    store.migrate()
+    plate = template_plate()
+    with store.write() as db:
+        (count,) = db.execute("SELECT count(*) FROM runs").fetchone()
+    seq = int(count)
     print("ready", flush=True)
     while True:
         seq += 1
-        write_plate(conn, seq)
+        write_plate(store, seq, plate)
         time.sleep(1.0 / rate)
 
 

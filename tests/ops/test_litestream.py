@@ -1,5 +1,8 @@
 """Litestream against a real S3 server: replicate, crash, restore, measure what was lost (RPO).
 
+The writer is the appliance's own store (`edge.store` + `edge.repo.insert_run`, see
+`sqlite_writer.py`).
+
 The configuration is rendered from the Ansible role's template, so the file the appliance gets
 is the file tested here.
 """
@@ -108,7 +111,7 @@ def replicated(tmp_path: Path, s3_server: S3Server) -> Iterator[tuple[Path, Path
 
 def last_created(db: Path) -> datetime:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (value,) = conn.execute("SELECT max(created_at) FROM runs").fetchone()
+        (value,) = conn.execute("SELECT max(processed_at) FROM runs").fetchone()
     return datetime.fromisoformat(value)
 
 
@@ -149,14 +152,19 @@ def test_restore_drill_after_clean_stop_and_after_a_crash(
     assert crash.restored_path is not None
     restored = Path(crash.restored_path)
     assert crash.ok, crash.render()
-    # A plate is one transaction: the copy holds whole plates only (96 wells, 8 rows each).
+    # A plate is one transaction of the real store: whole plates only (96 wells, 8 rows each).
     with sqlite3.connect(restored) as conn:
         n_runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
         assert conn.execute("SELECT count(*) FROM wells").fetchone()[0] == 96 * n_runs
         assert conn.execute("SELECT count(*) FROM rows").fetchone()[0] == 8 * n_runs
         assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == n_runs
         # Whatever is there is a prefix of the history: no gap, nothing from the future.
-        seqs = [s for (s,) in conn.execute("SELECT seq FROM runs ORDER BY seq")]
+        seqs = [
+            s
+            for (s,) in conn.execute(
+                "SELECT CAST(description AS INTEGER) AS n FROM runs ORDER BY n"
+            )
+        ]
         assert seqs == list(range(1, len(seqs) + 1))
     assert n_runs >= report.tables["runs"].live  # nothing from phase 1 was lost
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pwdlib import PasswordHash
 
 from tests.ops.conftest import find_tool, free_ports, wait_port
 from tests.ops.units import SYSTEMD_ANALYZE, security, verify
@@ -45,7 +46,8 @@ SECRETS = {
     "mqtt_device": "mqtt-device-password-5e",
     "device_token": "device-api-token-81f0",
 }
-PIN_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
+# A real argon2 hash of a PIN, as an admin would put in the vault (never the PIN itself).
+PIN_HASH = PasswordHash.recommended().hash("246810")
 # Executables the skipped package/pip/download steps would have installed.
 INSTALLED = ("venv/bin/microplate-edge", "venv/bin/microplate-cloud", "venv/bin/litestream",
              "venv/bin/python", "bin/minio", "bin/mc")  # fmt: skip
@@ -333,16 +335,28 @@ def test_litestream_config_parses(provisioned: Provisioned) -> None:
     assert "s3" in proc.stdout
 
 
-def test_edge_settings_accept_the_rendered_config(provisioned: Provisioned) -> None:
+def test_edge_settings_accept_the_rendered_config(
+    provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """edge.settings loads edge.json; edge.auth finds the credentials where systemd puts them."""
     settings = pytest.importorskip(
         "edge.settings", reason="edge.settings lands with the edge issue"
     )
-    os.environ["MICROPLATE_EDGE_CONFIG_FILE"] = str(provisioned.root / "etc/microplate/edge.json")
-    try:
-        loaded = settings.EdgeSettings()
-    finally:
-        del os.environ["MICROPLATE_EDGE_CONFIG_FILE"]
+    credentials = pytest.importorskip("edge.auth.credentials", reason="lands with the edge API")
+    monkeypatch.setenv(
+        "MICROPLATE_EDGE_CONFIG_FILE", str(provisioned.root / "etc/microplate/edge.json")
+    )
+    # systemd copies the LoadCredential= files to $CREDENTIALS_DIRECTORY under the same names.
+    monkeypatch.setenv(
+        "CREDENTIALS_DIRECTORY", str(provisioned.root / "etc/microplate/credentials")
+    )
+    loaded = settings.EdgeSettings()
     assert loaded.mode == "production" and loaded.device_id == "reader-01"
+    assert loaded.detector["type"] == "tensorrt"
+    creds = credentials.load_credentials(credentials.AuthConfig.from_settings(loaded))
+    assert creds.operator_secret.get_secret_value() == SECRETS["operator"]
+    assert creds.supervisor_pin_hash.get_secret_value() == PIN_HASH
+    assert creds.metrics_token is not None and len(creds.metrics_token.get_secret_value()) == 40
 
 
 def test_cloud_settings_accept_the_rendered_env(

@@ -48,6 +48,7 @@ SECRETS = {
 }
 # A real argon2 hash of a PIN, as an admin would put in the vault (never the PIN itself).
 PIN_HASH = PasswordHash.recommended().hash("246810")
+FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIBdGVzdC1jYQ==\n-----END CERTIFICATE-----\n"
 # Executables the skipped package/pip/download steps would have installed.
 INSTALLED = ("venv/bin/microplate-edge", "venv/bin/microplate-cloud", "venv/bin/litestream",
              "venv/bin/python", "bin/minio", "bin/mc")  # fmt: skip
@@ -91,7 +92,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
                 "mqtt_password": SECRETS["mqtt_device"],
                 "api_base_url": "https://localhost",
                 "device_token": SECRETS["device_token"],
-                "ca_cert": None,
+                "ca_cert": FAKE_CA,
             }
         ),
         encoding="utf-8",
@@ -315,6 +316,29 @@ def test_edge_configs(provisioned: Provisioned) -> None:
     for bad in ("read only = No", "writeable = Yes", "guest ok = Yes", "write list = labware"):
         assert bad not in section, section
     assert "map to guest = Never" in proc.stdout or "map to guest" not in proc.stdout
+
+
+def test_private_ca_is_trusted_on_both_sides(provisioned: Provisioned) -> None:
+    root = provisioned.root
+    # Edge: the CA from the enrollment bundle joins the OS store (Litestream is a Go program).
+    assert (root / "usr/local/share/ca-certificates/microplate-cloud.crt").read_text() == FAKE_CA
+    # Cloud: botocore gets the private CA through a drop-in, the committed unit stays generic.
+    dropin = root / "etc/systemd/system/microplate-cloud.service.d/10-private-ca.conf"
+    assert f"AWS_CA_BUNDLE={root}/etc/microplate/tls/ca.crt" in dropin.read_text()
+    ca = root / "etc/microplate/tls/ca.crt"
+    proc = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca), str(root / "etc/microplate/tls/server.crt")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    san = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+         str(root / "etc/microplate/tls/server.crt")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "DNS:localhost" in san and "IP Address:127.0.0.1" in san
 
 
 def test_litestream_config_parses(provisioned: Provisioned) -> None:

@@ -109,6 +109,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         log.close()
 
 
+@pytest.fixture(scope="session")
+def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One real run of the Ansible roles (two passes) shared by the test_ansible* files."""
+    from tests.ops.provision import provision  # provision imports helpers from this module
+
+    yield from provision(tmp_path_factory.mktemp("ansible"))
+
+
 def _wait_bucket(server: S3Server) -> None:
     """The S3 port opens before the bucket is creatable: poll until a signed PUT works."""
     import boto3

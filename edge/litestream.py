@@ -173,7 +173,8 @@ def restore(
 def _connect_ro(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise DrillError(f"The database {path} does not exist.")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    # as_uri() escapes '?', '#' and spaces that would otherwise end the file name.
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10)
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
 

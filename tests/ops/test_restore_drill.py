@@ -95,7 +95,9 @@ def test_compare_flags_a_missing_table_and_corruption(tmp_path: Path) -> None:
 
 
 def test_compare_without_a_runs_table_says_so(tmp_path: Path) -> None:
-    live, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    odd = tmp_path / "data #1?x"  # characters that end a file name in an SQLite URI
+    odd.mkdir()
+    live, copy = odd / "live.db", odd / "copy.db"
     for path in (live, copy):
         with sqlite3.connect(path) as conn:
             conn.execute("CREATE TABLE t (x)")

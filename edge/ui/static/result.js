@@ -28,7 +28,12 @@
     MP.drawPlate(document.getElementById("plate"), run.wells);
     MP.drawLegend(document.getElementById("legend"));
     const body = document.querySelector("#rows tbody");
-    body.replaceChildren(...run.rows.map((r) => el("tr", { class: r.counted ? "" : "excluded", "data-row": r.label },
+    body.replaceChildren(...run.rows.map((r) => el("tr", {
+      class: r.counted ? "" : "excluded", "data-row": r.label,
+      "data-info": `${t("result.row")} ${r.label}: ${t("result.titre")} ${rowTitre(r)}` +
+        (r.flags.length ? ` · ${r.flags.map((f) => t(`flag.${f}`)).join(", ")}` : "") +
+        (r.counted ? "" : ` · ${t("result.excluded")}`),
+    },
       el("th", { text: r.label }),
       el("td", { class: "endpoint", text: r.endpoint }),
       el("td", { class: "titre", text: rowTitre(r) }),
@@ -71,6 +76,10 @@
   document.getElementById("plate").addEventListener("click", (ev) => {
     const well = ev.target.closest(".well");
     if (well) document.getElementById("well-info").textContent = well.getAttribute("aria-label");
+  });
+  document.getElementById("rows").addEventListener("click", (ev) => {
+    const row = ev.target.closest("tr[data-info]");
+    if (row) document.getElementById("well-info").textContent = row.dataset.info;
   });
 
   onEvent((ev) => {

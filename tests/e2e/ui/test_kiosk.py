@@ -100,6 +100,14 @@ def test_operator_scans_captures_and_gets_result_and_csv(page: Any, kiosk: Kiosk
     assert info.startswith("A1: " + a1["state"].capitalize())
     if a1["confidence"] is not None:
         assert f"{round(a1['confidence'] * 100)}%" in info
+    # So does tapping a row (its flags may be cut short to keep one line per row).
+    row_a = run["rows"][0]
+    page.click('#rows tr[data-row="A"]')
+    info = page.inner_text("#well-info")
+    start = run["dilution"]["start_dilution"]
+    assert info.startswith("Row A: Titre " + expected_titre(row_a, start)), info
+    assert all(flag.replace("_", " ") in info for flag in row_a["flags"]), info
+    assert ("not counted" in info) is (not row_a["counted"]), info
     rows = page.locator("#rows tbody tr")
     assert rows.count() == len(run["rows"]) == 8
     for i, row in enumerate(run["rows"]):

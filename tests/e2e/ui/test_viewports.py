@@ -71,7 +71,12 @@ def screens(seeded: dict[str, str]) -> list[Screen]:
             [".keypad-display", ".keypad .tools .primary", ".keypad .key-row:first-child"],
             _open_keypad,
         ),
-        ("result", f"/ui/runs/{run}", ["#r-sample", "#plate", "#rows", "#reread", "#delete"], None),
+        (
+            "result",
+            f"/ui/runs/{run}",
+            ["#r-sample", "#plate", "#rows tbody tr:last-child .titre", "#reread", "#delete"],
+            None,
+        ),
         ("zoom", f"/ui/runs/{run}", ["#zoom-in", "#zoom-out", "#zoom-close"], _open_zoom),
         ("delete", f"/ui/runs/{run}", ['[data-reason="result.reason_duplicate"]'], _open_delete),
         ("samples", "/ui/samples", ["#search", ".row-link"], None),

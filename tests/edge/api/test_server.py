@@ -120,3 +120,35 @@ def test_event_socket_with_a_real_websocket_client(base_url: str) -> None:
 
     event = asyncio.run(scenario())
     assert event["payload"]["sample_number"] == "S-WS"
+
+
+def test_systemd_hears_ready_then_watchdog_pings(
+    appliance: Appliance, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Type=notify + WatchdogSec: READY=1 once listening, then WATCHDOG=1 every half interval."""
+    sock_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(sock_path)
+    listener.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", sock_path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s: a ping every 0.1 s
+    server = build_server(appliance, "127.0.0.1", free_port())
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        messages = [listener.recv(256) for _ in range(4)]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
+    assert messages[0] == b"READY=1"
+    assert messages[1:] == [b"WATCHDOG=1"] * 3
+
+
+def test_watchdog_interval_follows_systemd_rules() -> None:
+    from edge.api.server import watchdog_interval
+
+    assert watchdog_interval({}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "60000000"}) == 30.0
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1"}) is None

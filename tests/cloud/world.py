@@ -38,11 +38,11 @@ class World:
     site_b: uuid.UUID
     slug_a: str
     slug_b: str
-    actors: dict[str, Actor] = field(default_factory=dict)
-    device_a: uuid.UUID = uuid.UUID(int=0)
-    device_b: uuid.UUID = uuid.UUID(int=0)
-    device_token_a: str = ""
-    device_token_b: str = ""
+    actors: dict[str, Actor]
+    device_a: uuid.UUID
+    device_b: uuid.UUID
+    device_token_a: str
+    device_token_b: str
     extra: dict[str, Any] = field(default_factory=dict)
 
     def sessions(self):  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from starlette.routing import Match
 
-from cloud.api import audit, auth, device_api, devices, ops, sites, users, ws
+from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
 from cloud.db import make_engine, make_sessionmaker
 from cloud.ratelimit import SlidingWindowLimiter
@@ -79,7 +79,7 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         lifespan=lifespan,
     )
     app.state.microplate = state
-    for module in (ops, auth, users, sites, devices, device_api, audit, ws):
+    for module in (ops, auth, users, sites, devices, device_api, results, audit, ws):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -79,7 +79,7 @@ def broker(world: World, broker_dir: Path) -> Iterator[int]:
 
 def test_mqtt_hash_matches_mosquitto_format() -> None:
     encoded = hash_mqtt_password("s3cret")
-    kind, iterations, salt, digest = encoded.split("$")[1:]
+    kind, iterations, _salt, _digest = encoded.split("$")[1:]
     assert (kind, iterations) == ("7", "101")
     assert verify_mqtt_password("s3cret", encoded)
     assert not verify_mqtt_password("other", encoded)

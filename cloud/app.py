@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
-from starlette.routing import Match
+from starlette.routing import BaseRoute
 
 from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
@@ -34,11 +34,18 @@ LATENCY = Histogram(
 
 def _route_name(request: Request) -> str:
     # The route template, not the raw path: ids in paths would explode label cardinality.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def walk_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every concrete route, descending into included routers (the access matrix uses it)."""
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            yield from walk_routes(original.routes)
+        else:
+            yield route
 
 
 def create_app(settings: CloudSettings | None = None, *, listen: bool = True) -> FastAPI:

@@ -1,0 +1,197 @@
+"""Row endpoints, titres and the counting policy (DOMAIN rule 3).
+
+Terms used here:
+
+* Columns are numbered as on the plate, 1-based. ``control_columns`` (none by default) are not
+  part of the dilution series; the remaining *test columns* carry the dilutions in order, so
+  the k-th test column (1-based) holds ``start_dilution × factor^(k − 1)``.
+* A *readable* well is ``flowing`` or ``agglutinated``; ``invalid`` and ``unread`` wells are
+  not readable.
+* ``endpoint`` is the plate column number of the last flowing test column, 0 when none flows.
+
+Row flags:
+
+* ``skipped``: an agglutinated test well before the endpoint (a gap).
+* ``no_inhibition``: endpoint 0, titre below the first dilution (``titre`` is None).
+* ``all_inhibited``: every test column flows; the titre is censored at the last dilution.
+* ``unread``: a non-readable well at or before the endpoint, or at the test column right after
+  it (that well decides whether the endpoint is really the last flowing one), so the row
+  cannot be decided.
+
+Counting (:class:`CountingPolicy`, safe default): ``no_inhibition`` rows count at
+``start_dilution / 2``, censored rows at their bound, ``unread`` rows are excluded, ``skipped``
+rows count. An excluded row keeps its endpoint and titre for display, has ``counted=False``
+and an ``exclusion_reason`` naming the flag that excluded it (``unread`` first, then
+``skipped``, ``no_inhibition``, ``all_inhibited``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.plate import PLATE_96, PlateFormat
+from core.wells import WellCall, WellState
+
+logger = logging.getLogger(__name__)
+
+RowFlag = Literal["skipped", "no_inhibition", "all_inhibited", "unread"]
+ROW_FLAGS: tuple[RowFlag, ...] = ("skipped", "no_inhibition", "all_inhibited", "unread")
+# Which flag is reported as the reason when several would exclude a row.
+_EXCLUSION_ORDER: tuple[RowFlag, ...] = ("unread", "skipped", "no_inhibition", "all_inhibited")
+_READABLE: frozenset[WellState] = frozenset({"flowing", "agglutinated"})
+
+
+class DilutionSettings(BaseModel):
+    """The dilution series of a plate: 1:``start_dilution``, then × ``factor`` per column."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start_dilution: int = Field(default=10, ge=1, le=100_000)
+    factor: int = Field(default=2, ge=2, le=10)
+    control_columns: tuple[int, ...] = Field(default=(), max_length=24)
+
+    @field_validator("control_columns")
+    @classmethod
+    def _sorted_unique(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(c < 1 for c in value):
+            raise ValueError("control columns are plate column numbers, 1 or more")
+        if len(set(value)) != len(value):
+            raise ValueError("control columns must not repeat")
+        return tuple(sorted(value))
+
+    def test_columns(self, fmt: PlateFormat) -> tuple[int, ...]:
+        """The plate column numbers (1-based) that carry the dilution series."""
+        beyond = [c for c in self.control_columns if c > fmt.cols]
+        if beyond:
+            raise ValueError(f"control column(s) {beyond} are not on a {fmt.cols}-column plate")
+        cols = tuple(c for c in range(1, fmt.cols + 1) if c not in self.control_columns)
+        if not cols:
+            raise ValueError("every column is a control column: no dilution series left")
+        return cols
+
+
+class CountingPolicy(BaseModel):
+    """Whether flagged rows count towards statistics (safe defaults, see module doc)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    no_inhibition: Literal["half_start", "exclude"] = "half_start"
+    censored: Literal["bound", "exclude"] = "bound"
+    unread: Literal["exclude"] = "exclude"
+    skipped: Literal["count", "exclude"] = "count"
+
+
+class RowResult(BaseModel):
+    """One serum row. ``titre`` is None for ``no_inhibition`` rows (below the first dilution)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    row: int = Field(ge=0, le=25)
+    label: str = Field(min_length=1, max_length=1)
+    endpoint: int = Field(ge=0, le=99)
+    titre: int | None = Field(default=None, ge=1)
+    flags: tuple[RowFlag, ...] = ()
+    counted: bool
+    counted_titre: float | None = Field(default=None, gt=0)
+    exclusion_reason: RowFlag | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RowResult:
+        # A row that travels (wire, database) must not say two different things.
+        if len(set(self.flags)) != len(self.flags):
+            raise ValueError("flags: a flag is repeated")
+        if (self.endpoint == 0) != (self.titre is None):
+            raise ValueError("titre: must be empty exactly when the endpoint is 0")
+        if self.counted != (self.exclusion_reason is None):
+            raise ValueError("exclusion_reason: required exactly when the row is not counted")
+        if self.counted != (self.counted_titre is not None):
+            raise ValueError("counted_titre: required exactly when the row is counted")
+        if self.exclusion_reason is not None and self.exclusion_reason not in self.flags:
+            raise ValueError("exclusion_reason: must be one of the row's flags")
+        return self
+
+
+def titre_for(endpoint: int, dilution: DilutionSettings, fmt: PlateFormat = PLATE_96) -> int | None:
+    """The titre at plate column ``endpoint`` (1-based); None for endpoint 0."""
+    if endpoint == 0:
+        return None
+    test_cols = dilution.test_columns(fmt)
+    if endpoint not in test_cols:
+        raise ValueError(f"column {endpoint} is not a test column of this plate")
+    step = test_cols.index(endpoint)
+    return int(dilution.start_dilution * dilution.factor**step)
+
+
+def _row_flags(states: list[WellState], endpoint_pos: int) -> list[RowFlag]:
+    """Flags for one row; ``endpoint_pos`` is the 1-based test-column position, 0 for none."""
+    flags: list[RowFlag] = []
+    before = states[: max(endpoint_pos - 1, 0)]
+    if "agglutinated" in before:
+        flags.append("skipped")
+    if endpoint_pos == 0:
+        flags.append("no_inhibition")
+    elif endpoint_pos == len(states):
+        flags.append("all_inhibited")
+    deciding = states[: endpoint_pos + 1]
+    if any(s not in _READABLE for s in deciding):
+        flags.append("unread")
+    return flags
+
+
+def _counted_titre(
+    titre: int | None, flags: list[RowFlag], dilution: DilutionSettings, policy: CountingPolicy
+) -> tuple[float | None, RowFlag | None]:
+    excluded = {
+        "unread": True,
+        "skipped": policy.skipped == "exclude",
+        "no_inhibition": policy.no_inhibition == "exclude",
+        "all_inhibited": policy.censored == "exclude",
+    }
+    for flag in _EXCLUSION_ORDER:
+        if flag in flags and excluded[flag]:
+            return None, flag
+    if titre is None:  # no_inhibition counted at half the first dilution
+        return dilution.start_dilution / 2.0, None
+    return float(titre), None
+
+
+def row_results(
+    wells: Mapping[str, WellCall],
+    fmt: PlateFormat,
+    *,
+    dilution: DilutionSettings | None = None,
+    policy: CountingPolicy | None = None,
+) -> list[RowResult]:
+    """One :class:`RowResult` per plate row. A well missing from ``wells`` counts as unread."""
+    dil = dilution if dilution is not None else DilutionSettings()
+    pol = policy if policy is not None else CountingPolicy()
+    test_cols = dil.test_columns(fmt)
+    results: list[RowResult] = []
+    for row, label in enumerate(fmt.row_labels):
+        states: list[WellState] = []
+        for col in test_cols:
+            call = wells.get(fmt.well_id(row, col - 1))
+            states.append(call.state if call is not None else "unread")
+        flowing = [i for i, s in enumerate(states, start=1) if s == "flowing"]
+        pos = flowing[-1] if flowing else 0
+        endpoint = test_cols[pos - 1] if pos else 0
+        titre = int(dil.start_dilution * dil.factor ** (pos - 1)) if pos else None
+        flags = _row_flags(states, pos)
+        counted_titre, reason = _counted_titre(titre, flags, dil, pol)
+        results.append(
+            RowResult(
+                row=row,
+                label=label,
+                endpoint=endpoint,
+                titre=titre,
+                flags=tuple(flags),
+                counted=reason is None,
+                counted_titre=counted_titre,
+                exclusion_reason=reason,
+            )
+        )
+    return results

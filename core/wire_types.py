@@ -1,0 +1,36 @@
+"""Constrained string and time types shared by the wire models."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
+
+
+def to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+def _printable(value: str) -> str:
+    # Newlines and tabs are fine in free text; other control characters are not.
+    for ch in value:
+        if unicodedata.category(ch) == "Cc" and ch not in "\n\t":
+            raise ValueError(f"contains the control character U+{ord(ch):04X}")
+    return value
+
+
+def _one_line(value: str) -> str:
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise ValueError(f"contains the control character U+{ord(ch):04X}")
+    return value
+
+
+ShortText = Annotated[str, StringConstraints(max_length=128), AfterValidator(_one_line)]
+FreeText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_printable)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from core.labware import render_csv_bytes
-from core.pooling import PlateRead, pool_sample
 from sqlalchemy import func, select
 
 from cloud.crud import results
 from cloud.models import Device, Run, RunRow, RunWell, Sample
+from core.labware import render_csv_bytes
+from core.pooling import PlateRead, pool_sample
 from tests.cloud.conftest import S3Server, make_settings
 from tests.cloud.factory import deleted_event, run_message
 from tests.cloud.world import World, build_world, open_client
@@ -402,10 +402,22 @@ def test_websocket_pushes_results_to_allowed_dashboards(world: World) -> None:
         msg_a = run_message(site=world.slug_a, device="reader-1", sample_number="WS-A")
         _upsert(world, msg_b, "b")
         _upsert(world, msg_a, "a")
-        event_a = ws_a.receive_json()
-        assert event_a["run_id"] == str(msg_a.run_id)  # B's run never reached A's dashboard
-        event_b = ws_b.receive_json()
-        assert event_b["run_id"] == str(msg_b.run_id)
+        # Events of earlier tests may still be in flight: read until ours arrives, and
+        # check that nothing of the other site ever reached the dashboard.
+        seen_a = _until(ws_a, str(msg_a.run_id))
+        assert {e["site_id"] for e in seen_a} == {str(world.site_a)}
+        seen_b = _until(ws_b, str(msg_b.run_id))
+        assert {e["site_id"] for e in seen_b} == {str(world.site_b)}
+
+
+def _until(ws, run_id: str, limit: int = 50) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    seen: list[dict[str, str]] = []
+    for _ in range(limit):
+        event = ws.receive_json()
+        seen.append(event)
+        if event.get("run_id") == run_id:
+            return seen
+    raise AssertionError(f"run {run_id} never arrived; got {seen}")
 
 
 def test_websocket_refuses_bad_tokens(world: World) -> None:

@@ -11,18 +11,19 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
-from core.plate import plate_format
-from core.pooling import PlateRead, SampleSummary, pool_sample
-from core.titre import RowResult
-from core.wire import RunEvent, RunMessage
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cloud.broadcast import notify
 from cloud.models import Device, DeviceEvent, Run, RunRow, RunWell, Sample, Site
 from cloud.security import utcnow
+from core.plate import plate_format
+from core.pooling import PlateRead, SampleSummary, pool_sample
+from core.titre import RowResult
+from core.wire import DeviceStatus, RunEvent, RunMessage
 
 logger = logging.getLogger(__name__)
 
@@ -366,3 +367,28 @@ def recompute_sample(session: Session, *, sample_id: uuid.UUID) -> SampleSummary
     sample.updated_at = utcnow()
     session.flush()
     return summary
+
+
+def record_device_status(session: Session, status: DeviceStatus, *, device: Device) -> bool:
+    """Store a device's status message and push it to dashboards; False if it names another
+    device or is older than the one already stored (status messages may arrive out of order).
+    """
+    if status.site_id != device.site.slug or status.device_id != device.slug:
+        raise ResultError("status names another device")
+    previous = device.last_status or {}
+    if previous.get("at") and datetime.fromisoformat(previous["at"]) >= status.at:
+        return False
+    device.last_status = status.model_dump(mode="json")
+    device.last_seen_at = status.at
+    session.flush()
+    notify(
+        session,
+        {
+            "type": "device",
+            "site_id": str(device.site_id),
+            "device_id": str(device.id),
+            "online": status.online,
+            "backlog": status.backlog,
+        },
+    )
+    return True

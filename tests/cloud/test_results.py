@@ -428,3 +428,49 @@ def test_websocket_refuses_bad_tokens(world: World) -> None:
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_json()
     assert info.value.code == 1008
+
+
+def test_device_status_is_stored_in_order_and_pushed(world: World) -> None:
+    from core.wire import DeviceStatus
+
+    def status(at: datetime, backlog: int) -> DeviceStatus:
+        return DeviceStatus(
+            device_id="reader-1",
+            site_id=world.slug_a,
+            online=True,
+            version="1.0",
+            model="hi-yolo",
+            backend="onnx",
+            backlog=backlog,
+            disk_free_bytes=10**9,
+            at=at,
+        )
+
+    now = datetime.now(timezone.utc)
+    with world.client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_text(world.actors["viewer"].token)
+        assert ws.receive_json()["type"] == "hello"
+        with world.sessions()() as session:
+            device = _device(session, world)
+            assert results.record_device_status(session, status(now, 3), device=device)
+            assert not results.record_device_status(
+                session, status(now - timedelta(minutes=1), 9), device=device
+            )
+            session.commit()
+        seen = []
+        for _ in range(50):
+            event = ws.receive_json()
+            seen.append(event)
+            if event["type"] == "device":
+                break
+        assert seen[-1] == {
+            "type": "device",
+            "site_id": str(world.site_a),
+            "device_id": str(world.device_a),
+            "online": True,
+            "backlog": 3,
+        }
+    got = _get(world, "viewer", f"/api/v1/devices/{world.device_a}").json()
+    assert got["last_status"]["backlog"] == 3
+    with world.sessions()() as session, pytest.raises(results.ResultError):
+        results.record_device_status(session, status(now, 1), device=_device(session, world, "b"))

@@ -285,12 +285,16 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
             return time.perf_counter() - start
 
         # Warm-up (connection pools, caches), not counted.
+        print("load: warm-up", flush=True)
         await open_loop(["list", "sample", "run"], spec["rate"], 3)
+        print("load: baseline /health", flush=True)
         results.clear()
         base_wall = await open_loop(["health"], spec["rate"], spec["baseline_s"])
         baseline = list(results)
         results.clear()
+        print("load: open loop, mix", flush=True)
         wall = await open_loop(["list", "sample", "run"], spec["rate"], spec["duration"])
+        print("load: closed loop, mix", flush=True)
         loaded = list(results)
         results.clear()
         # Closed loop: how far past the target the same mix goes.
@@ -492,12 +496,17 @@ def main() -> int:
         tmp = Path(f"/tmp/cloud_bench_{os.getpid()}")
         tmp.mkdir(exist_ok=True)
         (tmp / "spec.json").write_text(json.dumps(spec))
+        load_before = f"{os.getloadavg()[0]:.1f}"
         subprocess.run(
             [sys.executable, __file__, "--loadgen", str(tmp / "spec.json"), str(tmp / "out.json")],
             check=True,
             cwd=ROOT,
         )
         out = json.loads((tmp / "out.json").read_text())
+        print(
+            f"\nmachine: {os.cpu_count()} CPUs, load average before/after the load phases: "
+            f"{load_before} / {os.getloadavg()[0]:.1f}"
+        )
         print(
             f"\nopen loop at {args.rate:.0f} req/s, {args.workers} API worker(s), "
             f"latency from scheduled send time:"

@@ -11,9 +11,10 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import RowMapping, Select, and_, exists, or_, select
+from sqlalchemy.orm import Session, defer
 
 from cloud.crud.scope import Scope
 from cloud.models import Run, RunRow, RunWell, Sample
@@ -54,9 +55,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise CursorError("invalid cursor; start again without one") from exc
 
 
-def _filtered(
-    query: Select[tuple[Sample]], *, scope: Scope, flt: SampleFilter
-) -> Select[tuple[Sample]]:
+def _filtered(query: Select[Any], *, scope: Scope, flt: SampleFilter) -> Select[Any]:
     query = query.where(scope.clause(Sample.site_id), Sample.n_plates > 0)
     if flt.q:
         query = query.where(or_(Sample.sample_number == flt.q, Sample.submission_number == flt.q))
@@ -83,7 +82,12 @@ def list_samples(
     session: Session, *, scope: Scope, flt: SampleFilter, limit: int, cursor: str | None = None
 ) -> SamplePage:
     """Samples newest first, keyset-paged on (last_read_at, id): deep pages stay fast."""
-    query = _filtered(select(Sample), scope=scope, flt=flt)
+    # The list never shows the stored summary (the big JSON column): do not fetch it.
+    query = _filtered(
+        select(Sample).options(defer(Sample.summary), defer(Sample.distribution)),
+        scope=scope,
+        flt=flt,
+    )
     if cursor is not None:
         when, ident = decode_cursor(cursor)
         query = query.where(
@@ -119,13 +123,23 @@ def get_run(session: Session, *, run_id: uuid.UUID, scope: Scope) -> Run | None:
     return run
 
 
-def run_details(session: Session, *, run: Run) -> tuple[list[RunWell], list[RunRow]]:
+def run_details(session: Session, *, run: Run) -> tuple[list[RowMapping], list[RowMapping]]:
+    """A run's 96 (or 384) wells and its rows as plain mappings.
+
+    Plain rows, not ORM objects: a run detail reads ~100 rows and the API only serialises
+    them, so identity-map bookkeeping would be most of the request's CPU time.
+    """
+    wells_t, rows_t = RunWell.__table__, RunRow.__table__
     wells = list(
-        session.scalars(
-            select(RunWell).where(RunWell.run_id == run.run_id).order_by(RunWell.row, RunWell.col)
-        )
+        session.execute(
+            select(wells_t)
+            .where(wells_t.c.run_id == run.run_id)
+            .order_by(wells_t.c.row, wells_t.c.col)
+        ).mappings()
     )
     rows = list(
-        session.scalars(select(RunRow).where(RunRow.run_id == run.run_id).order_by(RunRow.row))
+        session.execute(
+            select(rows_t).where(rows_t.c.run_id == run.run_id).order_by(rows_t.c.row)
+        ).mappings()
     )
     return wells, rows

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from cloud.api.deps import AdminUser, SessionDep
+from cloud.api.deps import AdminUser, ReleasingRoute, SessionDep
 from cloud.crud import audit
 from cloud.schemas import AuditPublic
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], route_class=ReleasingRoute)
 
 
 @router.get("")

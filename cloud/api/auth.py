@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from cloud.api.deps import CurrentUser, SessionDep, SettingsDep, StateDep, client_ip
+from cloud.api.deps import CurrentUser, ReleasingRoute, SessionDep, SettingsDep, StateDep, client_ip
 from cloud.crud import audit, tokens, users
 from cloud.mail import send_mail
 from cloud.models import User
@@ -23,7 +23,7 @@ from cloud.schemas import (
 from cloud.security import TokenError, verify_password
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=ReleasingRoute)
 _BAD_LOGIN = "Incorrect e-mail or password"
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from cloud.api.deps import DeviceDep, SessionDep, StateDep, not_found
+from cloud.api.deps import DeviceDep, ReleasingRoute, SessionDep, StateDep, not_found
 from cloud.models import Run
 from cloud.schemas import DeviceIdentity, PresignedUrl, PresignRequest
 from cloud.storage import image_key
 
-router = APIRouter(prefix="/api/v1/device", tags=["device"])
+router = APIRouter(prefix="/api/v1/device", tags=["device"], route_class=ReleasingRoute)
 
 
 @router.get("/me")

@@ -8,14 +8,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from cloud.api.deps import AdminUser, ScopeDep, SessionDep, SettingsDep, client_ip, not_found
+from cloud.api.deps import (
+    AdminUser,
+    ReleasingRoute,
+    ScopeDep,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+    not_found,
+)
 from cloud.broadcast import notify
 from cloud.crud import audit, devices, sites
 from cloud.crud.scope import Scope
 from cloud.schemas import DeviceCreate, DevicePublic, EnrollmentBundle
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], route_class=ReleasingRoute)
 
 
 @router.get("")

@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.api.deps import StateDep
+from cloud.api.deps import ReleasingRoute, StateDep
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=ReleasingRoute)
 
 
 @router.get("/health")

@@ -7,12 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from core.labware import csv_filename, render_csv
-from core.pooling import SampleSummary
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from cloud.api.deps import (
     ManagerUser,
+    ReleasingRoute,
     ScopeDep,
     SessionDep,
     StateDep,
@@ -32,8 +31,10 @@ from cloud.schemas_results import (
     WellPublic,
 )
 from cloud.storage import image_key
+from core.labware import csv_filename, render_csv
+from core.pooling import SampleSummary
 
-router = APIRouter(prefix="/api/v1", tags=["results"])
+router = APIRouter(prefix="/api/v1", tags=["results"], route_class=ReleasingRoute)
 Template = Literal["labware", "labware-legacy"]
 FLAG = r"^[a-z_]{1,32}$"
 

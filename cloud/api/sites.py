@@ -6,12 +6,12 @@ import uuid
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from cloud.api.deps import AdminUser, ScopeDep, SessionDep, client_ip, not_found
+from cloud.api.deps import AdminUser, ReleasingRoute, ScopeDep, SessionDep, client_ip, not_found
 from cloud.crud import audit, sites
 from cloud.crud.scope import Scope
 from cloud.schemas import SiteCreate, SitePublic, SiteUpdate
 
-router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+router = APIRouter(prefix="/api/v1/sites", tags=["sites"], route_class=ReleasingRoute)
 
 
 @router.get("")

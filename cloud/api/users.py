@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from cloud.api.auth import user_public
-from cloud.api.deps import AdminUser, SessionDep, client_ip, not_found
+from cloud.api.deps import AdminUser, ReleasingRoute, SessionDep, client_ip, not_found
 from cloud.crud import audit, tokens, users
 from cloud.schemas import UserCreate, UserPublic, UserUpdate
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(prefix="/api/v1/users", tags=["users"], route_class=ReleasingRoute)
 
 
 @router.get("")

@@ -8,12 +8,12 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from starlette.concurrency import run_in_threadpool
 
-from cloud.api.deps import user_from_token
+from cloud.api.deps import ReleasingRoute, user_from_token
 from cloud.crud.scope import Scope
 from cloud.state import AppState
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=ReleasingRoute)
 
 
 def _authenticate(state: AppState, token: str) -> Scope | None:

@@ -155,3 +155,41 @@ def test_prestart_creates_the_first_admin_once(tmp_path: Path) -> None:
             ).json()
             assert me["role"] == "admin"
             client.app.state.microplate.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_bursts_beyond_the_pool_neither_deadlock_nor_fail(world: World, tmp_path: Path) -> None:
+    """60 concurrent authenticated requests against a 2-connection pool all succeed."""
+    import asyncio
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from cloud.app import create_app
+    from tests.cloud.conftest import free_port
+
+    settings = world.settings.model_copy(update={"db_pool_size": 2})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        headers = world.actors["viewer"].headers
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+                paths = ["/api/v1/samples", "/api/v1/sites", "/api/v1/auth/me"] * 20
+                resps = await asyncio.gather(*(c.get(p, headers=headers) for p in paths))
+                return [r.status_code for r in resps]
+
+        codes = asyncio.run(burst())
+        assert codes == [200] * 60
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -38,6 +38,7 @@ PG = "postgresql://postgres@127.0.0.1:5432"
 PASSWORD = "bench-password-123456"
 BULK = ("runs", "run_wells", "run_rows", "samples")
 REQUEST_TIMEOUT = 10.0  # a request slower than this counts as failed
+MAX_IN_FLIGHT = 64
 
 
 # --------------------------------------------------------------------------- seeding
@@ -259,57 +260,77 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
         return f"/api/v1/runs/{rng.choice(runs)}"
 
     results: list[tuple[str, int, float]] = []
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-    async with httpx.AsyncClient(
-        base_url=base, headers=headers, limits=limits, timeout=30
-    ) as client:
+    # One client with one connection per worker: httpx's shared pool spends time quadratic in
+    # the number of waiting requests, which would measure the generator, not the server.
+    clients = [
+        httpx.AsyncClient(
+            base_url=base,
+            headers=headers,
+            timeout=REQUEST_TIMEOUT,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        for _ in range(MAX_IN_FLIGHT)
+    ]
 
-        async def one(kind: str, due: float) -> None:
+    async def send(client: httpx.AsyncClient, kind: str, due: float) -> None:
+        try:
+            code = (await client.get(pick(kind))).status_code
+        except httpx.HTTPError:
+            code = 0  # counted as an error, latency = time until it gave up
+        # Latency from the scheduled time: waiting for a free connection counts too.
+        results.append((kind, code, time.perf_counter() - due))
+
+    async def open_loop(kinds: list[str], rate: float, seconds: float) -> float:
+        queue: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while (item := await queue.get()) is not None:
+                await send(client, *item)
+
+        workers = [asyncio.create_task(worker(c)) for c in clients]
+        start = time.perf_counter() + 0.2
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            try:
-                resp = await client.get(pick(kind), timeout=REQUEST_TIMEOUT)
-                code = resp.status_code
-            except httpx.HTTPError:
-                code = 0  # counted as an error, latency = time until it gave up
-            results.append((kind, code, time.perf_counter() - due))
+            queue.put_nowait((kinds[i % len(kinds)], due))
+        for _ in workers:
+            queue.put_nowait(None)
+        await asyncio.gather(*workers)
+        return time.perf_counter() - start
 
-        async def open_loop(kinds: list[str], rate: float, seconds: float) -> float:
-            start = time.perf_counter() + 0.2
-            n = int(rate * seconds)
-            tasks = [
-                asyncio.create_task(one(kinds[i % len(kinds)], start + i / rate)) for i in range(n)
-            ]
-            await asyncio.gather(*tasks)
-            return time.perf_counter() - start
+    async def closed_loop(kinds: list[str], seconds: float, concurrency: int) -> float:
+        stop = time.perf_counter() + seconds
 
-        # Warm-up (connection pools, caches), not counted.
+        async def worker(i: int, client: httpx.AsyncClient) -> None:
+            while time.perf_counter() < stop:
+                await send(client, kinds[i % len(kinds)], time.perf_counter())
+                i += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(i, c) for i, c in enumerate(clients[:concurrency])))
+        return time.perf_counter() - start
+
+    mix = ["list", "sample", "run"]
+    try:
         print("load: warm-up", flush=True)
-        await open_loop(["list", "sample", "run"], spec["rate"], 3)
-        print("load: baseline /health", flush=True)
+        await open_loop(mix, spec["rate"], 3)
         results.clear()
+        print("load: baseline /health", flush=True)
         base_wall = await open_loop(["health"], spec["rate"], spec["baseline_s"])
         baseline = list(results)
         results.clear()
         print("load: open loop, mix", flush=True)
-        wall = await open_loop(["list", "sample", "run"], spec["rate"], spec["duration"])
-        print("load: closed loop, mix", flush=True)
+        wall = await open_loop(mix, spec["rate"], spec["duration"])
         loaded = list(results)
         results.clear()
-        # Closed loop: how far past the target the same mix goes.
-        stop = time.perf_counter() + spec["peak_s"]
-
-        async def worker(i: int) -> None:
-            kinds = ["list", "sample", "run"]
-            while time.perf_counter() < stop:
-                await one(kinds[i % 3], time.perf_counter())
-                i += 1
-
-        t = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(spec["peak_concurrency"])))
-        peak_wall = time.perf_counter() - t
+        print("load: closed loop, mix", flush=True)
+        peak_wall = await closed_loop(mix, spec["peak_s"], spec["peak_concurrency"])
         peak = list(results)
+    finally:
+        for client in clients:
+            await client.aclose()
     return {
         "baseline": baseline,
         "base_wall": base_wall,

@@ -1,0 +1,126 @@
+"""One plate image -> well calls, rows, distribution and statistics, via `edge.detect`.
+
+A thin layer over `edge.detect.reader.PlateReader`: a reader is built per plate from the
+runtime settings a supervisor may change (dilution, threshold, protective titre) and the current
+calibration, so a change applies to the very next plate. Large JPEGs are decoded at a reduced
+size (libjpeg IDCT scaling) when the model input is much smaller; the reading still reports
+full-size pixels, and `PlateResult.scale` says how to draw on the reduced frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.calibration import CalibrationGrid
+from core.plate import PlateFormat
+from core.stats import Statistics
+from core.titre import DilutionSettings, RowResult
+from core.wells import WellCall
+from edge.errors import InvalidInput
+from edge.schemas import RuntimeSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlateResult:
+    wells: dict[str, WellCall]
+    rows: list[RowResult]
+    statistics: Statistics
+    distribution: dict[str, int]
+    detections: list[Any]
+    grid: CalibrationGrid
+    fmt: PlateFormat
+    dilution: DilutionSettings
+    image: np.ndarray  # the decoded frame (possibly reduced), for the annotated image
+    scale: float = 1.0  # frame pixels per full-size pixel
+    min_confidence: float = 0.0
+    model: dict[str, str] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def dilution_of(params: RuntimeSettings) -> DilutionSettings:
+    return DilutionSettings(
+        start_dilution=params.start_dilution,
+        factor=params.dilution_factor,
+        control_columns=tuple(params.control_columns),
+    )
+
+
+def decode(detector: Any, data: bytes) -> tuple[np.ndarray, int, tuple[int, int] | None, float]:
+    """(frame, reduction factor, full (w, h) or None, decode ms); a bad file -> InvalidInput."""
+    from edge.detect.errors import ImageDecodeError
+    from edge.detect.imageio import decode_image, header_size, image_format, reduction_for
+
+    t0 = time.perf_counter()
+    spec = detector.model.input
+    try:
+        # The fake backend's scripted boxes are in the pixels of the frame it is given, so it
+        # must see the full frame; real models see a letterboxed tensor either way.
+        fake = getattr(detector, "backend", "") == "fake"
+        factor = 1 if fake else reduction_for(data, spec.height, spec.width)
+        image = decode_image(data, reduce=factor)
+    except ImageDecodeError as exc:
+        raise InvalidInput(code="bad_image", message=f"The image cannot be read: {exc}") from exc
+    full: tuple[int, int] | None = None
+    if factor != 1:
+        fmt = image_format(data)
+        size = header_size(data, fmt) if fmt else None
+        h, w = image.shape[:2]
+        full = size if size and -(-size[0] // factor) == w else (w * factor, h * factor)
+    return image, factor, full, (time.perf_counter() - t0) * 1000.0
+
+
+def read_plate(
+    detector: Any,
+    image: np.ndarray,
+    *,
+    grid: CalibrationGrid | None,
+    params: RuntimeSettings,
+    reduced_by: int = 1,
+    full_size: tuple[int, int] | None = None,
+    decode_ms: float = 0.0,
+) -> PlateResult:
+    from edge.detect.reader import PlateReader
+
+    dil = dilution_of(params)
+    reader = PlateReader(
+        detector,
+        grid=grid,
+        min_confidence=params.min_confidence,
+        dilution=dil,
+        protective_titre=params.protective_titre,
+    )
+    reading = reader.read(image, decode_ms=decode_ms, reduced_by=reduced_by, full_size=full_size)
+    return PlateResult(
+        wells=reading.wells,
+        rows=reading.rows,
+        statistics=reading.statistics,
+        distribution=reading.distribution,
+        detections=reading.detections,
+        grid=reading.grid,
+        fmt=reading.grid.plate_format,
+        dilution=dil,
+        image=image,
+        scale=image.shape[1] / reading.image_width,
+        min_confidence=params.min_confidence,
+        model={**reading.model, "backend": reading.backend},
+        timings_ms=dict(reading.timings_ms),
+    )
+
+
+def detect(detector: Any, image: np.ndarray) -> tuple[list[Any], dict[str, float]]:
+    result = detector.detect(image)
+    return list(result.detections), dict(result.timings_ms)
+
+
+def model_info(detector: Any) -> dict[str, str]:
+    """Name/version/sha256/backend of the loaded model."""
+    info = dict(detector.model.info()) if hasattr(detector.model, "info") else {}
+    info["backend"] = str(getattr(detector, "backend", type(detector).__name__))
+    return info

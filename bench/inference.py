@@ -59,12 +59,15 @@ class OpenCvOldWay:
         self.net = cv2.dnn.readNetFromONNX(str(model.onnx_path))
         self.conf, self.iou = conf, iou
         self.tmpdir = tempfile.TemporaryDirectory(prefix="old-way-")
+        self.stages: dict[str, list[float]] = {}
 
     def detections(self, image_path: Path) -> tuple[list[Detection], int, int]:
+        t0 = time.perf_counter()
         frame = cv2.imread(str(image_path))
         tmp = os.path.join(self.tmpdir.name, "frame.jpg")
         cv2.imwrite(tmp, frame)  # the old system saved every frame, then read it back
         image = cv2.imread(tmp)
+        t1 = time.perf_counter()
         h, w = image.shape[:2]
         spec = self.model.input
         r = min(spec.width / w, spec.height / h)
@@ -81,8 +84,10 @@ class OpenCvOldWay:
             value=(spec.pad_value,) * 3,
         )
         blob = cv2.dnn.blobFromImage(boxed, spec.scale, swapRB=spec.channels == "RGB")
+        t2 = time.perf_counter()
         self.net.setInput(blob)
         out = np.asarray(self.net.forward())
+        t3 = time.perf_counter()
         layout = self.model.output.layout
         arr = out[0].T if layout == "yolo_anchors_last" else out[0]
         if layout == "nms_free":
@@ -122,6 +127,14 @@ class OpenCvOldWay:
                     class_name=self.model.classes[int(cids[i])],
                 )
             )
+        t4 = time.perf_counter()
+        for key, value in (
+            ("read+write+read JPEG", t1 - t0),
+            ("blob", t2 - t1),
+            ("infer", t3 - t2),
+            ("decode+NMS", t4 - t3),
+        ):
+            self.stages.setdefault(key, []).append(value * 1e3)
         return dets, w, h
 
 
@@ -258,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         "ours by stage (median ms): "
         + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items())
     )
+    old_stages = getattr(old, "stages", {})
+    if old_stages:
+        console.print(
+            "old by stage (median ms): "
+            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in old_stages.items())
+        )
     ratio = statistics.median(old_ms) / statistics.median(ours_ms)
     console.print(f"ratio (old median / ours median): {ratio:.2f}x  (target >= 3x)")
     console.print(f"well calls agreeing between the two paths: {agree}/{total}")

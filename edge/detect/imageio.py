@@ -77,15 +77,55 @@ def _bmp_size(data: bytes) -> tuple[int, int] | None:
     return abs(int(width)), abs(int(height))
 
 
-def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) from the header, or None where the format's header is not parsed here."""
-    if fmt == "png":
-        return _png_size(data)
-    if fmt == "jpeg":
-        return _jpeg_size(data)
-    if fmt == "bmp":
-        return _bmp_size(data)
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
     return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) from the first IFD."""
+    order = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        return None
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    if offset + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[offset : offset + 2])
+    found: dict[int, int] = {}
+    for i in range(min(count, 512)):
+        entry = data[offset + 2 + 12 * i : offset + 14 + 12 * i]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            fmt = order + ("H" if kind == 3 else "I")
+            raw = entry[8:10] if kind == 3 else entry[8:12]
+            found[tag] = struct.unpack(fmt, raw)[0]
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from the file header, or None when the header cannot be read."""
+    parsers = {
+        "png": _png_size,
+        "jpeg": _jpeg_size,
+        "bmp": _bmp_size,
+        "webp": _webp_size,
+        "tiff": _tiff_size,
+    }
+    return parsers[fmt](data)
 
 
 def _looks_truncated(data: bytes, fmt: str) -> bool:

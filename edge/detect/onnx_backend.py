@@ -46,6 +46,9 @@ class OnnxDetector(Detector):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+        )
         if settings.threads:
             options.intra_op_num_threads = settings.threads
             options.inter_op_num_threads = 1

@@ -58,6 +58,11 @@ class OnnxDetectorSettings(_CommonDetectorSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when ONNX Runtime offers it, else CPU."
     )
+    allow_spinning: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's threads busy-wait between operators: slightly faster "
+        "on an idle machine, much slower when the appliance's other work shares the CPUs.",
+    )
 
 
 class TensorRTDetectorSettings(_CommonDetectorSettings):

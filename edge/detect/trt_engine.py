@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.detect.errors import BackendUnavailable, DetectorError
+from edge.detect.errors import BackendUnavailable, DetectorError, ImageDecodeError
 from edge.detect.imageio import read_image
 from edge.detect.model import LoadedModel
 from edge.detect.processing import letterbox, to_tensor
@@ -168,17 +168,28 @@ def runtime_key(precision: str, onnx_sha256: str, *, trt: Any, cuda: Any) -> Eng
     )
 
 
-def calibration_batches(model: LoadedModel, folder: Path, limit: int = 200) -> Iterator[np.ndarray]:
-    """Plate images as model inputs (the same preprocessing as inference), one per batch."""
+def calibration_files(folder: Path, limit: int = 200) -> list[Path]:
+    """The plate images for INT8 calibration; checked before the build starts."""
+    if not Path(folder).is_dir():
+        raise DetectorError(f"calibration_images {folder} is not a folder of plate photos")
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DetectorError(
             f"INT8 calibration needs plate images, but {folder} has none. Put 50-200 typical "
             "plate photos there, or use precision 'fp16'."
         )
+    return files[:limit]
+
+
+def calibration_batches(model: LoadedModel, files: list[Path]) -> Iterator[np.ndarray]:
+    """Plate images as model inputs (the same preprocessing as inference), one per batch."""
     spec = model.input
-    for path in files[:limit]:
-        image = read_image(path)
+    for path in files:
+        try:
+            image = read_image(path)
+        except ImageDecodeError as exc:
+            logger.warning("calibration image skipped: %s", exc)
+            continue
         boxed, _ = letterbox(
             image, spec.height, spec.width, mode=spec.letterbox, pad_value=spec.pad_value
         )
@@ -196,12 +207,19 @@ def _make_calibrator(
             self._batches = batches
             self._device = cuda.mem_alloc(input_nbytes)
             self.count = 0
+            self.cache_used = False
 
         def get_batch_size(self) -> int:
             return 1
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(self._batches, None)
+            # TensorRT calls this from C++: an exception escaping here would abort the build
+            # without a useful message, so it is logged and ends the calibration instead.
+            try:
+                batch = next(self._batches, None)
+            except Exception:
+                logger.exception("INT8 calibration stopped: the next image could not be prepared")
+                return None
             if batch is None:
                 return None
             cuda.memcpy_htod(self._device, batch)
@@ -211,6 +229,7 @@ def _make_calibrator(
         def read_calibration_cache(self) -> bytes | None:
             if cache_file.is_file():
                 logger.info("using INT8 calibration cache %s", cache_file)
+                self.cache_used = True
                 return cache_file.read_bytes()
             return None
 
@@ -285,15 +304,19 @@ def build_engine(
         cuda = cuda or import_pycuda()
         nbytes = int(np.prod((1, 3, model.input.height, model.input.width))) * 4
         cache = calibration_cache or Path(calibration_images) / f"int8-{model.sha256[:12]}.cache"
-        calibrator = _make_calibrator(
-            trt, cuda, calibration_batches(model, Path(calibration_images)), cache, nbytes
-        )
+        files = calibration_files(Path(calibration_images))
+        calibrator = _make_calibrator(trt, cuda, calibration_batches(model, files), cache, nbytes)
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
     elif precision != "fp16":
         raise DetectorError(f"unknown precision {precision!r}; use 'fp16' or 'int8'")
     logger.info("building %s TensorRT engine for %s (this takes minutes)", precision, model.name)
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and calibrator.count == 0 and not calibrator.cache_used:
+        raise DetectorError(
+            f"none of the images in {calibration_images} could be used for INT8 calibration "
+            "(see the warnings above). Add readable plate photos, or use precision 'fp16'."
+        )
     if serialized is None:
         raise DetectorError(
             "TensorRT could not build the engine (see the TensorRT messages above). Check free "

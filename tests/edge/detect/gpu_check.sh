@@ -26,6 +26,11 @@ print("tensorrt", tensorrt.__version__, "| GPU", cuda.Device(0).name(),
 PYEOF
 then exit 77; fi
 
+if [ ! -f models/hi-plate/manifest.json ] || ! ls models/samples/*.jpg >/dev/null 2>&1; then
+  echo "FAIL: models/hi-plate (model.onnx + manifest.json) and models/samples/*.jpg are needed"
+  exit 1
+fi
+
 echo "== 1. gpu-marked tests (real TensorRT vs ONNX Runtime on the sample plates, fp16 + int8)"
 "$PY" -m pytest -m gpu -rs -v -p no:cacheprovider tests/edge/detect || status=1
 

@@ -138,3 +138,12 @@ def test_fake_detector_refuses_unknown_classes():
     )
     with pytest.raises(DetectorError, match="bubble"):
         create_detector(settings)
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_spinning_and_threads_reach_the_session(anchors_model: Path, spin: bool):
+    settings = OnnxDetectorSettings(model_dir=anchors_model, allow_spinning=spin, threads=1)
+    with create_detector(settings) as detector:
+        options = detector._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spin))
+        assert options.intra_op_num_threads == 1

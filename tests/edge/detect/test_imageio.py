@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.detect.errors import ImageDecodeError
 from edge.detect.imageio import decode_image, header_size, read_image, reduction_for
@@ -33,11 +35,31 @@ def test_grayscale_becomes_three_channels():
     assert decode_image(encode(".png", gray)).shape == (40, 50, 3)
 
 
-@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp"])
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".webp", ".tiff"])
 def test_header_size_matches(ext):
     data = encode(ext)
-    fmt = {".jpg": "jpeg", ".png": "png", ".bmp": "bmp"}[ext]
+    fmt = {".jpg": "jpeg", ".png": "png", ".bmp": "bmp", ".webp": "webp", ".tiff": "tiff"}[ext]
     assert header_size(data, fmt) == (80, 60)
+
+
+def test_header_size_of_lossy_webp():
+    image = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 80])
+    assert ok and buf.tobytes()[12:16] == b"VP8 "
+    assert header_size(buf.tobytes(), "webp") == (80, 60)
+
+
+def test_webp_and_tiff_bombs_are_refused_from_the_header():
+    webp = bytearray(encode(".webp"))  # lossless: VP8L, 14-bit sizes after the 0x2f byte
+    bits = (16383) | (16383 << 14)
+    webp[21:25] = bits.to_bytes(4, "little")
+    with pytest.raises(ImageDecodeError, match="MP limit"):
+        decode_image(bytes(webp))
+    tiff = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<H", 2)
+    tiff += struct.pack("<HHII", 256, 4, 1, 60000) + struct.pack("<HHII", 257, 4, 1, 60000)
+    tiff += struct.pack("<I", 0)
+    with pytest.raises(ImageDecodeError, match="MP limit"):
+        decode_image(tiff)
 
 
 def test_empty_file():
@@ -109,3 +131,44 @@ def test_reduced_decode_and_factor_choice():
     assert decode_image(big, reduce=8).shape == (150, 213, 3)
     with pytest.raises(ValueError, match="reduce"):
         decode_image(big, reduce=3)
+
+
+SIGNATURES = [
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\0\0\0\0WEBP",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from([b"", *SIGNATURES]), body=st.binary(max_size=300))
+def test_random_bytes_only_ever_raise_image_decode_error(prefix, body):
+    try:
+        image = decode_image(prefix + body)
+    except ImageDecodeError:
+        return
+    assert image.ndim == 3 and image.shape[2] == 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ext=st.sampled_from([".jpg", ".png", ".bmp", ".webp", ".tiff"]),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, 10_000),
+)
+def test_damaged_images_only_ever_raise_image_decode_error(ext, flips, cut):
+    data = bytearray(VALID[ext])
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    data = data[: max(1, len(data) - cut % len(data))]
+    try:
+        image = decode_image(bytes(data))
+    except ImageDecodeError:
+        return
+    assert image.ndim == 3 and image.dtype == np.uint8
+
+
+VALID = {ext: encode(ext) for ext in (".jpg", ".png", ".bmp", ".webp", ".tiff")}

@@ -191,6 +191,10 @@ def test_int8_needs_calibration_images(anchors_model, tmp_path, fake_trt):
     )
     with pytest.raises(DetectorError, match="has none"):
         create_detector(settings)
+    (empty / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    with pytest.raises(DetectorError, match="none of the images"):
+        create_detector(settings)
+    assert BuildStats.calibration_batches == 0
 
 
 def test_int8_calibrates_on_plate_images_and_caches_the_table(
@@ -201,6 +205,7 @@ def test_int8_calibrates_on_plate_images_and_caches_the_table(
     for i in range(3):
         cv2.imwrite(str(images / f"plate{i}.jpg"), plate_image)
     (images / "notes.txt").write_text("not an image")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")  # skipped with a warning
     cache = tmp_path / "engines"
     settings = trt_settings(anchors_model, cache, precision="int8", calibration_images=images)
     create_detector(settings).close()

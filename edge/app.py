@@ -73,6 +73,7 @@ class Appliance(PlateOps):
         self.source = source or create_source(settings.capture)
         self.pipeline = Pipeline(self, settings.queue_size)
         self.spool = Spool(settings.data_dir / "spool")
+        self._spool_lock = threading.Lock()
         self.exporter = Exporter(self)
         self.folder: Any | None = None
         self._workers: list[Worker] = []

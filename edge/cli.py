@@ -242,6 +242,10 @@ def _handle(func: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         return EXIT_USER
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a folder that can't be created, a file that can't be read, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{exc.strerror or exc}{where}. Check the path and its permissions.", file=sys.stderr)
+        return EXIT_USER
     except Exception as exc:
         # Known user-facing errors from other packages (detector, image, calibration).
         name = type(exc).__name__

@@ -131,6 +131,17 @@ def test_user_errors_never_show_a_traceback(env: Path) -> None:
     assert "Traceback" not in proc.stderr and "no database" in proc.stderr.lower()
 
 
+def test_unreadable_paths_are_a_message_not_a_traceback(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = env / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MICROPLATE_EDGE_DATA_DIR", str(blocker / "data"))  # under a file
+    assert main(["db", "migrate"]) == 1
+    err = capsys.readouterr().err
+    assert "Check the path" in err and "Traceback" not in err
+
+
 def test_every_command_is_documented_in_help() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

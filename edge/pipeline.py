@@ -322,7 +322,9 @@ class Pipeline:
         app.check_disk()
         t_read = time.perf_counter()
         run_id = str(uuid.uuid4())
-        plate_id = job.plate_id or plate_id_for(job.sha256)
+        plate_id = job.plate_id or (
+            str(job.req.plate_id) if job.req.plate_id else plate_id_for(job.sha256)
+        )
         ext = Path(job.filename).suffix or ".jpg"
         annotated = images.annotate(
             result.image,

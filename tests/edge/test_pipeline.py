@@ -116,6 +116,20 @@ def test_reread_supersedes_and_never_double_counts(app: Appliance) -> None:
     assert isinstance(event, RunEvent) and str(event.superseded_by) == new.run_id
 
 
+def test_a_capture_naming_an_earlier_plate_supersedes_it(app: Appliance) -> None:
+    first = submit(app, jpeg(plate_image(PLATE_A, seed=1)))
+    plate = app.get_run(first).plate_id
+    t = app.submit_image(
+        jpeg(plate_image(PLATE_A, seed=2)),  # a new photo of the same physical plate
+        "again.jpg",
+        RunRequest(sample_number="S-001", plate_id=plate),
+    )
+    second = app.wait(t.id, 30).run_id
+    assert second and app.get_run(second).plate_id == plate
+    assert app.get_run(first).status == "superseded"
+    assert app.get_sample("S-001").plates == 1
+
+
 def test_delete_recomputes_sample_and_queues_event(two_plate_app: Appliance) -> None:
     app = two_plate_app
     run_a = submit(app, jpeg(plate_image(PLATE_A, seed=1)))

@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +79,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UserError(f"The HTTP API is not installed in this build ({exc}).") from exc
     app = _appliance(settings)
-    app.start()
-    try:
-        # serve() refuses a production configuration without proper credentials
-        # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
-        serve(app, args.host or settings.http.host, args.port or settings.http.port)
-    finally:
-        app.stop()
+    with stop_on_signals():
+        try:
+            app.start()
+            # serve() refuses a production configuration without proper credentials
+            # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
+            serve(app, args.host or settings.http.host, args.port or settings.http.port)
+        finally:
+            app.stop()
     return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal with the handlers it
+    found. Ours turn it into an exception, so the appliance still stops in order (plates in
+    hand finished, workers joined, database closed) and the exit status is 0."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in signals}
+    try:
+        yield
+    except _Stop:
+        logger.info("stopped by a signal")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_export_csv(args: argparse.Namespace) -> int:

@@ -148,3 +148,40 @@ def test_every_command_is_documented_in_help() -> None:
     helps = {a.dest: a.help for a in sub._choices_actions}  # type: ignore[attr-defined]
     for name in ("serve", "demo", "export-csv", "calibrate", "db", "validate-config"):
         assert helps.get(name), f"{name} has no help text"
+
+
+def test_serve_answers_health_and_stops_cleanly_on_sigterm(env: Path) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = b""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    body = r.read()
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+        assert b"ok" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert (env / "data" / "microplate.db").is_file()

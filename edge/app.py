@@ -278,6 +278,9 @@ class Appliance(PlateOps):
     def check_disk(self) -> None:
         free, _ = disk_usage(self.settings.data_dir)
         if free < self.floor_bytes:
+            for worker in self._workers:
+                if worker.name == "retention":
+                    worker.wake()  # free acknowledged runs now rather than at the next round
             raise DiskFull(message=self.disk_full_message())
 
     def _require_started(self) -> None:

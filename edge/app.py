@@ -114,7 +114,8 @@ class Appliance(PlateOps):
         if self.detector is None:
             try:
                 self.load_detector()
-            except BaseException:
+            except BaseException as exc:
+                self.detector_error = str(exc)
                 self.store.close()  # nothing half-started stays behind
                 raise
         self.source.start()

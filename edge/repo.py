@@ -235,13 +235,6 @@ def dirty_samples(db: Database) -> list[str]:
     ]
 
 
-def stored_summary(db: Database, sample_number: str) -> SampleSummary | None:
-    row = db.execute(
-        "SELECT summary FROM samples WHERE sample_number = ?", [sample_number]
-    ).fetchone()
-    return SampleSummary.model_validate_json(row[0]) if row else None
-
-
 def record_csv(
     db: Database,
     *,

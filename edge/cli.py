@@ -52,6 +52,16 @@ def _console() -> Any:
 def cmd_validate_config(args: argparse.Namespace) -> int:
     settings = _settings()
     problems = []
+    try:
+        from pydantic import TypeAdapter
+
+        from edge.detect.settings import DetectorSettings
+
+        TypeAdapter(DetectorSettings).validate_python(settings.detector)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append(f"detector.{loc}: {err.get('msg', 'invalid')}")
     if settings.mode == "production":
         auth = settings.auth
         if auth.operator_secret is None and auth.operator_secret_file is None:

@@ -31,6 +31,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MICROPLATE_EDGE_SHARE_DIR", str(tmp_path / "share"))
     monkeypatch.setenv("MICROPLATE_EDGE_DETECTOR", json.dumps(fake_detector(PLATE_A)))
     monkeypatch.setenv("MICROPLATE_EDGE_RETENTION__DISK_FLOOR_MB", "1")
+    # `--config` sets this in os.environ; registering it here restores it after each test.
+    monkeypatch.setenv("MICROPLATE_EDGE_CONFIG_FILE", "")
     return tmp_path
 
 
@@ -46,6 +48,10 @@ def test_validate_config_names_the_bad_key(
     cfg.write_text(json.dumps({"capture": {"type": "folder", "inbox": "x", "stabel_s": 1}}))
     assert main(["--config", str(cfg), "validate-config"]) == 2
     assert "capture.folder.stabel_s" in capsys.readouterr().err
+    monkeypatch.setenv("MICROPLATE_EDGE_CONFIG_FILE", "")
+    monkeypatch.setenv("MICROPLATE_EDGE_DETECTOR", '{"type": "onnx", "min_confidense": 0.3}')
+    assert main(["validate-config"]) == 2
+    assert "detector.onnx.min_confidense" in capsys.readouterr().err
 
 
 def test_production_without_secrets_is_refused(

@@ -332,6 +332,7 @@ class Pipeline:
             result.grid,
             result.scale,
             max_width=app.settings.annotated_max_width,
+            in_place=True,  # the decoded frame is not used after this
         )
         files = {
             images.raw_name(ext): job.data,

@@ -341,6 +341,11 @@ class Pipeline:
                 images.thumbnail(annotated, app.settings.thumbnail_width)
             ),
         }
+        roles = dict(zip(("raw", "annotated", "thumbnail"), files, strict=True))
+        image_files = {
+            role: (name, hashlib.sha256(files[name]).hexdigest(), len(files[name]))
+            for role, name in roles.items()
+        }
         t_encode = time.perf_counter()
         try:
             run_dir, nbytes = images.write_run_images(app.images_dir, run_id, files)
@@ -367,6 +372,7 @@ class Pipeline:
             timings_ms=result.timings_ms,
             image_dir=run_dir.name,
             image_bytes=nbytes,
+            image_files=image_files,
         )
         t_write = time.perf_counter()
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -43,6 +43,8 @@ class RunRecord:
     timings_ms: dict[str, float]
     image_dir: str
     image_bytes: int
+    # role (raw/annotated/thumbnail) -> (file name, sha256, size): the wire message's ImageRefs
+    image_files: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
 
 def dumps(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +79,12 @@ def test_worked_example_gives_stored_runs_pooled_summary_and_legacy_csv(
     assert str(message.run_id) == run_a and message.sample_number == "S-001"
     assert [r.endpoint for r in message.rows] == PLATE_A
     assert outbox.backlog(app.store)[0] == 2
+    refs = {ref.role: ref for ref in message.images}
+    assert set(refs) == {"raw", "annotated", "thumbnail"}
+    raw = app.run_image(run_a, "raw").read_bytes()
+    assert refs["raw"].sha256 == hashlib.sha256(raw).hexdigest()
+    assert refs["raw"].size_bytes == len(raw)
+    assert refs["raw"].key == f"site-1/edge-1/{run_a}/raw.jpg"
 
 
 def test_default_template_reports_correct_statistics(app: Appliance) -> None:

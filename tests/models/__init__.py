@@ -1,0 +1,1 @@
+"""Tests of the synthetic generator and the shipped plate model."""

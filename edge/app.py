@@ -73,6 +73,7 @@ class Appliance(PlateOps):
         self.source = source or create_source(settings.capture)
         self.pipeline = Pipeline(self, settings.queue_size)
         self.spool = Spool(settings.data_dir / "spool")
+        self._spool_lock = threading.Lock()
         self.exporter = Exporter(self)
         self.folder: Any | None = None
         self._workers: list[Worker] = []
@@ -113,7 +114,8 @@ class Appliance(PlateOps):
         if self.detector is None:
             try:
                 self.load_detector()
-            except BaseException:
+            except BaseException as exc:
+                self.detector_error = str(exc)
                 self.store.close()  # nothing half-started stays behind
                 raise
         self.source.start()
@@ -277,6 +279,9 @@ class Appliance(PlateOps):
     def check_disk(self) -> None:
         free, _ = disk_usage(self.settings.data_dir)
         if free < self.floor_bytes:
+            for worker in self._workers:
+                if worker.name == "retention":
+                    worker.wake()  # free acknowledged runs now rather than at the next round
             raise DiskFull(message=self.disk_full_message())
 
     def _require_started(self) -> None:

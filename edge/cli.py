@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,16 @@ def _console() -> Any:
 def cmd_validate_config(args: argparse.Namespace) -> int:
     settings = _settings()
     problems = []
+    try:
+        from pydantic import TypeAdapter
+
+        from edge.detect.settings import DetectorSettings
+
+        TypeAdapter(DetectorSettings).validate_python(settings.detector)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append(f"detector.{loc}: {err.get('msg', 'invalid')}")
     if settings.mode == "production":
         auth = settings.auth
         if auth.operator_secret is None and auth.operator_secret_file is None:
@@ -77,14 +89,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UserError(f"The HTTP API is not installed in this build ({exc}).") from exc
     app = _appliance(settings)
-    app.start()
-    try:
-        # serve() refuses a production configuration without proper credentials
-        # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
-        serve(app, args.host or settings.http.host, args.port or settings.http.port)
-    finally:
-        app.stop()
+    with stop_on_signals():
+        try:
+            app.start()
+            # serve() refuses a production configuration without proper credentials
+            # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
+            serve(app, args.host or settings.http.host, args.port or settings.http.port)
+        finally:
+            app.stop()
     return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal with the handlers it
+    found. Ours turn it into an exception, so the appliance still stops in order (plates in
+    hand finished, workers joined, database closed) and the exit status is 0."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in signals}
+    try:
+        yield
+    except _Stop:
+        logger.info("stopped by a signal")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_export_csv(args: argparse.Namespace) -> int:
@@ -242,6 +279,10 @@ def _handle(func: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         return EXIT_USER
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a folder that can't be created, a file that can't be read, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{exc.strerror or exc}{where}. Check the path and its permissions.", file=sys.stderr)
+        return EXIT_USER
     except Exception as exc:
         # Known user-facing errors from other packages (detector, image, calibration).
         name = type(exc).__name__

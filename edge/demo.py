@@ -206,7 +206,10 @@ def run_demo(args: argparse.Namespace) -> int:
         except ImportError:
             print("The HTTP API is not part of this build; the results above are stored.")
             return 0
-        serve(app, args.host, args.port)
+        from edge.cli import stop_on_signals
+
+        with stop_on_signals():
+            serve(app, args.host, args.port)
     finally:
         app.stop()
     return 0

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.pooling import SampleSummary
 from edge import repo
 from edge.errors import NotFound
 from edge.share import ShareError, write_sample_csv
@@ -36,8 +37,8 @@ class Exporter:
             ).fetchone()
             if row is None:
                 raise NotFound(message=f"There is no sample {sample_number!r} to export.")
-            summary_json = row[0]
-            summary = repo.stored_summary(db, sample_number)
+            summary_json = row[0]  # one read: the CSV and the dirty mark refer to the same state
+            summary = SampleSummary.model_validate_json(summary_json)
             template = self.app.get_runtime_settings().csv_template
             written = write_sample_csv(
                 self.app.share_dir, summary, template=template, when=datetime.now(timezone.utc)

@@ -83,6 +83,7 @@ class FolderWatcher:
         self._stop.set()
         self._wake.set()
         if self._observer is not None:
+            self._observer.unschedule_all()  # no late inotify events into a stopping emitter
             self._observer.stop()
             self._observer.join(10)
             self._observer = None

@@ -38,10 +38,12 @@ def annotate(
     grid: Any | None,
     scale: float = 1.0,
     max_width: int | None = None,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Draw the grid, each well's box and label on a copy of the frame, at most `max_width`
     wide (a display image: drawing and encoding a 12 MP frame would cost more than inference).
-    Coordinates are in full-size pixels; `scale` maps them onto the given frame."""
+    Coordinates are in full-size pixels; `scale` maps them onto the given frame. `in_place`
+    draws on `image` itself when the caller has no further use for it (saves a frame copy)."""
     h0, w0 = image.shape[:2]
     if max_width and w0 > max_width:
         ratio = max_width / w0
@@ -50,7 +52,7 @@ def annotate(
         )
         scale *= ratio
     else:
-        out = image.copy()
+        out = image if in_place else image.copy()
     ui = max(out.shape[:2]) / 1200.0  # line and text size follow the drawn image's size
     thick = max(1, round(2 * ui))
     if grid is not None:

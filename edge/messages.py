@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from core.wire import RunEvent, build_run_message, encode_message
+from core.wire import ImageRef, RunEvent, build_run_message, encode_message
 
 if TYPE_CHECKING:
     from edge.reading import PlateResult
@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from edge.settings import EdgeSettings
 
 _UNKNOWN_SHA = "0" * 64
+
+
+def image_key(settings: EdgeSettings, run_id: str, name: str) -> str:
+    """Object key a run's image gets in the cloud's storage: `site/device/run/name`."""
+    return f"{settings.site_id}/{settings.device_id}/{run_id}/{name}"
 
 
 def run_message(settings: EdgeSettings, rec: RunRecord, result: PlateResult) -> str:
@@ -42,6 +47,15 @@ def run_message(settings: EdgeSettings, rec: RunRecord, result: PlateResult) -> 
         dilution=result.dilution,
         min_confidence=result.min_confidence,
         supersedes=UUID(rec.supersedes) if rec.supersedes else None,
+        images=tuple(
+            ImageRef(
+                role=role,  # type: ignore[arg-type]
+                key=image_key(settings, rec.run_id, name),
+                sha256=sha,
+                size_bytes=size,
+            )
+            for role, (name, sha, size) in rec.image_files.items()
+        ),
     )
     return encode_message(message).decode("utf-8")
 

@@ -322,7 +322,9 @@ class Pipeline:
         app.check_disk()
         t_read = time.perf_counter()
         run_id = str(uuid.uuid4())
-        plate_id = job.plate_id or plate_id_for(job.sha256)
+        plate_id = job.plate_id or (
+            str(job.req.plate_id) if job.req.plate_id else plate_id_for(job.sha256)
+        )
         ext = Path(job.filename).suffix or ".jpg"
         annotated = images.annotate(
             result.image,
@@ -330,6 +332,7 @@ class Pipeline:
             result.grid,
             result.scale,
             max_width=app.settings.annotated_max_width,
+            in_place=True,  # the decoded frame is not used after this
         )
         files = {
             images.raw_name(ext): job.data,
@@ -337,6 +340,11 @@ class Pipeline:
             "thumbnail.jpg": images.encode_jpeg(
                 images.thumbnail(annotated, app.settings.thumbnail_width)
             ),
+        }
+        roles = dict(zip(("raw", "annotated", "thumbnail"), files, strict=True))
+        image_files = {
+            role: (name, hashlib.sha256(files[name]).hexdigest(), len(files[name]))
+            for role, name in roles.items()
         }
         t_encode = time.perf_counter()
         try:
@@ -364,6 +372,7 @@ class Pipeline:
             timings_ms=result.timings_ms,
             image_dir=run_dir.name,
             image_bytes=nbytes,
+            image_files=image_files,
         )
         t_write = time.perf_counter()
         try:

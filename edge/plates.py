@@ -8,6 +8,7 @@ source, detector, settings and calibration.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge import images, queries, repo
-from edge.errors import ApplianceError, InvalidInput, NotFound
-from edge.pipeline import Job, check_request, sha256_of
+from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
+from edge.pipeline import Job, check_request, is_disk_full, sha256_of
 from edge.reading import PlateResult, read_plate
 from edge.reading import decode as decode_frame
 from edge.schemas import (
@@ -60,6 +61,7 @@ class PlateOps:
     detector_error: str
     images_dir: Path
     spool: Spool
+    _spool_lock: threading.Lock
     _grid: CalibrationGrid | None
 
     if TYPE_CHECKING:  # provided by Appliance
@@ -111,33 +113,35 @@ class PlateOps:
         if self.pipeline.queue.full():
             self.pipeline.refuse_busy()  # before writing anything
         self.check_disk()
-        try:
-            self.spool.put(
-                job.ticket_id,
-                job.data,
-                req=job.req,
-                filename=job.filename,
-                source=job.source,
-                captured_at=job.captured_at,
-            )
-        except OSError as exc:
-            from edge.pipeline import is_disk_full
-
-            if is_disk_full(exc):
-                from edge.errors import DiskFull
-
-                raise DiskFull(message=self.disk_full_message()) from exc
-            raise
         spool = self.spool
         job.on_done = lambda ts, tid=job.ticket_id: spool.remove(tid)
-        try:
-            return self.pipeline.submit(job)
-        except ApplianceError:
-            spool.remove(job.ticket_id)
-            raise
+        # The lock keeps the spool-retry worker from replaying an entry between put and submit.
+        with self._spool_lock:
+            try:
+                spool.put(
+                    job.ticket_id,
+                    job.data,
+                    req=job.req,
+                    filename=job.filename,
+                    source=job.source,
+                    captured_at=job.captured_at,
+                )
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(message=self.disk_full_message()) from exc
+                raise
+            try:
+                return self.pipeline.submit(job)
+            except ApplianceError:
+                spool.remove(job.ticket_id)
+                raise
 
     def replay_spool(self) -> int:
         """Queue again what a previous process had accepted but not finished."""
+        with self._spool_lock:
+            return self._replay_spool()
+
+    def _replay_spool(self) -> int:
         queued = 0
         for entry in self.spool.entries():
             if self.pipeline.knows(entry.ticket_id):

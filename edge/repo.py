@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -43,6 +43,8 @@ class RunRecord:
     timings_ms: dict[str, float]
     image_dir: str
     image_bytes: int
+    # role (raw/annotated/thumbnail) -> (file name, sha256, size): the wire message's ImageRefs
+    image_files: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
 
 def dumps(value: Any) -> str:
@@ -233,13 +235,6 @@ def dirty_samples(db: Database) -> list[str]:
             "SELECT sample_number FROM samples WHERE csv_dirty = 1 ORDER BY updated_at"
         ).fetchall()
     ]
-
-
-def stored_summary(db: Database, sample_number: str) -> SampleSummary | None:
-    row = db.execute(
-        "SELECT summary FROM samples WHERE sample_number = ?", [sample_number]
-    ).fetchone()
-    return SampleSummary.model_validate_json(row[0]) if row else None
 
 
 def record_csv(

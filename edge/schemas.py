@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,10 @@ class RunRequest(_Out):
     submission_number: str = Field(default="", max_length=64)
     description: str = Field(default="", max_length=500)
     operator: str = Field(default="", max_length=64)
+    # The physical plate, when known (a barcode, or a deliberate re-capture of the plate of an
+    # earlier run): a run with the plate_id of an earlier run supersedes it instead of adding
+    # to the sample. Without it, a plate is identified by its image bytes.
+    plate_id: UUID | None = None
 
 
 class ErrorOut(_Out):

@@ -55,7 +55,7 @@ class Spool:
     ) -> None:
         meta = json.dumps(
             {
-                "req": req.model_dump(),
+                "req": req.model_dump(mode="json"),
                 "filename": filename,
                 "source": source,
                 "captured_at": captured_at.isoformat(),

@@ -1,4 +1,5 @@
-"""A periodic background worker: `while not stop.wait(interval)`, errors logged, never fatal."""
+"""A periodic background worker: runs every `interval_s` (or at once when woken); errors are
+logged and retried next round, never fatal."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class Worker:
         self.interval_s = interval_s
         self.func = func
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -22,8 +24,16 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run now instead of at the end of the interval (e.g. retention when the disk fills)."""
+        self._wake.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.func()
             except Exception:
@@ -31,6 +41,7 @@ class Worker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

@@ -31,6 +31,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MICROPLATE_EDGE_SHARE_DIR", str(tmp_path / "share"))
     monkeypatch.setenv("MICROPLATE_EDGE_DETECTOR", json.dumps(fake_detector(PLATE_A)))
     monkeypatch.setenv("MICROPLATE_EDGE_RETENTION__DISK_FLOOR_MB", "1")
+    # `--config` sets this in os.environ; registering it here restores it after each test.
+    monkeypatch.setenv("MICROPLATE_EDGE_CONFIG_FILE", "")
     return tmp_path
 
 
@@ -46,6 +48,10 @@ def test_validate_config_names_the_bad_key(
     cfg.write_text(json.dumps({"capture": {"type": "folder", "inbox": "x", "stabel_s": 1}}))
     assert main(["--config", str(cfg), "validate-config"]) == 2
     assert "capture.folder.stabel_s" in capsys.readouterr().err
+    monkeypatch.setenv("MICROPLATE_EDGE_CONFIG_FILE", "")
+    monkeypatch.setenv("MICROPLATE_EDGE_DETECTOR", '{"type": "onnx", "min_confidense": 0.3}')
+    assert main(["validate-config"]) == 2
+    assert "detector.onnx.min_confidense" in capsys.readouterr().err
 
 
 def test_production_without_secrets_is_refused(
@@ -131,9 +137,57 @@ def test_user_errors_never_show_a_traceback(env: Path) -> None:
     assert "Traceback" not in proc.stderr and "no database" in proc.stderr.lower()
 
 
+def test_unreadable_paths_are_a_message_not_a_traceback(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = env / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MICROPLATE_EDGE_DATA_DIR", str(blocker / "data"))  # under a file
+    assert main(["db", "migrate"]) == 1
+    err = capsys.readouterr().err
+    assert "Check the path" in err and "Traceback" not in err
+
+
 def test_every_command_is_documented_in_help() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     helps = {a.dest: a.help for a in sub._choices_actions}  # type: ignore[attr-defined]
     for name in ("serve", "demo", "export-csv", "calibrate", "db", "validate-config"):
         assert helps.get(name), f"{name} has no help text"
+
+
+def test_serve_answers_health_and_stops_cleanly_on_sigterm(env: Path) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = b""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    body = r.read()
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+        assert b"ok" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert (env / "data" / "microplate.db").is_file()

@@ -34,13 +34,22 @@ def test_files_are_processed_and_moved(
     (inbox / "S-100__plate1.jpg").write_bytes(jpeg(plate_image(PLATE_A, seed=1)))
     (inbox / "S-100__plate2.jpg").write_bytes(jpeg(plate_image(PLATE_A, seed=2)))
     (inbox / "notes.txt").write_text("ignored: not an image pattern")
-    (inbox / "S-101__broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    bad = {
+        "S-101__broken.jpg": b"\xff\xd8\xff garbage",
+        "S-101__empty.jpg": b"",
+        "S-101__truncated.jpg": jpeg(plate_image(PLATE_A, seed=9))[:3000],
+        "S-101__text.png": b"a text file named like an image",
+    }
+    for name, data in bad.items():
+        (inbox / name).write_bytes(data)
     app = make_app(folder_settings(make_settings, inbox))
     wait_for(lambda: len(list((inbox / "processed").glob("*.jpg"))) == 2)
-    wait_for(lambda: (inbox / "failed" / "S-101__broken.jpg").exists())
-    reason = (inbox / "failed" / "S-101__broken.jpg.reason.txt").read_text()
-    assert "image" in reason.lower()
+    for name in bad:
+        wait_for(lambda n=name: (inbox / "failed" / n).exists())
+        reason = (inbox / "failed" / f"{name}.reason.txt").read_text()
+        assert "image" in reason.lower() and "Traceback" not in reason, reason
     assert (inbox / "notes.txt").exists()
+    assert app.list_runs(sample_number="S-101", limit=10).total == 0
     sample = app.get_sample("S-100")
     assert sample.plates == 2
     assert {r.source for r in sample.runs} == {"folder"}

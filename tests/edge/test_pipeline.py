@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +79,12 @@ def test_worked_example_gives_stored_runs_pooled_summary_and_legacy_csv(
     assert str(message.run_id) == run_a and message.sample_number == "S-001"
     assert [r.endpoint for r in message.rows] == PLATE_A
     assert outbox.backlog(app.store)[0] == 2
+    refs = {ref.role: ref for ref in message.images}
+    assert set(refs) == {"raw", "annotated", "thumbnail"}
+    raw = app.run_image(run_a, "raw").read_bytes()
+    assert refs["raw"].sha256 == hashlib.sha256(raw).hexdigest()
+    assert refs["raw"].size_bytes == len(raw)
+    assert refs["raw"].key == f"site-1/edge-1/{run_a}/raw.jpg"
 
 
 def test_default_template_reports_correct_statistics(app: Appliance) -> None:
@@ -114,6 +121,20 @@ def test_reread_supersedes_and_never_double_counts(app: Appliance) -> None:
     assert kinds == ["run", "superseded", "run"]
     event = parse_message(outbox.pending(app.store)[1].payload_bytes())
     assert isinstance(event, RunEvent) and str(event.superseded_by) == new.run_id
+
+
+def test_a_capture_naming_an_earlier_plate_supersedes_it(app: Appliance) -> None:
+    first = submit(app, jpeg(plate_image(PLATE_A, seed=1)))
+    plate = app.get_run(first).plate_id
+    t = app.submit_image(
+        jpeg(plate_image(PLATE_A, seed=2)),  # a new photo of the same physical plate
+        "again.jpg",
+        RunRequest(sample_number="S-001", plate_id=plate),
+    )
+    second = app.wait(t.id, 30).run_id
+    assert second and app.get_run(second).plate_id == plate
+    assert app.get_run(first).status == "superseded"
+    assert app.get_sample("S-001").plates == 1
 
 
 def test_delete_recomputes_sample_and_queues_event(two_plate_app: Appliance) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from uuid import uuid4
 
 from edge.app import Appliance
 from edge.fsutil import tmp_name_for
@@ -24,7 +25,7 @@ NOW = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 
 def test_spool_round_trip_and_leftovers(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    req = RunRequest(sample_number="S-1", operator="ann")
+    req = RunRequest(sample_number="S-1", operator="ann", plate_id=uuid4())
     spool.put("t1", b"\xff\xd8image", req=req, filename="a.jpg", source="upload", captured_at=NOW)
     tmp_name_for(spool.path("t2")).write_bytes(b"half")  # a write cut short by a crash
     (spool.folder / "t3.plate").write_bytes(b"\x00\x00\xff\xffnot json")  # a damaged file

@@ -109,6 +109,9 @@ class Appliance(PlateOps):
             )
         clean_partials(self.share_dir)
         clean_partials(self.images_dir)
+        # Only here, before any capture can be in flight: a partial spool file seen later may
+        # be a capture that is still being written.
+        clean_partials(self.spool.folder)
         self.open_offline()
         self._remove_orphan_images()
         if self.detector is None:

@@ -221,7 +221,7 @@ class RuntimeSettings(_Out):
     control_columns: list[int]
     min_confidence: float = Field(ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
-    language: Literal["en", "de", "fr", "es", "nl"]
+    language: Literal["en", "th"]
 
 
 class RuntimeSettingsPatch(_Out):
@@ -233,7 +233,7 @@ class RuntimeSettingsPatch(_Out):
     control_columns: list[int] | None = None
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
-    language: Literal["en", "de", "fr", "es", "nl"] | None = None
+    language: Literal["en", "th"] | None = None
 
 
 class AuditEntry(_Out):

@@ -117,7 +117,7 @@ class RuntimeDefaults(_Strict):
     dilution: DilutionConfig = Field(default_factory=DilutionConfig)
     min_confidence: float = Field(default=0.25, ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
-    language: Literal["en", "de", "fr", "es", "nl"] = "en"
+    language: Literal["en", "th"] = "en"
 
 
 class RetentionSettings(_Strict):

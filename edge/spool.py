@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from edge.fsutil import atomic_write, clean_partials
+from edge.fsutil import atomic_write
 from edge.schemas import RunRequest
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,10 @@ class Spool:
         self.path(ticket_id).unlink(missing_ok=True)
 
     def entries(self) -> list[SpoolEntry]:
-        """Entries oldest first; leftovers of interrupted writes are removed."""
+        """Entries oldest first. Partial files are not entries: `Appliance.start` removes the
+        leftovers of interrupted writes; one seen later may be a capture still being written."""
         if not self.folder.is_dir():
             return []
-        clean_partials(self.folder)
         out = []
         for path in sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime_ns):
             try:

@@ -27,7 +27,8 @@ def test_spool_round_trip_and_leftovers(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     req = RunRequest(sample_number="S-1", operator="ann", plate_id=uuid4())
     spool.put("t1", b"\xff\xd8image", req=req, filename="a.jpg", source="upload", captured_at=NOW)
-    tmp_name_for(spool.path("t2")).write_bytes(b"half")  # a write cut short by a crash
+    partial = tmp_name_for(spool.path("t2"))
+    partial.write_bytes(b"half")  # a write cut short by a crash, or one still going on
     (spool.folder / "t3.plate").write_bytes(b"\x00\x00\xff\xffnot json")  # a damaged file
     [entry] = spool.entries()
     assert (entry.ticket_id, entry.req, entry.filename, entry.data) == (
@@ -37,9 +38,31 @@ def test_spool_round_trip_and_leftovers(tmp_path: Path) -> None:
         b"\xff\xd8image",
     )
     assert entry.captured_at == NOW
-    assert sorted(p.name for p in spool.folder.iterdir()) == ["t1.plate", "t3.damaged"]
+    # A partial file is not an entry, and reading entries never deletes it: it may be a capture
+    # that is still being written (the replay worker lists entries every few seconds).
+    assert sorted(p.name for p in spool.folder.iterdir()) == [
+        partial.name,
+        "t1.plate",
+        "t3.damaged",
+    ]
     spool.remove("t1")
     assert spool.entries() == []
+
+
+def test_start_removes_spool_leftovers_and_replay_leaves_writes_in_flight(
+    make_settings: SettingsFactory, make_app: Callable[..., Appliance]
+) -> None:
+    settings = make_settings()
+    spool = Spool(settings.data_dir / "spool")
+    spool.folder.mkdir(parents=True)
+    leftover = tmp_name_for(spool.path("crashed"))
+    leftover.write_bytes(b"half")  # cut short by a crash before this start
+    app = make_app(settings)
+    assert not leftover.exists()
+    in_flight = tmp_name_for(app.spool.path("writing"))
+    in_flight.write_bytes(b"still being written")
+    app.replay_spool()
+    assert in_flight.read_bytes() == b"still being written"
 
 
 def test_finished_plates_leave_the_spool(app: Appliance) -> None:

@@ -96,14 +96,14 @@ def test_lockout_grows_exponentially(app: FastAPI) -> None:
 def test_elevation_with_pin_and_its_lockout(app: FastAPI, appliance: Appliance) -> None:
     client = TestClient(app, client=("10.5.5.5", 1))
     sign_in(client)
-    assert client.patch("/api/settings", json={"language": "de"}).status_code == 403
+    assert client.patch("/api/settings", json={"language": "th"}).status_code == 403
     res = client.post("/api/auth/elevate", json={"pin": "0000"})
     assert res.status_code == 401
     assert error_of(res)["code"] == "invalid_credentials"
     res = client.post("/api/auth/elevate", json={"pin": SUPERVISOR_PIN})
     assert res.status_code == 200 and res.json()["role"] == "supervisor"
     assert res.json()["elevated_until"] is not None
-    assert client.patch("/api/settings", json={"language": "de"}).status_code == 200
+    assert client.patch("/api/settings", json={"language": "th"}).status_code == 200
     assert client.post("/api/auth/drop-elevation").json()["role"] == "operator"
     assert client.patch("/api/settings", json={"language": "en"}).status_code == 403
     codes = [client.post("/api/auth/elevate", json={"pin": "1"}).status_code for _ in range(5)]

@@ -1,6 +1,6 @@
 """`microplate-edge`: the appliance's command line.
 
-Commands: serve, analyze (edge.analyze), demo, export-csv, calibrate, db migrate|check|backup,
+Commands: serve, analyze (edge.analyze), demo, export-csv, calibrate, db migrate|check|backup|restore-drill,
 validate-config. A user error prints one clear message and exits non-zero; never a traceback.
 """
 
@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = dbsub.add_parser("backup", help="consistent online copy of the database")
     b.add_argument("--output", "-o", help="backup file (default: backups/ beside the db)")
     p.set_defaults(func=cmd_db)
+    from edge.litestream import add_restore_drill
+
+    add_restore_drill(dbsub)  # its own func: restore from the Litestream replica and compare
 
     p = sub.add_parser("validate-config", help="check the settings; names the bad key")
     p.add_argument("--show", action="store_true", help="print the effective settings (no secrets)")

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from cloud.api.deps import (
+    AccessClaims,
     ManagerUser,
     ReleasingRoute,
     ScopeDep,
@@ -17,19 +18,12 @@ from cloud.api.deps import (
     StateDep,
     client_ip,
     not_found,
+    reader_scope,
 )
-from cloud.crud import audit, queries, results
+from cloud.crud import audit, fastread, queries, results
 from cloud.models import Device, Run, Sample, Site
 from cloud.schemas import PresignedUrl
-from cloud.schemas_results import (
-    RowPublic,
-    RunDetail,
-    RunSummary,
-    SampleDetail,
-    SampleListItem,
-    SamplePage,
-    WellPublic,
-)
+from cloud.schemas_results import RunDetail, RunSummary, SampleDetail, SamplePage
 from cloud.storage import image_key
 from core.labware import csv_filename, render_csv
 from core.pooling import SampleSummary
@@ -39,10 +33,19 @@ Template = Literal["labware", "labware-legacy"]
 FLAG = r"^[a-z_]{1,32}$"
 
 
-@router.get("/samples", responses={400: {}})
+class JSONBytes(Response):
+    """A body already serialised by `cloud.crud.fastread` (FastAPI skips response checks)."""
+
+    media_type = "application/json"
+
+
+# The three polled read routes below do everything in one worker thread on one pooled
+# connection: the user's scope, then one statement for the body, serialised without pydantic.
+# `response_model` keeps the documented schema; tests validate the bytes against it.
+@router.get("/samples", response_model=SamplePage, responses={400: {}})
 def list_samples(
-    scope: ScopeDep,
-    session: SessionDep,
+    claims: AccessClaims,
+    state: StateDep,
     q: Annotated[
         str | None, Query(max_length=64, description="sample or submission number")
     ] = None,
@@ -53,7 +56,7 @@ def list_samples(
     flag: Annotated[list[str] | None, Query(max_length=10)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> SamplePage:
+) -> Response:
     flt = queries.SampleFilter(
         q=q,
         site_id=site_id,
@@ -62,13 +65,13 @@ def list_samples(
         read_to=read_to,
         flags=tuple(flag or ()),
     )
-    try:
-        page = queries.list_samples(session, scope=scope, flt=flt, limit=limit, cursor=cursor)
-    except queries.CursorError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    return SamplePage(
-        items=[SampleListItem.model_validate(s) for s in page.items], next_cursor=page.next_cursor
-    )
+    with state.engine.connect() as conn:
+        scope = reader_scope(conn, claims)
+        try:
+            body = fastread.sample_page(conn, scope=scope, flt=flt, limit=limit, cursor=cursor)
+        except queries.CursorError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return JSONBytes(body)
 
 
 def _sample_or_404(session: SessionDep, scope: ScopeDep, sample_id: uuid.UUID) -> Sample:
@@ -78,17 +81,13 @@ def _sample_or_404(session: SessionDep, scope: ScopeDep, sample_id: uuid.UUID) -
     return sample
 
 
-@router.get("/samples/{sample_id}", responses={404: {}})
-def get_sample(sample_id: uuid.UUID, scope: ScopeDep, session: SessionDep) -> SampleDetail:
-    sample = _sample_or_404(session, scope, sample_id)
-    summary = sample.summary or {}
-    return SampleDetail(
-        **SampleListItem.model_validate(sample).model_dump(),
-        n_cols=sample.n_cols,
-        distribution=sample.distribution,
-        statistics=summary.get("statistics", {}),
-        current_run_ids=[uuid.UUID(r) for r in summary.get("run_ids", [])],
-    )
+@router.get("/samples/{sample_id}", response_model=SampleDetail, responses={404: {}})
+def get_sample(sample_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
+    with state.engine.connect() as conn:
+        body = fastread.sample_detail(conn, sample_id=sample_id, scope=reader_scope(conn, claims))
+    if body is None:
+        raise not_found("Sample")
+    return JSONBytes(body)
 
 
 @router.get("/samples/{sample_id}/runs", responses={404: {}})
@@ -134,17 +133,13 @@ def _run_or_404(session: SessionDep, scope: ScopeDep, run_id: uuid.UUID) -> Run:
     return run
 
 
-@router.get("/runs/{run_id}", responses={404: {}})
-def get_run(run_id: uuid.UUID, scope: ScopeDep, session: SessionDep) -> RunDetail:
-    run = _run_or_404(session, scope, run_id)
-    wells, rows = queries.run_details(session, run=run)
-    return RunDetail(
-        **RunSummary.model_validate(run).model_dump(),
-        extra=run.extra,
-        images=sorted(run.image_keys),
-        wells=[WellPublic.model_validate(w) for w in wells],
-        rows=[RowPublic.model_validate(r) for r in rows],
-    )
+@router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {}})
+def get_run(run_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
+    with state.engine.connect() as conn:
+        body = fastread.run_detail(conn, run_id=run_id, scope=reader_scope(conn, claims))
+    if body is None:
+        raise not_found("Run")
+    return JSONBytes(body)
 
 
 @router.get("/runs/{run_id}/image", responses={404: {}, 503: {}})

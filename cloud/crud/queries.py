@@ -40,10 +40,15 @@ class SamplePage:
     next_cursor: str | None
 
 
-def encode_cursor(sample: Sample) -> str:
-    assert sample.last_read_at is not None
-    raw = f"{sample.last_read_at.isoformat()}|{sample.id}"
+def cursor_for(last_read_at: datetime | None, sample_id: uuid.UUID) -> str:
+    """The cursor that continues after the sample with this sort key."""
+    assert last_read_at is not None
+    raw = f"{last_read_at.isoformat()}|{sample_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def encode_cursor(sample: Sample) -> str:
+    return cursor_for(sample.last_read_at, sample.id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
@@ -55,7 +60,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise CursorError("invalid cursor; start again without one") from exc
 
 
-def _filtered(query: Select[Any], *, scope: Scope, flt: SampleFilter) -> Select[Any]:
+def filtered(query: Select[Any], *, scope: Scope, flt: SampleFilter) -> Select[Any]:
     query = query.where(scope.clause(Sample.site_id), Sample.n_plates > 0)
     if flt.q:
         query = query.where(or_(Sample.sample_number == flt.q, Sample.submission_number == flt.q))
@@ -78,21 +83,27 @@ def _filtered(query: Select[Any], *, scope: Scope, flt: SampleFilter) -> Select[
     return query
 
 
+def after_cursor(query: Select[Any], cursor: str | None) -> Select[Any]:
+    """Restrict a newest-first sample query to the rows after `cursor` (CursorError if bad)."""
+    if cursor is None:
+        return query
+    when, ident = decode_cursor(cursor)
+    return query.where(
+        or_(Sample.last_read_at < when, and_(Sample.last_read_at == when, Sample.id < ident))
+    )
+
+
 def list_samples(
     session: Session, *, scope: Scope, flt: SampleFilter, limit: int, cursor: str | None = None
 ) -> SamplePage:
     """Samples newest first, keyset-paged on (last_read_at, id): deep pages stay fast."""
     # The list never shows the stored summary (the big JSON column): do not fetch it.
-    query = _filtered(
+    query = filtered(
         select(Sample).options(defer(Sample.summary), defer(Sample.distribution)),
         scope=scope,
         flt=flt,
     )
-    if cursor is not None:
-        when, ident = decode_cursor(cursor)
-        query = query.where(
-            or_(Sample.last_read_at < when, and_(Sample.last_read_at == when, Sample.id < ident))
-        )
+    query = after_cursor(query, cursor)
     query = query.order_by(Sample.last_read_at.desc(), Sample.id.desc()).limit(limit + 1)
     items: list[Sample] = list(session.scalars(query))
     more = len(items) > limit

@@ -6,9 +6,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, Connection, false, text, true
 
 from cloud.models import Role, User
+
+# One statement for what a user's request needs to know about them: still active, when the
+# password last changed (older tokens die), role and sites. No ORM objects on the hot path.
+_ACCESS_SQL = text(
+    """
+    SELECT u.is_active, u.role::text AS role, u.password_changed_at,
+           ARRAY(SELECT us.site_id FROM user_sites us WHERE us.user_id = u.id) AS site_ids
+    FROM users u WHERE u.id = :user_id
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -36,3 +46,19 @@ class Scope:
         if not self.site_ids:
             return false()
         return column.in_(sorted(self.site_ids))  # type: ignore[no-any-return]
+
+
+def scope_for_token(conn: Connection, *, user_id: uuid.UUID, issued_at: int) -> Scope | None:
+    """The scope of a verified access token's user; None if the token must be refused.
+
+    The same checks as `cloud.api.deps.user_from_token`, read on every request (no cache),
+    so a deactivation or password change takes effect on the next request in every process.
+    """
+    row = conn.execute(_ACCESS_SQL, {"user_id": user_id}).first()
+    if row is None or not row.is_active:
+        return None
+    if issued_at < int(row.password_changed_at.timestamp()):
+        return None
+    if row.role == Role.admin.value:
+        return Scope.everything()
+    return Scope(all_sites=False, site_ids=frozenset(row.site_ids))

@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--no-prestart", action="store_true", help="skip the prestart step")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (off by default: /metrics counts requests, and a log line "
+        "per request costs throughput)",
+    )
 
     sub.add_parser("ingest", help="run the MQTT ingest worker (lands with the sync issue)")
 
@@ -60,12 +66,17 @@ def _serve(settings: CloudSettings, args: argparse.Namespace) -> int:
 
     if not args.no_prestart:
         prestart(settings)
+    # uvloop and httptools (uvicorn[standard]) named outright: a missing one should fail the
+    # start, not silently halve throughput with the pure-Python fallbacks.
+    options = {"loop": "uvloop", "http": "httptools", "access_log": args.access_log}
     if args.workers > 1:
-        uvicorn.run("cloud.asgi:app", host=args.host, port=args.port, workers=args.workers)
+        uvicorn.run(
+            "cloud.asgi:app", host=args.host, port=args.port, workers=args.workers, **options
+        )
     else:
         from cloud.app import create_app
 
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
     return 0
 
 

@@ -65,7 +65,7 @@ def list_samples(
         read_to=read_to,
         flags=tuple(flag or ()),
     )
-    with state.engine.connect() as conn:
+    with fastread.read_connection(state.engine) as conn:
         scope = reader_scope(conn, claims)
         try:
             body = fastread.sample_page(conn, scope=scope, flt=flt, limit=limit, cursor=cursor)
@@ -83,7 +83,7 @@ def _sample_or_404(session: SessionDep, scope: ScopeDep, sample_id: uuid.UUID) -
 
 @router.get("/samples/{sample_id}", response_model=SampleDetail, responses={404: {}})
 def get_sample(sample_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
-    with state.engine.connect() as conn:
+    with fastread.read_connection(state.engine) as conn:
         body = fastread.sample_detail(conn, sample_id=sample_id, scope=reader_scope(conn, claims))
     if body is None:
         raise not_found("Sample")
@@ -135,7 +135,7 @@ def _run_or_404(session: SessionDep, scope: ScopeDep, run_id: uuid.UUID) -> Run:
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {}})
 def get_run(run_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
-    with state.engine.connect() as conn:
+    with fastread.read_connection(state.engine) as conn:
         body = fastread.run_detail(conn, run_id=run_id, scope=reader_scope(conn, claims))
     if body is None:
         raise not_found("Run")

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
-from cloud.db import make_engine, make_sessionmaker
+from cloud.db import make_engine, make_read_engine, make_sessionmaker
 from cloud.ratelimit import SlidingWindowLimiter
 from cloud.settings import CloudSettings, load_settings
 from cloud.state import AppState
@@ -94,6 +94,7 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         store=store,
         broadcaster=Broadcaster(),
         login_limiter=SlidingWindowLimiter(limit=settings.login_rate_per_minute),
+        read_engine=make_read_engine(settings),
     )
 
     @asynccontextmanager
@@ -111,6 +112,7 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
             if listener is not None:
                 listener.stop()
             engine.dispose()
+            state.read_engine.dispose()
 
     app = FastAPI(
         title="Microplate cloud",

@@ -18,6 +18,7 @@ from cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+READ_APPLICATION_NAME = "microplate-api-read"
 
 
 def make_engine(settings: CloudSettings) -> Engine:
@@ -28,6 +29,26 @@ def make_engine(settings: CloudSettings) -> Engine:
         pool_pre_ping=True,
         # Fail fast under overload: a quick 503 beats a request parked for 30 s.
         pool_timeout=5,
+    )
+
+
+def make_read_engine(settings: CloudSettings) -> Engine:
+    """The pool of the hot read routes (`cloud.crud.fastread.read`): autocommit, no pre-ping.
+
+    A pre-ping is a round trip on every checkout; these routes instead retry once on a fresh
+    connection when a pooled one turns out dead (their single statements are reads, so a
+    retry is safe). No overflow: the worker-thread limit is the pool size, so a thread never
+    waits for a connection here.
+    """
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_timeout=5,
+        isolation_level="AUTOCOMMIT",
+        # Tells these connections apart in pg_stat_activity.
+        connect_args={"application_name": READ_APPLICATION_NAME},
     )
 
 

@@ -21,3 +21,5 @@ class AppState:
     store: ObjectStore | None
     broadcaster: Broadcaster
     login_limiter: SlidingWindowLimiter
+    # Pool of the polled read routes (autocommit, no pre-ping): see cloud.db.make_read_engine.
+    read_engine: Engine

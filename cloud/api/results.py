@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from sqlalchemy import Connection
 
 from cloud.api.deps import (
     AccessClaims,
@@ -65,12 +66,15 @@ def list_samples(
         read_to=read_to,
         flags=tuple(flag or ()),
     )
-    with fastread.read_connection(state.engine) as conn:
+
+    def work(conn: Connection) -> bytes:
         scope = reader_scope(conn, claims)
-        try:
-            body = fastread.sample_page(conn, scope=scope, flt=flt, limit=limit, cursor=cursor)
-        except queries.CursorError as exc:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        return fastread.sample_page(conn, scope=scope, flt=flt, limit=limit, cursor=cursor)
+
+    try:
+        body = fastread.read(state.read_engine, work)
+    except queries.CursorError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return JSONBytes(body)
 
 
@@ -83,8 +87,12 @@ def _sample_or_404(session: SessionDep, scope: ScopeDep, sample_id: uuid.UUID) -
 
 @router.get("/samples/{sample_id}", response_model=SampleDetail, responses={404: {}})
 def get_sample(sample_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
-    with fastread.read_connection(state.engine) as conn:
-        body = fastread.sample_detail(conn, sample_id=sample_id, scope=reader_scope(conn, claims))
+    body = fastread.read(
+        state.read_engine,
+        lambda conn: fastread.sample_detail(
+            conn, sample_id=sample_id, scope=reader_scope(conn, claims)
+        ),
+    )
     if body is None:
         raise not_found("Sample")
     return JSONBytes(body)
@@ -135,8 +143,10 @@ def _run_or_404(session: SessionDep, scope: ScopeDep, run_id: uuid.UUID) -> Run:
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {}})
 def get_run(run_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
-    with fastread.read_connection(state.engine) as conn:
-        body = fastread.run_detail(conn, run_id=run_id, scope=reader_scope(conn, claims))
+    body = fastread.read(
+        state.read_engine,
+        lambda conn: fastread.run_detail(conn, run_id=run_id, scope=reader_scope(conn, claims)),
+    )
     if body is None:
         raise not_found("Run")
     return JSONBytes(body)

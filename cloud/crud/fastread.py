@@ -14,18 +14,22 @@ Every function takes a `Scope`: rows of sites outside it are invisible (None), a
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import Connection, Engine, Select, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.exc import DBAPIError
 
 from cloud.crud import queries
 from cloud.crud.scope import Scope
 from cloud.models import Sample
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Same datetime text as pydantic ("...Z" for UTC, fraction only when there is one).
 _OPTS = orjson.OPT_UTC_Z
@@ -35,16 +39,25 @@ def dumps(body: Any) -> bytes:
     return orjson.dumps(body, option=_OPTS)
 
 
-@contextmanager
-def read_connection(engine: Engine) -> Iterator[Connection]:
-    """A pooled connection in autocommit for single-statement reads.
+def read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run `work` on a pooled autocommit connection of `cloud.db.make_read_engine`.
 
-    Each statement is its own snapshot, and no transaction is left open, so giving the
-    connection back needs no ROLLBACK round trip (psycopg skips it when idle); on a busy host
-    every round trip waits for Postgres to be scheduled, which is what the tail is made of.
+    Autocommit: each statement is its own snapshot and no transaction is left open, so giving
+    the connection back needs no ROLLBACK round trip. No pre-ping either: when a pooled
+    connection turns out dead (database restarted, connection killed), SQLAlchemy invalidates
+    the pool and `work` runs once more on a fresh connection; it only reads, so that is safe.
+    On a busy host every round trip waits for Postgres to be scheduled, and those waits are
+    what the latency tail is made of.
     """
+    try:
+        with engine.connect() as conn:
+            return work(conn)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        logger.warning("read connection was dead (%s); retrying once", type(exc.orig).__name__)
     with engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        return work(conn)
 
 
 _LIST_COLUMNS = (

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 import pytest
 
 from cloud.crud import queries, results
 from cloud.crud.scope import Scope
+from cloud.db import READ_APPLICATION_NAME
 from cloud.models import Device
 from cloud.schemas_results import (
     RowPublic,
@@ -254,3 +256,21 @@ def test_access_changes_apply_on_the_next_request(world: World) -> None:
     assert off.status_code == 200
     assert status(run_b) == 401
     assert world.client.get("/api/v1/samples", headers=me).status_code == 401
+
+
+def test_dead_pooled_connections_are_replaced_without_an_error(world: World) -> None:
+    """The read pool has no pre-ping: a killed connection must cost a retry, not a 503."""
+    run_id = world.extra["runs"][0]
+    for _ in range(3):  # fill the pool with a few idle connections
+        assert _get(world, "viewer", f"/api/v1/runs/{run_id}").status_code == 200
+    conninfo = world.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            (READ_APPLICATION_NAME,),
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    for path in (f"/api/v1/runs/{run_id}", "/api/v1/samples"):
+        resp = _get(world, "viewer", path)
+        assert resp.status_code == 200, resp.text

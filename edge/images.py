@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import shutil
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,100 @@ def write_run_images(
         raise
     fsync_dir(images_dir)
     return final, total
+
+
+class RawFolder:
+    """The run's folder holding the raw image (bytes as received, never re-encoded), written
+    and fsynced by `write_run_images` in a thread of its own while the plate is being read:
+    the disk flush overlaps decode and inference instead of following them."""
+
+    def __init__(self, images_dir: Path, run_id: str, name: str, data: bytes) -> None:
+        self._result: tuple[Path, int] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._write, args=(images_dir, run_id, name, data), name="raw-writer"
+        )
+        self._thread.start()
+
+    def _write(self, images_dir: Path, run_id: str, name: str, data: bytes) -> None:
+        try:
+            self._result = write_run_images(images_dir, run_id, {name: data})
+        except BaseException as exc:  # noqa: BLE001 - handed to the pipeline thread by result()
+            self._error = exc
+
+    def result(self) -> tuple[Path, int]:
+        """(folder, bytes) once the raw image is durable; the write's error otherwise."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def discard(self) -> None:
+        """The plate will not become a run: remove what was written."""
+        self._thread.join()
+        if self._result is not None:
+            remove_run_dir(self._result[0])
+
+
+def write_derived(run_dir: Path, files: Mapping[str, bytes]) -> None:
+    """Add files to an existing run folder, each atomically (hidden name, fsync, rename), then
+    fsync the folder once."""
+    for name, data in files.items():
+        final = run_dir / name
+        tmp = run_dir / f".{name}{TMP_MARK}{secrets.token_hex(4)}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    fsync_dir(run_dir)
+
+
+class BackgroundWriter:
+    """One thread that runs `write(run_id)` for each submitted run, off the plate's critical
+    path. Started on first use; `drain` waits until everything submitted is done."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+        self._q: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, run_id: str) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="image-writer", daemon=True)
+                self._thread.start()
+        self._q.put(run_id)
+
+    def _loop(self) -> None:
+        while True:
+            run_id = self._q.get()
+            try:
+                if run_id is None:
+                    return
+                try:
+                    self._write(run_id)
+                except Exception:
+                    # The images stay pending in the database: written on the next start.
+                    logger.exception("display images of run %s not written yet", run_id)
+            finally:
+                self._q.task_done()
+
+    def drain(self) -> None:
+        self._q.join()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._q.put(None)
+            thread.join()
 
 
 def find_image(run_dir: Path, kind: str) -> Path | None:

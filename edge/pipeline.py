@@ -68,6 +68,8 @@ class Job:
     plate_id: str | None = None
     supersedes: str | None = None
     force: bool = False  # a deliberate re-read: process even if these bytes are stored
+    run_id: str = ""  # chosen when the raw image starts being written
+    raw_folder: images.RawFolder | None = None
     on_done: Callable[[TicketState], None] | None = None
     created_at: float = field(default_factory=time.monotonic)
 
@@ -92,6 +94,8 @@ class Pipeline:
         self.running = False  # True while a plate is being processed (preview backs off)
         self.last_stages_ms: dict[str, float] = {}
         self._stop = threading.Event()
+        # Writes committed display images into run folders after the commit and the CSV.
+        self.image_writer = images.BackgroundWriter(app.flush_pending_images)
 
     # -- tickets --------------------------------------------------------------------------
     def _set(self, ticket_id: str, state: str, **kw: Any) -> TicketState:
@@ -207,6 +211,7 @@ class Pipeline:
             self._store_q.put(None)
             self._store_thread.join(timeout)
             self._store_thread = None
+        self.image_writer.stop()
 
     @property
     def depth(self) -> int:
@@ -251,12 +256,24 @@ class Pipeline:
     def _guard(self, job: Job, func: Callable[..., Any], *args: Any) -> Any:
         """Run a stage; an error becomes the job's failed state, never a dead worker."""
         try:
-            return func(*args)
+            outcome = func(*args)
         except ApplianceError as exc:
+            self._discard_raw(job)
             return self._fail(job, exc.code, exc.message)
         except Exception as exc:
+            self._discard_raw(job)
             logger.exception("plate %s failed unexpectedly", job.filename)
             return self._fail(job, "internal", f"The plate could not be processed: {exc}")
+        if isinstance(outcome, str):  # a stored run already has these bytes
+            self._discard_raw(job)
+        return outcome
+
+    @staticmethod
+    def _discard_raw(job: Job) -> None:
+        """The plate will not become a run: its raw image folder goes (before any commit)."""
+        if job.raw_folder is not None:
+            job.raw_folder.discard()
+            job.raw_folder = None
 
     def _done(self, job: Job, run_id: str, t0: float) -> TicketState:
         self.app.metrics.runs_total.labels(status="done").inc()
@@ -299,6 +316,14 @@ class Pipeline:
             existing = repo.current_run_for_image(app.store.read(), job.sha256)
             if existing is not None:
                 return existing
+        # The raw image (bytes as received) is written and fsynced while the plate is read.
+        job.run_id = str(uuid.uuid4())
+        job.raw_folder = images.RawFolder(
+            app.images_dir,
+            job.run_id,
+            images.raw_name(Path(job.filename).suffix or ".jpg"),
+            job.data,
+        )
         self._set(job.ticket_id, "running", stage="detect")
         self.running = True
         try:
@@ -321,11 +346,10 @@ class Pipeline:
         self._set(job.ticket_id, "running", stage="store")
         app.check_disk()
         t_read = time.perf_counter()
-        run_id = str(uuid.uuid4())
+        run_id = job.run_id
         plate_id = job.plate_id or (
             str(job.req.plate_id) if job.req.plate_id else plate_id_for(job.sha256)
         )
-        ext = Path(job.filename).suffix or ".jpg"
         annotated = images.annotate(
             result.image,
             result.wells.values(),
@@ -334,25 +358,30 @@ class Pipeline:
             max_width=app.settings.annotated_max_width,
             in_place=True,  # the decoded frame is not used after this
         )
-        files = {
-            images.raw_name(ext): job.data,
+        derived = {
             "annotated.jpg": images.encode_jpeg(annotated),
             "thumbnail.jpg": images.encode_jpeg(
                 images.thumbnail(annotated, app.settings.thumbnail_width)
             ),
         }
-        roles = dict(zip(("raw", "annotated", "thumbnail"), files, strict=True))
+        raw = images.raw_name(Path(job.filename).suffix or ".jpg")
         image_files = {
-            role: (name, hashlib.sha256(files[name]).hexdigest(), len(files[name]))
-            for role, name in roles.items()
+            "raw": (raw, job.sha256, len(job.data)),
+            **{
+                role: (name, hashlib.sha256(derived[name]).hexdigest(), len(derived[name]))
+                for role, name in (("annotated", "annotated.jpg"), ("thumbnail", "thumbnail.jpg"))
+            },
         }
         t_encode = time.perf_counter()
+        assert job.raw_folder is not None, "read() starts the raw image write"
         try:
-            run_dir, nbytes = images.write_run_images(app.images_dir, run_id, files)
+            run_dir, nbytes = job.raw_folder.result()
         except OSError as exc:
+            self._discard_raw(job)
             if is_disk_full(exc):
                 raise DiskFull(message=app.disk_full_message()) from exc
             raise
+        job.raw_folder = None  # from here the folder is removed below if the commit fails
         rec = repo.RunRecord(
             run_id=run_id,
             plate_id=plate_id,
@@ -371,12 +400,12 @@ class Pipeline:
             dilution=result.dilution.model_dump(mode="json"),
             timings_ms=result.timings_ms,
             image_dir=run_dir.name,
-            image_bytes=nbytes,
+            image_bytes=nbytes + sum(len(v) for v in derived.values()),
             image_files=image_files,
         )
         t_write = time.perf_counter()
         try:
-            superseded = app.commit_run(rec, result)
+            superseded = app.commit_run(rec, result, derived)
         except BaseException as exc:
             images.remove_run_dir(run_dir)
             if is_disk_full(exc):
@@ -395,12 +424,14 @@ class Pipeline:
         self._set(job.ticket_id, "running", stage="export", run_id=run_id)
         app.export_sample_quietly(rec.sample_number)
         t_csv = time.perf_counter()
+        # Display images: committed above, written to the folder off the critical path.
+        self.image_writer.submit(run_id)
         # Where the time of the last plate went (the benchmark prints these).
         self.last_stages_ms = {
             **{f"read.{k}": v for k, v in result.timings_ms.items() if k != "read"},
             "read": result.timings_ms.get("read", 0.0),
             "annotate+encode": (t_encode - t_read) * 1e3,
-            "write images": (t_write - t_encode) * 1e3,
+            "raw image wait": (t_write - t_encode) * 1e3,
             "commit": (t_commit - t_write) * 1e3,
             "csv": (t_csv - t_commit) * 1e3,
         }

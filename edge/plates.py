@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# One writer of pending display images at a time (background writer, start, a reader).
+_PENDING_LOCK = threading.Lock()
+
 
 def _bounded(limit: int) -> int:
     return max(1, min(int(limit), 500))
@@ -280,6 +283,10 @@ class PlateOps:
             raise InvalidInput(message=f"Unknown image kind {kind!r}: raw, annotated or thumbnail.")
         folder = self.images_dir / queries.image_dir(self.store.read(), run_id)
         path = images.find_image(folder, kind)
+        if path is None and kind != "raw":
+            # Committed but not yet written by the background writer: write it now.
+            self.flush_pending_images(run_id)
+            path = images.find_image(folder, kind)
         if path is None:
             raise NotFound(message=f"The {kind} image of run {run_id} is no longer stored.")
         return path
@@ -322,7 +329,12 @@ class PlateOps:
             decode_ms=decode_ms,
         )
 
-    def commit_run(self, rec: repo.RunRecord, result: PlateResult) -> list[str]:
+    def commit_run(
+        self, rec: repo.RunRecord, result: PlateResult, pending: dict[str, bytes] | None = None
+    ) -> list[str]:
+        """The run's one transaction. `pending` (file name -> bytes: the display images) is
+        committed with it and written into the run's folder afterwards
+        (`flush_pending_images`), so a committed run never lacks them, even after a crash."""
         from edge.messages import run_event, run_message
 
         with self.store.write() as db:
@@ -348,8 +360,42 @@ class PlateOps:
                 message_json=message,
                 superseded_events=events,
             )
+            for name, data in (pending or {}).items():
+                db.execute(
+                    "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
+                    [rec.run_id, name, data],
+                )
             self._recompute(db, rec.sample_number)
         return superseded
+
+    def flush_pending_images(self, run_id: str | None = None) -> int:
+        """Write committed display images into their run folders (one run, or all: on start)
+        and drop them from the database. Returns the number of runs written."""
+        sql = (
+            "SELECT p.run_id, r.image_dir, p.name, p.data FROM pending_images p "
+            "JOIN runs r USING (run_id)"
+        )
+        with _PENDING_LOCK:
+            rows = (
+                self.store.read()
+                .execute(
+                    sql + (" WHERE p.run_id = ?" if run_id else ""), [run_id] if run_id else []
+                )
+                .fetchall()
+            )
+            by_run: dict[str, tuple[str, dict[str, bytes]]] = {}
+            for rid, image_dir, name, data in rows:
+                by_run.setdefault(rid, (image_dir, {}))[1][name] = data
+            for rid, (image_dir, files) in by_run.items():
+                folder = self.images_dir / image_dir
+                if folder.is_dir():
+                    images.write_derived(folder, files)
+                else:  # retention removed the run's images meanwhile
+                    logger.info("images of run %s are gone; pending ones dropped", rid)
+                # Not durable: if this is lost, the same files are written again on start.
+                with self.store.write(durable=False) as db:
+                    db.execute("DELETE FROM pending_images WHERE run_id = ?", [rid])
+        return len(by_run)
 
     def _recompute(self, db: Any, sample_number: str) -> None:
         params = self.get_runtime_settings()

@@ -359,9 +359,9 @@ class Pipeline:
             in_place=True,  # the decoded frame is not used after this
         )
         derived = {
-            "annotated.jpg": images.encode_jpeg(annotated),
+            "annotated.jpg": images.encode_jpeg(annotated, images.DISPLAY_QUALITY),
             "thumbnail.jpg": images.encode_jpeg(
-                images.thumbnail(annotated, app.settings.thumbnail_width)
+                images.thumbnail(annotated, app.settings.thumbnail_width), images.DISPLAY_QUALITY
             ),
         }
         raw = images.raw_name(Path(job.filename).suffix or ".jpg")

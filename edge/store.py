@@ -304,11 +304,13 @@ class Store:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
+                    db.execute("COMMIT")
                 except BaseException:
+                    # Also when COMMIT itself fails (a deferred constraint, a full disk): the
+                    # one writer connection must not be left inside the transaction.
                     if db.conn.in_transaction:
                         db.execute("ROLLBACK")
                     raise
-                db.execute("COMMIT")
             finally:
                 if not durable:
                     db.execute("PRAGMA synchronous = FULL")

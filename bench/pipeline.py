@@ -182,6 +182,17 @@ def main() -> int:
         f"paired (median per-plate difference): rest {paired:.1f} ms = "
         f"{paired / statistics.median(d) * 100:.0f} % of detection"
     )
+    # Within the same call: end to end minus the detector's own share of it (preprocess,
+    # inference, postprocess as timed inside run_job), over the median detection alone.
+    inner = [
+        total - sum(stages[f"read.{k}"][j] for k in ("preprocess", "infer", "postprocess"))
+        for j, total in enumerate(e2e_ms)
+    ][warm]
+    console.print(
+        f"within each call (end to end minus its own detection): rest "
+        f"{statistics.median(inner):.1f} ms = "
+        f"{statistics.median(inner) / statistics.median(d) * 100:.0f} % of detection"
+    )
     # CPU time (all threads of this process) is far less disturbed by other processes on a
     # shared machine than wall time; fsync waits do not show in it.
     cpu_d, cpu_e = statistics.median(detect_cpu[warm]), statistics.median(e2e_cpu[warm])

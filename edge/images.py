@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.fsutil import TMP_MARK, fsync_dir
+from edge.fsutil import TMP_MARK, fsync_dir, io_pool
 
 logger = logging.getLogger(__name__)
 
@@ -156,32 +156,19 @@ class RawFolder:
     the disk flush overlaps decode and inference instead of following them."""
 
     def __init__(self, images_dir: Path, run_id: str, name: str, data: bytes) -> None:
-        self._result: tuple[Path, int] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._write, args=(images_dir, run_id, name, data), name="raw-writer"
-        )
-        self._thread.start()
-
-    def _write(self, images_dir: Path, run_id: str, name: str, data: bytes) -> None:
-        try:
-            self._result = write_run_images(images_dir, run_id, {name: data})
-        except BaseException as exc:  # noqa: BLE001 - handed to the pipeline thread by result()
-            self._error = exc
+        self._future = io_pool().submit(write_run_images, images_dir, run_id, {name: data})
 
     def result(self) -> tuple[Path, int]:
         """(folder, bytes) once the raw image is durable; the write's error otherwise."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+        return self._future.result()
 
     def discard(self) -> None:
         """The plate will not become a run: remove what was written."""
-        self._thread.join()
-        if self._result is not None:
-            remove_run_dir(self._result[0])
+        try:
+            folder, _ = self._future.result()
+        except Exception:  # noqa: BLE001 - nothing was left: write_run_images cleans up
+            return
+        remove_run_dir(folder)
 
 
 def write_derived(run_dir: Path, files: Mapping[str, bytes]) -> None:

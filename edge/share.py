@@ -8,18 +8,18 @@ number + UTC timestamp) and is checked to resolve inside the share before anythi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from core import labware
-from edge.fsutil import atomic_write, fsync_dir, tmp_name_for
+from edge.fsutil import atomic_write, fsync_dir, io_pool, tmp_name_for
 
 logger = logging.getLogger(__name__)
 
@@ -97,24 +97,17 @@ class StagedCsv:
             sha256=hashlib.sha256(self.data).hexdigest(),
             written_at=when,
         )
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write, name="csv-stage")
-        self._thread.start()
+        self._future = io_pool().submit(self._write)
 
     def _write(self) -> None:
-        try:
-            with open(self.tmp, "wb") as fh:
-                fh.write(self.data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException as exc:  # noqa: BLE001 - raised by publish() in the caller
-            self._error = exc
+        with open(self.tmp, "wb") as fh:
+            fh.write(self.data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def publish(self) -> WrittenCsv:
-        self._thread.join()
         try:
-            if self._error is not None:
-                raise self._error
+            self._future.result()
             os.replace(self.tmp, self.final)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
@@ -126,5 +119,6 @@ class StagedCsv:
         return self.written
 
     def discard(self) -> None:
-        self._thread.join()
+        with contextlib.suppress(Exception):
+            self._future.result()
         self.tmp.unlink(missing_ok=True)

@@ -1,19 +1,26 @@
 """The plate pipeline: one inference at a time, fed by a bounded queue.
 
-For each plate: image -> detections -> well calls -> rows -> images on disk (raw, annotated,
-thumbnail; a hidden folder renamed into place) -> one SQLite transaction (run, wells, rows,
-superseding, pooled sample summary, outbox entry) -> LabWare CSV in the share.
+For each plate: image -> detections -> well calls -> rows -> annotated image and thumbnail
+encoded -> one SQLite transaction (run, wells, rows, superseding, pooled sample summary, outbox
+entry, the display images in `pending_images`) -> LabWare CSV published in the share -> display
+images written into the run's folder by a background writer.
 
-Crash safety: images are written before the transaction and only become a run when it commits;
-an image folder without a run is removed on start (`Appliance.start`). A committed change whose
-CSV was not written yet keeps `samples.csv_dirty = 1` and is exported on start and by the retry
-worker. A plate that is queued but not yet committed survives a crash in its source: uploads and
-captures are in the spool (`edge.spool`) before their ticket is handed out, and the folder
-source moves a file only after its run is committed.
+Off the critical path or overlapped: the raw image (bytes as received) is written and fsynced
+into a hidden folder renamed into place by an I/O thread while the plate is read
+(`images.RawFolder`); the CSV is staged (hidden file, fsync) while the commit flushes and
+renamed only after it (`share.StagedCsv`, `PlateOps.commit_run`).
+
+Crash safety: the raw image is durable before the transaction and only becomes a run when it
+commits; an image folder without a run is removed on start (`Appliance.start`). Display images
+are durable in the commit; those a crash left unwritten are written on start (or on demand by
+`run_image`). A committed change whose CSV was not written yet keeps `samples.csv_dirty = 1`
+and is exported on start and by the retry worker. A plate that is queued but not yet committed
+survives a crash in its source: uploads and captures are in the spool (`edge.spool`) before
+their ticket is handed out, and the folder source moves a file only after its run is committed.
 
 Two worker threads: `read` (decode, detect, well calls: one inference at a time) hands each
-plate to `store` (images, transaction, CSV), so one plate's disk work overlaps the next plate's
-inference.
+plate to `store` (display images, transaction, CSV), so one plate's disk work overlaps the next
+plate's inference.
 """
 
 from __future__ import annotations

@@ -117,6 +117,24 @@ def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
     return bytes(buf)
 
 
+def display_images(
+    frame: np.ndarray,
+    wells: Iterable[Any],
+    grid: Any | None,
+    scale: float,
+    *,
+    max_width: int,
+    thumbnail_width: int,
+) -> dict[str, bytes]:
+    """The annotated image and its thumbnail, encoded (file name -> bytes). Draws on `frame`
+    itself: the caller has no further use for it (saves a frame copy)."""
+    annotated = annotate(frame, wells, grid, scale, max_width=max_width, in_place=True)
+    return {
+        "annotated.jpg": encode_jpeg(annotated, DISPLAY_QUALITY),
+        "thumbnail.jpg": encode_jpeg(thumbnail(annotated, thumbnail_width), DISPLAY_QUALITY),
+    }
+
+
 def write_run_images(
     images_dir: Path,
     run_id: str,

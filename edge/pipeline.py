@@ -357,20 +357,14 @@ class Pipeline:
         plate_id = job.plate_id or (
             str(job.req.plate_id) if job.req.plate_id else plate_id_for(job.sha256)
         )
-        annotated = images.annotate(
+        derived = images.display_images(
             result.image,
             result.wells.values(),
             result.grid,
             result.scale,
             max_width=app.settings.annotated_max_width,
-            in_place=True,  # the decoded frame is not used after this
+            thumbnail_width=app.settings.thumbnail_width,
         )
-        derived = {
-            "annotated.jpg": images.encode_jpeg(annotated, images.DISPLAY_QUALITY),
-            "thumbnail.jpg": images.encode_jpeg(
-                images.thumbnail(annotated, app.settings.thumbnail_width), images.DISPLAY_QUALITY
-            ),
-        }
         raw = images.raw_name(Path(job.filename).suffix or ".jpg")
         image_files = {
             "raw": (raw, job.sha256, len(job.data)),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge import images, queries, repo
+from edge import images, pending_images, queries, repo
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
 from edge.reading import PlateResult, read_plate
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from edge.store import Store
 
 logger = logging.getLogger(__name__)
-
-# One writer of pending display images at a time (background writer, start, a reader).
-_PENDING_LOCK = threading.Lock()
 
 
 def _bounded(limit: int) -> int:
@@ -399,33 +396,8 @@ class PlateOps:
         return superseded
 
     def flush_pending_images(self, run_id: str | None = None) -> int:
-        """Write committed display images into their run folders (one run, or all: on start)
-        and drop them from the database. Returns the number of runs written."""
-        sql = (
-            "SELECT p.run_id, r.image_dir, p.name, p.data FROM pending_images p "
-            "JOIN runs r USING (run_id)"
-        )
-        with _PENDING_LOCK:
-            rows = (
-                self.store.read()
-                .execute(
-                    sql + (" WHERE p.run_id = ?" if run_id else ""), [run_id] if run_id else []
-                )
-                .fetchall()
-            )
-            by_run: dict[str, tuple[str, dict[str, bytes]]] = {}
-            for rid, image_dir, name, data in rows:
-                by_run.setdefault(rid, (image_dir, {}))[1][name] = data
-            for rid, (image_dir, files) in by_run.items():
-                folder = self.images_dir / image_dir
-                if folder.is_dir():
-                    images.write_derived(folder, files)
-                else:  # retention removed the run's images meanwhile
-                    logger.info("images of run %s are gone; pending ones dropped", rid)
-                # Not durable: if this is lost, the same files are written again on start.
-                with self.store.write(durable=False) as db:
-                    db.execute("DELETE FROM pending_images WHERE run_id = ?", [rid])
-        return len(by_run)
+        """Write committed display images into their run folders (`edge.pending_images`)."""
+        return pending_images.flush(self.store, self.images_dir, run_id)
 
     def _recompute(self, db: Any, sample_number: str) -> SampleSummary:
         params = self.get_runtime_settings()

@@ -114,6 +114,7 @@ class Appliance(PlateOps):
         clean_partials(self.spool.folder)
         self.open_offline()
         self._remove_orphan_images()
+        self.flush_pending_images()  # display images a crash left committed but unwritten
         if self.detector is None:
             try:
                 self.load_detector()

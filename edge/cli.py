@@ -1,7 +1,8 @@
 """`microplate-edge`: the appliance's command line.
 
-Commands: serve, analyze (edge.analyze), demo, export-csv, calibrate, db migrate|check|backup|restore-drill,
-validate-config. A user error prints one clear message and exits non-zero; never a traceback.
+Commands: serve, analyze (edge.analyze), demo, export-csv, calibrate,
+db migrate|check|backup|restore-drill, validate-config. A user error prints one clear message
+and exits non-zero; never a traceback.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from core.pooling import SampleSummary
 from edge import repo
 from edge.errors import NotFound
-from edge.share import ShareError, write_sample_csv
+from edge.share import ShareError, StagedCsv, WrittenCsv, write_sample_csv
 
 if TYPE_CHECKING:
     from edge.app import Appliance
@@ -43,21 +43,66 @@ class Exporter:
             written = write_sample_csv(
                 self.app.share_dir, summary, template=template, when=datetime.now(timezone.utc)
             )
-            with self.app.store.write(durable=False) as wdb:
-                repo.record_csv(
-                    wdb,
-                    sample_number=sample_number,
-                    file_name=written.path.name,
-                    template=template,
-                    sha256=written.sha256,
-                    written_at=written.written_at,
-                    summary_at_write=summary_json,
-                )
+            self._record(written, summary_json)
+        return written.path
+
+    # -- the CSV of a run's commit, staged alongside it ------------------------------------
+    # The caller holds `lock` from `stage` (inside the run's transaction) to `publish` (after
+    # its commit), so no other CSV of the sample can land in between; it takes `lock` before
+    # the store's write lock, the same order as `export`.
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def stage(self, summary: SampleSummary, summary_json: str) -> tuple[StagedCsv, str] | None:
+        """Render and start writing the CSV of a state about to be committed; None (logged,
+        the sample stays due for the retry worker) when the share is not writable."""
+        try:
+            staged = StagedCsv(
+                self.app.share_dir,
+                summary,
+                template=self.app.get_runtime_settings().csv_template,
+                when=datetime.now(timezone.utc),
+            )
+        except (OSError, ShareError) as exc:
+            logger.warning(
+                "CSV for sample %s not written yet (%s); it will be retried",
+                summary.sample_number,
+                exc,
+            )
+            return None
+        return staged, summary_json
+
+    def publish(self, staged: tuple[StagedCsv, str]) -> bool:
+        """After the commit: the CSV into place, logged; False (logged, retried later) if not."""
+        csv, summary_json = staged
+        try:
+            written = csv.publish()
+            self._record(written, summary_json)
+        except (OSError, ShareError) as exc:
+            logger.warning(
+                "CSV for sample %s not written yet (%s); it will be retried",
+                csv.written.sample_number,
+                exc,
+            )
+            return False
+        return True
+
+    def _record(self, written: WrittenCsv, summary_json: str) -> None:
+        with self.app.store.write(durable=False) as wdb:
+            repo.record_csv(
+                wdb,
+                sample_number=written.sample_number,
+                file_name=written.path.name,
+                template=written.template,
+                sha256=written.sha256,
+                written_at=written.written_at,
+                summary_at_write=summary_json,
+            )
         self.app.metrics.csv_written_total.inc()
         self.app.events.publish(
-            "sample.updated", {"sample_number": sample_number, "csv": written.path.name}
+            "sample.updated", {"sample_number": written.sample_number, "csv": written.path.name}
         )
-        return written.path
 
     def export_quietly(self, sample_number: str) -> bool:
         """Export; on failure log it and leave the sample dirty for the retry worker."""

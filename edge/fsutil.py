@@ -7,11 +7,26 @@ import logging
 import os
 import secrets
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 TMP_MARK = ".partial-"
+
+_IO_POOL: ThreadPoolExecutor | None = None
+_IO_POOL_LOCK = threading.Lock()
+
+
+def io_pool() -> ThreadPoolExecutor:
+    """Threads for file writes that overlap other work (a write + fsync waits on the disk,
+    not the CPU): the raw image during inference, the CSV during the commit."""
+    global _IO_POOL
+    with _IO_POOL_LOCK:
+        if _IO_POOL is None:
+            _IO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="io")
+        return _IO_POOL
 
 
 def fsync_dir(path: Path) -> None:

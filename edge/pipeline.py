@@ -1,19 +1,26 @@
 """The plate pipeline: one inference at a time, fed by a bounded queue.
 
-For each plate: image -> detections -> well calls -> rows -> images on disk (raw, annotated,
-thumbnail; a hidden folder renamed into place) -> one SQLite transaction (run, wells, rows,
-superseding, pooled sample summary, outbox entry) -> LabWare CSV in the share.
+For each plate: image -> detections -> well calls -> rows -> annotated image and thumbnail
+encoded -> one SQLite transaction (run, wells, rows, superseding, pooled sample summary, outbox
+entry, the display images in `pending_images`) -> LabWare CSV published in the share -> display
+images written into the run's folder by a background writer.
 
-Crash safety: images are written before the transaction and only become a run when it commits;
-an image folder without a run is removed on start (`Appliance.start`). A committed change whose
-CSV was not written yet keeps `samples.csv_dirty = 1` and is exported on start and by the retry
-worker. A plate that is queued but not yet committed survives a crash in its source: uploads and
-captures are in the spool (`edge.spool`) before their ticket is handed out, and the folder
-source moves a file only after its run is committed.
+Off the critical path or overlapped: the raw image (bytes as received) is written and fsynced
+into a hidden folder renamed into place by an I/O thread while the plate is read
+(`images.RawFolder`); the CSV is staged (hidden file, fsync) while the commit flushes and
+renamed only after it (`share.StagedCsv`, `PlateOps.commit_run`).
+
+Crash safety: the raw image is durable before the transaction and only becomes a run when it
+commits; an image folder without a run is removed on start (`Appliance.start`). Display images
+are durable in the commit; those a crash left unwritten are written on start (or on demand by
+`run_image`). A committed change whose CSV was not written yet keeps `samples.csv_dirty = 1`
+and is exported on start and by the retry worker. A plate that is queued but not yet committed
+survives a crash in its source: uploads and captures are in the spool (`edge.spool`) before
+their ticket is handed out, and the folder source moves a file only after its run is committed.
 
 Two worker threads: `read` (decode, detect, well calls: one inference at a time) hands each
-plate to `store` (images, transaction, CSV), so one plate's disk work overlaps the next plate's
-inference.
+plate to `store` (display images, transaction, CSV), so one plate's disk work overlaps the next
+plate's inference.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ class Job:
     plate_id: str | None = None
     supersedes: str | None = None
     force: bool = False  # a deliberate re-read: process even if these bytes are stored
+    run_id: str = ""  # chosen when the raw image starts being written
+    raw_folder: images.RawFolder | None = None
     on_done: Callable[[TicketState], None] | None = None
     created_at: float = field(default_factory=time.monotonic)
 
@@ -92,6 +101,8 @@ class Pipeline:
         self.running = False  # True while a plate is being processed (preview backs off)
         self.last_stages_ms: dict[str, float] = {}
         self._stop = threading.Event()
+        # Writes committed display images into run folders after the commit and the CSV.
+        self.image_writer = images.BackgroundWriter(app.flush_pending_images)
 
     # -- tickets --------------------------------------------------------------------------
     def _set(self, ticket_id: str, state: str, **kw: Any) -> TicketState:
@@ -207,6 +218,7 @@ class Pipeline:
             self._store_q.put(None)
             self._store_thread.join(timeout)
             self._store_thread = None
+        self.image_writer.stop()
 
     @property
     def depth(self) -> int:
@@ -251,12 +263,24 @@ class Pipeline:
     def _guard(self, job: Job, func: Callable[..., Any], *args: Any) -> Any:
         """Run a stage; an error becomes the job's failed state, never a dead worker."""
         try:
-            return func(*args)
+            outcome = func(*args)
         except ApplianceError as exc:
+            self._discard_raw(job)
             return self._fail(job, exc.code, exc.message)
         except Exception as exc:
+            self._discard_raw(job)
             logger.exception("plate %s failed unexpectedly", job.filename)
             return self._fail(job, "internal", f"The plate could not be processed: {exc}")
+        if isinstance(outcome, str):  # a stored run already has these bytes
+            self._discard_raw(job)
+        return outcome
+
+    @staticmethod
+    def _discard_raw(job: Job) -> None:
+        """The plate will not become a run: its raw image folder goes (before any commit)."""
+        if job.raw_folder is not None:
+            job.raw_folder.discard()
+            job.raw_folder = None
 
     def _done(self, job: Job, run_id: str, t0: float) -> TicketState:
         self.app.metrics.runs_total.labels(status="done").inc()
@@ -299,6 +323,14 @@ class Pipeline:
             existing = repo.current_run_for_image(app.store.read(), job.sha256)
             if existing is not None:
                 return existing
+        # The raw image (bytes as received) is written and fsynced while the plate is read.
+        job.run_id = str(uuid.uuid4())
+        job.raw_folder = images.RawFolder(
+            app.images_dir,
+            job.run_id,
+            images.raw_name(Path(job.filename).suffix or ".jpg"),
+            job.data,
+        )
         self._set(job.ticket_id, "running", stage="detect")
         self.running = True
         try:
@@ -321,38 +353,36 @@ class Pipeline:
         self._set(job.ticket_id, "running", stage="store")
         app.check_disk()
         t_read = time.perf_counter()
-        run_id = str(uuid.uuid4())
+        run_id = job.run_id
         plate_id = job.plate_id or (
             str(job.req.plate_id) if job.req.plate_id else plate_id_for(job.sha256)
         )
-        ext = Path(job.filename).suffix or ".jpg"
-        annotated = images.annotate(
+        derived = images.display_images(
             result.image,
             result.wells.values(),
             result.grid,
             result.scale,
             max_width=app.settings.annotated_max_width,
-            in_place=True,  # the decoded frame is not used after this
+            thumbnail_width=app.settings.thumbnail_width,
         )
-        files = {
-            images.raw_name(ext): job.data,
-            "annotated.jpg": images.encode_jpeg(annotated),
-            "thumbnail.jpg": images.encode_jpeg(
-                images.thumbnail(annotated, app.settings.thumbnail_width)
-            ),
-        }
-        roles = dict(zip(("raw", "annotated", "thumbnail"), files, strict=True))
+        raw = images.raw_name(Path(job.filename).suffix or ".jpg")
         image_files = {
-            role: (name, hashlib.sha256(files[name]).hexdigest(), len(files[name]))
-            for role, name in roles.items()
+            "raw": (raw, job.sha256, len(job.data)),
+            **{
+                role: (name, hashlib.sha256(derived[name]).hexdigest(), len(derived[name]))
+                for role, name in (("annotated", "annotated.jpg"), ("thumbnail", "thumbnail.jpg"))
+            },
         }
         t_encode = time.perf_counter()
+        assert job.raw_folder is not None, "read() starts the raw image write"
         try:
-            run_dir, nbytes = images.write_run_images(app.images_dir, run_id, files)
+            run_dir, nbytes = job.raw_folder.result()
         except OSError as exc:
+            self._discard_raw(job)
             if is_disk_full(exc):
                 raise DiskFull(message=app.disk_full_message()) from exc
             raise
+        job.raw_folder = None  # from here the folder is removed below if the commit fails
         rec = repo.RunRecord(
             run_id=run_id,
             plate_id=plate_id,
@@ -371,18 +401,21 @@ class Pipeline:
             dilution=result.dilution.model_dump(mode="json"),
             timings_ms=result.timings_ms,
             image_dir=run_dir.name,
-            image_bytes=nbytes,
+            image_bytes=nbytes + sum(len(v) for v in derived.values()),
             image_files=image_files,
         )
         t_write = time.perf_counter()
+        commit_timings: dict[str, float] = {}
         try:
-            superseded = app.commit_run(rec, result)
+            # The transaction, and the sample's CSV: staged alongside, published after it.
+            superseded = app.commit_run(rec, result, derived, commit_timings)
         except BaseException as exc:
             images.remove_run_dir(run_dir)
             if is_disk_full(exc):
                 raise DiskFull(message=app.disk_full_message()) from exc
             raise
-        t_commit = time.perf_counter()
+        t_csv = time.perf_counter()
+        t_commit = t_csv - commit_timings.get("csv publish", 0.0) / 1e3
         app.events.publish(
             "run.created",
             {"run_id": run_id, "sample_number": rec.sample_number, "plate_id": plate_id},
@@ -392,17 +425,16 @@ class Pipeline:
                 "run.updated", {"run_id": old, "status": "superseded", "superseded_by": run_id}
             )
         app.events.publish("sample.updated", {"sample_number": rec.sample_number})
-        self._set(job.ticket_id, "running", stage="export", run_id=run_id)
-        app.export_sample_quietly(rec.sample_number)
-        t_csv = time.perf_counter()
+        # Display images: committed above, written to the folder off the critical path.
+        self.image_writer.submit(run_id)
         # Where the time of the last plate went (the benchmark prints these).
         self.last_stages_ms = {
             **{f"read.{k}": v for k, v in result.timings_ms.items() if k != "read"},
             "read": result.timings_ms.get("read", 0.0),
             "annotate+encode": (t_encode - t_read) * 1e3,
-            "write images": (t_write - t_encode) * 1e3,
-            "commit": (t_commit - t_write) * 1e3,
-            "csv": (t_csv - t_commit) * 1e3,
+            "raw image wait": (t_write - t_encode) * 1e3,
+            "commit (CSV staged alongside)": (t_commit - t_write) * 1e3,
+            "csv publish": (t_csv - t_commit) * 1e3,
         }
         return run_id
 

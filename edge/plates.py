@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge import images, queries, repo
+from edge import images, pending_images, queries, repo
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
 from edge.reading import PlateResult, read_plate
@@ -34,6 +35,7 @@ from edge.schemas import (
 
 if TYPE_CHECKING:
     from core.calibration import CalibrationGrid
+    from core.pooling import SampleSummary
     from edge.capture import CaptureSource
     from edge.events import EventBus
     from edge.exporter import Exporter
@@ -280,6 +282,10 @@ class PlateOps:
             raise InvalidInput(message=f"Unknown image kind {kind!r}: raw, annotated or thumbnail.")
         folder = self.images_dir / queries.image_dir(self.store.read(), run_id)
         path = images.find_image(folder, kind)
+        if path is None and kind != "raw":
+            # Committed but not yet written by the background writer: write it now.
+            self.flush_pending_images(run_id)
+            path = images.find_image(folder, kind)
         if path is None:
             raise NotFound(message=f"The {kind} image of run {run_id} is no longer stored.")
         return path
@@ -322,39 +328,81 @@ class PlateOps:
             decode_ms=decode_ms,
         )
 
-    def commit_run(self, rec: repo.RunRecord, result: PlateResult) -> list[str]:
+    def commit_run(
+        self,
+        rec: repo.RunRecord,
+        result: PlateResult,
+        pending: dict[str, bytes] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[str]:
+        """The run's one transaction. `pending` (file name -> bytes: the display images) is
+        committed with it and written into the run's folder afterwards
+        (`flush_pending_images`), so a committed run never lacks them, even after a crash."""
         from edge.messages import run_event, run_message
 
-        with self.store.write() as db:
-            olds = db.execute(
-                "SELECT run_id, edit FROM runs WHERE plate_id = ? AND superseded_by IS NULL "
-                "AND deleted_at IS NULL",
-                [rec.plate_id],
-            ).fetchall()
-            events = {
-                o[0]: run_event(
-                    o[0], "superseded", edit=o[1] + 1, reason="re-read", superseded_by=rec.run_id
-                )
-                for o in olds
-            }
-            message = run_message(self.settings, rec, result)
-            superseded = repo.insert_run(
-                db,
-                rec,
-                wells=result.wells,
-                rows=result.rows,
-                distribution=result.distribution,
-                statistics=result.statistics,
-                message_json=message,
-                superseded_events=events,
-            )
-            self._recompute(db, rec.sample_number)
+        # The sample's CSV is staged inside the transaction (hidden file written and fsynced
+        # while the commit flushes) and published only after the commit; the exporter's lock
+        # is taken first, as `Exporter.export` does, and held until it is published.
+        with self.exporter.lock:
+            staged = None
+            try:
+                with self.store.write() as db:
+                    olds = db.execute(
+                        "SELECT run_id, edit FROM runs WHERE plate_id = ? "
+                        "AND superseded_by IS NULL AND deleted_at IS NULL",
+                        [rec.plate_id],
+                    ).fetchall()
+                    events = {
+                        o[0]: run_event(
+                            o[0],
+                            "superseded",
+                            edit=o[1] + 1,
+                            reason="re-read",
+                            superseded_by=rec.run_id,
+                        )
+                        for o in olds
+                    }
+                    message = run_message(self.settings, rec, result)
+                    superseded = repo.insert_run(
+                        db,
+                        rec,
+                        wells=result.wells,
+                        rows=result.rows,
+                        distribution=result.distribution,
+                        statistics=result.statistics,
+                        message_json=message,
+                        superseded_events=events,
+                    )
+                    for name, data in (pending or {}).items():
+                        db.execute(
+                            "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
+                            [rec.run_id, name, data],
+                        )
+                    summary = self._recompute(db, rec.sample_number)
+                    staged = self.exporter.stage(summary, summary.model_dump_json())
+            except BaseException:
+                if staged is not None:
+                    staged[0].discard()
+                raise
+            t_commit = time.perf_counter()
+            if staged is not None:
+                try:
+                    self.exporter.publish(staged)
+                except Exception:
+                    # Committed: never fail the run for its CSV; the sample stays due.
+                    logger.exception("CSV of sample %s not published", rec.sample_number)
+        if timings is not None:
+            timings["csv publish"] = (time.perf_counter() - t_commit) * 1e3
         return superseded
 
-    def _recompute(self, db: Any, sample_number: str) -> None:
+    def flush_pending_images(self, run_id: str | None = None) -> int:
+        """Write committed display images into their run folders (`edge.pending_images`)."""
+        return pending_images.flush(self.store, self.images_dir, run_id)
+
+    def _recompute(self, db: Any, sample_number: str) -> SampleSummary:
         params = self.get_runtime_settings()
         n_cols = self._grid.plate_format.cols if self._grid else 12
-        repo.recompute_sample(
+        return repo.recompute_sample(
             db, sample_number, n_cols=n_cols, protective_titre=params.protective_titre
         )
 

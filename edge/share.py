@@ -8,6 +8,7 @@ number + UTC timestamp) and is checked to resolve inside the share before anythi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core import labware
-from edge.fsutil import atomic_write
+from edge.fsutil import atomic_write, fsync_dir, io_pool, tmp_name_for
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ def target_path(share_dir: Path, sample_number: str, when: datetime) -> Path:
     return final
 
 
-def write_sample_csv(share_dir: Path, summary: Any, *, template: str, when: datetime) -> WrittenCsv:
-    sample_number = str(summary.sample_number)
-    data = render(summary, template)
+def _final_path(share_dir: Path, sample_number: str, when: datetime) -> Path:
     if not share_dir.is_dir():
         # Never create it here: an unmounted share would silently fill the local mount point.
         raise ShareError(f"the LabWare share {share_dir} is not available (not mounted?)")
@@ -61,6 +60,13 @@ def write_sample_csv(share_dir: Path, summary: Any, *, template: str, when: date
     if final.exists():
         # Two changes in the same timestamp tick: never overwrite a file a poller may be reading.
         final = final.with_name(f"{final.stem}-{when.strftime('%f')}{final.suffix}")
+    return final
+
+
+def write_sample_csv(share_dir: Path, summary: Any, *, template: str, when: datetime) -> WrittenCsv:
+    sample_number = str(summary.sample_number)
+    data = render(summary, template)
+    final = _final_path(share_dir, sample_number, when)
     atomic_write(final, data)
     logger.info("wrote LabWare CSV %s for sample %s", final.name, sample_number)
     return WrittenCsv(
@@ -70,3 +76,49 @@ def write_sample_csv(share_dir: Path, summary: Any, *, template: str, when: date
         sha256=hashlib.sha256(data).hexdigest(),
         written_at=when,
     )
+
+
+class StagedCsv:
+    """A CSV written in two steps around the run's commit: `stage` renders it and writes it
+    under a hidden temporary name in the share (write + fsync in a thread of its own, so that
+    flush overlaps the commit's); `publish`, called only once the commit is durable, renames
+    it into place and fsyncs the folder. A poller never sees it before the commit, nor half of
+    it; a crash in between leaves a hidden partial that `clean_partials` removes on start, and
+    the sample stays due (`csv_dirty`) so it is exported again."""
+
+    def __init__(self, share_dir: Path, summary: Any, *, template: str, when: datetime) -> None:
+        self.data = render(summary, template)
+        self.final = _final_path(share_dir, str(summary.sample_number), when)
+        self.tmp = tmp_name_for(self.final)
+        self.written = WrittenCsv(
+            sample_number=str(summary.sample_number),
+            path=self.final,
+            template=template,
+            sha256=hashlib.sha256(self.data).hexdigest(),
+            written_at=when,
+        )
+        self._future = io_pool().submit(self._write)
+
+    def _write(self) -> None:
+        with open(self.tmp, "wb") as fh:
+            fh.write(self.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def publish(self) -> WrittenCsv:
+        try:
+            self._future.result()
+            os.replace(self.tmp, self.final)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.final.parent)
+        logger.info(
+            "wrote LabWare CSV %s for sample %s", self.final.name, self.written.sample_number
+        )
+        return self.written
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._future.result()
+        self.tmp.unlink(missing_ok=True)

@@ -150,8 +150,25 @@ def _m001_initial(db: Database) -> None:
     )
 
 
+def _m002_pending_images(db: Database) -> None:
+    # The display images (annotated, thumbnail) of a run, committed with the run and written
+    # to its image folder afterwards, off the plate's critical path; a crash in between leaves
+    # them here and `Appliance.start` writes them.
+    db.executescript(
+        """
+        CREATE TABLE pending_images (
+            run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (run_id, name)
+        ) STRICT;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("initial schema", _m001_initial),
+    ("pending display images", _m002_pending_images),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -287,11 +304,13 @@ class Store:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
+                    db.execute("COMMIT")
                 except BaseException:
+                    # Also when COMMIT itself fails (a deferred constraint, a full disk): the
+                    # one writer connection must not be left inside the transaction.
                     if db.conn.in_transaction:
                         db.execute("ROLLBACK")
                     raise
-                db.execute("COMMIT")
             finally:
                 if not durable:
                     db.execute("PRAGMA synchronous = FULL")

@@ -12,7 +12,7 @@ from edge.store import Store, StoreError
 def test_migrate_sets_wal_foreign_keys_and_strict(tmp_path: Path) -> None:
     s = Store(tmp_path / "m.db")
     s.open()
-    assert s.migrate() == ["initial schema"]
+    assert s.migrate() == [name for name, _ in store_mod.MIGRATIONS]
     assert s.version == store_mod.SCHEMA_VERSION
     db = s.read()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -57,15 +57,16 @@ def test_backup_before_migrating_an_existing_database(
     def m002(db: object) -> None:
         db.execute("ALTER TABLE audit ADD COLUMN extra TEXT")  # type: ignore[attr-defined]
 
+    current = len(store_mod.MIGRATIONS)
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, ("extra", m002)])
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", current + 1)
     s = Store(tmp_path / "m.db", tmp_path / "bk")
     s.open()
     assert s.migrate() == ["extra"]
-    backups = list((tmp_path / "bk").glob("*pre-migrate-v1.db"))
+    backups = list((tmp_path / "bk").glob(f"*pre-migrate-v{current}.db"))
     assert len(backups) == 1
     old = sqlite3.connect(backups[0])
-    assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert old.execute("PRAGMA user_version").fetchone()[0] == current
     assert old.execute("SELECT action FROM audit").fetchall() == [("keep",)]
     old.close()
     s.close()

@@ -184,6 +184,8 @@
     if (!frame) msg.textContent = t("calibration.no_frame");
     grid = copy(saved);
     draw();
+    // Saving before the grid has loaded would send nothing sensible: the button waits for it.
+    document.getElementById("save-grid").disabled = false;
   }
   window.addEventListener("resize", draw);
   onEvent((ev) => { if (ev.type === "calibration.updated" && !drag) load(); });

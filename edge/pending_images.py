@@ -1,0 +1,47 @@
+"""Display images (annotated, thumbnail) committed with their run in `pending_images` and
+written into the run's folder afterwards: by the pipeline's background writer, by
+`Appliance.start` after a crash, or on demand when one is asked for."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge import images
+
+if TYPE_CHECKING:
+    from edge.store import Store
+
+logger = logging.getLogger(__name__)
+
+# One writer at a time (background writer, start, a reader asking for an image).
+_LOCK = threading.Lock()
+_SQL = (
+    "SELECT p.run_id, r.image_dir, p.name, p.data FROM pending_images p JOIN runs r USING (run_id)"
+)
+
+
+def flush(store: Store, images_dir: Path, run_id: str | None = None) -> int:
+    """Write one run's pending images (or all) and drop them from the database; returns the
+    number of runs written."""
+    with _LOCK:
+        db = store.read()
+        if run_id:
+            rows = db.execute(_SQL + " WHERE p.run_id = ?", [run_id]).fetchall()
+        else:
+            rows = db.execute(_SQL).fetchall()
+        by_run: dict[str, tuple[str, dict[str, bytes]]] = {}
+        for rid, image_dir, name, data in rows:
+            by_run.setdefault(rid, (image_dir, {}))[1][name] = data
+        for rid, (image_dir, files) in by_run.items():
+            folder = images_dir / image_dir
+            if folder.is_dir():
+                images.write_derived(folder, files)
+            else:  # retention removed the run's images meanwhile
+                logger.info("images of run %s are gone; its pending ones are dropped", rid)
+            # Not durable: if this is lost, the same files are written again on start.
+            with store.write(durable=False) as wdb:
+                wdb.execute("DELETE FROM pending_images WHERE run_id = ?", [rid])
+    return len(by_run)

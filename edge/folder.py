@@ -1,0 +1,201 @@
+"""The watched-folder capture source: a plate reader drops image files into `inbox`.
+
+A file is submitted once its size and mtime have stayed the same for `stable_s` (the reader has
+finished writing it), and moved to `processed/` only after its run is committed (or to `failed/`
+with a `.reason.txt` beside it when it cannot be read). Until then it stays in the inbox, so a
+crash or restart processes it again; the pipeline recognises the same bytes (sha256) and does not
+count them twice. Events from watchdog wake the scanner early; a periodic rescan catches anything
+the events missed (network shares often send none).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.errors import ApplianceError, Busy, DiskFull
+from edge.schemas import RunRequest, TicketState
+from edge.settings import FolderCaptureSettings
+
+if TYPE_CHECKING:
+    from edge.app import Appliance
+
+logger = logging.getLogger(__name__)
+
+
+def sample_from_name(path: Path) -> str:
+    """The sample number a plate reader puts in the file name: `<sample>[__anything].ext`."""
+    return path.stem.split("__", 1)[0]
+
+
+class FolderWatcher:
+    def __init__(self, app: Appliance, settings: FolderCaptureSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.inbox = settings.inbox
+        self.processed = settings.processed or settings.inbox / "processed"
+        self.failed = settings.failed or settings.inbox / "failed"
+        self._seen: dict[Path, tuple[int, int, float]] = {}
+        self._inflight: set[Path] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Any = None
+
+    def start(self) -> None:
+        for folder in (self.inbox, self.processed, self.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._start_observer()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="folder-watch", daemon=True)
+        self._thread.start()
+
+    def _start_observer(self) -> None:
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            logger.warning("watchdog is not installed: the inbox is polled only")
+            return
+        wake = self._wake
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                wake.set()
+
+        observer = Observer()
+        observer.schedule(_Handler(), str(self.inbox), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(10)
+            self._observer = None
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scan()
+            except OSError:
+                logger.warning("cannot scan the inbox %s", self.inbox, exc_info=True)
+            # Wake early on a file event, but re-check stability at least every stable_s.
+            self._wake.wait(min(self.settings.poll_s, max(0.05, self.settings.stable_s)))
+            self._wake.clear()
+
+    def _candidates(self) -> list[Path]:
+        out = []
+        with os.scandir(self.inbox) as it:
+            for entry in it:
+                if not entry.is_file() or entry.name.startswith("."):
+                    continue
+                lower = entry.name.lower()
+                if any(fnmatch.fnmatch(lower, p.lower()) for p in self.settings.patterns):
+                    out.append(Path(entry.path))
+        return sorted(out)
+
+    def scan(self) -> int:
+        """Submit every stable, not yet submitted file; returns how many were submitted."""
+        now = time.monotonic()
+        submitted = 0
+        present = set()
+        for path in self._candidates():
+            present.add(path)
+            with self._lock:
+                if path in self._inflight:
+                    continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            seen = self._seen.get(path)
+            if seen is None or seen[:2] != key:
+                self._seen[path] = (*key, now)
+                if self.settings.stable_s > 0:
+                    continue
+            elif now - seen[2] < self.settings.stable_s:
+                continue
+            if self._submit(path):
+                submitted += 1
+            else:
+                break  # busy or disk full: try again on the next round, in order
+        for gone in set(self._seen) - present:
+            self._seen.pop(gone, None)
+        return submitted
+
+    def _submit(self, path: Path) -> bool:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            logger.warning("cannot read %s yet: %s", path.name, exc)
+            return True
+        req = RunRequest(
+            sample_number=sample_from_name(path)[:64] or "unknown", operator="plate-reader"
+        )
+        with self._lock:
+            self._inflight.add(path)
+        try:
+            from edge.pipeline import check_request
+
+            req = check_request(req)
+            self.app.submit_bytes(
+                data,
+                path.name,
+                req,
+                source="folder",
+                on_done=lambda ts, p=path: self._done(p, ts),
+            )
+        except (Busy, DiskFull) as exc:
+            with self._lock:
+                self._inflight.discard(path)
+            logger.info("inbox file %s waits: %s", path.name, exc.message)
+            return False
+        except ApplianceError as exc:
+            self._move(path, self.failed, reason=exc.message)
+            with self._lock:
+                self._inflight.discard(path)
+        return True
+
+    def _done(self, path: Path, ts: TicketState) -> None:
+        try:
+            if ts.state == "done":
+                self._move(path, self.processed)
+            elif ts.error is not None and ts.error.code in ("disk_full", "no_detector"):
+                # Not the file's fault: leave it in the inbox to be retried.
+                logger.warning("inbox file %s stays for a retry: %s", path.name, ts.error.message)
+                self._seen.pop(path, None)
+            else:
+                reason = ts.error.message if ts.error else "failed"
+                self._move(path, self.failed, reason=reason)
+        finally:
+            with self._lock:
+                self._inflight.discard(path)
+
+    def _move(self, path: Path, folder: Path, reason: str | None = None) -> None:
+        target = folder / path.name
+        if target.exists():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            target = folder / f"{path.stem}-{stamp}{path.suffix}"
+        if reason is not None:
+            target.with_name(target.name + ".reason.txt").write_text(reason + "\n", "utf-8")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return
+        self._seen.pop(path, None)
+        logger.info("moved %s to %s", path.name, folder.name)

@@ -1,0 +1,131 @@
+"""Run images on disk: raw (as received), annotated (boxes and well labels drawn AFTER
+inference, never before) and a thumbnail, in one folder per run that appears atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.fsutil import TMP_MARK, fsync_dir
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("raw", "annotated", "thumbnail")
+_COLOURS = {  # BGR
+    "flowing": (40, 170, 40),
+    "agglutinated": (40, 40, 220),
+    "invalid": (0, 165, 255),
+    "unread": (160, 160, 160),
+}
+
+
+def raw_name(ext: str) -> str:
+    ext = ext.lower().lstrip(".")
+    return f"raw.{ext if ext in ('jpg', 'jpeg', 'png', 'bmp', 'tif', 'tiff') else 'bin'}"
+
+
+def annotate(image: np.ndarray, wells: Iterable[Any], grid: Any | None) -> np.ndarray:
+    """Draw the grid, each well's box and label on a copy of the frame."""
+    out = image.copy()
+    scale = max(out.shape[:2]) / 1200.0
+    thick = max(1, round(2 * scale))
+    if grid is not None:
+        h, w = out.shape[:2]
+        for x in grid.columns:
+            cv2.line(out, (round(x), 0), (round(x), h - 1), (200, 200, 200), 1)
+        for y in grid.rows:
+            cv2.line(out, (0, round(y)), (w - 1, round(y)), (200, 200, 200), 1)
+    for well in wells:
+        state = str(getattr(well, "state", "unread"))
+        colour = _COLOURS.get(state, (255, 255, 255))
+        box = getattr(well, "box", None)
+        if box is not None:
+            x1, y1, x2, y2 = _box_coords(box)
+            cv2.rectangle(out, (round(x1), round(y1)), (round(x2), round(y2)), colour, thick)
+            label = f"{well.well_id} {state[:4]}"
+            if getattr(well, "flags", None):
+                label += "*"
+            cv2.putText(
+                out,
+                label,
+                (round(x1), max(10, round(y1) - 3)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4 * scale,
+                colour,
+                max(1, thick // 2),
+                cv2.LINE_AA,
+            )
+    return out
+
+
+def _box_coords(box: Any) -> tuple[float, float, float, float]:
+    if isinstance(box, (list, tuple)):
+        return float(box[0]), float(box[1]), float(box[2]), float(box[3])
+    return float(box.x1), float(box.y1), float(box.x2), float(box.y2)
+
+
+def thumbnail(image: np.ndarray, width: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if w <= width:
+        return image
+    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(buf)
+
+
+def write_run_images(
+    images_dir: Path,
+    run_id: str,
+    files: Mapping[str, bytes],
+) -> tuple[Path, int]:
+    """Write `files` (name -> bytes) into images_dir/run_id, atomically as a folder.
+
+    Returns (folder, total bytes). A crash leaves at most a hidden partial folder that
+    `fsutil.clean_partials` removes on start.
+    """
+    images_dir.mkdir(parents=True, exist_ok=True)
+    final = images_dir / run_id
+    tmp = images_dir / f".{run_id}{TMP_MARK}{secrets.token_hex(4)}"
+    tmp.mkdir()
+    total = 0
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            total += len(data)
+        fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)  # an orphan from a crash between images and commit
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(images_dir)
+    return final, total
+
+
+def find_image(run_dir: Path, kind: str) -> Path | None:
+    if kind == "raw":
+        matches = sorted(run_dir.glob("raw.*"))
+        return matches[0] if matches else None
+    path = run_dir / f"{kind}.jpg"
+    return path if path.is_file() else None
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,323 @@
+"""The plate pipeline: one inference at a time, fed by a bounded queue.
+
+For each plate: image -> detections -> well calls -> rows -> images on disk (raw, annotated,
+thumbnail; a hidden folder renamed into place) -> one SQLite transaction (run, wells, rows,
+superseding, pooled sample summary, outbox entry) -> LabWare CSV in the share.
+
+Crash safety: images are written before the transaction and only become a run when it commits;
+an image folder without a run is removed on start (`Appliance.start`). A committed change whose
+CSV was not written yet keeps `samples.csv_dirty = 1` and is exported on start and by the retry
+worker. A plate that is queued but not yet committed is lost from memory on a crash, but its
+source still holds it (the folder source moves a file only after its run is committed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge import images, repo
+from edge.errors import ApplianceError, Busy, DiskFull, InvalidInput
+from edge.schemas import ErrorOut, RunRequest, Ticket, TicketState
+
+if TYPE_CHECKING:
+    from edge.app import Appliance
+
+logger = logging.getLogger(__name__)
+
+# uuid5 namespace for plate ids derived from image bytes: the same image is the same plate.
+PLATE_NS = uuid.UUID("6f1c9a52-3c1e-4d52-9a57-3b0f6c9e2a10")
+_MAX_TICKETS = 2000
+
+
+def plate_id_for(sha256: str) -> str:
+    return str(uuid.uuid5(PLATE_NS, sha256))
+
+
+@dataclass
+class Job:
+    ticket_id: str
+    req: RunRequest
+    data: bytes
+    filename: str
+    source: str
+    sha256: str
+    captured_at: datetime
+    image: np.ndarray | None = None
+    plate_id: str | None = None
+    supersedes: str | None = None
+    force: bool = False  # a deliberate re-read: process even if these bytes are stored
+    on_done: Callable[[TicketState], None] | None = None
+    created_at: float = field(default_factory=time.monotonic)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
+class Pipeline:
+    def __init__(self, app: Appliance, capacity: int) -> None:
+        self.app = app
+        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
+        self.capacity = capacity
+        self._tickets: OrderedDict[str, TicketState] = OrderedDict()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.running = False  # True while a plate is being processed (preview backs off)
+        self._stop = threading.Event()
+
+    # -- tickets --------------------------------------------------------------------------
+    def _set(self, ticket_id: str, state: str, **kw: Any) -> TicketState:
+        with self._cond:
+            ts = TicketState(
+                ticket_id=ticket_id,
+                state=state,  # type: ignore[arg-type]
+                updated_at=datetime.now(timezone.utc),
+                **kw,
+            )
+            self._tickets[ticket_id] = ts
+            self._tickets.move_to_end(ticket_id)
+            while len(self._tickets) > _MAX_TICKETS:
+                self._tickets.popitem(last=False)
+            self._cond.notify_all()
+        self.app.events.publish(
+            "capture.progress",
+            {
+                "ticket_id": ticket_id,
+                "state": state,
+                "stage": kw.get("stage", ""),
+                "run_id": kw.get("run_id"),
+            },
+        )
+        return ts
+
+    def ticket(self, ticket_id: str) -> TicketState | None:
+        with self._cond:
+            return self._tickets.get(ticket_id)
+
+    def wait(self, ticket_id: str, timeout: float) -> TicketState | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                ts = self._tickets.get(ticket_id)
+                if ts is None or ts.state in ("done", "failed"):
+                    return ts
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return ts
+                self._cond.wait(left)
+
+    # -- submission -----------------------------------------------------------------------
+    def submit(self, job: Job) -> Ticket:
+        now = datetime.now(timezone.utc)
+        if not job.force:
+            existing = repo.current_run_for_image(self.app.store.read(), job.sha256)
+            if existing is not None:
+                # Idempotent: the same image bytes are already a stored run.
+                self._set(job.ticket_id, "done", stage="duplicate", run_id=existing)
+                if job.on_done:
+                    job.on_done(self.ticket(job.ticket_id))  # type: ignore[arg-type]
+                return Ticket(
+                    id=job.ticket_id,
+                    state="done",
+                    created_at=now,
+                    source=job.source,
+                    filename=job.filename,
+                    sample_number=job.req.sample_number,
+                    run_id=existing,
+                )
+        self.app.check_disk()
+        self._set(job.ticket_id, "queued", stage="queued")
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            with self._cond:
+                self._tickets.pop(job.ticket_id, None)
+            raise Busy(
+                message=f"The appliance is busy: {self.capacity} plates are waiting. Try again "
+                "in a few seconds; nothing was lost.",
+                retry_after_s=5,
+            ) from None
+        return Ticket(
+            id=job.ticket_id,
+            state="queued",
+            created_at=now,
+            source=job.source,
+            filename=job.filename,
+            sample_number=job.req.sample_number,
+        )
+
+    # -- worker ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="pipeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.queue.get()
+            if job is None:
+                break
+            self.run_job(job)
+
+    def run_job(self, job: Job) -> TicketState:
+        self.running = True
+        t0 = time.perf_counter()
+        try:
+            run_id = self.process(job)
+        except ApplianceError as exc:
+            ts = self._fail(job, exc.code, exc.message)
+        except Exception as exc:
+            logger.exception("plate %s failed unexpectedly", job.filename)
+            ts = self._fail(job, "internal", f"The plate could not be processed: {exc}")
+        else:
+            ts = self._set(job.ticket_id, "done", stage="done", run_id=run_id)
+            self.app.metrics.runs_total.labels(status="done").inc()
+            self.app.metrics.pipeline_seconds.observe(time.perf_counter() - t0)
+        finally:
+            self.running = False
+        if job.on_done:
+            try:
+                job.on_done(ts)
+            except Exception:
+                logger.exception("on_done callback failed for %s", job.filename)
+        return ts
+
+    def _fail(self, job: Job, code: str, message: str) -> TicketState:
+        logger.warning("plate %s (%s) failed: %s", job.filename, job.source, message)
+        self.app.metrics.runs_total.labels(status="failed").inc()
+        try:
+            with self.app.store.write() as db:
+                repo.record_failure(
+                    db,
+                    ticket_id=job.ticket_id,
+                    source=job.source,
+                    filename=job.filename,
+                    sha256=job.sha256,
+                    code=code,
+                    reason=message,
+                )
+        except (sqlite3.Error, OSError):
+            logger.warning("could not record the failure of %s", job.filename, exc_info=True)
+        return self._set(
+            job.ticket_id, "failed", stage="failed", error=ErrorOut(code=code, message=message)
+        )
+
+    def process(self, job: Job) -> str:
+        """Everything for one plate; returns the stored run id. Raises ApplianceError."""
+        app = self.app
+        self._set(job.ticket_id, "running", stage="decode")
+        if not job.force:
+            existing = repo.current_run_for_image(app.store.read(), job.sha256)
+            if existing is not None:
+                return existing
+        image = job.image if job.image is not None else app.decode(job.data)
+        self._set(job.ticket_id, "running", stage="detect")
+        params = app.get_runtime_settings()
+        t_det = time.perf_counter()
+        result = app.read_image(image, params)
+        app.metrics.inference_seconds.observe(time.perf_counter() - t_det)
+
+        self._set(job.ticket_id, "running", stage="store")
+        app.check_disk()
+        run_id = str(uuid.uuid4())
+        plate_id = job.plate_id or plate_id_for(job.sha256)
+        ext = Path(job.filename).suffix or ".jpg"
+        annotated = images.annotate(image, result.wells.values(), result.grid)
+        files = {
+            images.raw_name(ext): job.data,
+            "annotated.jpg": images.encode_jpeg(annotated),
+            "thumbnail.jpg": images.encode_jpeg(
+                images.thumbnail(annotated, app.settings.thumbnail_width)
+            ),
+        }
+        try:
+            run_dir, nbytes = images.write_run_images(app.images_dir, run_id, files)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(message=app.disk_full_message()) from exc
+            raise
+        now = datetime.now(timezone.utc)
+        rec = repo.RunRecord(
+            run_id=run_id,
+            plate_id=plate_id,
+            sample_number=job.req.sample_number,
+            submission_number=job.req.submission_number,
+            description=job.req.description,
+            operator=job.req.operator,
+            source=job.source,
+            filename=job.filename[:255],
+            image_sha256=job.sha256,
+            captured_at=job.captured_at,
+            processed_at=now,
+            supersedes=job.supersedes,
+            model=app.model_info,
+            calibration_id=result.grid.grid_id,
+            dilution=result.dilution.model_dump(mode="json"),
+            timings_ms=result.timings_ms,
+            image_dir=run_dir.name,
+            image_bytes=nbytes,
+        )
+        try:
+            superseded = app.commit_run(rec, result)
+        except BaseException as exc:
+            images.remove_run_dir(run_dir)
+            if is_disk_full(exc):
+                raise DiskFull(message=app.disk_full_message()) from exc
+            raise
+        app.events.publish(
+            "run.created",
+            {"run_id": run_id, "sample_number": rec.sample_number, "plate_id": plate_id},
+        )
+        for old in superseded:
+            app.events.publish(
+                "run.updated", {"run_id": old, "status": "superseded", "superseded_by": run_id}
+            )
+        app.events.publish("sample.updated", {"sample_number": rec.sample_number})
+        self._set(job.ticket_id, "running", stage="export", run_id=run_id)
+        app.export_sample_quietly(rec.sample_number)
+        return run_id
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_request(req: RunRequest) -> RunRequest:
+    """Sanitised copy of the request; a sample number that can't be made safe is refused."""
+    from core.labware import SampleNumberError, safe_sample_number
+    from core.sanitize import clean_sample_number
+
+    try:
+        cleaned = clean_sample_number(req.sample_number)
+        safe_sample_number(cleaned)  # refused here if no safe file name can be made from it
+    except SampleNumberError as exc:
+        raise InvalidInput(
+            code="bad_sample_number", message=f"Check the sample number: {exc}."
+        ) from exc
+    return req.model_copy(update={"sample_number": cleaned})

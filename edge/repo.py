@@ -1,0 +1,288 @@
+"""Writes of the pipeline and the facade, each called inside one `Store.write()` transaction.
+
+A run, its wells, its rows, the superseding of an earlier read of the same plate, the sample's
+pooled summary and the outbox entries are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlite_utils import Database
+
+from core.pooling import PlateRead, SampleSummary, pool_sample
+from core.titre import RowResult
+from edge import outbox
+from edge.store import iso
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    plate_id: str
+    sample_number: str
+    submission_number: str
+    description: str
+    operator: str
+    source: str
+    filename: str
+    image_sha256: str
+    captured_at: datetime
+    processed_at: datetime
+    supersedes: str | None
+    model: dict[str, str]
+    calibration_id: str | None
+    dilution: dict[str, Any]
+    timings_ms: dict[str, float]
+    image_dir: str
+    image_bytes: int
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def current_run_for_image(db: Database, sha256: str) -> str | None:
+    """A stored, not deleted run of exactly these image bytes (idempotent re-submission)."""
+    row = db.execute(
+        "SELECT run_id FROM runs WHERE image_sha256 = ? AND deleted_at IS NULL "
+        "ORDER BY processed_at DESC LIMIT 1",
+        [sha256],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def insert_run(
+    db: Database,
+    rec: RunRecord,
+    *,
+    wells: dict[str, Any],
+    rows: list[RowResult],
+    distribution: dict[str, int],
+    statistics: Any,
+    message_json: str,
+    superseded_events: dict[str, str],
+) -> list[str]:
+    """Insert the run and supersede earlier current reads of the same plate.
+
+    `superseded_events` maps an earlier run_id to the outbox payload announcing it was
+    superseded (built by the caller from `core.wire`). Returns the run ids superseded.
+    """
+    counted = sum(1 for r in rows if r.counted)
+    flagged = sum(1 for w in wells.values() if w.flags or w.state in ("unread", "invalid"))
+    db.execute(
+        "INSERT INTO runs (run_id, plate_id, sample_number, submission_number, description, "
+        "operator, source, filename, image_sha256, captured_at, processed_at, supersedes, "
+        "distribution, statistics, rows_counted, rows_excluded, flagged_wells, model, "
+        "calibration_id, dilution, timings, image_dir, image_bytes) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            rec.run_id,
+            rec.plate_id,
+            rec.sample_number,
+            rec.submission_number,
+            rec.description,
+            rec.operator,
+            rec.source,
+            rec.filename,
+            rec.image_sha256,
+            iso(rec.captured_at),
+            iso(rec.processed_at),
+            rec.supersedes,
+            dumps(distribution),
+            statistics.model_dump_json(),
+            counted,
+            len(rows) - counted,
+            flagged,
+            dumps(rec.model),
+            rec.calibration_id,
+            dumps(rec.dilution),
+            dumps(rec.timings_ms),
+            rec.image_dir,
+            rec.image_bytes,
+        ],
+    )
+    db.conn.executemany(
+        "INSERT INTO wells (run_id, well_id, row, col, state, confidence, class_name, flags, box) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                rec.run_id,
+                w.well_id,
+                w.row,
+                w.col,
+                w.state,
+                w.confidence,
+                w.class_name,
+                dumps(list(w.flags)),
+                dumps(list(w.box)) if w.box is not None else None,
+            )
+            for w in wells.values()
+        ],
+    )
+    db.conn.executemany(
+        "INSERT INTO rows (run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
+        "exclusion_reason, data) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                rec.run_id,
+                r.row,
+                r.label,
+                r.endpoint,
+                r.titre,
+                dumps(list(r.flags)),
+                int(r.counted),
+                r.counted_titre,
+                r.exclusion_reason,
+                r.model_dump_json(),
+            )
+            for r in rows
+        ],
+    )
+    superseded = [
+        row[0]
+        for row in db.execute(
+            "SELECT run_id FROM runs WHERE plate_id = ? AND run_id != ? "
+            "AND superseded_by IS NULL AND deleted_at IS NULL",
+            [rec.plate_id, rec.run_id],
+        ).fetchall()
+    ]
+    for old in superseded:
+        db.execute(
+            "UPDATE runs SET superseded_by = ?, edit = edit + 1 WHERE run_id = ?",
+            [rec.run_id, old],
+        )
+        payload = superseded_events.get(old)
+        if payload is not None:
+            outbox.add(db, run_id=old, kind="superseded", payload=payload)
+    outbox.add(db, run_id=rec.run_id, kind="run", payload=message_json)
+    return superseded
+
+
+def sample_reads(db: Database, sample_number: str) -> list[PlateRead]:
+    runs = db.execute(
+        "SELECT run_id, plate_id, processed_at, superseded_by, deleted_at FROM runs "
+        "WHERE sample_number = ?",
+        [sample_number],
+    ).fetchall()
+    reads = []
+    for run_id, plate_id, processed_at, superseded_by, deleted_at in runs:
+        rows = tuple(
+            RowResult.model_validate_json(r[0])
+            for r in db.execute(
+                "SELECT data FROM rows WHERE run_id = ? ORDER BY row", [run_id]
+            ).fetchall()
+        )
+        reads.append(
+            PlateRead(
+                run_id=UUID(run_id),
+                sample_number=sample_number,
+                plate_id=UUID(plate_id),
+                read_at=datetime.fromisoformat(processed_at),
+                rows=rows,
+                superseded_by=UUID(superseded_by) if superseded_by else None,
+                deleted=deleted_at is not None,
+            )
+        )
+    return reads
+
+
+def recompute_sample(
+    db: Database, sample_number: str, *, n_cols: int, protective_titre: float | None
+) -> SampleSummary:
+    """Pool the sample from its stored reads and mark its CSV as due."""
+    reads = sample_reads(db, sample_number)
+    summary = pool_sample(sample_number, reads, n_cols=n_cols, protective_titre=protective_titre)
+    db.execute(
+        "INSERT INTO samples (sample_number, summary, plates, runs, rows_total, updated_at, "
+        "csv_dirty) VALUES (?,?,?,?,?,?,1) ON CONFLICT(sample_number) DO UPDATE SET "
+        "summary=excluded.summary, plates=excluded.plates, runs=excluded.runs, "
+        "rows_total=excluded.rows_total, updated_at=excluded.updated_at, csv_dirty=1",
+        [
+            sample_number,
+            summary.model_dump_json(),
+            summary.plates,
+            len(reads),
+            summary.rows_total,
+            iso(),
+        ],
+    )
+    return summary
+
+
+def mark_deleted(db: Database, run_id: str, *, actor: str, reason: str, payload: str) -> None:
+    db.execute(
+        "UPDATE runs SET deleted_at = ?, deleted_by = ?, deleted_reason = ?, edit = edit + 1 "
+        "WHERE run_id = ?",
+        [iso(), actor, reason, run_id],
+    )
+    outbox.add(db, run_id=run_id, kind="deleted", payload=payload)
+
+
+def dirty_samples(db: Database) -> list[str]:
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT sample_number FROM samples WHERE csv_dirty = 1 ORDER BY updated_at"
+        ).fetchall()
+    ]
+
+
+def stored_summary(db: Database, sample_number: str) -> SampleSummary | None:
+    row = db.execute(
+        "SELECT summary FROM samples WHERE sample_number = ?", [sample_number]
+    ).fetchone()
+    return SampleSummary.model_validate_json(row[0]) if row else None
+
+
+def record_csv(
+    db: Database,
+    *,
+    sample_number: str,
+    file_name: str,
+    template: str,
+    sha256: str,
+    written_at: datetime,
+    summary_at_write: str,
+) -> None:
+    """Log the file and clear the dirty mark unless the sample changed meanwhile."""
+    db.execute(
+        "INSERT INTO csv_files (sample_number, file_name, template, sha256, written_at) "
+        "VALUES (?,?,?,?,?)",
+        [sample_number, file_name, template, sha256, iso(written_at)],
+    )
+    db.execute(
+        "UPDATE samples SET csv_dirty = 0 WHERE sample_number = ? AND summary = ?",
+        [sample_number, summary_at_write],
+    )
+
+
+def record_failure(
+    db: Database,
+    *,
+    ticket_id: str,
+    source: str,
+    filename: str,
+    sha256: str | None,
+    code: str,
+    reason: str,
+) -> None:
+    db.execute(
+        "INSERT INTO failures (ticket_id, source, filename, image_sha256, code, reason, at) "
+        "VALUES (?,?,?,?,?,?,?)",
+        [ticket_id, source, filename[:255], sha256, code, reason[:1000], iso()],
+    )
+
+
+def audit(db: Database, *, actor: str, action: str, detail: dict[str, Any]) -> None:
+    db.execute(
+        "INSERT INTO audit (at, actor, action, detail) VALUES (?,?,?,?)",
+        [iso(), actor[:128], action[:128], dumps(detail)],
+    )

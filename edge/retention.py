@@ -1,0 +1,119 @@
+"""Retention: free disk by age and by a free-disk floor, touching only runs the cloud has
+acknowledged (every outbox entry of the run delivered).
+
+A superseded or deleted run is removed whole. A current run still counts in its sample's
+pooled summary, so only its images go; its wells and rows stay (a few kB) and the sample's
+numbers never change because of retention.
+
+`select_runs` is the pure keep/delete decision; `run_once` applies it in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from edge import images
+from edge.fsutil import disk_usage
+from edge.store import utcnow
+
+if TYPE_CHECKING:
+    from edge.app import Appliance
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    run_id: str
+    processed_at: datetime
+    image_bytes: int
+    acknowledged: bool  # every outbox entry of the run is delivered
+    current: bool  # counts in its sample (neither superseded nor deleted)
+
+
+def select_runs(
+    runs: list[Candidate],
+    *,
+    now: datetime,
+    max_age: timedelta,
+    free_bytes: int,
+    floor_bytes: int,
+    limit: int,
+) -> list[str]:
+    """Runs to delete, oldest first: every acknowledged run older than `max_age`, then more
+    acknowledged runs (superseded/deleted ones first) until the freed image bytes lift free
+    space back over the floor. An unacknowledged run is never chosen."""
+    acked = sorted(
+        (r for r in runs if r.acknowledged and (r.image_bytes > 0 or not r.current)),
+        key=lambda r: r.processed_at,
+    )
+    chosen = [r for r in acked if now - r.processed_at > max_age]
+    picked = {r.run_id for r in chosen}
+    freed = sum(r.image_bytes for r in chosen)
+    if free_bytes + freed < floor_bytes:
+        for r in sorted(acked, key=lambda r: (r.current, r.processed_at)):
+            if free_bytes + freed >= floor_bytes:
+                break
+            if r.run_id not in picked:
+                chosen.append(r)
+                picked.add(r.run_id)
+                freed += r.image_bytes
+    return [r.run_id for r in chosen][:limit]
+
+
+def candidates(app: Appliance) -> list[Candidate]:
+    rows = (
+        app.store.read()
+        .execute(
+            "SELECT r.run_id, r.processed_at, r.image_bytes, "
+            "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id "
+            "AND o.delivered_at IS NULL), "
+            "r.superseded_by IS NULL AND r.deleted_at IS NULL FROM runs r"
+        )
+        .fetchall()
+    )
+    return [
+        Candidate(r[0], datetime.fromisoformat(r[1]), int(r[2]), bool(r[3]), bool(r[4]))
+        for r in rows
+    ]
+
+
+def run_once(app: Appliance) -> list[str]:
+    cfg = app.settings.retention
+    free, _ = disk_usage(app.settings.data_dir)
+    doomed = select_runs(
+        candidates(app),
+        now=utcnow(),
+        max_age=timedelta(days=cfg.max_age_days),
+        free_bytes=free,
+        floor_bytes=app.floor_bytes,
+        limit=cfg.chunk,
+    )
+    removed: list[str] = []
+    for run_id in doomed:
+        with app.store.write() as db:
+            row = db.execute(
+                "SELECT image_dir, superseded_by IS NULL AND deleted_at IS NULL FROM runs "
+                "WHERE run_id = ?",
+                [run_id],
+            ).fetchone()
+            if row is None:
+                continue
+            if row[1]:
+                db.execute("UPDATE runs SET image_bytes = 0 WHERE run_id = ?", [run_id])
+            else:
+                # wells/rows cascade; delivered outbox entries have served their purpose.
+                db.execute(
+                    "DELETE FROM outbox WHERE run_id = ? AND delivered_at IS NOT NULL", [run_id]
+                )
+                db.execute("UPDATE runs SET supersedes = NULL WHERE supersedes = ?", [run_id])
+                db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+        images.remove_run_dir(app.images_dir / row[0])
+        app.metrics.retention_deleted_total.inc()
+        removed.append(run_id)
+    if removed:
+        logger.info("retention removed %d acknowledged run(s)", len(removed))
+    return removed

@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import make_engine, make_sessionmaker, session_scope
@@ -260,10 +260,14 @@ class IngestWorker:
                 refused = [o for o in outcomes if isinstance(o, Refused)]
                 refused_all = self._commit(accepted, refused)
                 break
-            except (OperationalError, InterfaceError) as exc:
+            except DBAPIError as exc:
+                # The database is away or failing as a whole: hold the batch, never blame it.
                 self.stats.db_retries += 1
-                self.stats.last_error = f"database unavailable: {type(exc.orig).__name__}"
-                logger.warning("ingest: database unavailable; retrying in %.1f s", delay)
+                self.stats.last_error = f"database error: {type(exc.orig).__name__}"
+                if isinstance(exc, (OperationalError, InterfaceError)):
+                    logger.warning("ingest: database unavailable; retrying in %.1f s", delay)
+                else:
+                    logger.exception("ingest: database error; retrying in %.1f s", delay)
                 if self._stop.wait(delay):
                     return  # not acked: the broker delivers again to whoever runs next
                 delay = min(self.options.retry_max_s, delay * 2)
@@ -274,7 +278,9 @@ class IngestWorker:
             if item.generation == self._generation:
                 self.client.ack(item.mid, 1)
 
-    def _commit(self, accepted: list[Accepted], refused: list[Refused]) -> list[Refused]:
+    def _commit(
+        self, accepted: list[Accepted], refused: list[Refused], *, again: bool = False
+    ) -> list[Refused]:
         """Write `accepted`, dead-letter `refused`; returns every refusal (incl. the writer's)."""
         try:
             with session_scope(self.sessions) as session:
@@ -282,12 +288,14 @@ class IngestWorker:
                 result = write_batch(session, accepted, now=now) if accepted else None
                 extra = result.refused if result is not None else []
                 self._dead_letter(session, [*refused, *extra], now=now)
-        except (OperationalError, InterfaceError):
-            raise
-        except DBAPIError as exc:
+        except (IntegrityError, DataError) as exc:
+            # Caused by a message's values (or a race with another worker): isolate it.
             if len(accepted) > 1:
                 half = len(accepted) // 2
                 return self._commit(accepted[:half], refused) + self._commit(accepted[half:], [])
+            if accepted and not again and isinstance(exc, IntegrityError):
+                # Another worker may have written the same run a moment ago: look again.
+                return self._commit(accepted, refused, again=True)
             reason = f"database refused the message: {type(exc.orig).__name__}"
             logger.warning(
                 "ingest: %s (%s)", reason, accepted[0].incoming.topic if accepted else ""

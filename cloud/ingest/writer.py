@@ -189,7 +189,8 @@ def _ensure_samples(
     found = session.execute(
         text(
             "SELECT id, site_id, sample_number FROM samples "
-            "WHERE (site_id, sample_number) IN (SELECT * FROM unnest(:sites, :numbers))"
+            "WHERE (site_id, sample_number) IN "
+            "(SELECT * FROM unnest(CAST(:sites AS uuid[]), CAST(:numbers AS text[])))"
         ),
         {"sites": [k[0] for k in keys], "numbers": [k[1] for k in keys]},
     )

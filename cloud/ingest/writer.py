@@ -13,23 +13,43 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from cloud.ingest.copytext import COPY_ESCAPES, line
+from cloud.ingest.pooling import pool_samples
 from cloud.ingest.validate import Accepted, Refused
-from cloud.models import Device, Run, Sample
-from core.pooling import PlateRead, pool_sample
-from core.titre import RowResult
+from cloud.models import Device
 from core.wire import DeviceStatus, RunEvent, RunMessage
 
 logger = logging.getLogger(__name__)
 
+_RUN_COLUMN_LIST = [
+    "run_id",
+    "edit",
+    "site_id",
+    "device_id",
+    "sample_id",
+    "plate_id",
+    "sample_number",
+    "submission_number",
+    "read_at",
+    "n_rows",
+    "n_cols",
+    "status",
+    "superseded_by",
+    "flags",
+    "extra",
+    "image_keys",
+    "received_at",
+]
+_RUN_COLUMNS = ", ".join(_RUN_COLUMN_LIST)
+_RUN_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMN_LIST if c != "run_id")
 _EXTRA_EXCLUDE = {
     "schema_version",
     "kind",
@@ -122,40 +142,101 @@ def _write_runs(
     if replaced:
         session.execute(text("DELETE FROM run_wells WHERE run_id = ANY(:ids)"), {"ids": replaced})
         session.execute(text("DELETE FROM run_rows WHERE run_id = ANY(:ids)"), {"ids": replaced})
-    values = []
+    run_lines = []
     for item, msg in to_write:
         sample_id = sample_ids[(item.device.site_id, msg.sample_number)]
         affected.add(sample_id)
-        values.append(
-            {
-                "run_id": msg.run_id,
-                "edit": msg.edit,
-                "site_id": item.device.site_id,
-                "device_id": item.device.id,
-                "sample_id": sample_id,
-                "plate_id": msg.plate_id,
-                "sample_number": msg.sample_number,
-                "submission_number": msg.submission_number,
-                "read_at": msg.processed_at,
-                "n_rows": len(msg.rows),
-                "n_cols": max(1, len(msg.distribution) - 1),
-                "status": "current",
-                "superseded_by": None,
-                "flags": list(msg.flags),
-                "extra": msg.model_dump(mode="json", exclude=_EXTRA_EXCLUDE),
-                "image_keys": {img.role: img.key for img in msg.images},
-                "received_at": now,
-            }
+        run_lines.append(
+            line(
+                (
+                    msg.run_id,
+                    msg.edit,
+                    item.device.site_id,
+                    item.device.id,
+                    sample_id,
+                    msg.plate_id,
+                    msg.sample_number,
+                    msg.submission_number,
+                    msg.processed_at,
+                    len(msg.rows),
+                    max(1, len(msg.distribution) - 1),
+                    "current",
+                    None,
+                    list(msg.flags),
+                    msg.model_dump(mode="json", exclude=_EXTRA_EXCLUDE),
+                    {img.role: img.key for img in msg.images},
+                    now,
+                )
+            )
         )
-    base = insert(Run).values(values)
-    upsert = base.on_conflict_do_update(
-        index_elements=[Run.run_id],
-        set_={c: base.excluded[c] for c in values[0] if c != "run_id"},
-        where=Run.edit < base.excluded.edit,
-    ).returning(Run.run_id)
-    written = set(session.scalars(upsert))
-    result.runs_written += len(written)
-    _copy_wells_rows(session, [m for _, m in to_write if m.run_id in written])
+    conn = _raw_conn(session)
+    with conn.cursor() as cur:
+        # A staging table per connection; ON COMMIT DELETE ROWS empties it after each batch.
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS ingest_runs_in "
+            "(LIKE runs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY ingest_runs_in ({_RUN_COLUMNS}) FROM STDIN") as copy:
+            copy.write("".join(run_lines))
+        cur.execute(
+            # The column lists are constants of this module, not input.
+            f"INSERT INTO runs ({_RUN_COLUMNS}) SELECT {_RUN_COLUMNS} FROM ingest_runs_in "  # noqa: S608
+            f"ON CONFLICT (run_id) DO UPDATE SET {_RUN_UPDATES} WHERE runs.edit < excluded.edit "
+            "RETURNING run_id"
+        )
+        written = {row[0] for row in cur.fetchall()}
+        result.runs_written += len(written)
+        messages = [m for _, m in to_write if m.run_id in written]
+        well_lines: list[str] = []
+        row_lines: list[str] = []
+        for msg in messages:
+            well_lines.extend(_well_lines(msg))
+            rid = str(msg.run_id)
+            row_lines.extend(
+                line(
+                    (
+                        rid,
+                        r.row,
+                        r.label,
+                        r.endpoint,
+                        r.titre,
+                        list(r.flags),
+                        r.counted,
+                        r.counted_titre,
+                        r.exclusion_reason,
+                    )
+                )
+                for r in msg.rows
+            )
+        with cur.copy(
+            "COPY run_wells (run_id, well_id, row, col, state, confidence, class_name, box, flags)"
+            " FROM STDIN"
+        ) as copy:
+            copy.write("".join(well_lines))
+        with cur.copy(
+            "COPY run_rows (run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
+            "exclusion_reason) FROM STDIN"
+        ) as copy:
+            copy.write("".join(row_lines))
+
+
+def _well_lines(msg: RunMessage) -> list[str]:
+    """COPY lines of a run's wells, specialised: 96 of them per plate is the hot loop.
+
+    Every text value here is a validated literal (well id, state, flags) except the class
+    name, which is escaped; numbers are written with repr (exact round trip).
+    """
+    rid = str(msg.run_id)
+    out = []
+    for well_id, w in msg.wells.items():
+        conf = "\\N" if w.confidence is None else repr(w.confidence)
+        name = "\\N" if w.class_name is None else w.class_name.translate(COPY_ESCAPES)
+        box = "\\N" if w.box is None else "{" + ",".join(map(repr, w.box)) + "}"
+        flags = "{" + ",".join(w.flags) + "}"
+        row = ord(well_id[0]) - 65
+        col = int(well_id[1:]) - 1
+        out.append(f"{rid}\t{well_id}\t{row}\t{col}\t{w.state}\t{conf}\t{name}\t{box}\t{flags}\n")
+    return out
 
 
 def _ensure_samples(
@@ -166,26 +247,23 @@ def _ensure_samples(
         keys[(item.device.site_id, msg.sample_number)] = msg
     # Sorted: concurrent workers take the unique-index locks in one order (no deadlock).
     ordered = sorted(keys.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
-    stmt = insert(Sample).values(
-        [
-            {
-                "id": uuid.uuid4(),
-                "site_id": site_id,
-                "sample_number": number,
-                "submission_number": msg.submission_number,
-                "n_runs": 0,
-                "n_plates": 0,
-                "rows_total": 0,
-                "n_cols": max(1, len(msg.distribution) - 1),
-                "distribution": {},
-                "statistics": {},
-                "flags": [],
-                "updated_at": now,
-            }
-            for (site_id, number), msg in ordered
-        ]
+    session.execute(
+        text(
+            "INSERT INTO samples (id, site_id, sample_number, submission_number, n_runs, "
+            "n_plates, rows_total, n_cols, distribution, statistics, flags, updated_at) "
+            "SELECT gen_random_uuid(), s, n, sub, 0, 0, 0, c, '{}'::jsonb, '{}'::jsonb, "
+            "'{}'::varchar(32)[], :now FROM unnest(CAST(:sites AS uuid[]), "
+            "CAST(:numbers AS text[]), CAST(:subs AS text[]), CAST(:cols AS int[])) "
+            "AS t(s, n, sub, c) ON CONFLICT ON CONSTRAINT uq_samples_site_sample DO NOTHING"
+        ),
+        {
+            "now": now,
+            "sites": [k[0] for k, _ in ordered],
+            "numbers": [k[1] for k, _ in ordered],
+            "subs": [m.submission_number for _, m in ordered],
+            "cols": [max(1, len(m.distribution) - 1) for _, m in ordered],
+        },
     )
-    session.execute(stmt.on_conflict_do_nothing(constraint="uq_samples_site_sample"))
     found = session.execute(
         text(
             "SELECT id, site_id, sample_number FROM samples "
@@ -195,49 +273,6 @@ def _ensure_samples(
         {"sites": [k[0] for k in keys], "numbers": [k[1] for k in keys]},
     )
     return {(row[1], row[2]): row[0] for row in found}
-
-
-def _copy_wells_rows(session: Session, messages: Iterable[RunMessage]) -> None:
-    conn = _raw_conn(session)
-    with conn.cursor() as cur:
-        with cur.copy(
-            "COPY run_wells (run_id, well_id, row, col, state, confidence, class_name, box, flags)"
-            " FROM STDIN"
-        ) as copy:
-            for msg in messages:
-                for well_id, well in msg.wells.items():
-                    copy.write_row(
-                        (
-                            msg.run_id,
-                            well_id,
-                            ord(well_id[0]) - ord("A"),
-                            int(well_id[1:]) - 1,
-                            well.state,
-                            well.confidence,
-                            well.class_name,
-                            list(well.box) if well.box is not None else None,
-                            list(well.flags),
-                        )
-                    )
-        with cur.copy(
-            "COPY run_rows (run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
-            "exclusion_reason) FROM STDIN"
-        ) as copy:
-            for msg in messages:
-                for r in msg.rows:
-                    copy.write_row(
-                        (
-                            msg.run_id,
-                            r.row,
-                            r.label,
-                            r.endpoint,
-                            r.titre,
-                            list(r.flags),
-                            r.counted,
-                            r.counted_titre,
-                            r.exclusion_reason,
-                        )
-                    )
 
 
 def _apply_events(
@@ -299,100 +334,6 @@ def _apply_events(
         held[0] = ev.edit
         affected.add(sample_id)
         result.events_applied += 1
-
-
-def pool_samples(session: Session, sample_ids: set[uuid.UUID], *, now: datetime) -> int:
-    """Recompute the pooled figures of `sample_ids` from their stored runs."""
-    ids = sorted(sample_ids, key=str)
-    meta = {
-        row[0]: (row[1], row[2], row[3])
-        for row in session.execute(
-            text(
-                "SELECT s.id, s.sample_number, s.n_cols, st.protective_titre FROM samples s "
-                "JOIN sites st ON st.id = s.site_id WHERE s.id = ANY(:ids) ORDER BY s.id "
-                "FOR UPDATE OF s"
-            ),
-            {"ids": ids},
-        )
-    }
-    runs_by_sample: dict[uuid.UUID, list[Any]] = {sid: [] for sid in ids}
-    run_rows: dict[uuid.UUID, list[RowResult]] = {}
-    for row in session.execute(
-        text(
-            "SELECT run_id, sample_id, plate_id, read_at, status, superseded_by, n_cols, "
-            "submission_number, flags FROM runs WHERE sample_id = ANY(:ids)"
-        ),
-        {"ids": ids},
-    ):
-        runs_by_sample[row[1]].append(row)
-        run_rows[row[0]] = []
-    for r in session.execute(
-        text(
-            "SELECT rr.run_id, rr.row, rr.label, rr.endpoint, rr.titre, rr.flags, rr.counted, "
-            "rr.counted_titre, rr.exclusion_reason FROM run_rows rr JOIN runs r "
-            "ON r.run_id = rr.run_id WHERE r.sample_id = ANY(:ids) AND r.status = 'current' "
-            "ORDER BY rr.run_id, rr.row"
-        ),
-        {"ids": ids},
-    ):
-        run_rows[r[0]].append(
-            RowResult(
-                row=r[1],
-                label=r[2],
-                endpoint=r[3] or 0,
-                titre=int(r[4]) if r[4] is not None else None,
-                flags=tuple(r[5] or ()),
-                counted=r[6],
-                counted_titre=r[7],
-                exclusion_reason=r[8],
-            )
-        )
-    updates = []
-    for sid in ids:
-        if sid not in meta:
-            continue
-        number, n_cols, protective = meta[sid]
-        runs = runs_by_sample[sid]
-        live = [r for r in runs if r[4] != "deleted"]
-        reads = [
-            PlateRead(
-                run_id=r[0],
-                sample_number=number,
-                plate_id=r[2],
-                read_at=r[3],
-                rows=tuple(run_rows.get(r[0], ())),
-                superseded_by=r[5] if r[4] == "superseded" else None,
-                deleted=r[4] == "deleted",
-            )
-            for r in runs
-        ]
-        cols = max((r[6] for r in live), default=n_cols)
-        summary = pool_sample(number, reads, n_cols=cols, protective_titre=protective)
-        flags = sorted(
-            {f for run_id in summary.run_ids for row in run_rows[run_id] for f in row.flags}
-        )
-        latest = max(live, key=lambda r: r[3], default=None)
-        updates.append(
-            {
-                "id": sid,
-                "n_runs": len(live),
-                "n_plates": summary.plates,
-                "rows_total": summary.rows_total,
-                "n_cols": cols,
-                "distribution": summary.distribution,
-                "statistics": summary.statistics.model_dump(mode="json"),
-                "gmt": summary.statistics.gmt,
-                "flags": flags,
-                "first_read_at": min((r[3] for r in live), default=None),
-                "last_read_at": latest[3] if latest is not None else None,
-                "submission_number": latest[7] if latest is not None else None,
-                "updated_at": now,
-            }
-        )
-    if updates:
-        # ORM bulk UPDATE by primary key: one executemany for the whole batch.
-        session.execute(update(Sample), updates)
-    return len(updates)
 
 
 def _touch_devices(

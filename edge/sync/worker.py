@@ -6,7 +6,7 @@ One thread does the work (`while not stop.wait(...)`-style, woken early by acks,
 1. settle acks: `accepted` -> `outbox.mark_delivered` (one transaction per round),
    `rejected` -> `outbox.mark_rejected` (kept for a person, never sent again);
 2. after a (re)connect, everything unacknowledged goes out again (the cloud is idempotent);
-3. resend entries whose ack is overdue, then fill the window from `outbox.pending`;
+3. resend entries whose ack is overdue, then fill the window (`edge.sync.queue`);
 4. publish the retained status (online, version, model, backlog, oldest age, disk) every
    `status_interval_s` and a `sync.status` event for the UI when something changed.
 """
@@ -36,6 +36,7 @@ from core.wire import (
 )
 from edge import __version__, outbox
 from edge.store import Store, StoreError
+from edge.sync import queue
 from edge.sync.config import ConfigApplier
 from edge.sync.link import MqttLink
 from edge.sync.settings import SyncSettings
@@ -89,6 +90,9 @@ class SyncWorker:
         self.delivered_total = 0
         self.rejected_total = 0
         self.published_total = 0
+        self.resent_total = 0
+        self._with_images: dict[int, str] = {}
+        self._last_event_at = 0.0
         self.link = MqttLink(
             settings,
             client_id=settings.client_id or settings.username or f"{site_id}.{device_id}",
@@ -181,7 +185,7 @@ class SyncWorker:
             ack = self._acks.popleft()
             ids = self.window.acked(str(ack.run_id), ack.edit)
             if not ids:
-                ids = self._entries_for(str(ack.run_id), ack.edit)
+                ids = queue.unsettled_for(self.store, str(ack.run_id), ack.edit)
             if ack.status == "accepted":
                 delivered.extend(ids)
             else:
@@ -190,26 +194,6 @@ class SyncWorker:
                     self.rejected_total += 1
         if delivered:
             self.delivered_total += outbox.mark_delivered(self.store, delivered)
-
-    def _entries_for(self, run_id: str, edit: int) -> list[int]:
-        """Undelivered entries for an ack that is not in the window (sent before a restart)."""
-        rows = (
-            self.store.read()
-            .execute(
-                "SELECT id, payload FROM outbox WHERE run_id = ? AND delivered_at IS NULL "
-                "AND rejected_reason IS NULL",
-                [run_id],
-            )
-            .fetchall()
-        )
-        ids = []
-        for entry_id, payload in rows:
-            try:
-                if int(json.loads(payload).get("edit", 0)) == edit:
-                    ids.append(int(entry_id))
-            except (ValueError, TypeError, AttributeError):
-                continue
-        return ids
 
     def _apply_configs(self) -> None:
         while self._configs:
@@ -223,49 +207,59 @@ class SyncWorker:
         late = self.window.expired(now)
         if not late:
             return
-        by_id = {e.id: e for e in outbox.pending(self.store, limit=self.window.size * 2)}
+        texts = queue.payloads(self.store, [f.entry_id for f in late])
         for flight in late:
-            entry = by_id.get(flight.entry_id)
-            if entry is None:  # delivered or rejected meanwhile
+            text = texts.get(flight.entry_id)
+            if text is None:  # gone (retention): nothing left to send
                 self.window.drop(flight.entry_id)
                 continue
-            outbox.mark_attempt(
-                self.store,
-                entry.id,
-                f"no ack within {self.window.timeout_for(flight.attempts):.0f} s; sent again",
-            )
-            if not self._publish_entry(entry, now):
+            if not self.link.publish(self.topics.runs, text.encode("utf-8")):
                 return
+            self.window.sent(flight.entry_id, flight.run_id, flight.edit, now)
+            self.published_total += 1
+            self.resent_total += 1
+        timeout = self.window.timeout_for(max(f.attempts for f in late) - 1)
+        queue.note_resent(self.store, [f.entry_id for f in late], f"no ack within {timeout:.0f} s")
+        logger.info("%d entries without an ack were sent again", len(late))
 
     def _fill(self, now: float) -> None:
-        if self.window.free <= 0:
+        # Refill in chunks, not one slot per ack: each refill reads the outbox.
+        if self.window.free < max(1, self.window.size // 4) and len(self.window) > 0:
             return
-        pending = outbox.pending(self.store, limit=self.window.size * 2)
+        pending = queue.heads(self.store, limit=self.window.size * 2)
         waiting: set[int] = set()
         if self.uploader is not None:
-            waiting = {e.id for e in pending if e.kind == "run" and not self._images_ready(e)}
-        for entry in self.window.select(pending, skip=waiting):
-            if not self._publish_entry(entry, now):
+            waiting = {h.id for h in pending if h.kind == "run" and not self._images_ready(h)}
+        chosen = self.window.select(pending, skip=waiting)
+        texts = queue.payloads(self.store, [h.id for h in chosen])
+        for head in chosen:
+            text = self._with_images.pop(head.id, None) or texts.get(head.id)
+            if text is None:
+                continue
+            if not self.link.publish(self.topics.runs, text.encode("utf-8")):
+                logger.info(
+                    "publish refused (%s); waiting for the connection", self.link.last_error
+                )
                 return
+            self.window.sent(head.id, head.run_id, head.edit, now)
+            self.published_total += 1
 
-    def _images_ready(self, entry: outbox.OutboxEntry) -> bool:
+    def _images_ready(self, head: queue.Head) -> bool:
+        """True when the run may go: its images are uploaded (refs added) or given up."""
         assert self.uploader is not None
-        if entry.payload.get("images"):
+        if head.id in self._with_images:
             return True
-        refs = self.uploader.refs_for(entry.run_id, entry.created_at)
+        refs = self.uploader.refs_for(head.run_id, head.created_at)
         if refs is None:
             return False
-        entry.payload["images"] = refs
-        return True
-
-    def _publish_entry(self, entry: outbox.OutboxEntry, now: float) -> bool:
-        payload = json.dumps(entry.payload, separators=(",", ":")).encode("utf-8")
-        edit = int(entry.payload.get("edit", 0))
-        if not self.link.publish(self.topics.runs, payload):
-            logger.info("publish refused (%s); waiting for the connection", self.link.last_error)
-            return False
-        self.window.sent(entry.id, entry.run_id, edit, now)
-        self.published_total += 1
+        if refs:
+            text = queue.payloads(self.store, [head.id]).get(head.id)
+            if text is None:
+                return False
+            payload = json.loads(text)
+            if not payload.get("images"):
+                payload["images"] = refs
+            self._with_images[head.id] = json.dumps(payload, separators=(",", ":"))
         return True
 
     # -- status ---------------------------------------------------------------------------
@@ -312,8 +306,10 @@ class SyncWorker:
         }
 
     def _emit_event(self) -> None:
-        if self.events is None:
+        now = time.monotonic()
+        if self.events is None or now - self._last_event_at < 1.0:
             return
+        self._last_event_at = now
         snap = self.snapshot()
         # Age ticks every round: compare without it so the UI is not flooded.
         key = {k: v for k, v in snap.items() if k != "oldest_age_s"}

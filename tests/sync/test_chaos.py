@@ -140,7 +140,7 @@ def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
                 ["-m", "tests.sync.proc_appliance", "--db", str(dbs[f"app{i}"]),
                  "--site", acc.site, "--device", acc.device, "--password", acc.password,
                  "--port", str(broker.port), "--total", str(PER_DEVICE), "--rate", str(RATE),
-                 "--delete-every", str(DELETE_EVERY)],
+                 "--delete-every", str(DELETE_EVERY), "--ack-timeout", "10"],
             )  # fmt: skip
 
         def queued() -> int:

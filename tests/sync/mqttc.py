@@ -92,3 +92,28 @@ class MqttProbe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def publish_many(
+    port: int, username: str, password: str, topic: str, payloads: list[bytes]
+) -> None:
+    """Publish every payload at QoS 1 with a wide window and wait until the broker has them all."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{username}-bulk",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    client.username_pw_set(username, password)
+    client.max_inflight_messages_set(500)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for payload in payloads]
+        for info in infos:
+            info.wait_for_publish(timeout=60)
+            if not info.is_published():
+                raise TimeoutError("the broker did not acknowledge every message")
+    finally:
+        client.disconnect()
+        client.loop_stop()

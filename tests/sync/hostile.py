@@ -3,7 +3,7 @@
 Deterministic (seeded) and unique per index (so each can be traced to its dead letter by
 SHA-256). Families: random bytes, broken JSON, JSON of the wrong shape, deeply nested JSON,
 oversized messages, valid run messages with one field corrupted (bad numbers, NaN, wrong
-well ids, formula-injection sample numbers, control characters, unknown fields, another
+well ids, uncleaned sample numbers, control characters, unknown fields, another
 device's id, a kind that does not belong on `runs`), and truncated run messages.
 """
 
@@ -48,7 +48,7 @@ RUN_MUTATORS: list[Mutator] = [
     _set(["schema_version"], lambda r, i: 2 + i),
     _set(["kind"], lambda r, i: f"runx{i}"),
     _set(["kind"], "ack"),
-    _set(["sample_number"], lambda r, i: f'=HYPERLINK("http://evil/{i}")'),
+    _set(["sample_number"], lambda r, i: f' =HYPERLINK("http://evil/{i}")'),  # not cleaned
     _set(["sample_number"], lambda r, i: f"S-{i}\x00\x07"),
     _set(["sample_number"], lambda r, i: "S" * (65 + i % 100)),
     _set(["operator"], lambda r, i: f"op\r\n{i}"),

@@ -1,7 +1,7 @@
 # The two commands a new user needs: `make demo` and `make test`.
 # Both create the virtual environment they need on a fresh machine.
 PYTHON ?= python3
-PYTHON310 ?= $(shell command -v python3.10 2>/dev/null)
+PYTHON310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
-from starlette.routing import Match
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.api import audit, auth, device_api, devices, ops, sites, users, ws
+from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
 from cloud.db import make_engine, make_sessionmaker
 from cloud.ratelimit import SlidingWindowLimiter
@@ -34,11 +36,45 @@ LATENCY = Histogram(
 
 def _route_name(request: Request) -> str:
     # The route template, not the raw path: ids in paths would explode label cardinality.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def walk_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every concrete route, descending into included routers (the access matrix uses it)."""
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            yield from walk_routes(original.routes)
+        else:
+            yield route
+
+
+class MetricsMiddleware:
+    """Request count and latency per route template (plain ASGI: no per-request task hop)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_code = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+            REQUESTS.labels(scope["method"], route, str(status_code)).inc()
 
 
 def create_app(settings: CloudSettings | None = None, *, listen: bool = True) -> FastAPI:
@@ -64,7 +100,7 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         listener = None
         if listen:
             listener = NotifyListener(libpq_conninfo(settings.database_url), state.broadcaster)
-            listener.start()
+            listener.start(wait=2.0)
         try:
             yield
         finally:
@@ -79,32 +115,21 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         lifespan=lifespan,
     )
     app.state.microplate = state
-    for module in (ops, auth, users, sites, devices, device_api, audit, ws):
+    for module in (ops, auth, users, sites, devices, device_api, results, audit, ws):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = _route_name(request)
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - start)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MetricsMiddleware)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Echo where and what, never the submitted values (they may hold passwords).
-        errors = [
-            {
-                "loc": list(err.get("loc", ())),
-                "msg": err.get("msg", ""),
-                "type": err.get("type", ""),
-            }
-            for err in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+    @app.exception_handler(SQLAlchemyTimeout)
+    @app.exception_handler(OperationalError)
+    async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+        # Pool exhausted or database unreachable: the client can retry, it is not a bug.
+        logger.warning("database unavailable on %s: %s", _route_name(request), type(exc).__name__)
+        return JSONResponse(
+            {"detail": "The service is busy or its database is unavailable; retry shortly."},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

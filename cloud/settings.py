@@ -124,9 +124,22 @@ def load_settings(**overrides: Any) -> CloudSettings:
     if unknown:
         # pydantic-settings ignores unknown variables; a typo must not silently keep a default.
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
-    secrets_dir = os.environ.get("MICROPLATE_CLOUD_SECRETS_DIR") or os.environ.get(
+    secrets_dir = os.environ.get(f"{ENV_PREFIX}SECRETS_DIR") or os.environ.get(
         "CREDENTIALS_DIRECTORY"
     )
+    values: dict[str, Any] = {}
     if secrets_dir:
-        return CloudSettings(_secrets_dir=secrets_dir, **overrides)
-    return CloudSettings(**overrides)
+        values.update(_read_secret_files(Path(secrets_dir)))
+    values.update(overrides)
+    return CloudSettings(**values)
+
+
+def _read_secret_files(folder: Path) -> dict[str, str]:
+    """Fields named by files in `folder`, unless the environment sets them (env wins)."""
+    found: dict[str, str] = {}
+    for name in CloudSettings.model_fields:
+        path = folder / name
+        if f"{ENV_PREFIX}{name.upper()}" in os.environ or not path.is_file():
+            continue
+        found[name] = path.read_text(encoding="utf-8").strip()
+    return found

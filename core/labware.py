@@ -22,12 +22,14 @@ is written as an empty ENTRY.
   ``str(round(x, 8))`` for CV. Worked example: GMT ``5.8``, MEAN ``1.25``, SD ``2.01``,
   CV ``1.60416126``.
 
+The legacy count rows come from the sample's distribution, i.e. counted rows only: a row we
+exclude (``unread``) is not in them, where the reference counted any row with a flowing well.
 Flaws of the legacy template, kept on purpose for LIMS set up for it: rows with no flowing well
 never appear (the GMT is biased upwards), flagged and excluded rows are invisible, the four
-figures are not the statistics their names claim, and the legacy divisor stays the column
-count. Where the reference would divide by zero (no counted row ends in a column ≥ 1) we write
-an empty ENTRY for GMT and CV; MEAN and SD are then ``0.0``. On a 384-well plate the count rows
-run 1..24 and MEAN/SD use 24 bins (the reference only knew 96-well plates).
+figures are not the statistics their names claim, and MEAN divides by the number of columns
+whatever the number of rows. Where the reference would divide by zero (no counted row ends in
+a column ≥ 1) we write an empty ENTRY for GMT and CV; MEAN and SD are then ``0.0``. On a
+384-well plate the count rows run 1..24 and MEAN/SD use 24 bins (the reference knew only 96).
 
 Every text field (sample number, test number, names) goes through :func:`neutralise`: a field
 starting with ``=``, ``+``, ``-``, ``@``, tab or CR (or their full-width forms) is prefixed with

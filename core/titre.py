@@ -31,7 +31,7 @@ import logging
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.plate import PLATE_96, PlateFormat
 from core.wells import WellCall, WellState
@@ -98,6 +98,21 @@ class RowResult(BaseModel):
     counted: bool
     counted_titre: float | None = Field(default=None, gt=0)
     exclusion_reason: RowFlag | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RowResult:
+        # A row that travels (wire, database) must not say two different things.
+        if len(set(self.flags)) != len(self.flags):
+            raise ValueError("flags: a flag is repeated")
+        if (self.endpoint == 0) != (self.titre is None):
+            raise ValueError("titre: must be empty exactly when the endpoint is 0")
+        if self.counted != (self.exclusion_reason is None):
+            raise ValueError("exclusion_reason: required exactly when the row is not counted")
+        if self.counted != (self.counted_titre is not None):
+            raise ValueError("counted_titre: required exactly when the row is counted")
+        if self.exclusion_reason is not None and self.exclusion_reason not in self.flags:
+            raise ValueError("exclusion_reason: must be one of the row's flags")
+        return self
 
 
 def titre_for(endpoint: int, dilution: DilutionSettings, fmt: PlateFormat = PLATE_96) -> int | None:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.calibration import CalibrationGrid
 from core.detection import Detection
@@ -52,6 +52,19 @@ class ClassMap(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     names: dict[str, DetectedState] = Field(default_factory=lambda: dict(_DEFAULT_NAMES))
+
+    @field_validator("names")
+    @classmethod
+    def _no_conflicts(cls, value: dict[str, DetectedState]) -> dict[str, DetectedState]:
+        seen: dict[str, DetectedState] = {}
+        for key, state in value.items():
+            folded = key.casefold().strip()
+            if not folded:
+                raise ValueError("a class name in the class map is empty")
+            if seen.get(folded, state) != state:
+                raise ValueError(f"class {key!r} maps to both {seen[folded]!r} and {state!r}")
+            seen[folded] = state
+        return value
 
     @classmethod
     def default(cls) -> ClassMap:
@@ -120,7 +133,11 @@ def call_wells(
     class_map: ClassMap | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> dict[str, WellCall]:
-    """Call every well of the grid's plate; the dict is in plate order (A1, A2, ..)."""
+    """Call every well of the grid's plate; the dict is in plate order (A1, A2, ..).
+
+    ``grid`` must be in the pixels of the frame the detections come from: use
+    ``grid.scaled(frame_width, frame_height)`` first when they differ.
+    """
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence = {min_confidence!r} must be between 0 and 1")
     cmap = class_map if class_map is not None else ClassMap.default()

@@ -288,7 +288,8 @@ def parse_message(data: bytes) -> RunMessage | RunEvent | DeviceStatus | Ack | D
     if len(raw) > MAX_MESSAGE_BYTES:
         raise WireError(f"message: {len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return _ADAPTER.validate_json(raw)
+        # strict: JSON true is not an edit counter, "5" is not a number.
+        return _ADAPTER.validate_json(raw, strict=True)
     except ValidationError as exc:
         raise WireError(_describe(exc)) from None
     except (ValueError, TypeError, KeyError, IndexError, RecursionError, OverflowError) as exc:

@@ -10,7 +10,10 @@ from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
 
 def to_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
 
 
 def _printable(value: str) -> str:

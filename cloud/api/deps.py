@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -26,7 +26,8 @@ _device_bearer = HTTPBearer(
 )
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies without I/O are `async def`: a plain `def` would cost a threadpool hop each.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.microplate
     return state
 
@@ -34,17 +35,25 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> CloudSettings:
+async def get_settings(state: StateDep) -> CloudSettings:
     return state.settings
 
 
 SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    """A session per request; routes commit explicitly, anything uncommitted rolls back."""
-    with state.sessions() as session:
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    """A session per request; routes commit explicitly, anything uncommitted rolls back.
+
+    Async on purpose: a sync generator would need a threadpool slot to close the session,
+    and under load every slot can be taken by requests waiting for a pooled connection that
+    only such a close would give back (a deadlock). Closing here never waits for a thread.
+    """
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -94,13 +103,13 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_manager(user: CurrentUser) -> User:
+async def get_manager(user: CurrentUser) -> User:
     if user.role not in (Role.admin, Role.manager):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This needs the manager or admin role")
     return user
 
 
-def get_admin(user: CurrentUser) -> User:
+async def get_admin(user: CurrentUser) -> User:
     if user.role != Role.admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This needs the admin role")
     return user
@@ -110,7 +119,7 @@ ManagerUser = Annotated[User, Depends(get_manager)]
 AdminUser = Annotated[User, Depends(get_admin)]
 
 
-def get_scope(user: CurrentUser) -> Scope:
+async def get_scope(user: CurrentUser) -> Scope:
     return Scope.for_user(user)
 
 

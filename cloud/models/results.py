@@ -48,7 +48,8 @@ class Sample(Base):
     rows_total: Mapped[int] = mapped_column(Integer, default=0)
     n_cols: Mapped[int] = mapped_column(SmallInteger, default=12)
     distribution: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
-    statistics: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # core.pooling.SampleSummary as JSON: what the CSV export and the detail page render.
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     gmt: Mapped[float | None] = mapped_column(Float, nullable=True)
     flags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
     first_read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -99,6 +100,7 @@ class RunWell(Base):
     class_name: Mapped[str | None] = mapped_column(String(32), nullable=True)
     box: Mapped[list[float] | None] = mapped_column(ARRAY(Float), nullable=True)
     flags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
+    n_detections: Mapped[int] = mapped_column(SmallInteger, default=0)
 
 
 class RunRow(Base):
@@ -109,8 +111,8 @@ class RunRow(Base):
     )
     row: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     label: Mapped[str] = mapped_column(String(4))
-    endpoint: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
-    titre: Mapped[float | None] = mapped_column(Float, nullable=True)
+    endpoint: Mapped[int] = mapped_column(SmallInteger)
+    titre: Mapped[int | None] = mapped_column(Integer, nullable=True)
     flags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
     counted: Mapped[bool] = mapped_column(default=True)
     counted_titre: Mapped[float | None] = mapped_column(Float, nullable=True)

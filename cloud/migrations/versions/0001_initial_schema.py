@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 08:38:42.167515
+Create Date: 2026-11-26 08:45:36.820241
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def upgrade() -> None:
         sa.Column("rows_total", sa.Integer(), nullable=False),
         sa.Column("n_cols", sa.SmallInteger(), nullable=False),
         sa.Column("distribution", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("statistics", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("summary", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("gmt", sa.Float(), nullable=True),
         sa.Column("flags", postgresql.ARRAY(sa.String(length=32)), nullable=False),
         sa.Column("first_read_at", sa.DateTime(timezone=True), nullable=True),
@@ -226,8 +226,8 @@ def upgrade() -> None:
         sa.Column("run_id", sa.UUID(), nullable=False),
         sa.Column("row", sa.SmallInteger(), nullable=False),
         sa.Column("label", sa.String(length=4), nullable=False),
-        sa.Column("endpoint", sa.SmallInteger(), nullable=True),
-        sa.Column("titre", sa.Float(), nullable=True),
+        sa.Column("endpoint", sa.SmallInteger(), nullable=False),
+        sa.Column("titre", sa.Integer(), nullable=True),
         sa.Column("flags", postgresql.ARRAY(sa.String(length=32)), nullable=False),
         sa.Column("counted", sa.Boolean(), nullable=False),
         sa.Column("counted_titre", sa.Float(), nullable=True),
@@ -248,6 +248,7 @@ def upgrade() -> None:
         sa.Column("class_name", sa.String(length=32), nullable=True),
         sa.Column("box", postgresql.ARRAY(sa.Float()), nullable=True),
         sa.Column("flags", postgresql.ARRAY(sa.String(length=32)), nullable=False),
+        sa.Column("n_detections", sa.SmallInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.run_id"], name=op.f("fk_run_wells_run_id_runs"), ondelete="CASCADE"
         ),

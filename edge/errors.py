@@ -63,6 +63,13 @@ class Conflict(ApplianceError):
     default_code = "conflict"
 
 
+class NotReady(ApplianceError):
+    """The appliance is starting or stopping (HTTP 503)."""
+
+    http_status = 503
+    default_code = "not_ready"
+
+
 class ConfigError(ApplianceError):
     """The settings are invalid; the message names the bad key."""
 

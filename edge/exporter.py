@@ -42,7 +42,7 @@ class Exporter:
             written = write_sample_csv(
                 self.app.share_dir, summary, template=template, when=datetime.now(timezone.utc)
             )
-            with self.app.store.write() as wdb:
+            with self.app.store.write(durable=False) as wdb:
                 repo.record_csv(
                     wdb,
                     sample_number=sample_number,

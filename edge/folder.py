@@ -68,7 +68,10 @@ class FolderWatcher:
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                wake.set()
+                # Only changes wake the scanner: our own reads raise opened/closed_no_write
+                # events, and waking on those would spin.
+                if event.event_type in ("created", "modified", "moved", "closed"):
+                    wake.set()
 
         observer = Observer()
         observer.schedule(_Handler(), str(self.inbox), recursive=False)
@@ -130,6 +133,8 @@ class FolderWatcher:
                     continue
             elif now - seen[2] < self.settings.stable_s:
                 continue
+            if self.app.pipeline.queue.full():
+                break  # busy: leave the rest in the inbox for the next round
             if self._submit(path):
                 submitted += 1
             else:
@@ -163,7 +168,7 @@ class FolderWatcher:
         except (Busy, DiskFull) as exc:
             with self._lock:
                 self._inflight.discard(path)
-            logger.info("inbox file %s waits: %s", path.name, exc.message)
+            logger.debug("inbox file %s waits: %s", path.name, exc.message)
             return False
         except ApplianceError as exc:
             self._move(path, self.failed, reason=exc.message)

@@ -32,23 +32,39 @@ def raw_name(ext: str) -> str:
     return f"raw.{ext if ext in ('jpg', 'jpeg', 'png', 'bmp', 'tif', 'tiff') else 'bin'}"
 
 
-def annotate(image: np.ndarray, wells: Iterable[Any], grid: Any | None) -> np.ndarray:
-    """Draw the grid, each well's box and label on a copy of the frame."""
-    out = image.copy()
-    scale = max(out.shape[:2]) / 1200.0
-    thick = max(1, round(2 * scale))
+def annotate(
+    image: np.ndarray,
+    wells: Iterable[Any],
+    grid: Any | None,
+    scale: float = 1.0,
+    max_width: int | None = None,
+) -> np.ndarray:
+    """Draw the grid, each well's box and label on a copy of the frame, at most `max_width`
+    wide (a display image: drawing and encoding a 12 MP frame would cost more than inference).
+    Coordinates are in full-size pixels; `scale` maps them onto the given frame."""
+    h0, w0 = image.shape[:2]
+    if max_width and w0 > max_width:
+        ratio = max_width / w0
+        out = cv2.resize(
+            image, (max_width, max(1, round(h0 * ratio))), interpolation=cv2.INTER_LINEAR
+        )
+        scale *= ratio
+    else:
+        out = image.copy()
+    ui = max(out.shape[:2]) / 1200.0  # line and text size follow the drawn image's size
+    thick = max(1, round(2 * ui))
     if grid is not None:
         h, w = out.shape[:2]
         for x in grid.columns:
-            cv2.line(out, (round(x), 0), (round(x), h - 1), (200, 200, 200), 1)
+            cv2.line(out, (round(x * scale), 0), (round(x * scale), h - 1), (200, 200, 200), 1)
         for y in grid.rows:
-            cv2.line(out, (0, round(y)), (w - 1, round(y)), (200, 200, 200), 1)
+            cv2.line(out, (0, round(y * scale)), (w - 1, round(y * scale)), (200, 200, 200), 1)
     for well in wells:
         state = str(getattr(well, "state", "unread"))
         colour = _COLOURS.get(state, (255, 255, 255))
         box = getattr(well, "box", None)
         if box is not None:
-            x1, y1, x2, y2 = _box_coords(box)
+            x1, y1, x2, y2 = (v * scale for v in _box_coords(box))
             cv2.rectangle(out, (round(x1), round(y1)), (round(x2), round(y2)), colour, thick)
             label = f"{well.well_id} {state[:4]}"
             if getattr(well, "flags", None):
@@ -58,7 +74,7 @@ def annotate(image: np.ndarray, wells: Iterable[Any], grid: Any | None) -> np.nd
                 label,
                 (round(x1), max(10, round(y1) - 3)),
                 cv2.FONT_HERSHEY_SIMPLEX,
-                0.4 * scale,
+                0.4 * ui,
                 colour,
                 max(1, thick // 2),
                 cv2.LINE_AA,

@@ -29,6 +29,10 @@ class OutboxEntry(BaseModel):
     attempts: int
     last_error: str | None = None
 
+    def payload_bytes(self) -> bytes:
+        """The message as it goes on the wire (what `core.wire.parse_message` takes)."""
+        return json.dumps(self.payload, separators=(",", ":")).encode("utf-8")
+
 
 def add(db: Database, *, run_id: str, kind: str, payload: str) -> int:
     """Queue one message; call inside `Store.write()` with the change it describes."""

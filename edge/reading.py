@@ -1,7 +1,10 @@
-"""Turns one decoded plate image into well calls, rows, distribution and statistics.
+"""One plate image -> well calls, rows, distribution and statistics, via `edge.detect`.
 
-The only place the pipeline touches the detector and the `core` maths, so the runtime settings a
-supervisor changes (dilution, threshold, protective titre) apply to the very next plate.
+A thin layer over `edge.detect.reader.PlateReader`: a reader is built per plate from the
+runtime settings a supervisor may change (dilution, threshold, protective titre) and the current
+calibration, so a change applies to the very next plate. Large JPEGs are decoded at a reduced
+size (libjpeg IDCT scaling) when the model input is much smaller; the reading still reports
+full-size pixels, and `PlateResult.scale` says how to draw on the reduced frame.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from core.calibration import CalibrationGrid
-from core.plate import PLATE_96, PlateFormat
-from core.stats import Statistics, compute_statistics, distribution
-from core.titre import CountingPolicy, DilutionSettings, RowResult, row_results
-from core.wells import ClassMap, WellCall, call_wells
+from core.plate import PlateFormat
+from core.stats import Statistics
+from core.titre import DilutionSettings, RowResult
+from core.wells import WellCall
+from edge.errors import InvalidInput
 from edge.schemas import RuntimeSettings
 
 logger = logging.getLogger(__name__)
@@ -33,7 +37,10 @@ class PlateResult:
     grid: CalibrationGrid
     fmt: PlateFormat
     dilution: DilutionSettings
+    image: np.ndarray  # the decoded frame (possibly reduced), for the annotated image
+    scale: float = 1.0  # frame pixels per full-size pixel
     min_confidence: float = 0.0
+    model: dict[str, str] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -45,25 +52,28 @@ def dilution_of(params: RuntimeSettings) -> DilutionSettings:
     )
 
 
-def grid_for(image: np.ndarray, grid: CalibrationGrid | None) -> CalibrationGrid:
-    h, w = image.shape[:2]
-    if grid is None:
-        return CalibrationGrid.uniform(w, h, PLATE_96)
-    if (grid.image_width, grid.image_height) != (w, h):
-        return grid.scaled(w, h)
-    return grid
+def decode(detector: Any, data: bytes) -> tuple[np.ndarray, int, tuple[int, int] | None, float]:
+    """(frame, reduction factor, full (w, h) or None, decode ms); a bad file -> InvalidInput."""
+    from edge.detect.errors import ImageDecodeError
+    from edge.detect.imageio import decode_image, header_size, image_format, reduction_for
 
-
-def detect(detector: Any, image: np.ndarray) -> tuple[list[Any], dict[str, float]]:
-    """Run the detector; accepts `edge.detect`'s DetectionResult or a plain list."""
     t0 = time.perf_counter()
-    result = detector.detect(image)
-    infer_ms = (time.perf_counter() - t0) * 1000.0
-    detections = getattr(result, "detections", result)
-    timings = dict(getattr(result, "timings", None) or getattr(result, "timings_ms", None) or {})
-    timings = {str(k): float(v) for k, v in timings.items()}
-    timings.setdefault("detect", infer_ms)
-    return list(detections), timings
+    spec = detector.model.input
+    try:
+        # The fake backend's scripted boxes are in the pixels of the frame it is given, so it
+        # must see the full frame; real models see a letterboxed tensor either way.
+        fake = getattr(detector, "backend", "") == "fake"
+        factor = 1 if fake else reduction_for(data, spec.height, spec.width)
+        image = decode_image(data, reduce=factor)
+    except ImageDecodeError as exc:
+        raise InvalidInput(code="bad_image", message=f"The image cannot be read: {exc}") from exc
+    full: tuple[int, int] | None = None
+    if factor != 1:
+        fmt = image_format(data)
+        size = header_size(data, fmt) if fmt else None
+        h, w = image.shape[:2]
+        full = size if size and -(-size[0] // factor) == w else (w * factor, h * factor)
+    return image, factor, full, (time.perf_counter() - t0) * 1000.0
 
 
 def read_plate(
@@ -72,43 +82,45 @@ def read_plate(
     *,
     grid: CalibrationGrid | None,
     params: RuntimeSettings,
-    class_map: ClassMap | None = None,
+    reduced_by: int = 1,
+    full_size: tuple[int, int] | None = None,
+    decode_ms: float = 0.0,
 ) -> PlateResult:
-    detections, timings = detect(detector, image)
-    t0 = time.perf_counter()
-    g = grid_for(image, grid)
-    fmt = g.plate_format
-    wells = call_wells(
-        detections, g, class_map=class_map or ClassMap(), min_confidence=params.min_confidence
-    )
+    from edge.detect.reader import PlateReader
+
     dil = dilution_of(params)
-    rows = row_results(wells, fmt, dilution=dil, policy=CountingPolicy())
-    stats = compute_statistics(rows, protective_titre=params.protective_titre)
-    dist = distribution(rows, fmt.cols)
-    timings["wells"] = (time.perf_counter() - t0) * 1000.0
-    return PlateResult(
-        wells=wells,
-        rows=rows,
-        statistics=stats,
-        distribution=dist,
-        detections=detections,
-        grid=g,
-        fmt=fmt,
-        dilution=dil,
+    reader = PlateReader(
+        detector,
+        grid=grid,
         min_confidence=params.min_confidence,
-        timings_ms=timings,
+        dilution=dil,
+        protective_titre=params.protective_titre,
     )
+    reading = reader.read(image, decode_ms=decode_ms, reduced_by=reduced_by, full_size=full_size)
+    return PlateResult(
+        wells=reading.wells,
+        rows=reading.rows,
+        statistics=reading.statistics,
+        distribution=reading.distribution,
+        detections=reading.detections,
+        grid=reading.grid,
+        fmt=reading.grid.plate_format,
+        dilution=dil,
+        image=image,
+        scale=image.shape[1] / reading.image_width,
+        min_confidence=params.min_confidence,
+        model={**reading.model, "backend": reading.backend},
+        timings_ms=dict(reading.timings_ms),
+    )
+
+
+def detect(detector: Any, image: np.ndarray) -> tuple[list[Any], dict[str, float]]:
+    result = detector.detect(image)
+    return list(result.detections), dict(result.timings_ms)
 
 
 def model_info(detector: Any) -> dict[str, str]:
-    """Name/version/sha256/backend of the loaded model, as far as the detector tells."""
-    info: dict[str, str] = {}
-    for source in (detector, getattr(detector, "model", None), getattr(detector, "manifest", None)):
-        if source is None:
-            continue
-        for key in ("name", "version", "sha256", "backend"):
-            value = getattr(source, key, None)
-            if isinstance(value, str) and key not in info:
-                info[key] = value
-    info.setdefault("backend", type(detector).__name__)
+    """Name/version/sha256/backend of the loaded model."""
+    info = dict(detector.model.info()) if hasattr(detector.model, "info") else {}
+    info["backend"] = str(getattr(detector, "backend", type(detector).__name__))
     return info

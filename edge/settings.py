@@ -156,6 +156,7 @@ class EdgeSettings(BaseSettings):
     preview_max_fps: float = Field(default=2.0, gt=0.0, le=30.0)
     preview_width: int = Field(default=640, ge=64, le=4096)
     thumbnail_width: int = Field(default=320, ge=32, le=2048)
+    annotated_max_width: int = Field(default=1280, ge=256, le=8192)
 
     @field_validator("detector")
     @classmethod
@@ -167,12 +168,17 @@ class EdgeSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_paths(self) -> EdgeSettings:
         share = _resolved(self.share_dir)
-        for name, path in (("db_path", self.resolved_db_path), ("data_dir", self.data_dir)):
+        for name, path in (
+            ("db_path", self.resolved_db_path),
+            ("data_dir", self.data_dir),
+            ("images_dir", self.resolved_images_dir),
+            ("backup_dir", self.resolved_backup_dir),
+        ):
             p = _resolved(path)
             if p == share or share in p.parents:
                 raise ValueError(
                     f"{name} ({path}) lies inside share_dir ({self.share_dir}): the database "
-                    "must never sit on the LIMS share. Choose a local directory."
+                    "and images must never sit on the LIMS share. Choose a local directory."
                 )
         return self
 

@@ -54,7 +54,9 @@ def target_path(share_dir: Path, sample_number: str, when: datetime) -> Path:
 def write_sample_csv(share_dir: Path, summary: Any, *, template: str, when: datetime) -> WrittenCsv:
     sample_number = str(summary.sample_number)
     data = render(summary, template)
-    share_dir.mkdir(parents=True, exist_ok=True)
+    if not share_dir.is_dir():
+        # Never create it here: an unmounted share would silently fill the local mount point.
+        raise ShareError(f"the LabWare share {share_dir} is not available (not mounted?)")
     final = target_path(share_dir, sample_number, when)
     if final.exists():
         # Two changes in the same timestamp tick: never overwrite a file a poller may be reading.

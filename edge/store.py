@@ -272,18 +272,29 @@ class Store:
         return self._writer
 
     @contextmanager
-    def write(self) -> Iterator[Database]:
-        """The single writer: one lock, one IMMEDIATE transaction, committed or rolled back."""
+    def write(self, durable: bool = True) -> Iterator[Database]:
+        """The single writer: one lock, one IMMEDIATE transaction, committed or rolled back.
+
+        `durable=False` skips the fsync at commit (WAL with synchronous=NORMAL): still atomic
+        and safe against a crash of the process, but a power cut may undo it. Only for records
+        that are re-created when lost (the CSV log: a lost entry means the CSV is written again).
+        """
         with self._write_lock:
             db = self._db()
-            db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                db.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield db
-            except BaseException:
-                if db.conn.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.conn.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if not durable:
+                    db.execute("PRAGMA synchronous = FULL")
 
     def read(self) -> Database:
         """A per-thread read connection (sees every committed write: WAL snapshot per query)."""

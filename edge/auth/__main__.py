@@ -1,0 +1,5 @@
+import sys
+
+from edge.auth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""Detector settings: one pydantic model per backend, a discriminated union on `type`.
+
+The edge settings embed `DetectorSettings` (e.g. `MICROPLATE_EDGE_DETECTOR__TYPE=tensorrt`).
+Adding a backend means one settings class here, one backend file and one registry line in
+`edge.detect.base`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The shipped model lives beside the `edge` package in the repository and in an installed wheel.
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "hi-plate"
+
+WELL_STATES = ("flowing", "agglutinated", "invalid")
+
+
+class _CommonDetectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path = Field(
+        default=SHIPPED_MODEL_DIR,
+        description="Directory holding model.onnx and manifest.json (or a user's own ONNX export).",
+    )
+    class_map: dict[str, Literal["flowing", "agglutinated", "invalid"]] = Field(
+        default_factory=dict,
+        description="Model class name -> well state, for names the defaults do not know.",
+    )
+    min_confidence: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="Detections below this score are discarded."
+    )
+    iou_threshold: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Class-aware NMS overlap threshold."
+    )
+    max_detections: int = Field(
+        default=1000, ge=1, le=100_000, description="Most detections kept per image."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=256, description="CPU threads for the runtime (None: its default)."
+    )
+
+    @field_validator("class_map")
+    @classmethod
+    def _names_not_blank(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("class_map has an empty class name")
+        return value
+
+
+class OnnxDetectorSettings(_CommonDetectorSettings):
+    """ONNX Runtime: CPU everywhere, the CUDA provider when the installed build has it."""
+
+    type: Literal["onnx"] = "onnx"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when ONNX Runtime offers it, else CPU."
+    )
+
+
+class TensorRTDetectorSettings(_CommonDetectorSettings):
+    """TensorRT 10 with pycuda (Jetson). The engine is built on the device and cached."""
+
+    type: Literal["tensorrt"] = "tensorrt"
+    engine_cache_dir: Path = Field(
+        default=Path("/var/lib/microplate/engines"),
+        description="Where built engines are kept, keyed by TensorRT, GPU, precision and model.",
+    )
+    precision: Literal["fp16", "int8"] = "fp16"
+    calibration_images: Path | None = Field(
+        default=None, description="Folder of plate images used to calibrate an INT8 engine."
+    )
+    workspace_mb: int = Field(default=1024, ge=64, le=65536)
+    build_if_missing: bool = Field(
+        default=True, description="Build the engine at start-up when the cache has none."
+    )
+    fallback: Literal["none", "onnx"] = Field(
+        default="none",
+        description="onnx: start ONNX Runtime (with a warning) when TensorRT cannot start.",
+    )
+
+
+class FakeBox(BaseModel):
+    """One scripted detection, in pixels of the frame handed to `detect()`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_name: str
+    confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+
+
+def _one_empty_frame() -> list[list[FakeBox]]:
+    return [[]]
+
+
+class FakeDetectorSettings(_CommonDetectorSettings):
+    """Scripted detections for tests and demos without a model: frame i gets frames[i % n]."""
+
+    type: Literal["fake"] = "fake"
+    classes: list[str] = Field(default_factory=lambda: list(WELL_STATES), min_length=1)
+    frames: list[list[FakeBox]] = Field(default_factory=_one_empty_frame, min_length=1)
+    input_size: int = Field(default=512, ge=32, le=4096)
+
+
+DetectorSettings = Annotated[
+    Union[OnnxDetectorSettings, TensorRTDetectorSettings, FakeDetectorSettings],  # noqa: UP007
+    Field(discriminator="type"),
+]

@@ -1,0 +1,366 @@
+"""Plate operations of the `Appliance` facade: capture, upload, wait, re-read, delete, lists,
+images, and the hooks the pipeline calls (read a frame, commit a run, export a CSV).
+
+A mixin only to keep `edge.app` readable; it uses the appliance's store, pipeline, exporter,
+source, detector, settings and calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from edge import images, queries, repo
+from edge.errors import ApplianceError, InvalidInput, NotFound
+from edge.pipeline import Job, check_request, sha256_of
+from edge.reading import PlateResult, read_plate
+from edge.reading import decode as decode_frame
+from edge.schemas import (
+    Page,
+    RunDetail,
+    RunRequest,
+    RunSummary,
+    SampleDetail,
+    SampleSummaryOut,
+    Ticket,
+    TicketState,
+)
+
+if TYPE_CHECKING:
+    from core.calibration import CalibrationGrid
+    from edge.capture import CaptureSource
+    from edge.events import EventBus
+    from edge.exporter import Exporter
+    from edge.pipeline import Pipeline
+    from edge.schemas import RuntimeSettings
+    from edge.settings import EdgeSettings
+    from edge.spool import Spool
+    from edge.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def _bounded(limit: int) -> int:
+    return max(1, min(int(limit), 500))
+
+
+class PlateOps:
+    settings: EdgeSettings
+    store: Store
+    events: EventBus
+    pipeline: Pipeline
+    exporter: Exporter
+    source: CaptureSource
+    detector: Any | None
+    detector_error: str
+    images_dir: Path
+    spool: Spool
+    _grid: CalibrationGrid | None
+
+    if TYPE_CHECKING:  # provided by Appliance
+
+        def _require_started(self) -> None: ...
+        def check_disk(self) -> None: ...
+        def disk_full_message(self) -> str: ...
+        def get_runtime_settings(self) -> RuntimeSettings: ...
+        def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None: ...
+
+    # -- plates ---------------------------------------------------------------------------
+    def capture(self, req: RunRequest) -> Ticket:
+        self._require_started()
+        req = check_request(req)
+        self.check_disk()
+        frame = self.source.grab()
+        return self._submit_spooled(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=frame.data,
+                filename=frame.filename,
+                source=frame.source,
+                sha256=sha256_of(frame.data),
+                captured_at=frame.captured_at,
+                image=frame.image,
+            )
+        )
+
+    def submit_image(self, data: bytes, filename: str, req: RunRequest) -> Ticket:
+        self._require_started()
+        req = check_request(req)
+        if not data:
+            raise InvalidInput(code="empty_image", message="The uploaded file is empty.")
+        return self._submit_spooled(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=data,
+                filename=Path(filename or "upload").name,
+                source="upload",
+                sha256=sha256_of(data),
+                captured_at=datetime.now(timezone.utc),
+            )
+        )
+
+    def _submit_spooled(self, job: Job) -> Ticket:
+        """Queue a plate that exists only in memory, after putting it in the spool."""
+        if self.pipeline.queue.full():
+            self.pipeline.refuse_busy()  # before writing anything
+        self.check_disk()
+        try:
+            self.spool.put(
+                job.ticket_id,
+                job.data,
+                req=job.req,
+                filename=job.filename,
+                source=job.source,
+                captured_at=job.captured_at,
+            )
+        except OSError as exc:
+            from edge.pipeline import is_disk_full
+
+            if is_disk_full(exc):
+                from edge.errors import DiskFull
+
+                raise DiskFull(message=self.disk_full_message()) from exc
+            raise
+        spool = self.spool
+        job.on_done = lambda ts, tid=job.ticket_id: spool.remove(tid)
+        try:
+            return self.pipeline.submit(job)
+        except ApplianceError:
+            spool.remove(job.ticket_id)
+            raise
+
+    def replay_spool(self) -> int:
+        """Queue again what a previous process had accepted but not finished."""
+        queued = 0
+        for entry in self.spool.entries():
+            if self.pipeline.knows(entry.ticket_id):
+                continue
+            data = entry.data
+            job = Job(
+                ticket_id=entry.ticket_id,
+                req=entry.req,
+                data=data,
+                filename=entry.filename,
+                source=entry.source,
+                sha256=sha256_of(data),
+                captured_at=entry.captured_at,
+                on_done=lambda ts, tid=entry.ticket_id: self.spool.remove(tid),
+            )
+            try:
+                self.pipeline.submit(job)
+            except ApplianceError as exc:
+                logger.info("spooled plate %s waits: %s", entry.ticket_id, exc.message)
+                break
+            queued += 1
+        if queued:
+            logger.info("re-queued %d plate(s) accepted before a restart", queued)
+        return queued
+
+    def submit_bytes(
+        self,
+        data: bytes,
+        filename: str,
+        req: RunRequest,
+        *,
+        source: str,
+        on_done: Any | None = None,
+    ) -> Ticket:
+        return self.pipeline.submit(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=data,
+                filename=filename,
+                source=source,
+                sha256=sha256_of(data),
+                captured_at=datetime.now(timezone.utc),
+                on_done=on_done,
+            )
+        )
+
+    def wait(self, ticket_id: str, timeout: float) -> TicketState:
+        ts = self.pipeline.wait(ticket_id, timeout)
+        if ts is None:
+            raise NotFound(message=f"There is no capture ticket {ticket_id}.")
+        return ts
+
+    def reread(self, run_id: str, actor: str) -> Ticket:
+        self._require_started()
+        detail = self.get_run(run_id)
+        if detail.status == "deleted":
+            raise InvalidInput(code="run_deleted", message="A deleted run cannot be re-read.")
+        raw = self.run_image(run_id, "raw")
+        req = RunRequest(
+            sample_number=detail.sample_number,
+            submission_number=detail.submission_number,
+            description=detail.description,
+            operator=actor or detail.operator,
+        )
+        data = raw.read_bytes()
+        self.audit(actor, "run.reread", {"run_id": run_id})
+        return self.pipeline.submit(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=data,
+                filename=detail.filename,
+                source="reread",
+                sha256=sha256_of(data),
+                captured_at=detail.captured_at,
+                plate_id=detail.plate_id,
+                supersedes=run_id,
+                force=True,
+            )
+        )
+
+    def delete_run(self, run_id: str, actor: str, reason: str) -> None:
+        self._require_started()
+        from edge.messages import run_event
+
+        reason = (reason or "").strip()
+        if not reason:
+            raise InvalidInput(code="reason_required", message="Say why the run is deleted.")
+        with self.store.write() as db:
+            row = db.execute(
+                "SELECT sample_number, deleted_at, edit FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
+            if row is None:
+                raise NotFound(message=f"There is no run {run_id}.")
+            if row[1] is not None:
+                return  # deleting twice is harmless
+            payload = run_event(run_id, "deleted", edit=row[2] + 1, reason=reason)
+            repo.mark_deleted(db, run_id, actor=actor, reason=reason[:500], payload=payload)
+            self._recompute(db, row[0])
+            repo.audit(
+                db,
+                actor=actor,
+                action="run.delete",
+                detail={"run_id": run_id, "reason": reason[:500]},
+            )
+        self.events.publish("run.deleted", {"run_id": run_id, "sample_number": row[0]})
+        self.events.publish("sample.updated", {"sample_number": row[0]})
+        self.exporter.export_quietly(row[0])
+
+    def list_runs(
+        self, *, sample_number: str | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[RunSummary]:
+        return queries.list_runs(
+            self.store.read(),
+            sample_number=sample_number,
+            limit=_bounded(limit),
+            offset=max(0, offset),
+        )
+
+    def get_run(self, run_id: str) -> RunDetail:
+        return queries.get_run(self.store.read(), run_id)
+
+    def list_samples(
+        self, *, query: str | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[SampleSummaryOut]:
+        return queries.list_samples(
+            self.store.read(), query=query, limit=_bounded(limit), offset=max(0, offset)
+        )
+
+    def get_sample(self, sample_number: str) -> SampleDetail:
+        return queries.get_sample(self.store.read(), sample_number)
+
+    def run_image(self, run_id: str, kind: Literal["raw", "annotated", "thumbnail"]) -> Path:
+        if kind not in images.KINDS:
+            raise InvalidInput(message=f"Unknown image kind {kind!r}: raw, annotated or thumbnail.")
+        folder = self.images_dir / queries.image_dir(self.store.read(), run_id)
+        path = images.find_image(folder, kind)
+        if path is None:
+            raise NotFound(message=f"The {kind} image of run {run_id} is no longer stored.")
+        return path
+
+    # -- pipeline hooks -------------------------------------------------------------------
+    def decode(self, data: bytes) -> np.ndarray:
+        """Full-size decode (calibration proposals); InvalidInput for a bad file."""
+        from edge.detect.errors import ImageDecodeError
+        from edge.detect.imageio import decode_image
+
+        try:
+            return decode_image(data)
+        except ImageDecodeError as exc:
+            raise InvalidInput(
+                code="bad_image", message=f"The image cannot be read: {exc}"
+            ) from exc
+
+    def _detector(self) -> Any:
+        if self.detector is None:
+            raise ApplianceError(
+                "no_detector",
+                f"The detector is not loaded: {self.detector_error or 'see the status page'}.",
+            )
+        return self.detector
+
+    def read_frame(self, frame_image: np.ndarray | None, data: bytes) -> PlateResult:
+        """Decode (unless the camera gave pixels) and read one plate with today's settings."""
+        detector = self._detector()
+        params = self.get_runtime_settings()
+        if frame_image is not None:
+            return read_plate(detector, frame_image, grid=self._grid, params=params)
+        image, factor, full, decode_ms = decode_frame(detector, data)
+        return read_plate(
+            detector,
+            image,
+            grid=self._grid,
+            params=params,
+            reduced_by=factor,
+            full_size=full,
+            decode_ms=decode_ms,
+        )
+
+    def commit_run(self, rec: repo.RunRecord, result: PlateResult) -> list[str]:
+        from edge.messages import run_event, run_message
+
+        with self.store.write() as db:
+            olds = db.execute(
+                "SELECT run_id, edit FROM runs WHERE plate_id = ? AND superseded_by IS NULL "
+                "AND deleted_at IS NULL",
+                [rec.plate_id],
+            ).fetchall()
+            events = {
+                o[0]: run_event(
+                    o[0], "superseded", edit=o[1] + 1, reason="re-read", superseded_by=rec.run_id
+                )
+                for o in olds
+            }
+            message = run_message(self.settings, rec, result)
+            superseded = repo.insert_run(
+                db,
+                rec,
+                wells=result.wells,
+                rows=result.rows,
+                distribution=result.distribution,
+                statistics=result.statistics,
+                message_json=message,
+                superseded_events=events,
+            )
+            self._recompute(db, rec.sample_number)
+        return superseded
+
+    def _recompute(self, db: Any, sample_number: str) -> None:
+        params = self.get_runtime_settings()
+        n_cols = self._grid.plate_format.cols if self._grid else 12
+        repo.recompute_sample(
+            db, sample_number, n_cols=n_cols, protective_titre=params.protective_titre
+        )
+
+    def export_sample_quietly(self, sample_number: str) -> None:
+        self.exporter.export_quietly(sample_number)
+
+    def export_csv(self, sample_number: str) -> Path:
+        return self.exporter.export(sample_number)
+
+    def run_retention(self) -> None:
+        from edge.retention import run_once
+
+        run_once(self)

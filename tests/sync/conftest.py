@@ -7,6 +7,7 @@ own cluster instead, since it restarts Postgres).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -62,6 +63,12 @@ def _pg_available() -> bool:
 @pytest.fixture
 def cloud_db(broker: Broker) -> Iterator[str]:
     """A migrated database on the shared Postgres with the broker's devices registered."""
+    with cloud_database(broker.devices) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def cloud_database(devices: list[DeviceAccount]) -> Iterator[str]:
     if not _pg_available():
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
     from cloud.db import migrate
@@ -72,7 +79,7 @@ def cloud_db(broker: Broker) -> Iterator[str]:
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
         migrate(url)
-        register_devices(url, broker.devices)
+        register_devices(url, devices)
         yield url
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:

@@ -11,14 +11,17 @@ notifies dashboards the same way. Anything else goes through `upsert_run`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -151,7 +154,7 @@ def insert_plain_runs(
         )
     conn = session.connection().connection.driver_connection
     assert conn is not None
-    with conn.cursor() as cur:
+    with _as_sqlalchemy_errors(), conn.cursor() as cur:
         with cur.copy(f"COPY runs ({_RUN_COLUMNS}) FROM STDIN") as copy:
             copy.write("".join(run_lines))
         with cur.copy(
@@ -185,6 +188,24 @@ def insert_plain_runs(
         {"channel": CHANNEL, "payloads": events},
     )
     return len(runs)
+
+
+@contextlib.contextmanager
+def _as_sqlalchemy_errors() -> Iterator[None]:
+    """Raw psycopg errors as SQLAlchemy's, so the worker tells outages from bad data.
+
+    (A unique violation here is another worker having written the same run a moment ago.)
+    """
+    try:
+        yield
+    except psycopg.IntegrityError as exc:
+        raise sa_exc.IntegrityError("COPY", None, exc) from exc
+    except psycopg.DataError as exc:
+        raise sa_exc.DataError("COPY", None, exc) from exc
+    except psycopg.OperationalError as exc:
+        raise sa_exc.OperationalError("COPY", None, exc) from exc
+    except psycopg.Error as exc:
+        raise sa_exc.DBAPIError("COPY", None, exc) from exc
 
 
 @functools.cache

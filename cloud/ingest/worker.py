@@ -268,9 +268,14 @@ class IngestWorker:
                     logger.warning("ingest: database unavailable; retrying in %.1f s", delay)
                 else:
                     logger.exception("ingest: database error; retrying in %.1f s", delay)
-                if self._stop.wait(delay):
-                    return  # not acked: the broker delivers again to whoever runs next
-                delay = min(self.options.retry_max_s, delay * 2)
+            except Exception as exc:
+                # A bug, not the messages' fault: keep the batch (nothing is acked) and retry,
+                # loudly, rather than drop messages the broker believes are being handled.
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                logger.exception("ingest: batch failed; retrying in %.1f s", delay)
+            if self._stop.wait(delay):
+                return  # not acked: the broker delivers again to whoever runs next
+            delay = min(self.options.retry_max_s, delay * 2)
         self.stats.batches += 1
         self.stats.dead_letters += len(refused_all)
         self._send_acks(outcomes, refused_all)

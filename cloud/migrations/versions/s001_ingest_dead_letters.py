@@ -12,6 +12,11 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+# The table's model lives with the ingest (cloud.ingest.models); importing it here puts it in
+# Base.metadata wherever migrations are loaded, so autogenerate and the models-vs-migrations
+# check see it. (Cleaner once cloud/models/__init__.py imports it too.)
+import cloud.ingest.models  # noqa: F401
+
 revision: str = "s001"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None

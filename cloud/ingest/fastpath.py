@@ -5,8 +5,9 @@ once: right for one message, far too slow for a backlog (tens of runs a second).
 *plain* when it is new (its id is not stored), supersedes nothing and has no event waiting
 for it. For those this module writes exactly the rows `upsert_run` would write (the same
 field mapping; `tests/sync/test_fastpath.py` compares the two row by row) with one COPY per
-table, then pools each affected sample once with the cloud's own `recompute_sample` and
-notifies dashboards the same way. Anything else goes through `upsert_run`.
+table, then pools each affected sample once (`cloud.ingest.pooling`, the batched twin of the
+cloud's `recompute_sample`) and notifies dashboards the same way. Anything else goes
+through `upsert_run`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cloud.broadcast import CHANNEL
-from cloud.crud.results import recompute_sample
 from cloud.ingest.copytext import COPY_ESCAPES, line
+from cloud.ingest.pooling import recompute_samples
 from cloud.models import Device
 from core.plate import plate_format
 from core.wire import RunMessage
@@ -181,8 +182,7 @@ def insert_plain_runs(
             {"plates": plates, "sites": sites},
         )
     }
-    for sid in sorted(affected):
-        recompute_sample(session, sample_id=sid)
+    recompute_samples(session, affected)
     session.execute(
         text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
         {"channel": CHANNEL, "payloads": events},

@@ -54,17 +54,22 @@ _RUN_COLUMNS = (
 )
 
 
+Stored = dict[uuid.UUID, tuple[int, uuid.UUID]]
+
+
 def plain_runs(
     session: Session, runs: Sequence[tuple[RunMessage, Device]]
-) -> list[tuple[RunMessage, Device]]:
-    """The runs of a batch that may take the bulk path (first occurrence of each id)."""
+) -> tuple[list[tuple[RunMessage, Device]], Stored]:
+    """The runs of a batch that may take the bulk path (first occurrence of each id), and
+    `{run_id: (edit, device id)}` of the batch's runs that are already stored."""
     ids = list({m.run_id for m, _ in runs})
     if not ids:
-        return []
-    stored = {
-        r[0]
+        return [], {}
+    stored: Stored = {
+        r[0]: (r[1], r[2])
         for r in session.execute(
-            text("SELECT run_id FROM runs WHERE run_id = ANY(:ids)"), {"ids": ids}
+            text("SELECT run_id, edit, device_id FROM runs WHERE run_id = ANY(:ids)"),
+            {"ids": ids},
         )
     }
     waiting = {
@@ -82,7 +87,7 @@ def plain_runs(
             continue
         seen.add(msg.run_id)
         chosen.append((msg, device))
-    return chosen
+    return chosen, stored
 
 
 def insert_plain_runs(
@@ -269,7 +274,7 @@ def _ensure_samples(
             text(
                 "SELECT id, site_id, sample_number FROM samples WHERE (site_id, sample_number) "
                 "IN (SELECT * FROM unnest(CAST(:sites AS uuid[]), CAST(:numbers AS text[]))) "
-                "ORDER BY site_id, sample_number COLLATE \"C\" FOR UPDATE"
+                'ORDER BY site_id, sample_number COLLATE "C" FOR UPDATE'
             ),
             params,
         )

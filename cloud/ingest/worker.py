@@ -49,7 +49,7 @@ from cloud.ingest.validate import (
     classify,
     sha256_hex,
 )
-from cloud.ingest.writer import write_batch
+from cloud.ingest.writer import write_batch, write_statuses
 from cloud.settings import CloudSettings
 from core.wire import Ack, Topics, encode_message
 
@@ -293,10 +293,18 @@ class IngestWorker:
     ) -> list[Refused]:
         """Write `accepted`, dead-letter `refused`; returns every refusal (incl. the writer's)."""
         try:
+            now = datetime.now(timezone.utc)
+            result = None
+            extra: list[Refused] = []
+            if accepted:
+                with session_scope(self.sessions) as session:
+                    result = write_batch(session, accepted, now=now)
+                extra = result.refused
+            # Second, short transaction: device rows and dead letters. If it fails, the retry
+            # repeats the results too, harmlessly (idempotent), and nothing is written twice.
             with session_scope(self.sessions) as session:
-                now = datetime.now(timezone.utc)
-                result = write_batch(session, accepted, now=now) if accepted else None
-                extra = result.refused if result is not None else []
+                status_result = write_statuses(session, accepted, now=now)
+                extra = [*extra, *status_result.refused]
                 self._dead_letter(session, [*refused, *extra], now=now)
         except (IntegrityError, DataError) as exc:
             # A unique violation is most often another worker having just written the same

@@ -51,7 +51,7 @@ def write_batch(session: Session, items: Sequence[Accepted], *, now: datetime) -
         for i in items
         if isinstance(i.message, RunMessage) and (dev := devices[i.device.id]) is not None
     ]
-    plain = plain_runs(session, runs)
+    plain, stored = plain_runs(session, runs)
     done = {id(m) for m, _ in plain}
     result.runs_written += insert_plain_runs(session, plain, now=now)
     for item in items:
@@ -60,7 +60,13 @@ def write_batch(session: Session, items: Sequence[Accepted], *, now: datetime) -
             result.refused.append(_refuse(item, "device: not registered"))
             continue
         msg = item.message
-        if id(msg) in done:
+        if id(msg) in done or isinstance(msg, DeviceStatus):
+            continue  # statuses: `write_statuses`, in their own short transaction
+        held = stored.get(msg.run_id) if isinstance(msg, RunMessage) else None
+        if held is not None and held[1] == device.id and msg.edit <= held[0]:
+            # A redelivered duplicate: what upsert_run would answer, without its row locks
+            # (after an outage most of a batch can be duplicates).
+            result.duplicates += 1
             continue
         try:
             with session.begin_nested():
@@ -76,12 +82,30 @@ def write_batch(session: Session, items: Sequence[Accepted], *, now: datetime) -
                         result.events_applied += 1
                     else:
                         result.duplicates += 1
-                elif isinstance(msg, DeviceStatus):
-                    record_device_status(session, msg, device=device)
-                    result.statuses += 1
         except ResultError as exc:
             result.refused.append(_refuse(item, str(exc)))
-    seen = sorted({i.device.id for i in items}, key=str)
+    return result
+
+
+def write_statuses(session: Session, items: Sequence[Accepted], *, now: datetime) -> WriteResult:
+    """Device statuses and last-seen times, apart from the results so that the busy device
+    rows are locked only for a moment (never while sample rows are held: no deadlock)."""
+    result = WriteResult()
+    for item in sorted(items, key=lambda i: str(i.device.id)):
+        msg = item.message
+        if not isinstance(msg, DeviceStatus):
+            continue
+        device = session.get(Device, item.device.id)
+        if device is None:
+            result.refused.append(_refuse(item, "device: not registered"))
+            continue
+        try:
+            with session.begin_nested():
+                record_device_status(session, msg, device=device)
+                result.statuses += 1
+        except ResultError as exc:
+            result.refused.append(_refuse(item, str(exc)))
+    seen = sorted({i.device.id for i in items})
     if seen:
         # Any message is a sign of life, not only status messages.
         session.execute(

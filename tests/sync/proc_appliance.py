@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             acc,
             window=args.window,
             ack_timeout_s=args.ack_timeout,
-            ack_timeout_max_s=max(args.ack_timeout, 20.0),
+            ack_timeout_max_s=max(args.ack_timeout, 120.0),
         )
         worker = SyncWorker(settings, store=store, site_id=args.site, device_id=args.device)
         worker.start()

@@ -35,6 +35,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "give each worker on one host its own",
     )
     parser.add_argument("--share-group", default=defaults.share_group)
+    parser.add_argument(
+        "--receive-max",
+        type=int,
+        default=defaults.receive_max,
+        help="unacknowledged messages the broker may push to this worker",
+    )
     parser.add_argument("--stats-every", type=float, default=60.0, help="seconds between stats")
     return parser
 
@@ -42,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 def options_from_args(args: argparse.Namespace) -> IngestOptions:
     if args.batch_size < 1 or args.batch_size > 5000:
         raise ValueError("--batch-size must be between 1 and 5000")
+    if not 20 <= getattr(args, "receive_max", 10_000) <= 65535:
+        raise ValueError("--receive-max must be between 20 and 65535")
     if not 0 <= args.batch_wait <= 5:
         raise ValueError("--batch-wait must be between 0 and 5 seconds")
     return IngestOptions(
@@ -49,6 +57,7 @@ def options_from_args(args: argparse.Namespace) -> IngestOptions:
         batch_wait_s=args.batch_wait,
         client_id=args.client_id,
         share_group=args.share_group,
+        receive_max=getattr(args, "receive_max", IngestOptions().receive_max),
     )
 
 

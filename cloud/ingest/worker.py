@@ -66,6 +66,11 @@ class IngestOptions:
     keepalive_s: int = 30
     device_cache_s: float = 5.0
     retry_max_s: float = 10.0
+    # Unacknowledged messages the broker may push to this worker (MQTT v5 Receive Maximum).
+    # Large on purpose: Mosquitto 2.0.11 only hands a client its queued messages when new
+    # ones arrive, so a worker whose quota filled up during a burst would otherwise sit idle
+    # until the next publish. (Raise the broker's max_inflight_messages to match.)
+    receive_max: int = 10_000
 
 
 @dataclass
@@ -134,7 +139,7 @@ class IngestWorker:
         elif url.scheme != "mqtt":
             raise ValueError("mqtt_broker_url must start with mqtts:// (or mqtt:// for tests)")
         client.reconnect_delay_set(1, 30)
-        client.max_inflight_messages_set(1000)
+        client.max_inflight_messages_set(1000)  # our own publishes (acks)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -192,8 +197,9 @@ class IngestWorker:
         url = urlsplit(self.settings.mqtt_broker_url)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.options.session_expiry_s
-        # How many unacknowledged messages the broker may push: enough for two batches.
-        props.ReceiveMaximum = min(65535, max(20, 2 * self.options.batch_size))
+        props.ReceiveMaximum = min(
+            65535, max(2 * self.options.batch_size, self.options.receive_max)
+        )
         self.client.connect_async(
             url.hostname or "127.0.0.1",
             url.port or (8883 if url.scheme == "mqtts" else 1883),

@@ -92,7 +92,7 @@ class Mosquitto:
                     f"autosave_interval {autosave_s}",
                     "max_queued_messages 1000000",
                     "max_queued_bytes 0",
-                    "max_inflight_messages 1000",
+                    "max_inflight_messages 10000",
                     f"message_size_limit {message_size_limit}",
                     "persistent_client_expiration 1d",
                     "log_dest stderr",

@@ -247,7 +247,7 @@ def drain_rate(pg, broker, devices, ingest_pw, n, work) -> tuple[float, float]: 
     from edge.sync import SyncWorker
 
     url = fresh_db(pg, "drain", devices)
-    procs = start_ingest(url, broker.port, ingest_pw, 2, work)
+    procs = start_ingest(url, broker.port, ingest_pw, 1, work)
     acc = devices[0]
     store = open_store(work / "drain-edge.db")
     try:

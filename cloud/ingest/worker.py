@@ -67,9 +67,9 @@ class IngestOptions:
     device_cache_s: float = 5.0
     retry_max_s: float = 10.0
     # Unacknowledged messages the broker may push to this worker (MQTT v5 Receive Maximum).
-    # Large on purpose: Mosquitto 2.0.11 only hands a client its queued messages when new
-    # ones arrive, so a worker whose quota filled up during a burst would otherwise sit idle
-    # until the next publish. (Raise the broker's max_inflight_messages to match.)
+    # Large on purpose: with a small quota the bench saw workers sit idle after a burst while
+    # the broker still held messages for them (cause not established; suspected Mosquitto
+    # 2.0.11 queue handling). Raise the broker's max_inflight_messages to match.
     receive_max: int = 10_000
 
 

@@ -1,0 +1,531 @@
+"""Cloud API under load: sample list, sample detail and run detail over a big database.
+
+    python bench/cloud_api.py                 # 1,000,000 runs, 50 sites, 200 devices
+    python bench/cloud_api.py --runs 100000   # a quicker look
+    python bench/cloud_api.py --database-url postgresql+psycopg://.../mp_bench --skip-seed
+
+Steps: create a private database, migrate, seed it with COPY (not the ORM; indexes and
+foreign keys are dropped for the load and rebuilt afterwards, as one would for a bulk import),
+start the API (uvicorn, `--workers` processes), then drive it from a second process: an
+open-loop generator that sends `--rate` requests/s for `--duration` s (latency counted from
+the scheduled send time, so a stalled server cannot hide queueing), then a closed-loop phase
+for peak throughput. `/health` at the same rate is the baseline (framework + network floor).
+Target: p99 <= 100 ms at 200 requests/s. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+PASSWORD = "bench-password-123456"
+BULK = ("runs", "run_wells", "run_rows", "samples")
+
+
+# --------------------------------------------------------------------------- seeding
+def _patterns(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Plate patterns computed once with core; runs reuse them (text is built per run)."""
+    from core.plate import PLATE_96
+    from core.titre import DilutionSettings, row_results
+    from tests.cloud.factory import plate_calls
+
+    out = []
+    for _ in range(count):
+        ends = [
+            rng.choice([None, 0, 12]) if rng.random() < 0.04 else rng.randint(2, 9)
+            for _ in range(8)
+        ]
+        calls = plate_calls(ends)
+        rows = tuple(row_results(calls, PLATE_96, dilution=DilutionSettings()))
+        well_lines = []
+        for call in calls.values():
+            conf = "\\N" if call.confidence is None else f"{call.confidence}"
+            cls = "\\N" if call.class_name is None else call.class_name
+            well_lines.append(
+                f"\t{call.well_id}\t{call.row}\t{call.col}\t{call.state}\t{conf}\t{cls}"
+                f"\t\\N\t{{}}\t{call.n_detections}\n"
+            )
+        row_lines = []
+        flags: set[str] = set()
+        for r in rows:
+            flags.update(r.flags)
+            row_lines.append(
+                f"\t{r.row}\t{r.label}\t{r.endpoint}\t{r.titre if r.titre else chr(92) + 'N'}"
+                f"\t{{{','.join(r.flags)}}}\t{'t' if r.counted else 'f'}"
+                f"\t{r.counted_titre if r.counted_titre else chr(92) + 'N'}"
+                f"\t{r.exclusion_reason or chr(92) + 'N'}\n"
+            )
+        out.append({"rows": rows, "wells": well_lines, "row_lines": row_lines, "flags": flags})
+    return out
+
+
+def _drop_bulk_constraints(conn: Any) -> list[str]:
+    """Drop indexes and constraints of the bulk tables; return the DDL that rebuilds them."""
+    fks, keys, indexes = [], [], []
+    for table in BULK:
+        for name, ddl, kind in conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint "
+            "WHERE conrelid = %s::regclass",
+            (table,),
+        ):
+            stmt = f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {ddl}'
+            (fks if kind == "f" else keys).append((table, name, stmt))
+        for name, ddl in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s "
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint)",
+            (table,),
+        ):
+            indexes.append((name, ddl))
+    for table, name, _ in fks + keys:
+        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+    return [s for *_, s in keys] + [d for _, d in indexes] + [s for *_, s in fks]
+
+
+def seed(url: str, *, runs: int, sites: int, devices: int, per_sample: int) -> dict[str, Any]:
+    import psycopg
+    from rich.progress import Progress
+
+    from cloud.crud import devices as device_crud
+    from cloud.crud import sites as site_crud
+    from cloud.crud import users
+    from cloud.db import make_engine, make_sessionmaker, session_scope
+    from cloud.models import Role
+    from cloud.settings import CloudSettings
+    from core.pooling import PlateRead, pool_sample
+
+    rng = random.Random(7)
+    engine = make_engine(CloudSettings(environment="test", database_url=url))
+    site_rows: list[tuple[uuid.UUID, list[uuid.UUID]]] = []
+    with session_scope(make_sessionmaker(engine)) as session:
+        for s in range(sites):
+            site = site_crud.create_site(session, slug=f"site-{s:02d}", name=f"Site {s}")
+            devs = [
+                device_crud.provision_device(session, site=site, slug=f"reader-{d}").device.id
+                for d in range(devices // sites)
+            ]
+            site_rows.append((site.id, devs))
+        users.create_user(
+            session, email="admin@bench.example.com", password=PASSWORD, role=Role.admin
+        )
+        manager_sites = [site_rows[i][0] for i in range(0, sites, max(1, sites // 5))][:5]
+        users.create_user(
+            session,
+            email="manager@bench.example.com",
+            password=PASSWORD,
+            role=Role.manager,
+            site_ids=manager_sites,
+        )
+    engine.dispose()
+
+    libpq = url.replace("+psycopg", "")
+    patterns = _patterns(64, rng)
+    start = datetime(2024, 11, 1, tzinfo=timezone.utc)
+    n_samples = runs // per_sample
+    extra = json.dumps({"operator": "bench", "calibration_id": "cal-1"})
+    with psycopg.connect(libpq, autocommit=True) as ddl_conn:
+        rebuild = _drop_bulk_constraints(ddl_conn)
+    # One connection per table: four COPY streams run side by side.
+    conns = {t: psycopg.connect(libpq) for t in BULK}
+    cols = {
+        "runs": "run_id, edit, site_id, device_id, sample_id, plate_id, sample_number, "
+        "submission_number, read_at, n_rows, n_cols, status, superseded_by, flags, extra, "
+        "image_keys, received_at",
+        "run_wells": "run_id, well_id, row, col, state, confidence, class_name, box, flags, "
+        "n_detections",
+        "run_rows": "run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
+        "exclusion_reason",
+        "samples": "id, site_id, sample_number, submission_number, n_runs, n_plates, rows_total, "
+        "n_cols, distribution, summary, gmt, flags, first_read_at, last_read_at, updated_at",
+    }
+    t0 = time.perf_counter()
+    stack = contextlib.ExitStack()
+    copies = {}
+    for table, conn in conns.items():
+        conn.execute("SET synchronous_commit = off")
+        copies[table] = stack.enter_context(
+            conn.cursor().copy(f"COPY {table} ({cols[table]}) FROM STDIN")
+        )
+    batch: dict[str, list[str]] = {t: [] for t in BULK}
+    with Progress() as progress:
+        task = progress.add_task("seeding runs (COPY)", total=n_samples * per_sample)
+        for s in range(n_samples):
+            site_id, devs = site_rows[s % sites]
+            sample_id = uuid.uuid4()
+            number, submission = f"S{s:07d}", f"SUB{s // 8:06d}"
+            first = start + timedelta(minutes=rng.randrange(730 * 24 * 60))
+            reads, flags = [], set()
+            for j in range(per_sample):
+                run_id, plate_id = uuid.uuid4(), uuid.uuid4()
+                pat = patterns[rng.randrange(len(patterns))]
+                flags |= pat["flags"]
+                when = first + timedelta(minutes=7 * j)
+                rid = str(run_id)
+                batch["runs"].append(
+                    f"{rid}\t0\t{site_id}\t{rng.choice(devs)}\t{sample_id}\t{plate_id}\t{number}"
+                    f"\t{submission}\t{when.isoformat()}\t8\t12\tcurrent\t\\N"
+                    f"\t{{{','.join(sorted(pat['flags']))}}}\t{extra}\t{{}}\t{when.isoformat()}\n"
+                )
+                batch["run_wells"].append("".join(rid + line for line in pat["wells"]))
+                batch["run_rows"].append("".join(rid + line for line in pat["row_lines"]))
+                reads.append(
+                    PlateRead(
+                        run_id=run_id,
+                        sample_number=number,
+                        plate_id=plate_id,
+                        read_at=when,
+                        rows=pat["rows"],
+                    )
+                )
+            summary = pool_sample(number, reads, n_cols=12)
+            gmt = summary.statistics.gmt
+            batch["samples"].append(
+                f"{sample_id}\t{site_id}\t{number}\t{submission}\t{per_sample}\t{summary.plates}"
+                f"\t{summary.rows_total}\t12\t{json.dumps(summary.distribution)}"
+                f"\t{summary.model_dump_json()}\t{gmt if gmt is not None else chr(92) + 'N'}"
+                f"\t{{{','.join(sorted(flags))}}}\t{first.isoformat()}"
+                f"\t{(first + timedelta(minutes=7 * (per_sample - 1))).isoformat()}"
+                f"\t{first.isoformat()}\n"
+            )
+            if s % 500 == 499 or s == n_samples - 1:
+                for table, lines in batch.items():
+                    copies[table].write("".join(lines))
+                    lines.clear()
+                progress.update(task, completed=(s + 1) * per_sample)
+    stack.close()
+    for conn in conns.values():
+        conn.commit()
+        conn.close()
+    loaded = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with psycopg.connect(libpq, autocommit=True) as conn, Progress() as progress:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        task = progress.add_task("rebuilding keys, indexes, foreign keys", total=len(rebuild))
+        for stmt in rebuild:
+            conn.execute(stmt)
+            progress.advance(task)
+        for table in (*BULK, "sites", "devices", "users", "user_sites"):
+            conn.execute(f"VACUUM ANALYZE {table}")
+    return {
+        "runs": n_samples * per_sample,
+        "samples": n_samples,
+        "wells": n_samples * per_sample * 96,
+        "load_s": loaded,
+        "index_s": time.perf_counter() - t1,
+        "manager_sites": manager_sites,
+    }
+
+
+# --------------------------------------------------------------------------- load generator
+async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    rng = random.Random(11)
+    base, headers = spec["base"], {"Authorization": f"Bearer {spec['token']}"}
+    samples, runs, sites = spec["samples"], spec["runs"], spec["sites"]
+    numbers = spec["numbers"]
+
+    def pick(kind: str) -> str:
+        if kind == "health":
+            return "/health"
+        if kind == "list":
+            roll = rng.random()
+            if roll < 0.4:
+                return "/api/v1/samples?limit=50"
+            if roll < 0.8:
+                return f"/api/v1/samples?limit=50&site_id={rng.choice(sites)}"
+            return f"/api/v1/samples?q={rng.choice(numbers)}"
+        if kind == "sample":
+            return f"/api/v1/samples/{rng.choice(samples)}"
+        return f"/api/v1/runs/{rng.choice(runs)}"
+
+    results: list[tuple[str, int, float]] = []
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, limits=limits, timeout=30
+    ) as client:
+
+        async def one(kind: str, due: float) -> None:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                resp = await client.get(pick(kind))
+                code = resp.status_code
+            except httpx.HTTPError:
+                code = 0
+            results.append((kind, code, time.perf_counter() - due))
+
+        async def open_loop(kinds: list[str], rate: float, seconds: float) -> float:
+            start = time.perf_counter() + 0.2
+            n = int(rate * seconds)
+            tasks = [
+                asyncio.create_task(one(kinds[i % len(kinds)], start + i / rate)) for i in range(n)
+            ]
+            await asyncio.gather(*tasks)
+            return time.perf_counter() - start
+
+        # Warm-up (connection pools, caches), not counted.
+        await open_loop(["list", "sample", "run"], spec["rate"], 3)
+        results.clear()
+        base_wall = await open_loop(["health"], spec["rate"], spec["baseline_s"])
+        baseline = list(results)
+        results.clear()
+        wall = await open_loop(["list", "sample", "run"], spec["rate"], spec["duration"])
+        loaded = list(results)
+        results.clear()
+        # Closed loop: how far past the target the same mix goes.
+        stop = time.perf_counter() + spec["peak_s"]
+
+        async def worker(i: int) -> None:
+            kinds = ["list", "sample", "run"]
+            while time.perf_counter() < stop:
+                await one(kinds[i % 3], time.perf_counter())
+                i += 1
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(spec["peak_concurrency"])))
+        peak_wall = time.perf_counter() - t
+        peak = list(results)
+    return {
+        "baseline": baseline,
+        "base_wall": base_wall,
+        "loaded": loaded,
+        "wall": wall,
+        "peak": peak,
+        "peak_wall": peak_wall,
+    }
+
+
+def loadgen_main(spec_path: str, out_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    Path(out_path).write_text(json.dumps(asyncio.run(_drive(spec))))
+
+
+# --------------------------------------------------------------------------- orchestration
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _report(name: str, rows: list[list[Any]], wall: float) -> dict[str, float]:
+    lat = [r[2] for r in rows]
+    bad = sum(1 for r in rows if r[1] != 200)
+    fig = {
+        "n": len(rows),
+        "rps": len(rows) / wall,
+        "p50": _pct(lat, 0.5),
+        "p99": _pct(lat, 0.99),
+        "max": max(lat) * 1000 if lat else float("nan"),
+        "errors": bad,
+    }
+    print(
+        f"  {name:<22} n={fig['n']:>6}  {fig['rps']:7.1f} req/s  p50 {fig['p50']:7.1f} ms  "
+        f"p99 {fig['p99']:7.1f} ms  max {fig['max']:7.1f} ms  non-200 {bad}"
+    )
+    return fig
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--sites", type=int, default=50)
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--runs-per-sample", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--database-url", default=None, help="use this database (no create/drop)")
+    parser.add_argument("--skip-seed", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--loadgen", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.loadgen:
+        loadgen_main(*args.loadgen)
+        return 0
+
+    import httpx
+    import psycopg
+
+    from cloud.db import migrate
+
+    created = None
+    url = args.database_url
+    if url is None:
+        created = f"mp_cloud_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{created}"')
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{created}"
+    server = None
+    try:
+        migrate(url)
+        if not args.skip_seed:
+            info = seed(
+                url,
+                runs=args.runs,
+                sites=args.sites,
+                devices=args.devices,
+                per_sample=args.runs_per_sample,
+            )
+            print(
+                f"seeded {info['runs']:,} runs ({info['wells']:,} wells, {info['samples']:,} "
+                f"samples) in {info['load_s']:.0f} s + {info['index_s']:.0f} s of index builds"
+            )
+        libpq = url.replace("+psycopg", "")
+        with psycopg.connect(libpq) as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM "
+                "samples), (SELECT count(*) FROM sites), (SELECT count(*) "
+                "FROM devices)"
+            ).fetchone()
+            msites = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT us.site_id FROM user_sites us JOIN users u ON u.id = us.user_id "
+                    "WHERE u.email = 'manager@bench.example.com'"
+                )
+            ]
+            samples = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT id FROM samples WHERE site_id = ANY(%s) ORDER BY random() LIMIT 5000",
+                    (msites,),
+                )
+            ]
+            numbers = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT sample_number FROM samples WHERE site_id = ANY(%s) "
+                    "ORDER BY random() LIMIT 2000",
+                    (msites,),
+                )
+            ]
+            runs = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT run_id FROM runs TABLESAMPLE SYSTEM (5) WHERE site_id = ANY(%s) "
+                    "LIMIT 5000",
+                    (msites,),
+                )
+            ]
+        assert counts is not None
+        print(
+            f"database: {counts[0]:,} runs, {counts[1]:,} samples, {counts[2]} sites, "
+            f"{counts[3]} devices; manager sees {len(msites)} sites"
+        )
+        port = 18000 + random.randrange(1000)
+        env = {
+            **os.environ,
+            "MICROPLATE_CLOUD_DATABASE_URL": url,
+            "MICROPLATE_CLOUD_ENVIRONMENT": "test",
+            "MICROPLATE_CLOUD_LOG_LEVEL": "WARNING",
+            "MICROPLATE_CLOUD_DB_POOL_SIZE": "20",
+            "MICROPLATE_CLOUD_JWT_SECRET": secrets.token_urlsafe(48),
+        }
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "cloud.asgi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        token = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"email": "manager@bench.example.com", "password": PASSWORD},
+        ).json()["access_token"]
+        spec = {
+            "base": base,
+            "token": token,
+            "samples": samples,
+            "runs": runs,
+            "sites": [str(s) for s in msites],
+            "numbers": numbers,
+            "rate": args.rate,
+            "duration": args.duration,
+            "baseline_s": 10,
+            "peak_s": 10,
+            "peak_concurrency": 32,
+        }
+        tmp = Path(f"/tmp/cloud_bench_{os.getpid()}")
+        tmp.mkdir(exist_ok=True)
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        subprocess.run(
+            [sys.executable, __file__, "--loadgen", str(tmp / "spec.json"), str(tmp / "out.json")],
+            check=True,
+            cwd=ROOT,
+        )
+        out = json.loads((tmp / "out.json").read_text())
+        print(
+            f"\nopen loop at {args.rate:.0f} req/s, {args.workers} API worker(s), "
+            f"latency from scheduled send time:"
+        )
+        base_fig = _report("baseline /health", out["baseline"], out["base_wall"])
+        mix = _report("mix (all three)", out["loaded"], out["wall"])
+        for kind, label in (
+            ("list", "sample list"),
+            ("sample", "sample detail"),
+            ("run", "run detail"),
+        ):
+            _report(label, [r for r in out["loaded"] if r[0] == kind], out["wall"])
+        print("\nclosed loop, 32 concurrent:")
+        peak = _report("mix (peak)", out["peak"], out["peak_wall"])
+        print(
+            f"\nratios: mix p99 / baseline p99 = {mix['p99'] / base_fig['p99']:.1f}x; "
+            f"mix p99 / 100 ms target = {mix['p99'] / 100:.2f}; "
+            f"peak throughput / 200 req/s target = {peak['rps'] / 200:.2f}x"
+        )
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        if created and not args.keep:
+            with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
+        elif created:
+            print(f"kept database {created}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Request dependencies: database session, the caller (user or device) and its scope."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from cloud.crud.devices import authenticate_device
+from cloud.crud.scope import Scope
+from cloud.models import Device, Role, User
+from cloud.security import TokenError, decode_token
+from cloud.settings import CloudSettings
+from cloud.state import AppState
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False, description="Access token (JWT) from /api/v1/auth/login")
+_device_bearer = HTTPBearer(
+    auto_error=False, scheme_name="DeviceToken", description="Device API token (mpd_...)"
+)
+
+
+# Dependencies without I/O are `async def`: a plain `def` would cost a threadpool hop each.
+async def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.microplate
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_settings(state: StateDep) -> CloudSettings:
+    return state.settings
+
+
+SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    """A session per request; routes commit explicitly, anything uncommitted rolls back.
+
+    Async on purpose: a sync generator would need a threadpool slot to close the session,
+    and under load every slot can be taken by requests waiting for a pooled connection that
+    only such a close would give back (a deadlock). Closing here never waits for a thread.
+    """
+    session = state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _unauthorized(detail: str = "Not authenticated") -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def user_from_token(session: Session, settings: CloudSettings, token: str) -> User | None:
+    try:
+        claims = decode_token(settings, token, kind="access")
+        user_id = uuid.UUID(claims.subject)
+    except (TokenError, ValueError) as exc:
+        logger.info("rejected access token: %s", exc)
+        return None
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        return None
+    # Tokens minted before a password change stop working at once.
+    if claims.issued_at < int(user.password_changed_at.timestamp()):
+        return None
+    return user
+
+
+def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized()
+    user = user_from_token(session, settings, credentials.credentials)
+    if user is None:
+        raise _unauthorized("Invalid or expired token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_manager(user: CurrentUser) -> User:
+    if user.role not in (Role.admin, Role.manager):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "This needs the manager or admin role")
+    return user
+
+
+async def get_admin(user: CurrentUser) -> User:
+    if user.role != Role.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "This needs the admin role")
+    return user
+
+
+ManagerUser = Annotated[User, Depends(get_manager)]
+AdminUser = Annotated[User, Depends(get_admin)]
+
+
+async def get_scope(user: CurrentUser) -> Scope:
+    return Scope.for_user(user)
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]
+
+
+def get_device(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
+) -> Device:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized()
+    device = authenticate_device(session, token=credentials.credentials)
+    if device is None:
+        raise _unauthorized("Invalid or revoked device token")
+    return device
+
+
+DeviceDep = Annotated[Device, Depends(get_device)]
+
+
+def not_found(what: str) -> HTTPException:
+    # Out-of-scope and missing look the same, so ids of other sites' data leak nothing.
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")

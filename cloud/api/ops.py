@@ -1,0 +1,45 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud.api.deps import StateDep
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """The process is up. Says nothing about its dependencies (see /ready)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {}})
+def ready(state: StateDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        logger.warning("readiness: database unavailable (%s)", type(exc).__name__)
+        checks["database"] = "unavailable"
+    if state.store is not None:
+        checks["object_storage"] = "ok" if state.store.ping() else "unavailable"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

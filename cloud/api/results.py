@@ -1,0 +1,188 @@
+"""Samples and runs across the sites a user may see; CSV export; annotated images."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from core.labware import csv_filename, render_csv
+from core.pooling import SampleSummary
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+
+from cloud.api.deps import (
+    ManagerUser,
+    ScopeDep,
+    SessionDep,
+    StateDep,
+    client_ip,
+    not_found,
+)
+from cloud.crud import audit, queries, results
+from cloud.models import Device, Run, Sample, Site
+from cloud.schemas import PresignedUrl
+from cloud.schemas_results import (
+    RowPublic,
+    RunDetail,
+    RunSummary,
+    SampleDetail,
+    SampleListItem,
+    SamplePage,
+    WellPublic,
+)
+from cloud.storage import image_key
+
+router = APIRouter(prefix="/api/v1", tags=["results"])
+Template = Literal["labware", "labware-legacy"]
+FLAG = r"^[a-z_]{1,32}$"
+
+
+@router.get("/samples", responses={400: {}})
+def list_samples(
+    scope: ScopeDep,
+    session: SessionDep,
+    q: Annotated[
+        str | None, Query(max_length=64, description="sample or submission number")
+    ] = None,
+    site_id: uuid.UUID | None = None,
+    device_id: uuid.UUID | None = None,
+    read_from: datetime | None = None,
+    read_to: datetime | None = None,
+    flag: Annotated[list[str] | None, Query(max_length=10)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> SamplePage:
+    flt = queries.SampleFilter(
+        q=q,
+        site_id=site_id,
+        device_id=device_id,
+        read_from=read_from,
+        read_to=read_to,
+        flags=tuple(flag or ()),
+    )
+    try:
+        page = queries.list_samples(session, scope=scope, flt=flt, limit=limit, cursor=cursor)
+    except queries.CursorError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return SamplePage(
+        items=[SampleListItem.model_validate(s) for s in page.items], next_cursor=page.next_cursor
+    )
+
+
+def _sample_or_404(session: SessionDep, scope: ScopeDep, sample_id: uuid.UUID) -> Sample:
+    sample = queries.get_sample(session, sample_id=sample_id, scope=scope)
+    if sample is None:
+        raise not_found("Sample")
+    return sample
+
+
+@router.get("/samples/{sample_id}", responses={404: {}})
+def get_sample(sample_id: uuid.UUID, scope: ScopeDep, session: SessionDep) -> SampleDetail:
+    sample = _sample_or_404(session, scope, sample_id)
+    summary = sample.summary or {}
+    return SampleDetail(
+        **SampleListItem.model_validate(sample).model_dump(),
+        n_cols=sample.n_cols,
+        distribution=sample.distribution,
+        statistics=summary.get("statistics", {}),
+        current_run_ids=[uuid.UUID(r) for r in summary.get("run_ids", [])],
+    )
+
+
+@router.get("/samples/{sample_id}/runs", responses={404: {}})
+def get_sample_runs(sample_id: uuid.UUID, scope: ScopeDep, session: SessionDep) -> list[RunSummary]:
+    sample = _sample_or_404(session, scope, sample_id)
+    return [
+        RunSummary.model_validate(r)
+        for r in queries.sample_runs(session, sample=sample, scope=scope)
+    ]
+
+
+@router.get(
+    "/samples/{sample_id}/export.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}, 404: {}},
+)
+def export_sample(
+    sample_id: uuid.UUID,
+    scope: ScopeDep,
+    session: SessionDep,
+    template: Template | None = None,
+) -> Response:
+    """The LabWare CSV of the pooled sample; the site's template unless one is named."""
+    sample = _sample_or_404(session, scope, sample_id)
+    site = session.get(Site, sample.site_id)
+    chosen = template or (site.csv_template if site else "labware")
+    summary = SampleSummary.model_validate(sample.summary)
+    buffer = io.StringIO(newline="")
+    render_csv(summary, buffer, template=chosen)
+    when = sample.last_read_at or sample.updated_at
+    filename = csv_filename(sample.sample_number, when)
+    return Response(
+        buffer.getvalue().encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _run_or_404(session: SessionDep, scope: ScopeDep, run_id: uuid.UUID) -> Run:
+    run = queries.get_run(session, run_id=run_id, scope=scope)
+    if run is None:
+        raise not_found("Run")
+    return run
+
+
+@router.get("/runs/{run_id}", responses={404: {}})
+def get_run(run_id: uuid.UUID, scope: ScopeDep, session: SessionDep) -> RunDetail:
+    run = _run_or_404(session, scope, run_id)
+    wells, rows = queries.run_details(session, run=run)
+    return RunDetail(
+        **RunSummary.model_validate(run).model_dump(),
+        extra=run.extra,
+        images=sorted(run.image_keys),
+        wells=[WellPublic.model_validate(w) for w in wells],
+        rows=[RowPublic.model_validate(r) for r in rows],
+    )
+
+
+@router.get("/runs/{run_id}/image", responses={404: {}, 503: {}})
+def get_run_image(
+    run_id: uuid.UUID,
+    scope: ScopeDep,
+    session: SessionDep,
+    state: StateDep,
+    kind: Literal["annotated", "raw", "thumbnail"] = "annotated",
+) -> PresignedUrl:
+    """A short-lived presigned GET for the run's image."""
+    run = _run_or_404(session, scope, run_id)
+    if state.store is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Object storage not configured")
+    device = session.get(Device, run.device_id)
+    if device is None:
+        raise not_found("Image")
+    key = image_key(site=device.site.slug, device=device.slug, run_id=str(run.run_id), kind=kind)
+    return PresignedUrl(
+        url=state.store.presign_get(key), method="GET", key=key, expires_in=state.store.expires
+    )
+
+
+@router.delete("/runs/{run_id}", status_code=204, responses={404: {}})
+def delete_run(
+    run_id: uuid.UUID, request: Request, user: ManagerUser, scope: ScopeDep, session: SessionDep
+) -> None:
+    """Stop counting a run (kept for the record); its sample is recomputed in the same step."""
+    run = _run_or_404(session, scope, run_id)
+    if run.status != "deleted":
+        results.delete_run(session, run=run)
+        audit.record(
+            session,
+            action="run.deleted",
+            actor_user_id=user.id,
+            target_type="run",
+            target_id=run.run_id,
+            site_id=run.site_id,
+            ip=client_ip(request),
+            detail={"sample_number": run.sample_number},
+        )
+        session.commit()

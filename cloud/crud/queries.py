@@ -1,0 +1,131 @@
+"""Read side of results: sample search (paged by sample), sample detail, runs, wells, rows.
+
+Every function takes a `Scope`; rows of sites outside it are invisible (not "forbidden"),
+so the API answers 404 for them and ids of other sites leak nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy.orm import Session
+
+from cloud.crud.scope import Scope
+from cloud.models import Run, RunRow, RunWell, Sample
+
+
+class CursorError(ValueError):
+    """The paging cursor is not one this API handed out."""
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    q: str | None = None
+    site_id: uuid.UUID | None = None
+    device_id: uuid.UUID | None = None
+    read_from: datetime | None = None
+    read_to: datetime | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplePage:
+    items: list[Sample]
+    next_cursor: str | None
+
+
+def encode_cursor(sample: Sample) -> str:
+    assert sample.last_read_at is not None
+    raw = f"{sample.last_read_at.isoformat()}|{sample.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        return datetime.fromisoformat(when), uuid.UUID(ident)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise CursorError("invalid cursor; start again without one") from exc
+
+
+def _filtered(
+    query: Select[tuple[Sample]], *, scope: Scope, flt: SampleFilter
+) -> Select[tuple[Sample]]:
+    query = query.where(scope.clause(Sample.site_id), Sample.n_plates > 0)
+    if flt.q:
+        query = query.where(or_(Sample.sample_number == flt.q, Sample.submission_number == flt.q))
+    if flt.site_id is not None:
+        query = query.where(Sample.site_id == flt.site_id)
+    if flt.read_from is not None:
+        query = query.where(Sample.last_read_at >= flt.read_from)
+    if flt.read_to is not None:
+        query = query.where(Sample.last_read_at < flt.read_to)
+    if flt.flags:
+        query = query.where(Sample.flags.overlap(list(flt.flags)))
+    if flt.device_id is not None:
+        query = query.where(
+            exists().where(
+                Run.sample_id == Sample.id,
+                Run.device_id == flt.device_id,
+                Run.status == "current",
+            )
+        )
+    return query
+
+
+def list_samples(
+    session: Session, *, scope: Scope, flt: SampleFilter, limit: int, cursor: str | None = None
+) -> SamplePage:
+    """Samples newest first, keyset-paged on (last_read_at, id): deep pages stay fast."""
+    query = _filtered(select(Sample), scope=scope, flt=flt)
+    if cursor is not None:
+        when, ident = decode_cursor(cursor)
+        query = query.where(
+            or_(Sample.last_read_at < when, and_(Sample.last_read_at == when, Sample.id < ident))
+        )
+    query = query.order_by(Sample.last_read_at.desc(), Sample.id.desc()).limit(limit + 1)
+    items: list[Sample] = list(session.scalars(query))
+    more = len(items) > limit
+    items = items[:limit]
+    return SamplePage(items=items, next_cursor=encode_cursor(items[-1]) if more and items else None)
+
+
+def get_sample(session: Session, *, sample_id: uuid.UUID, scope: Scope) -> Sample | None:
+    sample = session.get(Sample, sample_id)
+    if sample is None or not scope.allows(sample.site_id):
+        return None
+    return sample
+
+
+def sample_runs(session: Session, *, sample: Sample, scope: Scope) -> list[Run]:
+    query = (
+        select(Run)
+        .where(Run.sample_id == sample.id, scope.clause(Run.site_id))
+        .order_by(Run.read_at.desc(), Run.run_id)
+    )
+    return list(session.scalars(query))
+
+
+def get_run(session: Session, *, run_id: uuid.UUID, scope: Scope) -> Run | None:
+    run = session.get(Run, run_id)
+    if run is None or not scope.allows(run.site_id):
+        return None
+    return run
+
+
+def run_details(session: Session, *, run: Run) -> tuple[list[RunWell], list[RunRow]]:
+    wells = list(
+        session.scalars(
+            select(RunWell).where(RunWell.run_id == run.run_id).order_by(RunWell.row, RunWell.col)
+        )
+    )
+    rows = list(
+        session.scalars(select(RunRow).where(RunRow.run_id == run.run_id).order_by(RunRow.row))
+    )
+    return wells, rows

@@ -1,0 +1,163 @@
+"""API request and response bodies, kept apart from the tables."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from cloud.models import Role
+
+Slug = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$", min_length=2, max_length=40)
+Password = Field(min_length=12, max_length=256)
+Template = Literal["labware", "labware-legacy"]
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class LoginRequest(BaseModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class TokenPairPublic(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Password
+
+
+class ResetRequest(BaseModel):
+    email: str = Field(min_length=1, max_length=320)
+
+
+class ResetConfirm(BaseModel):
+    token: str = Field(min_length=16, max_length=256)
+    new_password: str = Password
+
+
+class SiteCreate(BaseModel):
+    slug: str = Slug
+    name: str = Field(min_length=1, max_length=200)
+    csv_template: Template = "labware"
+    protective_titre: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class SiteUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    csv_template: Template | None = None
+    protective_titre: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class SitePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    slug: str
+    name: str
+    csv_template: str
+    protective_titre: int | None
+
+
+class UserCreate(BaseModel):
+    email: EmailStr
+    password: str = Password
+    role: Role
+    full_name: str = Field(default="", max_length=200)
+    site_ids: list[uuid.UUID] = Field(default_factory=list, max_length=500)
+
+
+class UserUpdate(BaseModel):
+    role: Role | None = None
+    is_active: bool | None = None
+    full_name: str | None = Field(default=None, max_length=200)
+    site_ids: list[uuid.UUID] | None = Field(default=None, max_length=500)
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    email: str
+    full_name: str
+    role: Role
+    is_active: bool
+    site_ids: list[uuid.UUID]
+
+
+class DeviceCreate(BaseModel):
+    site_id: uuid.UUID
+    slug: str = Slug
+    name: str = Field(default="", max_length=200)
+
+
+class DevicePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    site_id: uuid.UUID
+    slug: str
+    name: str
+    mqtt_username: str
+    status: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_seen_at: datetime | None
+    last_status: dict[str, Any] | None
+
+
+class EnrollmentBundle(BaseModel):
+    """Returned once, at provisioning: the only time the secrets are visible."""
+
+    device_id: uuid.UUID
+    site: str
+    device: str
+    broker_url: str
+    mqtt_username: str
+    mqtt_password: str
+    api_base_url: str
+    device_token: str
+    ca_cert: str | None
+
+
+class PresignRequest(BaseModel):
+    run_id: uuid.UUID
+    kind: Literal["raw", "annotated", "thumbnail"]
+
+
+class PresignedUrl(BaseModel):
+    url: str
+    method: Literal["GET", "PUT"]
+    key: str
+    expires_in: int
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class DeviceIdentity(BaseModel):
+    device_id: uuid.UUID
+    site: str
+    device: str
+
+
+class AuditPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: datetime
+    action: str
+    actor_user_id: uuid.UUID | None
+    actor_device_id: uuid.UUID | None
+    target_type: str | None
+    target_id: str | None
+    site_id: uuid.UUID | None
+    ip: str | None
+    detail: dict[str, Any]

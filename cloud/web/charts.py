@@ -59,6 +59,14 @@ def nice_max(value: float) -> float:
     return float(10 * power)
 
 
+def integer_tick_count(top: float) -> int:
+    """Intervals for an axis of whole counts ending at a `nice_max` value: labels stay whole."""
+    if top <= 5:
+        return max(int(top), 1)
+    lead = round(top / 10 ** math.floor(math.log10(top)))
+    return 4 if lead == 2 else 5
+
+
 def _ticks(top: float, *, to_pos: float, bottom_pos: float, count: int = 4) -> list[Tick]:
     ticks = []
     for i in range(count + 1):
@@ -99,7 +107,9 @@ def histogram(
         )
     return Histogram(
         bars=bars,
-        y_ticks=_ticks(top, to_pos=plot_top, bottom_pos=plot_bottom),
+        y_ticks=_ticks(
+            top, to_pos=plot_top, bottom_pos=plot_bottom, count=integer_tick_count(top)
+        ),
         width=width,
         height=height,
         plot_left=plot_left,

@@ -45,12 +45,15 @@ class Seeded:
     run_with_image: uuid.UUID | None = None
 
 
-def annotated_jpeg() -> bytes:
+def annotated_jpeg(endpoints: tuple[int | None, ...]) -> bytes:
     """A small drawn plate (96 circles) so the run page shows a real JPEG from S3."""
     img = np.full((300, 440, 3), 235, np.uint8)
     for r in range(8):
+        end = endpoints[r]
         for c in range(12):
-            colour = (40, 50, 180) if c < 5 else (190, 200, 240)
+            colour = (40, 50, 180) if end is not None and c < end else (190, 200, 240)
+            if end is None:
+                colour = (150, 150, 150)
             cv2.circle(img, (30 + c * 35, 25 + r * 35), 13, colour, -1)
             cv2.rectangle(img, (17 + c * 35, 12 + r * 35), (43 + c * 35, 38 + r * 35), (0, 160, 0), 1)
     ok, buf = cv2.imencode(".jpg", img)
@@ -132,7 +135,7 @@ def seed(settings: CloudSettings) -> Seeded:
                     key = image_key(
                         site=a.slug, device=dev_a1.slug, run_id=str(msg.run_id), kind="annotated"
                     )
-                    store.put(key, annotated_jpeg())
+                    store.put(key, annotated_jpeg(endpoints))
                     msg = msg.model_copy(update={"images": (ImageRef(role="annotated", key=key),)})
                     seeded.run_with_image = msg.run_id
                 results.upsert_run(session, msg, device=dev_a1)

@@ -11,7 +11,6 @@ from starlette.responses import Response
 from cloud.web.render import redirect, render
 from cloud.web.session import Api, SignInRequired, api_detail, check_origin, clear_session
 
-
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -24,7 +23,7 @@ def safe_next(target: str | None) -> str:
 
 
 @router.get("/login")
-async def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002
+async def login_form(request: Request, next: str | None = None) -> Response:
     return render(request, "login.html", {"me": None, "next": safe_next(next), "error": None})
 
 
@@ -33,7 +32,7 @@ async def login(
     request: Request,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=256)] = "",
-    next: Annotated[str, Form(max_length=2000)] = "/ui/",  # noqa: A002
+    next: Annotated[str, Form(max_length=2000)] = "/ui/",
 ) -> Response:
     check_origin(request)
     target = safe_next(next)

@@ -107,9 +107,7 @@ def histogram(
         )
     return Histogram(
         bars=bars,
-        y_ticks=_ticks(
-            top, to_pos=plot_top, bottom_pos=plot_bottom, count=integer_tick_count(top)
-        ),
+        y_ticks=_ticks(top, to_pos=plot_top, bottom_pos=plot_bottom, count=integer_tick_count(top)),
         width=width,
         height=height,
         plot_left=plot_left,

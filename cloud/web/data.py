@@ -142,18 +142,18 @@ def pooled_trends(
     protective: dict[str, float] = {}
     periods: set[str] = set()
     for site, when, stats in samples:
-        n = int(stats.get("n") or 0)
+        count = int(stats.get("n") or 0)
         mean_log2 = stats.get("mean_log2")
-        if n <= 0 or mean_log2 is None:
+        if count <= 0 or mean_log2 is None:
             continue
         key = (site, week_label(when))
         periods.add(key[1])
-        n_sum[key] += n
-        log_sum[key] += n * float(mean_log2)
+        n_sum[key] += count
+        log_sum[key] += count * float(mean_log2)
         share = stats.get("share_protective")
         if share is not None:
-            share_n[key] += n
-            share_sum[key] += n * float(share)
+            share_n[key] += count
+            share_sum[key] += count * float(share)
             if stats.get("protective_titre") is not None:
                 protective[site] = float(stats["protective_titre"])
     gmt: dict[str, dict[str, float]] = defaultdict(dict)

@@ -8,9 +8,9 @@ import logging
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import httpx
-from core.labware import neutralise
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -19,6 +19,7 @@ from cloud.state import AppState
 from cloud.web import charts, data
 from cloud.web.render import render
 from cloud.web.session import Api, ApiProblem
+from core.labware import neutralise
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -181,11 +182,7 @@ async def samples(
         "known_flags": KNOWN_FLAGS,
         "page": page,
         "errors": errors,
-        "query": httpx.QueryParams(
-            [("q", q), ("site_id", site_id), ("device_id", device_id)]
-            + [("read_from", read_from), ("read_to", read_to)]
-            + [("flag", f) for f in flags]
-        ),
+        "query": urlencode(_query_pairs(filters)),
         "trend": trend,
         "searched": bool(base),
     }
@@ -216,14 +213,25 @@ async def _trends(
     }
 
 
+def _query_pairs(filters: dict[str, Any]) -> list[tuple[str, str]]:
+    """The current filters as query pairs, for the next-page and CSV links."""
+    pairs: list[tuple[str, str]] = [
+        (key, str(filters[key])) for key in ("q", "site_id", "device_id", "read_from", "read_to")
+    ]
+    pairs.extend(("flag", f) for f in filters["flags"])
+    return pairs
+
+
 def _list_csv(items: list[dict[str, Any]], sites: list[dict[str, Any]]) -> Response:
     """The search result as a table; every text field neutralised against formula injection."""
     names = {s["id"]: s["name"] for s in sites}
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["sample_number", "submission_number", "site", "runs", "plates", "rows"]
-        + ["gmt", "flags", "first_read_at", "last_read_at"]
+        [
+            *("sample_number", "submission_number", "site", "runs", "plates", "rows"),
+            *("gmt", "flags", "first_read_at", "last_read_at"),
+        ]
     )
     for item in items:
         writer.writerow(

@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from cloud.web.session import Api, ApiProblem, CsrfRefused, SignInRequired, clear_session
+from cloud.web.session import Api, ApiProblem, clear_session
 
 logger = logging.getLogger(__name__)
 

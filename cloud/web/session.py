@@ -119,9 +119,7 @@ class Api:
         transport = httpx.ASGITransport(app=self.request.app, client=self._client_addr)
         return httpx.AsyncClient(transport=transport, base_url=_API_BASE, timeout=30.0)
 
-    async def _send(
-        self, method: str, path: str, *, auth: bool, **kwargs: Any
-    ) -> httpx.Response:
+    async def _send(self, method: str, path: str, *, auth: bool, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}))
         if auth and self.access:
             headers["Authorization"] = f"Bearer {self.access}"

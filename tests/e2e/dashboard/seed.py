@@ -14,14 +14,14 @@ from datetime import datetime, timedelta, timezone
 
 import cv2
 import numpy as np
-from core.pooling import PlateRead
-from core.wire import DeviceStatus, ImageRef, RunMessage
 
 from cloud.crud import devices, results, sites, users
 from cloud.db import make_engine, make_sessionmaker, session_scope
 from cloud.models import Device, Role
 from cloud.settings import CloudSettings
 from cloud.storage import ObjectStore, image_key
+from core.pooling import PlateRead
+from core.wire import DeviceStatus, ImageRef, RunMessage
 from tests.cloud.factory import run_message
 
 PASSWORD = "correct-horse-battery-staple"
@@ -55,13 +55,17 @@ def annotated_jpeg(endpoints: tuple[int | None, ...]) -> bytes:
             if end is None:
                 colour = (150, 150, 150)
             cv2.circle(img, (30 + c * 35, 25 + r * 35), 13, colour, -1)
-            cv2.rectangle(img, (17 + c * 35, 12 + r * 35), (43 + c * 35, 38 + r * 35), (0, 160, 0), 1)
+            cv2.rectangle(
+                img, (17 + c * 35, 12 + r * 35), (43 + c * 35, 38 + r * 35), (0, 160, 0), 1
+            )
     ok, buf = cv2.imencode(".jpg", img)
     assert ok
     return bytes(buf)
 
 
-def _status(device: Device, *, online: bool, backlog: int, age: float | None, disk: int) -> DeviceStatus:
+def _status(
+    device: Device, *, online: bool, backlog: int, age: float | None, disk: int
+) -> DeviceStatus:
     return DeviceStatus(
         device_id=device.slug,
         site_id=device.site.slug,
@@ -174,7 +178,8 @@ def seed(settings: CloudSettings) -> Seeded:
             )
             # Status: a1 healthy, a2 offline by its last will with a backlog, b1 silent.
             results.record_device_status(
-                session, _status(dev_a1, online=True, backlog=0, age=None, disk=40 * 1024**3),
+                session,
+                _status(dev_a1, online=True, backlog=0, age=None, disk=40 * 1024**3),
                 device=dev_a1,
             )
             results.record_device_status(

@@ -10,9 +10,9 @@ import re
 
 import httpx
 import pytest
+
 from core.labware import render_csv
 from core.pooling import pool_sample
-
 from tests.e2e.dashboard.conftest import Cloud, shot, sign_in
 from tests.e2e.dashboard.seed import PASSWORD, push_status
 
@@ -106,7 +106,11 @@ def test_sample_search_chart_matches_core_pooling(page, cloud: Cloud) -> None:
     expected = pool_sample(data.sample_a, data.reads_a, n_cols=12, protective_titre=40)
     # The worked example of DOMAIN.md, independently of the cloud's stored summary.
     assert {k: v for k, v in expected.distribution.items() if v} == {
-        "4": 1, "5": 5, "6": 6, "7": 2, "8": 1,
+        "4": 1,
+        "5": 5,
+        "6": 6,
+        "7": 2,
+        "8": 1,
     }
     bars = page.get_by_test_id("bar")
     assert bars.count() == 13
@@ -131,9 +135,7 @@ def test_sample_search_chart_matches_core_pooling(page, cloud: Cloud) -> None:
     assert page.get_by_test_id("stat-n").inner_text() == str(stats.n)
     assert page.get_by_test_id("stat-gmt").inner_text() == f"{stats.gmt:.2f}"
     assert page.get_by_test_id("stat-share").inner_text() == f"{stats.share_protective * 100:.1f} %"
-    assert page.get_by_test_id("stat-excluded").inner_text().startswith(
-        str(stats.excluded_total)
-    )
+    assert page.get_by_test_id("stat-excluded").inner_text().startswith(str(stats.excluded_total))
     shot(page, "07-sample")
 
     with page.expect_download() as download:
@@ -166,8 +168,10 @@ def test_trend_charts_and_filters(page, cloud: Cloud) -> None:
     assert points.count() >= 5
     series = {s.get_attribute("data-series") for s in page.locator("#trend-gmt .series").all()}
     assert series == {cloud.data.site_b_name}
-    shares = [float(str(p.get_attribute("data-value"))) for p in
-              page.locator("#trend-share [data-testid=point]").all()]
+    shares = [
+        float(str(p.get_attribute("data-value")))
+        for p in page.locator("#trend-share [data-testid=point]").all()
+    ]
     assert shares and all(0.0 <= s <= 1.0 for s in shares)
     shot(page, "09-samples-trends")
 

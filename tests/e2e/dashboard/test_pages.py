@@ -186,3 +186,43 @@ def test_live_update_from_device_status(page, cloud: Cloud) -> None:
     assert "Updated" in page.locator("#live").inner_text()
     shot(page, "10-overview-live")
     push_status(cloud.settings, cloud.data.device_ids["a1"], online=True)
+
+
+def _cookie(page, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    return next((c["value"] for c in page.context.cookies() if c["name"] == name), None)
+
+
+def test_expired_access_token_is_refreshed_once_for_parallel_requests(page, cloud: Cloud) -> None:
+    sign_in(page, cloud, "manager")
+    old_refresh = _cookie(page, "mp_refresh")
+    # An access token the API no longer accepts (as after its 15 minutes).
+    page.context.add_cookies(
+        [{"name": "mp_access", "value": "expired.access.token", "url": cloud.url}]
+    )
+    statuses = page.evaluate(
+        "() => Promise.all(['/ui/ping', '/ui/overview/fragment', '/ui/ping']"
+        ".map(u => fetch(u).then(r => r.status)))"
+    )
+    assert statuses == [204, 200, 204]
+    new_refresh = _cookie(page, "mp_refresh")
+    assert new_refresh and new_refresh != old_refresh
+    # Refresh rotation is single use: had two requests spent the old token, the family
+    # would be revoked and this page would bounce to the sign-in form.
+    page.goto("/ui/samples")
+    assert page.url.endswith("/ui/samples")
+    assert page.get_by_role("heading", name="Samples", exact=True).is_visible()
+
+
+def test_unusable_session_goes_to_sign_in(page, cloud: Cloud) -> None:
+    sign_in(page, cloud, "manager")
+    page.context.add_cookies(
+        [
+            {"name": "mp_access", "value": "bad", "url": cloud.url},
+            {"name": "mp_refresh", "value": "bad", "url": cloud.url},
+        ]
+    )
+    page.goto("/ui/samples?q=abc")
+    assert "/ui/login?next=%2Fui%2Fsamples%3Fq%3Dabc" in page.url
+    assert _cookie(page, "mp_refresh") is None
+    resp = page.goto("/ui/no-such-page")
+    assert resp is not None and resp.status == 404

@@ -462,6 +462,7 @@ def main() -> int:
             ],
             cwd=ROOT,
             env=env,
+            start_new_session=True,
         )
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -517,8 +518,13 @@ def main() -> int:
         )
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+            # The server runs in its own process group: stop the master and its workers.
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=15)
         if created and not args.keep:
             with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,6 +129,15 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
             {"detail": "The service is busy or its database is unavailable; retry shortly."},
             status_code=503,
             headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def conflict(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A race between two requests creating the same thing: the loser gets a clear 409.
+        logger.info("integrity conflict on %s", _route_name(request))
+        return JSONResponse(
+            {"detail": "This conflicts with data that already exists; reload and retry."},
+            status_code=409,
         )
 
     @app.exception_handler(Exception)

@@ -71,6 +71,16 @@ def _unauthorized(detail: str = "Not authenticated") -> HTTPException:
     )
 
 
+def _release(session: Session) -> None:
+    """End the read transaction so its connection goes back to the pool now.
+
+    Authentication and the route body run in two different threadpool calls. Holding a
+    pooled connection between them lets a burst of requests take every connection while
+    their route bodies wait for threads that are themselves waiting for connections.
+    """
+    session.commit()
+
+
 def user_from_token(session: Session, settings: CloudSettings, token: str) -> User | None:
     try:
         claims = decode_token(settings, token, kind="access")
@@ -95,6 +105,7 @@ def get_current_user(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized()
     user = user_from_token(session, settings, credentials.credentials)
+    _release(session)
     if user is None:
         raise _unauthorized("Invalid or expired token")
     return user
@@ -133,6 +144,7 @@ def get_device(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized()
     device = authenticate_device(session, token=credentials.credentials)
+    _release(session)
     if device is None:
         raise _unauthorized("Invalid or revoked device token")
     return device

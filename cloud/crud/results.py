@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from cloud.broadcast import notify
@@ -40,15 +41,30 @@ class Applied:
 
 
 def _sample_for(session: Session, *, site_id: uuid.UUID, sample_number: str) -> Sample:
+    # Insert-or-nothing first, so two workers creating one sample never collide.
+    session.execute(
+        pg_insert(Sample)
+        .values(
+            id=uuid.uuid4(),
+            site_id=site_id,
+            sample_number=sample_number,
+            n_runs=0,
+            n_plates=0,
+            rows_total=0,
+            n_cols=12,
+            distribution={},
+            summary={},
+            flags=[],
+            updated_at=utcnow(),
+        )
+        .on_conflict_do_nothing(constraint="uq_samples_site_sample")
+    )
     sample = session.scalar(
         select(Sample)
         .where(Sample.site_id == site_id, Sample.sample_number == sample_number)
         .with_for_update()
     )
-    if sample is None:
-        sample = Sample(id=uuid.uuid4(), site_id=site_id, sample_number=sample_number)
-        session.add(sample)
-        session.flush()
+    assert sample is not None
     return sample
 
 

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from cloud.models import LoginThrottle, Role, Site, User
@@ -132,24 +132,34 @@ def authenticate(
     """
     now = utcnow()
     key = _throttle_key(email)
-    throttle = session.get(LoginThrottle, key, with_for_update=True)
+    throttle = session.get(LoginThrottle, key)
     user = get_user_by_email(session, email=email)
     ok = verify_password(password, user.password_hash if user is not None else None)
     if throttle is not None and throttle.locked_until is not None and throttle.locked_until > now:
         return SignIn(user=None, locked=True)
     if ok and user is not None and user.is_active:
-        if throttle is not None:
-            session.delete(throttle)
+        session.execute(delete(LoginThrottle).where(LoginThrottle.email_key == key))
         return SignIn(user=user, locked=False)
-    if throttle is None:
-        throttle = LoginThrottle(email_key=key, failures=0)
-        session.add(throttle)
-    if throttle.locked_until is not None and throttle.locked_until <= now:
-        throttle.failures = 0
-        throttle.locked_until = None
-    throttle.failures += 1
-    throttle.last_failure_at = now
-    if throttle.failures >= max_failures:
-        throttle.locked_until = now + lockout
-    session.flush()
-    return SignIn(user=None, locked=throttle.locked_until is not None)
+    # One atomic upsert: concurrent failures for the same address all count, none collide.
+    locked_until = session.execute(
+        text(
+            """
+            INSERT INTO login_throttle (email_key, failures, last_failure_at, locked_until)
+            VALUES (:key, 1, :now, CASE WHEN :max <= 1 THEN CAST(:until AS timestamptz) END)
+            ON CONFLICT (email_key) DO UPDATE SET
+                failures = CASE WHEN login_throttle.locked_until <= :now THEN 1
+                                ELSE login_throttle.failures + 1 END,
+                last_failure_at = :now,
+                locked_until = CASE
+                    WHEN (CASE WHEN login_throttle.locked_until <= :now THEN 1
+                               ELSE login_throttle.failures + 1 END) >= :max
+                        THEN CAST(:until AS timestamptz)
+                    WHEN login_throttle.locked_until <= :now THEN NULL
+                    ELSE login_throttle.locked_until END
+            RETURNING locked_until
+            """
+        ),
+        {"key": key, "now": now, "max": max_failures, "until": now + lockout},
+    ).scalar_one()
+    session.expire_all()
+    return SignIn(user=None, locked=locked_until is not None)

@@ -359,3 +359,30 @@ def test_per_address_rate_limit(migrated_db: str, tmp_path: Path) -> None:
         ]
     assert codes[:3] == [401, 401, 401]
     assert codes[3:] == [429, 429]
+
+
+def test_concurrent_failures_for_a_new_address_all_count(world: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloud.crud import users
+
+    def attempt(_: int) -> bool:
+        with world.sessions()() as session:
+            result = users.authenticate(
+                session,
+                email="race@example.com",
+                password="nope",
+                max_failures=100,
+                lockout=timedelta(minutes=1),
+            )
+            session.commit()
+            return result.locked
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(attempt, range(8)))
+    from cloud.models import LoginThrottle
+
+    with world.sessions()() as session:
+        rows = session.query(LoginThrottle).all()
+        counts = [r.failures for r in rows if r.failures >= 8]
+    assert counts == [8]

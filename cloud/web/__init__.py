@@ -18,7 +18,10 @@ __all__ = ["mount_dashboard"]
 
 
 def mount_dashboard(app: FastAPI) -> None:
-    """Add the dashboard to the cloud app (call once, after the API routers)."""
+    """Add the dashboard to the cloud app, after the API routers; a second call does nothing."""
+    if getattr(app.state, "dashboard_mounted", False):
+        return
+    app.state.dashboard_mounted = True
     for module in (auth_pages, pages, admin, live):
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")

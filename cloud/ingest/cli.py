@@ -1,0 +1,92 @@
+"""The `ingest` subcommand: `add_parser(subparsers)` and `run_ingest(settings, args)`.
+
+Wiring in `cloud/cli.py`: call `add_parser(sub)` instead of the placeholder parser, and for
+`args.command == "ingest"` return `run_ingest(settings, args)` after settings and logging are
+loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from cloud.ingest.worker import IngestOptions, IngestWorker
+from cloud.settings import CloudSettings
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "ingest",
+        help="run the MQTT ingest worker (several may run at once: shared subscription)",
+    )
+    defaults = IngestOptions()
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--batch-wait", type=float, default=defaults.batch_wait_s)
+    parser.add_argument(
+        "--client-id",
+        default=None,
+        help="stable MQTT client id of this worker (default: ingest user + host name); "
+        "give each worker on one host its own",
+    )
+    parser.add_argument("--share-group", default=defaults.share_group)
+    parser.add_argument("--stats-every", type=float, default=60.0, help="seconds between stats")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> IngestOptions:
+    if args.batch_size < 1 or args.batch_size > 5000:
+        raise ValueError("--batch-size must be between 1 and 5000")
+    if not 0 <= args.batch_wait <= 5:
+        raise ValueError("--batch-wait must be between 0 and 5 seconds")
+    return IngestOptions(
+        batch_size=args.batch_size,
+        batch_wait_s=args.batch_wait,
+        client_id=args.client_id,
+        share_group=args.share_group,
+    )
+
+
+def run_ingest(settings: CloudSettings, args: argparse.Namespace | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    if settings.mqtt_ingest_password is None:
+        print("error: set MICROPLATE_CLOUD_MQTT_INGEST_PASSWORD (or its secret file) first")
+        return 2
+    try:
+        options = options_from_args(args) if args is not None else IngestOptions()
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    stats_every = getattr(args, "stats_every", 60.0) if args is not None else 60.0
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker = IngestWorker(settings, options)
+    worker.start()
+    logger.info("ingest worker started (batch %d)", options.batch_size)
+    last = time.monotonic()
+    while not stop.wait(1.0):
+        if time.monotonic() - last >= stats_every:
+            last = time.monotonic()
+            s = worker.stats
+            logger.info(
+                "ingest: %d received, %d runs written, %d events, %d dead letters, %d acks",
+                s.received,
+                s.runs_written,
+                s.events_applied,
+                s.dead_letters,
+                s.acks_sent,
+            )
+    worker.stop()
+    worker.engine.dispose()
+    logger.info("ingest worker stopped")
+    return 0

@@ -1,0 +1,318 @@
+"""The sync worker: drains the outbox over MQTT and settles entries on the cloud's acks.
+
+One thread does the work (`while not stop.wait(...)`-style, woken early by acks, connects and
+`notify()`); paho's network thread only hands messages over. Per round:
+
+1. settle acks: `accepted` -> `outbox.mark_delivered` (one transaction per round),
+   `rejected` -> `outbox.mark_rejected` (kept for a person, never sent again);
+2. after a (re)connect, everything unacknowledged goes out again (the cloud is idempotent);
+3. resend entries whose ack is overdue, then fill the window (`edge.sync.queue`);
+4. publish the retained status (online, version, model, backlog, oldest age, disk) every
+   `status_interval_s` and a `sync.status` event for the UI when something changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.wire import (
+    Ack,
+    DesiredConfig,
+    DeviceStatus,
+    Topics,
+    WireError,
+    encode_message,
+    parse_message,
+)
+from edge import __version__, outbox
+from edge.store import Store, StoreError
+from edge.sync import queue
+from edge.sync.config import ConfigApplier
+from edge.sync.link import MqttLink
+from edge.sync.settings import SyncSettings
+from edge.sync.uploader import ImageUploader
+from edge.sync.window import Window
+
+logger = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    def publish(self, type: str, payload: dict[str, Any]) -> None: ...
+
+
+StatusInfo = Callable[[], dict[str, Any]]
+
+
+class SyncWorker:
+    """Outbox -> MQTT (QoS 1) -> cloud ack -> delivered. Start once, stop once."""
+
+    def __init__(
+        self,
+        settings: SyncSettings,
+        *,
+        store: Store,
+        site_id: str,
+        device_id: str,
+        events: EventSink | None = None,
+        status_info: StatusInfo | None = None,
+        config_applier: ConfigApplier | None = None,
+        uploader: ImageUploader | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.topics = Topics(site_id, device_id)
+        self.site_id, self.device_id = site_id, device_id
+        self.events = events
+        self._status_info = status_info or (lambda: {})
+        self.config_applier = config_applier
+        self.uploader = uploader
+        self._data_dir = data_dir or store.path.parent
+        self.window = Window(settings.window, settings.ack_timeout_s, settings.ack_timeout_max_s)
+        self._acks: deque[Ack] = deque()
+        self._configs: deque[DesiredConfig] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._generation_seen = 0
+        self._last_status_at = 0.0
+        self._last_event: dict[str, Any] | None = None
+        self.delivered_total = 0
+        self.rejected_total = 0
+        self.published_total = 0
+        self.resent_total = 0
+        self._with_images: dict[int, str] = {}
+        self._last_event_at = 0.0
+        self.link = MqttLink(
+            settings,
+            client_id=settings.client_id or settings.username or f"{site_id}.{device_id}",
+            subscriptions=[self.topics.acks, self.topics.config],
+            on_message=self._on_message,
+            will=(self.topics.status, encode_message(self._status(online=False))),
+            on_connected=lambda _present: self._wake.set(),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        if self.uploader is not None:
+            self.uploader.start()
+        self.link.start()
+        self._thread = threading.Thread(target=self._loop, name="sync", daemon=True)
+        self._thread.start()
+        logger.info("sync started: %s -> %s", self.topics.base, self.settings.broker_url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        final = None
+        try:
+            final = (self.topics.status, encode_message(self._status(online=False)))
+        except (WireError, OSError):
+            logger.debug("no final status to publish", exc_info=True)
+        self.link.stop(final)
+        if self.uploader is not None:
+            self.uploader.stop()
+
+    def notify(self) -> None:
+        """Something was added to the outbox: look now instead of at the next poll."""
+        self._wake.set()
+
+    # -- MQTT messages (paho's thread: hand over, never block) ---------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            message = parse_message(payload)
+        except WireError as exc:
+            logger.warning("ignoring a malformed message on %s: %s", topic, exc)
+            return
+        if topic == self.topics.acks and isinstance(message, Ack):
+            self._acks.append(message)
+        elif topic == self.topics.config and isinstance(message, DesiredConfig):
+            self._configs.append(message)
+        else:
+            logger.warning("ignoring a %s message on %s", type(message).__name__, topic)
+            return
+        self._wake.set()
+
+    # -- the loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.round()
+            except Exception:  # the worker survives a failed round and retries
+                logger.exception("sync round failed; retrying")
+                self._stop.wait(1.0)
+
+    def round(self) -> None:
+        """One pass: settle acks, apply config, (re)send, report. Called by the loop."""
+        self._settle_acks()
+        self._apply_configs()
+        now = time.monotonic()
+        if self.link.generation != self._generation_seen:
+            self._generation_seen = self.link.generation
+            self.window.reset()
+            self._last_status_at = 0.0
+        if self.link.connected:
+            self._resend_overdue(now)
+            self._fill(now)
+            if now - self._last_status_at >= self.settings.status_interval_s:
+                self._publish_status()
+                self._last_status_at = now
+        self._emit_event()
+
+    def _settle_acks(self) -> None:
+        delivered: list[int] = []
+        while self._acks:
+            ack = self._acks.popleft()
+            ids = self.window.acked(str(ack.run_id), ack.edit)
+            if not ids:
+                ids = queue.unsettled_for(self.store, str(ack.run_id), ack.edit)
+            if ack.status == "accepted":
+                delivered.extend(ids)
+            else:
+                for entry_id in ids:
+                    outbox.mark_rejected(self.store, entry_id, ack.reason or "rejected")
+                    self.rejected_total += 1
+        if delivered:
+            self.delivered_total += outbox.mark_delivered(self.store, delivered)
+
+    def _apply_configs(self) -> None:
+        while self._configs:
+            config = self._configs.popleft()
+            if self.config_applier is None:
+                logger.info("config revision %s received; no applier configured", config.revision)
+                continue
+            self.config_applier.apply(config)
+
+    def _resend_overdue(self, now: float) -> None:
+        late = self.window.expired(now)
+        if not late:
+            return
+        texts = queue.payloads(self.store, [f.entry_id for f in late])
+        for flight in late:
+            text = texts.get(flight.entry_id)
+            if text is None:  # gone (retention): nothing left to send
+                self.window.drop(flight.entry_id)
+                continue
+            if not self.link.publish(self.topics.runs, text.encode("utf-8")):
+                return
+            self.window.sent(flight.entry_id, flight.run_id, flight.edit, now)
+            self.published_total += 1
+            self.resent_total += 1
+        timeout = self.window.timeout_for(max(f.attempts for f in late) - 1)
+        queue.note_resent(self.store, [f.entry_id for f in late], f"no ack within {timeout:.0f} s")
+        logger.info("%d entries without an ack were sent again", len(late))
+
+    def _fill(self, now: float) -> None:
+        # Refill in chunks, not one slot per ack: each refill reads the outbox.
+        if self.window.free < max(1, self.window.size // 4) and len(self.window) > 0:
+            return
+        pending = queue.heads(self.store, limit=self.window.size * 2)
+        waiting: set[int] = set()
+        if self.uploader is not None:
+            waiting = {h.id for h in pending if h.kind == "run" and not self._images_ready(h)}
+        chosen = self.window.select(pending, skip=waiting)
+        texts = queue.payloads(self.store, [h.id for h in chosen])
+        for head in chosen:
+            text = self._with_images.pop(head.id, None) or texts.get(head.id)
+            if text is None:
+                continue
+            if not self.link.publish(self.topics.runs, text.encode("utf-8")):
+                logger.info(
+                    "publish refused (%s); waiting for the connection", self.link.last_error
+                )
+                return
+            self.window.sent(head.id, head.run_id, head.edit, now)
+            self.published_total += 1
+
+    def _images_ready(self, head: queue.Head) -> bool:
+        """True when the run may go: its images are uploaded (refs added) or given up."""
+        assert self.uploader is not None
+        if head.id in self._with_images:
+            return True
+        refs = self.uploader.refs_for(head.run_id, head.created_at)
+        if refs is None:
+            return False
+        if refs:
+            text = queue.payloads(self.store, [head.id]).get(head.id)
+            if text is None:
+                return False
+            payload = json.loads(text)
+            if not payload.get("images"):
+                payload["images"] = refs
+            self._with_images[head.id] = json.dumps(payload, separators=(",", ":"))
+        return True
+
+    # -- status ---------------------------------------------------------------------------
+    def _status(self, *, online: bool) -> DeviceStatus:
+        info = self._status_info()
+        try:
+            count, oldest = outbox.backlog(self.store)
+        except (StoreError, OSError, sqlite3.Error):
+            count, oldest = 0, None  # the will is built before the store may be open
+        disk_free = info.get("disk_free_bytes")
+        if disk_free is None:
+            disk_free = shutil.disk_usage(self._data_dir).free
+        return DeviceStatus(
+            device_id=self.device_id,
+            site_id=self.site_id,
+            online=online,
+            version=str(info.get("version") or __version__)[:128],
+            model=str(info.get("model") or "")[:128],
+            backend=str(info.get("backend") or "")[:128],
+            backlog=count,
+            oldest_unsent_age_s=oldest,
+            disk_free_bytes=int(disk_free),
+            at=datetime.now(timezone.utc),
+        )
+
+    def _publish_status(self) -> None:
+        status = self._status(online=True)
+        self.link.publish(self.topics.status, encode_message(status), retain=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the UI shows (also sent as the `sync.status` event)."""
+        count, oldest = outbox.backlog(self.store)
+        return {
+            "connected": self.link.connected,
+            "broker": f"{self.settings.host}:{self.settings.port}",
+            "backlog": count,
+            "oldest_age_s": None if oldest is None else round(oldest, 1),
+            "in_flight": len(self.window),
+            "rejected": outbox.rejected_count(self.store),
+            "last_error": self.link.last_error,
+            "config_revision": (
+                self.config_applier.revision if self.config_applier is not None else None
+            ),
+        }
+
+    def _emit_event(self) -> None:
+        now = time.monotonic()
+        if self.events is None or now - self._last_event_at < 1.0:
+            return
+        self._last_event_at = now
+        snap = self.snapshot()
+        # Age ticks every round: compare without it so the UI is not flooded.
+        key = {k: v for k, v in snap.items() if k != "oldest_age_s"}
+        if key != self._last_event:
+            self._last_event = key
+            self.events.publish("sync.status", snap)

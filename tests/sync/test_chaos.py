@@ -1,0 +1,221 @@
+"""10,000 plate runs from several appliances through broker, ingest and Postgres failures.
+
+Everything here is private to the test: a Mosquitto (persistence on, passwords, the cloud's
+ACL) and a Postgres cluster (`initdb` as the postgres user), both on free ports, plus
+appliance and ingest *processes* so they can be SIGKILLed. While the appliances queue their
+runs, in turn: the broker is SIGKILLed and restarted, an ingest worker is SIGKILLed, Postgres
+is crashed (`pg_ctl stop -m immediate`) and restarted, an appliance is SIGKILLed and
+restarted, and the network is cut (broker stopped) for `OUTAGE_S` seconds — in production
+that is hours; 20 s here keep CI short and still queue a few thousand runs, which is what the
+outage tests. Afterwards: every run is in Postgres exactly once, none is missing, every
+deletion is applied once, every outbox is empty and nothing was rejected.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.sync.harness import Mosquitto, PgCluster, world_dir
+from tests.sync.proc_appliance import run_uuid
+from tests.sync.world import INGEST_USER, accounts, acl_text, register_devices
+
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.postgres]
+
+N_APPLIANCES = 4
+TOTAL = 10_000
+PER_DEVICE = TOTAL // N_APPLIANCES
+RATE = 70.0  # runs/s per appliance: the runs keep coming through every failure
+DELETE_EVERY = 50
+OUTAGE_S = float(os.environ.get("MICROPLATE_CHAOS_OUTAGE_S", "20"))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Procs:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.cmds: dict[str, list[str]] = {}
+
+    def start(self, name: str, cmd: list[str] | None = None) -> None:
+        if cmd is not None:
+            self.cmds[name] = cmd
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, *self.cmds[name]], cwd=ROOT, stdout=log, stderr=log
+        )
+        log.close()
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def outbox_state(db: Path) -> tuple[int, int, int]:
+    """(runs queued, entries not yet delivered, entries rejected) of one appliance."""
+    if not db.exists():
+        return 0, 0, 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        queued = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'run'").fetchone()[0]
+        waiting = conn.execute(
+            "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND rejected_reason IS NULL"
+        ).fetchone()[0]
+        rejected = conn.execute(
+            "SELECT count(*) FROM outbox WHERE rejected_reason IS NOT NULL"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0, 0, 0  # not migrated yet
+    finally:
+        conn.close()
+    return int(queued), int(waiting), int(rejected)
+
+
+@pytest.fixture
+def pg() -> Iterator[PgCluster]:
+    if shutil.which("runuser") is None and os.getuid() == 0:
+        pytest.skip("runuser is needed to run initdb as the postgres user")
+    root = world_dir("mp-sync-chaos-pg-")
+    cluster = PgCluster(root)
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
+    from cloud.db import migrate
+
+    work = world_dir("mp-sync-chaos-")
+    devices = accounts(2, N_APPLIANCES // 2)
+    ingest_pw = secrets.token_urlsafe(12)
+    creds = {a.username: a.password for a in devices} | {INGEST_USER: ingest_pw}
+    broker = Mosquitto(work / "broker", accounts=creds, acl=acl_text(devices))
+    broker.start()
+    url = pg.create_database("chaos")
+    migrate(url)
+    register_devices(url, devices)
+    procs = Procs(work)
+    dbs = {f"app{i}": work / f"app{i}.db" for i in range(N_APPLIANCES)}
+    try:
+        for i in range(2):
+            procs.start(
+                f"ingest{i}",
+                ["-m", "tests.sync.proc_ingest", "--db", url, "--port", str(broker.port),
+                 "--password", ingest_pw, "--client-id", f"ingest-{i}"],
+            )  # fmt: skip
+        for i, acc in enumerate(devices):
+            procs.start(
+                f"app{i}",
+                ["-m", "tests.sync.proc_appliance", "--db", str(dbs[f"app{i}"]),
+                 "--site", acc.site, "--device", acc.device, "--password", acc.password,
+                 "--port", str(broker.port), "--total", str(PER_DEVICE), "--rate", str(RATE),
+                 "--delete-every", str(DELETE_EVERY), "--ack-timeout", "10"],
+            )  # fmt: skip
+
+        def queued() -> int:
+            return sum(outbox_state(db)[0] for db in dbs.values())
+
+        def pause(until_queued: int, timeout: float = 60.0) -> None:
+            deadline = time.monotonic() + timeout
+            while queued() < until_queued and time.monotonic() < deadline:
+                time.sleep(0.5)
+
+        pause(1000)
+        broker.kill()  # 1. the broker dies without saving
+        time.sleep(2)
+        broker.start()
+        pause(2500)
+        procs.kill("ingest0")  # 2. an ingest worker dies mid-batch
+        time.sleep(2)
+        procs.start("ingest0")
+        pause(4000)
+        pg.stop("immediate")  # 3. Postgres crashes
+        time.sleep(3)
+        pg.start()
+        pause(5500)
+        procs.kill("app1")  # 4. an appliance loses power
+        time.sleep(1)
+        procs.start("app1")
+        pause(6500)
+        broker.stop()  # 5. the network is cut: runs pile up on the appliances
+        time.sleep(OUTAGE_S)
+        backlog_at_reconnect = sum(outbox_state(db)[1] for db in dbs.values())
+        broker.start()
+
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            states = [outbox_state(db) for db in dbs.values()]
+            if all(q == PER_DEVICE and w == 0 for q, w, _ in states):
+                break
+            time.sleep(1)
+        states = {name: outbox_state(db) for name, db in dbs.items()}
+        diag = "\n".join(f"--- {n}\n{procs.log(n)}" for n in procs.procs)
+        assert all(q == PER_DEVICE for q, _, _ in states.values()), (states, diag)
+        assert all(w == 0 for _, w, _ in states.values()), (states, diag)
+        assert all(r == 0 for _, _, r in states.values()), (states, diag)
+        assert backlog_at_reconnect > 0  # the outage really queued runs
+
+        expected = {run_uuid(acc.site, acc.device, i) for acc in devices for i in range(PER_DEVICE)}
+        deleted = {
+            run_uuid(acc.site, acc.device, i)
+            for acc in devices
+            for i in range(0, PER_DEVICE, DELETE_EVERY)
+        }
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/chaos") as conn:
+            got = [r[0] for r in conn.execute("SELECT run_id FROM runs")]
+            assert len(got) == len(set(got)) == TOTAL
+            assert set(got) == expected
+            wells = conn.execute("SELECT count(*) FROM run_wells").fetchone()[0]
+            assert wells == TOTAL * 96
+            rows = conn.execute("SELECT count(*) FROM run_rows").fetchone()[0]
+            assert rows == TOTAL * 8
+            got_deleted = {
+                r[0] for r in conn.execute("SELECT run_id FROM runs WHERE status = 'deleted'")
+            }
+            assert got_deleted == deleted
+            events = conn.execute(
+                "SELECT count(*), count(DISTINCT run_id) FROM run_events"
+            ).fetchone()
+            assert events == (len(deleted), len(deleted))  # each deletion applied once
+            plates = conn.execute("SELECT sum(n_plates) FROM samples").fetchone()[0]
+            assert plates == TOTAL - len(deleted)
+            dead = conn.execute("SELECT count(*) FROM ingest_dead_letters").fetchone()[0]
+            assert dead == 0
+    finally:
+        procs.stop_all()
+        broker.kill()
+        keep = os.environ.get("MICROPLATE_CHAOS_KEEP")
+        if keep:  # for a post-mortem: the process logs and the appliance databases
+            shutil.copytree(work, keep, dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)

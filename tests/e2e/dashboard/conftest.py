@@ -43,8 +43,14 @@ def cloud(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     with private_database("mp_dash") as url:
         migrate(url)
+        tmp = tmp_path_factory.mktemp("dash")
         settings = make_settings(
-            url, tmp_path_factory.mktemp("dash"), s3_server, login_rate_per_minute=10_000
+            url,
+            tmp,
+            s3_server,
+            login_rate_per_minute=10_000,
+            # The sync test's broker writes its pid here; provisioning then SIGHUPs it.
+            mosquitto_pid_file=tmp / "mosquitto.pid",
         )
         data = seed(settings)
         app = create_app(settings)

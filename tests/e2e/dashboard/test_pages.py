@@ -100,6 +100,11 @@ def test_sample_search_chart_matches_core_pooling(page, cloud: Cloud) -> None:
     rows = page.get_by_test_id("sample-row")
     assert rows.count() == 1
     shot(page, "06-samples-search")
+    with page.expect_download() as listed:
+        page.get_by_role("link", name="Export this list as CSV").click()
+    lines = listed.value.path().read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("sample_number,submission_number,site,")
+    assert len(lines) == 2 and lines[1].startswith(f"{data.sample_a},SUB-{data.tag},")
     rows.first.get_by_role("link", name=data.sample_a).click()
     page.wait_for_url(re.compile(r".*/ui/samples/[0-9a-f-]{36}$"))
 

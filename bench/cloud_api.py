@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 PG = "postgresql://postgres@127.0.0.1:5432"
 PASSWORD = "bench-password-123456"
 BULK = ("runs", "run_wells", "run_rows", "samples")
+REQUEST_TIMEOUT = 10.0  # a request slower than this counts as failed
 
 
 # --------------------------------------------------------------------------- seeding
@@ -268,10 +269,10 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                resp = await client.get(pick(kind))
+                resp = await client.get(pick(kind), timeout=REQUEST_TIMEOUT)
                 code = resp.status_code
             except httpx.HTTPError:
-                code = 0
+                code = 0  # counted as an error, latency = time until it gave up
             results.append((kind, code, time.perf_counter() - due))
 
         async def open_loop(kinds: list[str], rate: float, seconds: float) -> float:

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
@@ -98,6 +99,9 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # No more worker threads than pooled connections: excess requests then wait in the
+        # event loop (holding nothing) instead of in threads that each hold a connection.
+        to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         listener = None
         if listen:
             listener = NotifyListener(libpq_conninfo(settings.database_url), state.broadcaster)

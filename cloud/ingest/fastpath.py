@@ -244,8 +244,9 @@ def _ensure_samples(
         key = (device.site_id, msg.sample_number)
         if msg.submission_number or key not in latest_sub:
             latest_sub[key] = msg.submission_number or latest_sub.get(key)
-    # Sorted: concurrent workers take the unique-index locks in one order (no deadlock).
-    keys = sorted(latest_sub, key=lambda k: (str(k[0]), k[1]))
+    # One lock order for the insert and the row locks: (site, sample number), as Postgres
+    # sorts them (uuid, then text in "C" order), so concurrent workers queue, not deadlock.
+    keys = sorted(latest_sub)
     params: dict[str, Any] = {
         "now": now,
         "sites": [k[0] for k in keys],
@@ -268,7 +269,7 @@ def _ensure_samples(
             text(
                 "SELECT id, site_id, sample_number FROM samples WHERE (site_id, sample_number) "
                 "IN (SELECT * FROM unnest(CAST(:sites AS uuid[]), CAST(:numbers AS text[]))) "
-                "ORDER BY id FOR UPDATE"
+                "ORDER BY site_id, sample_number COLLATE \"C\" FOR UPDATE"
             ),
             params,
         )

@@ -265,7 +265,12 @@ class IngestWorker:
                 self.stats.db_retries += 1
                 self.stats.last_error = f"database error: {type(exc.orig).__name__}"
                 if isinstance(exc, (OperationalError, InterfaceError)):
-                    logger.warning("ingest: database unavailable; retrying in %.1f s", delay)
+                    # Includes deadlocks between workers (the transaction is simply retried).
+                    logger.warning(
+                        "ingest: database unavailable (%s); retrying in %.1f s",
+                        type(exc.orig).__name__,
+                        delay,
+                    )
                 else:
                     logger.exception("ingest: database error; retrying in %.1f s", delay)
             except Exception as exc:
@@ -294,17 +299,20 @@ class IngestWorker:
                 extra = result.refused if result is not None else []
                 self._dead_letter(session, [*refused, *extra], now=now)
         except (IntegrityError, DataError) as exc:
-            # Caused by a message's values (or a race with another worker): isolate it.
+            # A unique violation is most often another worker having just written the same
+            # run (a redelivered duplicate): the batch is tried once more as a whole, when the
+            # run is found stored and is a duplicate. Anything left is one message's values:
+            # isolate it by bisecting.
+            if accepted and not again and isinstance(exc, IntegrityError):
+                return self._commit(accepted, refused, again=True)
             if len(accepted) > 1:
                 half = len(accepted) // 2
-                return self._commit(accepted[:half], refused) + self._commit(accepted[half:], [])
-            if accepted and not again and isinstance(exc, IntegrityError):
-                # Another worker may have written the same run a moment ago: look again.
-                return self._commit(accepted, refused, again=True)
+                return self._commit(accepted[:half], refused, again=True) + self._commit(
+                    accepted[half:], [], again=True
+                )
             reason = f"database refused the message: {type(exc.orig).__name__}"
-            logger.warning(
-                "ingest: %s (%s)", reason, accepted[0].incoming.topic if accepted else ""
-            )
+            topic = accepted[0].incoming.topic if accepted else ""
+            logger.warning("ingest: %s (%s)", reason, topic)
             bad = [self._refuse(a, reason) for a in accepted]
             return self._commit([], [*refused, *bad])
         if result is not None:

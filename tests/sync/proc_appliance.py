@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     update={
                         "run_id": run_uuid(args.site, args.device, i),
                         "plate_id": plate_uuid(args.site, args.device, i),
-                        "sample_number": f"S-{i // 4:05d}",  # about four plates per sample
+                        # About four plates per sample, each appliance its own samples.
+                        "sample_number": f"{args.device}-S-{i // 4:05d}",
                     }
                 )
                 outbox.add(

@@ -39,6 +39,7 @@ PER_DEVICE = TOTAL // N_APPLIANCES
 RATE = 70.0  # runs/s per appliance: the runs keep coming through every failure
 DELETE_EVERY = 50
 OUTAGE_S = float(os.environ.get("MICROPLATE_CHAOS_OUTAGE_S", "20"))
+STALL_S = 60.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -173,10 +174,17 @@ def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
         backlog_at_reconnect = sum(outbox_state(db)[1] for db in dbs.values())
         broker.start()
 
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
+        # Done when every outbox is empty; failed when nothing moves for STALL_S (a slow,
+        # shared CI box gets more time as long as the backlog keeps shrinking).
+        last_left, last_move, hard_stop = None, time.monotonic(), time.monotonic() + 600
+        while time.monotonic() < hard_stop:
             states = [outbox_state(db) for db in dbs.values()]
-            if all(q == PER_DEVICE and w == 0 for q, w, _ in states):
+            left = sum(PER_DEVICE - q for q, _, _ in states) + sum(w for _, w, _ in states)
+            if left == 0:
+                break
+            if last_left is None or left < last_left:
+                last_left, last_move = left, time.monotonic()
+            elif time.monotonic() - last_move > STALL_S:
                 break
             time.sleep(1)
         states = {name: outbox_state(db) for name, db in dbs.items()}

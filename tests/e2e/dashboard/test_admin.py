@@ -158,3 +158,24 @@ def test_admin_invites_a_user_who_sets_a_password(page, cloud: Cloud) -> None:
     assert email in page.get_by_test_id("who").inner_text()
     sites = {r.get_attribute("data-site") for r in page.get_by_test_id("device-row").all()}
     assert sites == {cloud.data.site_b_name}
+
+
+def test_live_socket_needs_the_cookie_and_this_origin(page, cloud: Cloud) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    sign_in(page, cloud, "manager")
+    access = next(c["value"] for c in page.context.cookies() if c["name"] == "mp_access")
+    url = cloud.url.replace("http://", "ws://") + "/ui/events"
+    cookie = {"Cookie": f"mp_access={access}"}
+    with connect(url, origin=cloud.url, additional_headers=cookie, proxy=None) as ws:
+        assert json.loads(ws.recv(timeout=5)) == {"type": "hello"}
+    refusals = [
+        {"origin": "http://evil.example", "additional_headers": cookie},  # hijacking
+        {"origin": cloud.url, "additional_headers": {}},  # no session
+        {"origin": cloud.url, "additional_headers": {"Cookie": "mp_access=forged"}},
+    ]
+    for kwargs in refusals:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, proxy=None, **kwargs)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403

@@ -6,12 +6,15 @@ import csv
 import io
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -24,6 +27,7 @@ from core.labware import neutralise
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
+T = TypeVar("T")
 KNOWN_FLAGS = ("skipped", "no_inhibition", "all_inhibited", "unread", "multiple", "low_confidence")
 TREND_DAYS = 182
 
@@ -34,6 +38,15 @@ async def signed_in(request: Request) -> tuple[Api, dict[str, Any]]:
     me: dict[str, Any] = await api.call("GET", "/api/v1/auth/me")
     request.state.dash_me = me
     return api, me
+
+
+async def _query(func: Callable[[], T]) -> T:
+    """Run a read in a worker thread; an unavailable database is a 503 page, not a 500."""
+    try:
+        return await run_in_threadpool(func)
+    except (OperationalError, SQLAlchemyTimeout) as exc:
+        logger.warning("dashboard query failed: %s", type(exc).__name__)
+        raise ApiProblem(503, "The database is busy or unavailable; retry shortly.") from None
 
 
 def _state(request: Request) -> AppState:
@@ -65,7 +78,7 @@ async def _overview_context(request: Request, api: Api, me: dict[str, Any]) -> d
         with _state(request).sessions() as session:
             return data.last_plates(session, scope=scope)
 
-    plates = await run_in_threadpool(last)
+    plates = await _query(last)
     site_names = {s["id"]: s["name"] for s in sites}
     now = datetime.now(timezone.utc)
     rows = []
@@ -203,7 +216,7 @@ async def _trends(
         with _state(request).sessions() as session:
             return data.trend_rows(session, scope=scope, site_id=site, since=since, until=end)
 
-    trends = data.pooled_trends(await run_in_threadpool(load))
+    trends = data.pooled_trends(await _query(load))
     return {
         "since": since,
         "until": end,

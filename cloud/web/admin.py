@@ -17,11 +17,11 @@ from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import Response
 
 from cloud.web.pages import signed_in
-from cloud.web.render import error_page, redirect, render
+from cloud.web.render import PageRoute, error_page, redirect, render
 from cloud.web.session import Api, ApiProblem, check_origin
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
 ROLES = ("viewer", "manager", "admin")
 
 

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
-from cloud.web.render import redirect, render
+from cloud.web.render import PageRoute, redirect, render
 from cloud.web.session import Api, SignInRequired, api_detail, check_origin, clear_session
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
 
 
 def safe_next(target: str | None) -> str:

@@ -20,12 +20,12 @@ from starlette.responses import Response
 
 from cloud.state import AppState
 from cloud.web import charts, data
-from cloud.web.render import render
+from cloud.web.render import PageRoute, render
 from cloud.web.session import Api, ApiProblem
 from core.labware import neutralise
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
 
 T = TypeVar("T")
 KNOWN_FLAGS = ("skipped", "no_inhibition", "all_inhibited", "unread", "multiple", "low_confidence")

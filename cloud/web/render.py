@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from cloud.web.session import Api, ApiProblem, clear_session
+from cloud.web.session import Api, ApiProblem, CsrfRefused, SignInRequired, clear_session
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,31 @@ async def on_csrf(request: Request, exc: Exception) -> Response:
         403,
         "This form was not sent from a page of this dashboard. Reload the page and try again.",
     )
+
+
+class PageRoute(APIRoute):
+    """Page routes answer HTML: bad path/query values and unexpected errors become pages.
+
+    The app-wide handlers answer JSON for the API; a person on a page must never see that.
+    Session, API and CSRF outcomes pass through to their own handlers (registered by
+    `mount_dashboard`).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (ApiProblem, SignInRequired, CsrfRefused, HTTPException):
+                raise
+            except RequestValidationError as exc:
+                in_path = any(err.get("loc", ("",))[0] == "path" for err in exc.errors())
+                if in_path:
+                    return error_page(request, 404, "There is no such page.")
+                return error_page(request, 400, "A value in the address is not valid.")
+            except Exception:
+                logger.exception("page %s failed", request.url.path)
+                return error_page(request, 500, "")
+
+        return page_handler

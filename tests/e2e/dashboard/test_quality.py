@@ -50,8 +50,14 @@ def test_every_page_is_clean_at_1280(page, cloud: Cloud) -> None:
     sign_in(page, cloud, "admin")
     for path in _pages(cloud):
         _check(page, path, problems)
-    # 404 for the unknown page is expected; anything else in the console is not.
-    unexpected = [p for p in problems if "404" not in p]
+    # Bad values in the address are pages too, never the API's JSON.
+    for path, status in (("/ui/samples/not-a-uuid", 404), ("/ui/audit?before_id=abc", 400)):
+        resp = page.goto(path)
+        assert resp is not None and resp.status == status, path
+        assert resp.headers["content-type"].startswith("text/html"), path
+        assert page.get_by_test_id("error-message").is_visible(), path
+    # 4xx answers for the pages above are expected; anything else in the console is not.
+    unexpected = [p for p in problems if "404" not in p and "400" not in p]
     assert unexpected == []
 
 

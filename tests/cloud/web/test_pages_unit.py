@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -10,6 +13,12 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
 from cloud.web.pages import _query
 from cloud.web.session import ApiProblem
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    # A fresh thread: Playwright's sync API may leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.mark.parametrize(
@@ -20,9 +29,9 @@ def test_unavailable_database_is_a_503(error: Exception) -> None:
         raise error
 
     with pytest.raises(ApiProblem) as problem:
-        asyncio.run(_query(failing))
+        run(_query(failing))
     assert problem.value.status == 503
 
 
 def test_query_returns_the_result() -> None:
-    assert asyncio.run(_query(lambda: 42)) == 42
+    assert run(_query(lambda: 42)) == 42

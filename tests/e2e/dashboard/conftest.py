@@ -73,7 +73,9 @@ def cloud(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
             thread.join(timeout=15)
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API runs an event loop in the main thread while it is
+# open, which would break asyncio.run() in test packages that come after this one.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")

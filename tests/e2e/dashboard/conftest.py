@@ -33,7 +33,7 @@ class Cloud:
     app: object
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cloud(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:  # noqa: F811
     import uvicorn
 

@@ -84,6 +84,12 @@ def test_manager_sees_only_their_sites(page, cloud: Cloud) -> None:
     numbers = page.get_by_test_id("sample-row").all_inner_texts()
     assert any(data.sample_a in n for n in numbers)
     assert not any(data.sample_b in n for n in numbers), "site B's sample leaked"
+    series = {s.get_attribute("data-series") for s in page.locator("#trend-gmt .series").all()}
+    assert series == {data.site_a_name}, "the trends must cover the manager's sites only"
+    appliances = page.get_by_label("Appliance").locator("option").all_inner_texts()
+    assert all(not a.startswith("south-") for a in appliances), appliances
+    sites = page.get_by_label("Site").locator("option").all_inner_texts()
+    assert sites == ["All my sites", data.site_a_name]
     # Another site's sample by URL: the API says it does not exist for this user.
     other = _sample_id(cloud, "manager_b", data.sample_b)
     resp = page.goto(f"/ui/samples/{other}")

@@ -23,6 +23,7 @@ from cloud.ratelimit import SlidingWindowLimiter
 from cloud.settings import CloudSettings, load_settings
 from cloud.state import AppState
 from cloud.storage import ObjectStore, StorageError
+from cloud.web import mount_dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
     app.state.microplate = state
     for module in (ops, auth, users, sites, devices, device_api, results, audit, ws):
         app.include_router(module.router)
+    # The managers' pages (docs/dashboard.md); after the API so its catch-all 404 page is last.
+    mount_dashboard(app)
 
     app.add_middleware(MetricsMiddleware)
 

@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "per request costs throughput)",
     )
 
-    sub.add_parser("ingest", help="run the MQTT ingest worker (lands with the sync issue)")
+    from cloud.ingest.cli import add_parser as add_ingest_parser
+
+    add_ingest_parser(sub)
 
     migrate = sub.add_parser("migrate", help="apply (or revert) database migrations")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -142,12 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "ingest":
-        print(
-            "error: the MQTT ingest worker lands with the sync issue; nothing to run yet",
-            file=sys.stderr,
-        )
-        return 3
     try:
         settings = load_settings()
     except (SettingsError, ValidationError) as exc:
@@ -158,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, json_lines=settings.log_json)
     if args.command == "serve":
         return _serve(settings, args)
+    if args.command == "ingest":
+        from cloud.ingest.cli import run_ingest
+
+        return run_ingest(settings, args)
     if args.command == "migrate":
         from cloud.db import downgrade, migrate
 

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from edge.spool import Spool
 from edge.store import Store
 from edge.workers import Worker
 
+if TYPE_CHECKING:
+    from edge.sync import SyncWorker
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,6 +80,7 @@ class Appliance(PlateOps):
         self.exporter = Exporter(self)
         self.folder: Any | None = None
         self._workers: list[Worker] = []
+        self.sync: SyncWorker | None = None
         self._runtime: RuntimeSettings = runtime.defaults(settings)
         self._runtime_lock = threading.Lock()
         self._grid: CalibrationGrid | None = None
@@ -140,6 +144,11 @@ class Appliance(PlateOps):
         ]
         for worker in self._workers:
             worker.start()
+        from edge.sync import build_sync_worker
+
+        self.sync = build_sync_worker(self)  # None when no broker is configured
+        if self.sync is not None:
+            self.sync.start()
         logger.info("appliance started (db %s, share %s)", self.store.path, self.share_dir)
 
     def open_offline(self) -> None:
@@ -154,6 +163,9 @@ class Appliance(PlateOps):
         self.store.close()
 
     def stop(self) -> None:
+        if self.sync is not None:  # started last, stopped first
+            self.sync.stop()
+            self.sync = None
         for worker in reversed(self._workers):
             worker.stop()
         self._workers = []
@@ -245,7 +257,11 @@ class Appliance(PlateOps):
                 detail=self.detector_error,
             ),
             sync=SyncStatus(
-                backlog=count, oldest_age_s=oldest, rejected=outbox.rejected_count(self.store)
+                backlog=count,
+                oldest_age_s=oldest,
+                rejected=outbox.rejected_count(self.store),
+                configured=self.sync is not None,
+                connected=self.sync.link.connected if self.sync is not None else None,
             ),
             disk=DiskStatus(
                 path=str(self.settings.data_dir),

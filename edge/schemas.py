@@ -85,6 +85,8 @@ class SyncStatus(_Out):
     backlog: int
     oldest_age_s: float | None
     rejected: int = 0
+    configured: bool = False  # a broker is set in the settings
+    connected: bool | None = None  # None when sync is not configured
 
 
 class DiskStatus(_Out):

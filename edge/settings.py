@@ -24,6 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from edge.sync.settings import SyncSettings
+
 CONFIG_FILE_ENV = "MICROPLATE_EDGE_CONFIG_FILE"
 
 
@@ -157,6 +159,8 @@ class EdgeSettings(BaseSettings):
     preview_width: int = Field(default=640, ge=64, le=4096)
     thumbnail_width: int = Field(default=320, ge=32, le=2048)
     annotated_max_width: int = Field(default=1280, ge=256, le=8192)
+    # Sync to the cloud over MQTT (docs/sync.md); absent: runs stay in the outbox.
+    sync: SyncSettings | None = None
 
     @field_validator("detector")
     @classmethod

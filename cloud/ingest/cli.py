@@ -1,8 +1,7 @@
 """The `ingest` subcommand: `add_parser(subparsers)` and `run_ingest(settings, args)`.
 
-Wiring in `cloud/cli.py`: call `add_parser(sub)` instead of the placeholder parser, and for
-`args.command == "ingest"` return `run_ingest(settings, args)` after settings and logging are
-loaded.
+`cloud/cli.py` registers the parser and, for `ingest`, calls `run_ingest(settings, args)` after
+settings and logging are loaded.
 """
 
 from __future__ import annotations

@@ -77,10 +77,11 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def test_ingest_placeholder_says_so() -> None:
-    result = _cli(["ingest"], {})
-    assert result.returncode != 0
-    assert "sync issue" in result.stderr
+def test_ingest_without_its_broker_password_says_what_to_set() -> None:
+    result = _cli(["ingest"], {"MICROPLATE_CLOUD_ENVIRONMENT": "test"})
+    assert result.returncode == 2
+    assert "MICROPLATE_CLOUD_MQTT_INGEST_PASSWORD" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_cli_migrate_admin_and_provision(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["events"], route_class=ReleasingRoute)
 
 
-def _authenticate(state: AppState, token: str) -> Scope | None:
+def scope_for_token(state: AppState, token: str) -> Scope | None:
+    """The site scope of a valid access token's user, or None (blocking: run in a thread)."""
     with state.sessions() as session:
         user = user_from_token(session, state.settings, token)
         return Scope.for_user(user) if user is not None else None
@@ -32,10 +33,16 @@ async def events(websocket: WebSocket) -> None:
     except (asyncio.TimeoutError, WebSocketDisconnect):
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
-    scope = await run_in_threadpool(_authenticate, state, token.strip())
+    scope = await run_in_threadpool(scope_for_token, state, token.strip())
     if scope is None:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
         return
+    await relay_events(websocket, state, scope)
+
+
+async def relay_events(websocket: WebSocket, state: AppState, scope: Scope) -> None:
+    """Send an accepted socket every broadcast event its scope may see, until it disconnects
+    (shared by the API's socket and the dashboard's cookie-authenticated one)."""
     sub = state.broadcaster.subscribe(scope)
     await websocket.send_json({"type": "hello"})
     receiver = asyncio.create_task(_drain(websocket))

@@ -143,21 +143,8 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
             older.superseded_by = message.run_id
             older.status = "superseded"
             affected.add(older.sample_id)
-    affected |= _samples_sharing_plate(session, plate_id=message.plate_id, site_id=device.site_id)
     _apply_pending_events(session, run)
-    for sample_id in sorted(affected):
-        recompute_sample(session, sample_id=sample_id)
-    notify(
-        session,
-        {
-            "type": "run",
-            "site_id": str(device.site_id),
-            "device_id": str(device.id),
-            "run_id": str(run.run_id),
-            "sample_id": str(run.sample_id),
-            "sample_number": run.sample_number,
-        },
-    )
+    _recompute_and_announce(session, run, affected, sample_number=run.sample_number)
     return Applied("applied", run.run_id, run.sample_id)
 
 
@@ -233,22 +220,7 @@ def apply_event(session: Session, event: RunEvent, *, device: Device) -> Applied
         # The event overtook its run (QoS 1 gives no order); applied when the run lands.
         return Applied("applied", event.run_id, None)
     _apply(run, event.kind, event.edit, event.superseded_by)
-    affected = {run.sample_id} | _samples_sharing_plate(
-        session, plate_id=run.plate_id, site_id=run.site_id
-    )
-    for sample_id in sorted(affected):
-        recompute_sample(session, sample_id=sample_id)
-    notify(
-        session,
-        {
-            "type": "run",
-            "site_id": str(run.site_id),
-            "device_id": str(run.device_id),
-            "run_id": str(run.run_id),
-            "sample_id": str(run.sample_id),
-            "event": event.kind,
-        },
-    )
+    _recompute_and_announce(session, run, {run.sample_id}, event=event.kind)
     return Applied("applied", run.run_id, run.sample_id)
 
 
@@ -277,10 +249,18 @@ def delete_run(session: Session, *, run: Run) -> None:
     """A manager's deletion: the run stops counting; its sample is recomputed now."""
     run.status = "deleted"
     session.flush()
-    for sample_id in sorted(
-        {run.sample_id}
-        | _samples_sharing_plate(session, plate_id=run.plate_id, site_id=run.site_id)
-    ):
+    _recompute_and_announce(session, run, {run.sample_id}, event="deleted")
+
+
+def _recompute_and_announce(
+    session: Session, run: Run, affected: set[uuid.UUID], **extra: str
+) -> None:
+    """Recompute every sample the change touches (re-reads of the same plate under another
+    sample number included) and tell the dashboards, in the caller's transaction."""
+    affected = affected | _samples_sharing_plate(
+        session, plate_id=run.plate_id, site_id=run.site_id
+    )
+    for sample_id in sorted(affected):
         recompute_sample(session, sample_id=sample_id)
     notify(
         session,
@@ -290,7 +270,7 @@ def delete_run(session: Session, *, run: Run) -> None:
             "device_id": str(run.device_id),
             "run_id": str(run.run_id),
             "sample_id": str(run.sample_id),
-            "event": "deleted",
+            **extra,
         },
     )
 

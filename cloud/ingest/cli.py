@@ -40,6 +40,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         default=defaults.receive_max,
         help="unacknowledged messages the broker may push to this worker",
     )
+    parser.add_argument(
+        "--session-expiry",
+        type=int,
+        default=defaults.session_expiry_s,
+        help="seconds the broker keeps this worker's session after a crash (messages wait for "
+        "it meanwhile; a clean stop ends the session at once)",
+    )
     parser.add_argument("--stats-every", type=float, default=60.0, help="seconds between stats")
     return parser
 
@@ -51,12 +58,16 @@ def options_from_args(args: argparse.Namespace) -> IngestOptions:
         raise ValueError("--receive-max must be between 20 and 65535")
     if not 0 <= args.batch_wait <= 5:
         raise ValueError("--batch-wait must be between 0 and 5 seconds")
+    expiry = getattr(args, "session_expiry", IngestOptions().session_expiry_s)
+    if not 0 <= expiry <= 86_400:
+        raise ValueError("--session-expiry must be between 0 and 86400 seconds")
     return IngestOptions(
         batch_size=args.batch_size,
         batch_wait_s=args.batch_wait,
         client_id=args.client_id,
         share_group=args.share_group,
         receive_max=getattr(args, "receive_max", IngestOptions().receive_max),
+        session_expiry_s=expiry,
     )
 
 

@@ -62,7 +62,14 @@ class IngestOptions:
     batch_wait_s: float = 0.05
     share_group: str = "ingest"
     client_id: str | None = None  # stable per worker so its session survives a restart
-    session_expiry_s: int = 3600
+    # How long the broker keeps a worker's session after it vanished without a clean stop.
+    # Mosquitto keeps giving an offline session its share of the subscription's messages and
+    # holds them for it, so a worker that never comes back strands its share for this long
+    # (the appliances resend them after their ack timeout). Long enough for a restart.
+    session_expiry_s: int = 120
+    # On a clean stop: seconds to finish what the broker already gave this worker before
+    # leaving (then the session is ended, so the broker sends nothing more its way).
+    drain_on_stop_s: float = 10.0
     keepalive_s: int = 30
     device_cache_s: float = 5.0
     retry_max_s: float = 10.0
@@ -110,6 +117,9 @@ class IngestWorker:
         self._thread: threading.Thread | None = None
         self._generation = 0
         self._connected = threading.Event()
+        self._outstanding = 0  # received, not yet processed (acked or given up)
+        self._outstanding_lock = threading.Lock()
+        self._last_message = time.monotonic()
         self._devices: dict[tuple[str, str], tuple[float, KnownDevice | None]] = {}
         self.client = self._make_client()
 
@@ -182,6 +192,9 @@ class IngestWorker:
             logger.warning("ingest: broker connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._outstanding_lock:
+            self._outstanding += 1
+            self._last_message = time.monotonic()
         self._queue.put(
             Incoming(
                 topic=msg.topic,
@@ -212,12 +225,41 @@ class IngestWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Leave cleanly: stop taking new messages, finish the ones already here, then end the
+        broker session so that its share of the subscription goes to the other workers.
+
+        Without this, Mosquitto keeps a stopped worker's session (`session_expiry_s`) and goes
+        on giving it its share of the messages, which then wait for a worker that is not
+        coming back (seen as a stalled ingest when workers were scaled down).
+        """
+        if self._thread is not None and self._connected.is_set():
+            group = self.options.share_group
+            self.client.unsubscribe(
+                [
+                    f"$share/{group}/{Topics.subscription('runs')}",
+                    f"$share/{group}/{Topics.subscription('status')}",
+                ]
+            )
+            self._drain(self.options.drain_on_stop_s)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
-        self.client.disconnect()
+        props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
         self.client.loop_stop()
+
+    def _drain(self, timeout: float) -> None:
+        """Wait until every message received so far is processed and none came for a moment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._outstanding_lock:
+                idle = self._outstanding == 0 and time.monotonic() - self._last_message > 0.3
+            if idle:
+                return
+            time.sleep(0.05)
+        logger.warning("ingest: stopping with messages unprocessed; the appliances resend them")
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -235,6 +277,9 @@ class IngestWorker:
                     "ingest: batch of %d failed; the broker will redeliver", len(batch)
                 )
                 self._stop.wait(1.0)
+            finally:
+                with self._outstanding_lock:
+                    self._outstanding -= len(batch)
 
     def _next_batch(self) -> list[Incoming]:
         try:

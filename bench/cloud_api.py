@@ -56,14 +56,22 @@ def _patterns(count: int, rng: random.Random) -> list[dict[str, Any]]:
         ]
         calls = plate_calls(ends)
         rows = tuple(row_results(calls, PLATE_96, dilution=DilutionSettings()))
-        well_lines = []
-        for call in calls.values():
-            conf = "\\N" if call.confidence is None else f"{call.confidence}"
-            cls = "\\N" if call.class_name is None else call.class_name
-            well_lines.append(
-                f"\t{call.well_id}\t{call.row}\t{call.col}\t{call.state}\t{conf}\t{cls}"
-                f"\t\\N\t{{}}\t{call.n_detections}\n"
-            )
+        doc = [
+            {
+                "well_id": c.well_id,
+                "row": c.row,
+                "col": c.col,
+                "state": c.state,
+                "confidence": c.confidence,
+                "class_name": c.class_name,
+                "box": None,
+                "flags": [],
+                "n_detections": c.n_detections,
+            }
+            for c in sorted(calls.values(), key=lambda c: (c.row, c.col))
+        ]
+        # COPY text of the run's wells document (run_wells.wells, migration s002).
+        wells_line = "\t" + json.dumps(doc, separators=(",", ":")).replace("\\", "\\\\") + "\n"
         row_lines = []
         flags: set[str] = set()
         for r in rows:
@@ -74,7 +82,7 @@ def _patterns(count: int, rng: random.Random) -> list[dict[str, Any]]:
                 f"\t{r.counted_titre if r.counted_titre else chr(92) + 'N'}"
                 f"\t{r.exclusion_reason or chr(92) + 'N'}\n"
             )
-        out.append({"rows": rows, "wells": well_lines, "row_lines": row_lines, "flags": flags})
+        out.append({"rows": rows, "wells": wells_line, "row_lines": row_lines, "flags": flags})
     return out
 
 
@@ -151,8 +159,7 @@ def seed(url: str, *, runs: int, sites: int, devices: int, per_sample: int) -> d
         "runs": "run_id, edit, site_id, device_id, sample_id, plate_id, sample_number, "
         "submission_number, read_at, n_rows, n_cols, status, superseded_by, flags, extra, "
         "image_keys, received_at",
-        "run_wells": "run_id, well_id, row, col, state, confidence, class_name, box, flags, "
-        "n_detections",
+        "run_wells": "run_id, wells",
         "run_rows": "run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
         "exclusion_reason",
         "samples": "id, site_id, sample_number, submission_number, n_runs, n_plates, rows_total, "
@@ -186,7 +193,7 @@ def seed(url: str, *, runs: int, sites: int, devices: int, per_sample: int) -> d
                     f"\t{submission}\t{when.isoformat()}\t8\t12\tcurrent\t\\N"
                     f"\t{{{','.join(sorted(pat['flags']))}}}\t{extra}\t{{}}\t{when.isoformat()}\n"
                 )
-                batch["run_wells"].append("".join(rid + line for line in pat["wells"]))
+                batch["run_wells"].append(rid + pat["wells"])
                 batch["run_rows"].append("".join(rid + line for line in pat["row_lines"]))
                 reads.append(
                     PlateRead(

@@ -21,6 +21,7 @@ import argparse
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def start_ingest(
                     "--password",
                     password,
                     "--client-id",
-                    f"bench-{secrets.token_hex(3)}-{i}",
+                    f"bench-ingest-{i}",  # stable, as in production
                 ],
                 cwd=ROOT,
                 stdout=log,
@@ -117,7 +118,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 def copy_ceiling(pg: PgCluster, devices, n: int) -> float:  # type: ignore[no-untyped-def]
     """COPY the rows of `n` runs (runs, wells, rows) into empty tables; runs/s."""
     from cloud.ingest.copytext import line
-    from cloud.ingest.fastpath import EXTRA_FIELDS, _well_lines
+    from cloud.ingest.fastpath import EXTRA_FIELDS, _well_line
 
     fresh_db(pg, "ceiling", devices)
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/ceiling") as conn:
@@ -157,7 +158,7 @@ def copy_ceiling(pg: PgCluster, devices, n: int) -> float:  # type: ignore[no-un
                     )
                 )
             )
-            wells.extend(_well_lines(m))
+            wells.append(_well_line(m))
             rows.extend(
                 line(
                     (
@@ -182,10 +183,7 @@ def copy_ceiling(pg: PgCluster, devices, n: int) -> float:  # type: ignore[no-un
                 " image_keys, received_at) FROM STDIN"
             ) as copy:
                 copy.write("".join(runs))
-            with cur.copy(
-                "COPY run_wells (run_id, well_id, row, col, state, confidence, class_name, box, "
-                "flags, n_detections) FROM STDIN"
-            ) as copy:
+            with cur.copy("COPY run_wells (run_id, wells) FROM STDIN") as copy:
                 copy.write("".join(wells))
             with cur.copy(
                 "COPY run_rows (run_id, row, label, endpoint, titre, flags, counted, "
@@ -354,6 +352,8 @@ def main() -> int:
     p.add_argument("--drain-runs", type=int, default=3000)
     p.add_argument("--visible", type=int, default=60, help="runs timed for visibility")
     args = p.parse_args()
+    # A terminated bench still stops its private servers (the finally block below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = world_dir("mp-sync-bench-")
     devices = accounts(2, 2)
     ingest_pw = secrets.token_urlsafe(12)

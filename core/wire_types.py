@@ -18,6 +18,8 @@ def to_utc(value: datetime) -> datetime:
 
 def _printable(value: str) -> str:
     # Newlines and tabs are fine in free text; other control characters are not.
+    if value.isprintable():  # the usual case, decided in C (no Cc character is printable)
+        return value
     for ch in value:
         if unicodedata.category(ch) == "Cc" and ch not in "\n\t":
             raise ValueError(f"contains the control character U+{ord(ch):04X}")
@@ -25,6 +27,8 @@ def _printable(value: str) -> str:
 
 
 def _one_line(value: str) -> str:
+    if value.isprintable():  # the usual case, decided in C (no Cc character is printable)
+        return value
     for ch in value:
         if unicodedata.category(ch) == "Cc":
             raise ValueError(f"contains the control character U+{ord(ch):04X}")

@@ -144,12 +144,8 @@ _RUN_SQL = text(
     SELECT r.run_id, r.edit, r.site_id, r.device_id, r.sample_id, r.plate_id,
            r.sample_number, r.submission_number, r.read_at, r.status, r.superseded_by,
            r.flags, r.n_rows, r.n_cols, r.extra::text AS extra, r.image_keys,
-           (SELECT coalesce(json_agg(json_build_object(
-                       'well_id', w.well_id, 'row', w.row, 'col', w.col, 'state', w.state,
-                       'confidence', w.confidence, 'class_name', w.class_name, 'box', w.box,
-                       'flags', w.flags, 'n_detections', w.n_detections)
-                    ORDER BY w.row, w.col), '[]')::text
-            FROM run_wells w WHERE w.run_id = r.run_id) AS wells,
+           coalesce((SELECT w.wells::text FROM run_wells w WHERE w.run_id = r.run_id),
+                    '[]') AS wells,
            (SELECT coalesce(json_agg(json_build_object(
                        'row', o.row, 'label', o.label, 'endpoint', o.endpoint,
                        'titre', o.titre, 'flags', o.flags, 'counted', o.counted,

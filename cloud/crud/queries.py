@@ -134,23 +134,17 @@ def get_run(session: Session, *, run_id: uuid.UUID, scope: Scope) -> Run | None:
     return run
 
 
-def run_details(session: Session, *, run: Run) -> tuple[list[RowMapping], list[RowMapping]]:
-    """A run's 96 (or 384) wells and its rows as plain mappings.
+def run_details(session: Session, *, run: Run) -> tuple[list[dict[str, Any]], list[RowMapping]]:
+    """A run's 96 (or 384) wells (plate order, from its wells document) and its rows.
 
-    Plain rows, not ORM objects: a run detail reads ~100 rows and the API only serialises
+    Plain rows, not ORM objects: a run detail reads ~100 values and the API only serialises
     them, so identity-map bookkeeping would be most of the request's CPU time.
     """
-    wells_t, rows_t = RunWell.__table__, RunRow.__table__
-    wells = list(
-        session.execute(
-            select(wells_t)
-            .where(wells_t.c.run_id == run.run_id)
-            .order_by(wells_t.c.row, wells_t.c.col)
-        ).mappings()
-    )
+    rows_t = RunRow.__table__
+    wells = session.scalar(select(RunWell.wells).where(RunWell.run_id == run.run_id)) or []
     rows = list(
         session.execute(
             select(rows_t).where(rows_t.c.run_id == run.run_id).order_by(rows_t.c.row)
         ).mappings()
     )
-    return wells, rows
+    return list(wells), rows

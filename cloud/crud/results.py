@@ -8,11 +8,12 @@ never disagrees with its runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -148,27 +149,36 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
     return Applied("applied", run.run_id, run.sample_id)
 
 
-def _insert_details(session: Session, message: RunMessage) -> None:
-    fmt = plate_format(message.plate_format)
-    wells = []
-    for well_id in fmt.well_ids():
+@functools.cache
+def _layout(n_wells: int) -> tuple[tuple[str, int, int], ...]:
+    """(well id, row, col) in plate order."""
+    fmt = plate_format(n_wells)
+    return tuple((w, *fmt.parse_well_id(w)) for w in fmt.well_ids())
+
+
+def well_document(message: RunMessage) -> list[dict[str, Any]]:
+    """The run's wells as stored in `run_wells.wells` and served by the API: plate order."""
+    out: list[dict[str, Any]] = []
+    for well_id, row, col in _layout(message.plate_format):
         w = message.wells[well_id]
-        row, col = fmt.parse_well_id(well_id)
-        wells.append(
-            RunWell(
-                run_id=message.run_id,
-                well_id=well_id,
-                row=row,
-                col=col,
-                state=w.state,
-                confidence=w.confidence,
-                class_name=w.class_name,
-                box=list(w.box) if w.box is not None else None,
-                flags=list(w.flags),
-                n_detections=w.n_detections,
-            )
+        out.append(
+            {
+                "well_id": well_id,
+                "row": row,
+                "col": col,
+                "state": w.state,
+                "confidence": w.confidence,
+                "class_name": w.class_name,
+                "box": list(w.box) if w.box is not None else None,
+                "flags": list(w.flags),
+                "n_detections": w.n_detections,
+            }
         )
-    session.add_all(wells)
+    return out
+
+
+def _insert_details(session: Session, message: RunMessage) -> None:
+    session.add(RunWell(run_id=message.run_id, wells=well_document(message)))
     session.add_all(
         RunRow(
             run_id=message.run_id,

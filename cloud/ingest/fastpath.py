@@ -13,7 +13,6 @@ through `upsert_run`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import uuid
@@ -21,12 +20,14 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cloud.broadcast import CHANNEL
+from cloud.crud.results import well_document
 from cloud.ingest.copytext import COPY_ESCAPES, line
 from cloud.ingest.pooling import recompute_samples
 from cloud.models import Device
@@ -127,7 +128,7 @@ def insert_plain_runs(
                 )
             )
         )
-        well_lines.extend(_well_lines(msg))
+        well_lines.append(_well_line(msg))
         rid = str(msg.run_id)
         row_lines.extend(
             line(
@@ -163,10 +164,7 @@ def insert_plain_runs(
     with _as_sqlalchemy_errors(), conn.cursor() as cur:
         with cur.copy(f"COPY runs ({_RUN_COLUMNS}) FROM STDIN") as copy:
             copy.write("".join(run_lines))
-        with cur.copy(
-            "COPY run_wells (run_id, well_id, row, col, state, confidence, class_name, box, "
-            "flags, n_detections) FROM STDIN"
-        ) as copy:
+        with cur.copy("COPY run_wells (run_id, wells) FROM STDIN") as copy:
             copy.write("".join(well_lines))
         with cur.copy(
             "COPY run_rows (run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
@@ -213,32 +211,11 @@ def _as_sqlalchemy_errors() -> Iterator[None]:
         raise sa_exc.DBAPIError("COPY", None, exc) from exc
 
 
-@functools.cache
-def _layout(n_wells: int) -> tuple[tuple[str, int, int], ...]:
-    """(well id, row, col) in plate order, as upsert_run writes them."""
-    fmt = plate_format(n_wells)
-    return tuple((w, *fmt.parse_well_id(w)) for w in fmt.well_ids())
-
-
-def _well_lines(msg: RunMessage) -> list[str]:
-    """COPY lines of a run's wells, specialised: 96 of them per plate is the hot loop.
-
-    Every text value here is a validated literal (well id, state, flags) except the class
-    name, which is escaped; numbers are written with repr (exact round trip).
-    """
-    rid = str(msg.run_id)
-    out = []
-    for well_id, row, col in _layout(msg.plate_format):
-        w = msg.wells[well_id]
-        conf = "\\N" if w.confidence is None else repr(w.confidence)
-        name = "\\N" if w.class_name is None else w.class_name.translate(COPY_ESCAPES)
-        box = "\\N" if w.box is None else "{" + ",".join(map(repr, w.box)) + "}"
-        flags = "{" + ",".join(w.flags) + "}"
-        out.append(
-            f"{rid}\t{well_id}\t{row}\t{col}\t{w.state}\t{conf}\t{name}\t{box}\t{flags}\t"
-            f"{w.n_detections}\n"
-        )
-    return out
+def _well_line(msg: RunMessage) -> str:
+    """The COPY line of a run's wells document (`cloud.crud.results.well_document`, compact
+    JSON; COPY's own escapes applied on top)."""
+    doc = orjson.dumps(well_document(msg)).decode()
+    return f"{msg.run_id}\t{doc.translate(COPY_ESCAPES)}\n"
 
 
 def _ensure_samples(

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Float,
@@ -87,20 +88,17 @@ class Run(Base):
 
 
 class RunWell(Base):
+    """A run's wells: one JSON document per run, in plate order (row, then column), each well
+    `{well_id, row, col, state, confidence, class_name, box, flags, n_detections}` exactly as
+    the API serves it. Wells are only ever read whole; one row instead of 96 is most of what
+    makes ingest fast (migration s002)."""
+
     __tablename__ = "run_wells"
 
     run_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
     )
-    well_id: Mapped[str] = mapped_column(String(4), primary_key=True)
-    row: Mapped[int] = mapped_column(SmallInteger)
-    col: Mapped[int] = mapped_column(SmallInteger)
-    state: Mapped[str] = mapped_column(String(16))
-    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
-    class_name: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    box: Mapped[list[float] | None] = mapped_column(ARRAY(Float), nullable=True)
-    flags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
-    n_detections: Mapped[int] = mapped_column(SmallInteger, default=0)
+    wells: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
 class RunRow(Base):

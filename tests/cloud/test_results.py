@@ -67,9 +67,11 @@ def test_upsert_stores_run_wells_rows_and_pools(world: World) -> None:
     assert a1.status == a2.status == "applied"
     assert a1.sample_id == a2.sample_id and a1.sample_id is not None
     with world.sessions()() as session:
-        wells = session.scalar(select(func.count()).where(RunWell.run_id == msg1.run_id))
+        wells = session.scalar(select(RunWell.wells).where(RunWell.run_id == msg1.run_id))
         rows = session.scalar(select(func.count()).where(RunRow.run_id == msg1.run_id))
-    assert (wells, rows) == (96, 8)
+    assert wells is not None and (len(wells), rows) == (96, 8)
+    assert [w["well_id"] for w in wells[:13]] == [*(f"A{c}" for c in range(1, 13)), "B1"]
+    assert {w["state"] for w in wells} <= {"flowing", "agglutinated", "invalid", "unread"}
     sample = _sample(world, a1.sample_id)
     counts = {k: v for k, v in sample.distribution.items() if v}
     # Row H of plate 1 is unread: it lands in column 0 of the distribution, not in a titre bin.
@@ -132,7 +134,8 @@ def test_same_edit_is_a_no_op_and_newer_edit_replaces(world: World) -> None:
     sample = _sample(world, first.sample_id)
     assert sample.distribution["4"] == 8 and sample.distribution["3"] == 0
     with world.sessions()() as session:
-        assert session.scalar(select(func.count()).where(RunWell.run_id == msg.run_id)) == 96
+        wells = session.scalar(select(RunWell.wells).where(RunWell.run_id == msg.run_id))
+        assert wells is not None and len(wells) == 96
 
 
 def test_reread_of_a_plate_replaces_it_instead_of_adding(world: World) -> None:

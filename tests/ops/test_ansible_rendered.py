@@ -187,10 +187,16 @@ def test_mosquitto_runs_the_rendered_config(provisioned: Provisioned) -> None:
     (auth / "passwd").write_text("")
     for user, password in accounts.items():
         subprocess.run([passwd_tool, "-b", str(auth / "passwd"), user, password], check=True)
+    from cloud.mqtt_auth import BrokerAccount, render_acl_file
+
     (auth / "acl").write_text(
-        "user reader-01\ntopic readwrite microplate/v1/lab1/reader-01/#\n\n"
-        "user reader-02\ntopic readwrite microplate/v1/lab1/reader-02/#\n\n"
-        "user ingest\ntopic readwrite microplate/v1/#\n"
+        render_acl_file(
+            [
+                BrokerAccount("reader-01", "", "lab1", "reader-01"),
+                BrokerAccount("reader-02", "", "lab1", "reader-02"),
+            ],
+            ingest_username="ingest",
+        )
     )
     conf = (root / "etc/mosquitto/mosquitto.conf").read_text()
     assert "max_queued_messages 100000" in conf and "persistent_client_expiration" in conf

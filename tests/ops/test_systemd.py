@@ -102,3 +102,16 @@ def test_no_unit_passes_a_secret_on_the_command_line() -> None:
         for line in unit.read_text(encoding="utf-8").splitlines():
             if line.startswith("Exec"):
                 assert not re.search(r"(?i)password|secret|token", line), f"{unit.name}: {line}"
+
+
+def test_each_ingest_instance_has_its_own_stable_client_id() -> None:
+    """Instances sharing one MQTT client id would take the session from each other in turn;
+    a random id would leave a ghost session holding messages after every restart."""
+    from cloud.cli import build_parser
+
+    text = (unit_files()[0].parent / "microplate-cloud-ingest@.service").read_text()
+    [exec_start] = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    argv = exec_start.removeprefix("ExecStart=").split()
+    assert argv[0].endswith("microplate-cloud") and argv[1] == "ingest"
+    args = build_parser().parse_args(argv[1:])
+    assert "%i" in args.client_id and "%H" in args.client_id

@@ -95,3 +95,34 @@ def test_ingest_account_cannot_write_runs(broker: Broker) -> None:
         assert rc.value == NOT_AUTHORIZED
     finally:
         obs.close()
+
+
+def test_device_cannot_forge_the_clouds_answers_or_read_back_its_runs(broker: Broker) -> None:
+    """Least privilege inside its own subtree: write runs/status, read acks/config only."""
+    acc = broker.devices[0]
+    base = f"microplate/v1/{acc.site}/{acc.device}"
+    a = client(broker, 0)
+    obs = observer(broker)
+    try:
+        assert a.publish(f"{base}/status", b"{}").value == 0
+        assert a.publish(f"{base}/acks", b"forged ack").value == NOT_AUTHORIZED
+        assert a.publish(f"{base}/config", b"forged config", retain=True).value == NOT_AUTHORIZED
+        assert a.publish(f"{base}/other", b"x").value == NOT_AUTHORIZED
+        # Subscribing to its runs is refused (or silently yields nothing); acks/config work.
+        a.subscribe(f"{base}/runs")
+        assert a.subscribe(f"{base}/acks")[0].value < 0x80
+        assert a.subscribe(f"{base}/config")[0].value < 0x80
+        assert a.publish(f"{base}/runs", b"mine").value == 0
+        obs.publish(f"{base}/acks", b"ack for a")
+        got = a.drain(1.0)
+        assert (f"{base}/acks", b"ack for a") in got
+        assert all(topic != f"{base}/runs" for topic, _ in got), got
+        seen = obs.drain(0.5)
+        assert (f"{base}/status", b"{}") in seen
+        assert all(
+            topic not in (f"{base}/acks", f"{base}/config") or payload == b"ack for a"
+            for topic, payload in seen
+        ), seen
+    finally:
+        a.close()
+        obs.close()

@@ -71,8 +71,10 @@ def start_ingest(
     url: str, port: int, password: str, n: int, work: Path
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
+    # One log per worker and phase: the wait below must see this phase's "connected" line.
+    tag = secrets.token_hex(3)
     for i in range(n):
-        log = (work / f"ingest-{i}.log").open("ab")
+        log = (work / f"ingest-{tag}-{i}.log").open("ab")
         procs.append(
             subprocess.Popen(
                 [
@@ -97,7 +99,7 @@ def start_ingest(
     # Until each has subscribed (its log says so), messages would queue for nobody.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        logs = [(work / f"ingest-{i}.log").read_text(errors="replace") for i in range(n)]
+        logs = [(work / f"ingest-{tag}-{i}.log").read_text(errors="replace") for i in range(n)]
         if all("ingest connected" in t for t in logs):
             break
         time.sleep(0.2)
@@ -206,7 +208,10 @@ def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work) -> tuple[float
             from core.wire import encode_message
 
             batches.append(
-                (acc, [encode_message(new_run(t, f"S-{i // 4:05d}", seq=i)) for i in range(per)])
+                (
+                    acc,
+                    [encode_message(new_run(t, f"{name}-{i // 4:05d}", seq=i)) for i in range(per)],
+                )
             )
         total = per * len(devices)
         t0 = time.perf_counter()
@@ -228,7 +233,9 @@ def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work) -> tuple[float
         deadline = time.monotonic() + 900
         done = 0
         while time.monotonic() < deadline:
-            done = count(pg, name)
+            # Only this phase's runs (an earlier phase's message redelivered late is not
+            # throughput of this one).
+            done = count(pg, name, f"SELECT count(*) FROM runs WHERE sample_number LIKE '{name}-%'")
             if done >= total:
                 break
             time.sleep(0.2)

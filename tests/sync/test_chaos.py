@@ -92,8 +92,10 @@ def outbox_state(db: Path) -> tuple[int, int, int]:
         rejected = conn.execute(
             "SELECT count(*) FROM outbox WHERE rejected_reason IS NOT NULL"
         ).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0, 0, 0  # not migrated yet
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0, 0, 0  # not migrated yet
+        raise
     finally:
         conn.close()
     return int(queued), int(waiting), int(rejected)

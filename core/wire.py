@@ -16,6 +16,7 @@ newer and acks with the same pair.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -127,6 +128,11 @@ class ImageRef(_Wire):
     size_bytes: int | None = Field(default=None, ge=0)
 
 
+@functools.cache
+def _well_id_set(n_wells: int) -> frozenset[str]:
+    return frozenset(plate_format(n_wells).well_ids())
+
+
 class RunMessage(_Wire):
     schema_version: Literal[1] = SCHEMA_VERSION
     kind: Literal["run"] = "run"
@@ -157,8 +163,8 @@ class RunMessage(_Wire):
     @model_validator(mode="after")
     def _consistent(self) -> RunMessage:
         fmt = plate_format(self.plate_format)
-        missing = [w for w in fmt.well_ids() if w not in self.wells]
-        if missing or len(self.wells) != fmt.n_wells:
+        if self.wells.keys() != _well_id_set(self.plate_format):
+            missing = [w for w in fmt.well_ids() if w not in self.wells]
             extra = sorted(set(self.wells) - set(fmt.well_ids()))
             raise ValueError(
                 f"wells: a {fmt.n_wells}-well run needs every well once "

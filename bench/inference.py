@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine-cache", type=Path, help="TensorRT engine cache (tensorrt)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # keep the table unwrapped in logs
 
     images = args.images or sorted((ROOT / "models" / "samples").glob("*.jpg"))
     if not images:

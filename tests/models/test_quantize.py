@@ -48,3 +48,26 @@ def test_calibration_never_uses_a_reserved_stream(seed: str) -> None:
 
     with pytest.raises(SystemExit):
         main(["--seed", seed, "--out", "/nonexistent/never-written.onnx"])
+
+
+def test_average_pools_become_the_depthwise_convs_they_equal(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from models.quantize import pools_to_depthwise
+
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[2, 2])],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 9, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 8, 6])],
+    )
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.random.default_rng(2).random((1, 5, 9, 7), dtype=np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    assert pools_to_depthwise(path) == 1
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Conv"]
+    after = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)

@@ -14,8 +14,9 @@ AGPL, so only this bench ever imports it); otherwise OpenCV's DNN module
 (`cv2.dnn.readNetFromONNX`) with its own blob and NMS path, still writing and re-reading the
 temporary JPEG per plate as the old system did. All end in the same `core` well calls.
 
-The three paths alternate per image (the order rotates each repeat), so whatever load the
-machine carries hits all of them alike. Prints median and p95 per plate, the ratios of medians,
+The three paths alternate per image (each repeat takes the next of their 6 orders, so each
+follows each other equally often; use a multiple of 6 repeats), so whatever load the machine
+carries hits all of them alike. Prints median and p95 per plate, the ratios of medians,
 how often the paths agree on the well calls (and with the plates' truth when they have a
 `.truth.json`), the stages, the machine and its load average. Figures, never a pass/fail.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "hi-plate")
     parser.add_argument("--images", type=Path, nargs="*")
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=12)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--old", choices=["auto", "opencv", "ultralytics"], default="auto")
     parser.add_argument(
@@ -287,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {name: [] for name in paths}
     calls: dict[str, list[dict[str, str]]] = {name: [] for name in paths}
-    order = list(paths)
+    # Every order of the paths in turn: each path follows each other one equally often (a path
+    # run right after Ultralytics' session shares the cores with its still-spinning threads).
+    orders = list(itertools.permutations(paths))
     for rep in track(range(args.repeat), description="timing", console=console):
-        turn = order[rep % len(order) :] + order[: rep % len(order)]
+        turn = orders[rep % len(orders)]
         for path in images:
             for name in turn:
                 ms, result = timed(lambda n=name, p=path: paths[n](p))

@@ -1,6 +1,6 @@
 """Static INT8 quantization of the shipped network for ONNX Runtime on CPU.
 
-    python -m models.quantize --model-dir models/hi-plate --plates 96 --write-manifest
+    python -m models.quantize --height 288 --width 384 --plates 96 --write-manifest
 
 Calibration plates come from their own generator stream (seed 2; training uses seed 1, the
 bundled samples seed 7, evaluation seed 1000), so calibration never sees an evaluation plate.
@@ -321,6 +321,8 @@ def write_manifest_variant(
     old = variants.get("int8", {})
     metrics = old.get("metrics", {}) if old.get("sha256") == sha else {}
     entry: dict[str, Any] = {"file": out.name, "sha256": sha}
+    if "source_sha256" in info:
+        entry["source_sha256"] = info["source_sha256"]
     if "input" in info:
         entry["input"] = info["input"]
     entry.update(
@@ -328,7 +330,9 @@ def write_manifest_variant(
             "precision": "int8",
             "device": "cpu",
             "command": command,
-            "calibration": {k: v for k, v in info.items() if k != "input"},
+            "calibration": {
+                k: v for k, v in info.items() if k not in ("input", "source_sha256")
+            },
             "metrics": metrics,
         }
     )

@@ -73,6 +73,9 @@ class Variant(BaseModel):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     input: InputSpec | None = None
+    # sha256 of the fp32 file it was made from: a variant left over from an earlier model.onnx
+    # is refused rather than run with the old weights.
+    source_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     command: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
 
@@ -215,6 +218,14 @@ def _load_with_manifest(
                 f"{manifest_path} offers no {precision} variant (it has: "
                 f"{', '.join(('fp32', *offered))}). Set the detector's precision to fp32 or auto, "
                 f"or make one: python -m models.quantize --model-dir {model_dir} --write-manifest."
+            )
+        if variant.source_sha256 and variant.source_sha256.lower() != manifest.sha256.lower():
+            made_from, current = variant.source_sha256[:12], manifest.sha256[:12]
+            raise ModelError(
+                f"variants.{precision} of {manifest_path} was made from another {manifest.file} "
+                f"(sha256 {made_from}…, the manifest's is {current}…). Rebuild it (python -m "
+                f"models.quantize --model-dir {model_dir} --write-manifest) or set the "
+                "detector's precision to fp32."
             )
         file_name, expected = variant.file, variant.sha256
         spec = variant.input or manifest.input

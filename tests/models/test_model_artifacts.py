@@ -159,11 +159,12 @@ def int8(manifest: dict) -> dict:
     return variant
 
 
-def test_int8_file_matches_its_sha256_and_is_small(int8: dict) -> None:
+def test_int8_file_matches_its_sha256_and_is_small(int8: dict, manifest: dict) -> None:
     data = (MODEL_DIR / int8["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == int8["sha256"]
     assert len(data) < 5_000_000
     assert int8["command"].startswith("python -m models.quantize")
+    assert int8["source_sha256"] == manifest["sha256"]  # made from the committed model.onnx
     assert int8["calibration"]["seed"] not in (1, 7, 1000)  # training, samples, evaluation
 
 

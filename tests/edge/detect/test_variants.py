@@ -95,6 +95,19 @@ def test_variant_schema_errors_name_the_field(two_precisions: Path):
         load_model(two_precisions)
 
 
+def test_a_variant_made_from_another_network_is_refused(two_precisions: Path):
+    path = two_precisions / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["variants"]["int8"]["source_sha256"] = manifest["sha256"]
+    path.write_text(json.dumps(manifest))
+    assert load_model(two_precisions, precision="int8").precision == "int8"
+    manifest["variants"]["int8"]["source_sha256"] = "a" * 64  # an earlier model.onnx
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"made from another model\.onnx.*Rebuild it"):
+        load_model(two_precisions, precision="int8")
+    assert load_model(two_precisions).precision == "fp32"
+
+
 def test_no_manifest_means_no_int8(tmp_path: Path):
     constant_head(tmp_path / "export.onnx", anchors_last([FP32_BOX]), metadata={"names": "{}"})
     assert declared_variants(tmp_path) == ()

@@ -330,9 +330,7 @@ def write_manifest_variant(
             "precision": "int8",
             "device": "cpu",
             "command": command,
-            "calibration": {
-                k: v for k, v in info.items() if k not in ("input", "source_sha256")
-            },
+            "calibration": {k: v for k, v in info.items() if k not in ("input", "source_sha256")},
             "metrics": metrics,
         }
     )

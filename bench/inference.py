@@ -24,6 +24,7 @@ how often the paths agree on the well calls (and with the plates' truth when the
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import itertools
 import json
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         turn = orders[rep % len(orders)]
         for path in images:
             for name in turn:
-                ms, result = timed(lambda n=name, p=path: paths[n](p))
+                ms, result = timed(functools.partial(paths[name], path))
                 times[name].append(ms)
                 calls[name].append(result)
     load_after = os.getloadavg()

@@ -1,24 +1,33 @@
 """Per-plate reading time: our ONNX Runtime path against the old system's way, in one run.
 
     python bench/inference.py [--model models/hi-plate] [--images models/samples/*.jpg]
-                              [--repeat 10] [--threads 2]
+                              [--repeat 10] [--threads 2] [--old auto|opencv|ultralytics]
 
 Ours: file bytes -> `decode_image` -> letterbox/normalise -> ONNX Runtime -> numpy decode +
-NMS -> well calls + rows + stats (`PlateReader.read_bytes`).
+NMS -> well calls + rows + stats (`PlateReader.read_bytes`), with the product's default
+settings, so on CPU the manifest's int8 variant when it ships one (`precision: auto`). Also
+timed: ours forced to fp32, the very file the old way runs.
 
-Old system: `YOLO(model).predict()` on a temporary JPEG written to disk (Ultralytics, CPU) when
-Ultralytics is installed (the [train] environment may have it); otherwise OpenCV's DNN module
+Old system: `YOLO(model.onnx).predict()` on a temporary JPEG written to disk (Ultralytics, CPU)
+on the fp32 network as trained, when Ultralytics is installed (the training venv may have it:
+AGPL, so only this bench ever imports it); otherwise OpenCV's DNN module
 (`cv2.dnn.readNetFromONNX`) with its own blob and NMS path, still writing and re-reading the
-temporary JPEG per plate as the old system did. Both end in the same `core` well calls.
+temporary JPEG per plate as the old system did. All end in the same `core` well calls.
 
-Prints median and p95 per plate for each path, the ratio of medians and how often the two
-paths agree on the well calls. Both paths get the same thread count.
+The three paths alternate per image (each repeat takes the next of their 6 orders, so each
+follows each other equally often; use a multiple of 6 repeats), so whatever load the machine
+carries hits all of them alike. Prints median and p95 per plate, the ratios of medians,
+how often the paths agree on the well calls (and with the plates' truth when they have a
+`.truth.json`), the stages, the machine and its load average. Figures, never a pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
+import itertools
+import json
 import os
 import platform
 import statistics
@@ -42,6 +51,23 @@ from edge.detect.base import create_detector  # noqa: E402
 from edge.detect.model import LoadedModel, load_model  # noqa: E402
 from edge.detect.reader import PlateReader  # noqa: E402
 from edge.detect.settings import OnnxDetectorSettings, TensorRTDetectorSettings  # noqa: E402
+
+
+def truth_for(image: Path) -> dict[str, str] | None:
+    sidecar = image.with_name(image.stem + ".truth.json")
+    if not sidecar.exists():
+        return None
+    return {w["well_id"]: w["state"] for w in json.loads(sidecar.read_text())["wells"]}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def calibration_for(image: Path) -> CalibrationGrid | None:
@@ -199,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "hi-plate")
     parser.add_argument("--images", type=Path, nargs="*")
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=12)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--old", choices=["auto", "opencv", "ultralytics"], default="auto")
     parser.add_argument(
@@ -207,86 +233,134 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine-cache", type=Path, help="TensorRT engine cache (tensorrt)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # keep the table unwrapped in logs
 
     images = args.images or sorted((ROOT / "models" / "samples").glob("*.jpg"))
     if not images:
         console.print("no images: pass --images or add plates to models/samples/")
         return 2
-    model = load_model(args.model)
+    fp32_model = load_model(args.model)  # the network as trained: what the old way runs
     cv2.setNumThreads(args.threads)
     settings: Any = OnnxDetectorSettings(model_dir=args.model, threads=args.threads, device="cpu")
     if args.backend == "tensorrt":
         extra = {"engine_cache_dir": args.engine_cache} if args.engine_cache else {}
         settings = TensorRTDetectorSettings(model_dir=args.model, threads=args.threads, **extra)
-    detector = create_detector(settings)
-    readers = {path: PlateReader(detector, grid=calibration_for(path)) for path in images}
-    class_map = readers[images[0]].class_map
+    detectors = {"ours": create_detector(settings)}
+    if args.backend == "onnx" and detectors["ours"].model.precision != "fp32":
+        detectors["ours fp32"] = create_detector(settings.model_copy(update={"precision": "fp32"}))
+    readers = {
+        name: {path: PlateReader(det, grid=calibration_for(path)) for path in images}
+        for name, det in detectors.items()
+    }
+    class_map = readers["ours"][images[0]].class_map
+    truths = {path: truth_for(path) for path in images}
     use_ultra = args.old == "ultralytics" or (
         args.old == "auto" and importlib.util.find_spec("ultralytics") is not None
     )
     old_cls = UltralyticsOldWay if use_ultra else OpenCvOldWay
-    old = old_cls(model, settings.min_confidence, settings.iou_threshold)
+    old = old_cls(fp32_model, settings.min_confidence, settings.iou_threshold)
 
     def old_read(path: Path) -> dict[str, str]:
         dets, w, h = old.detections(path)
-        grid = readers[path].grid_for(w, h)
+        grid = readers["ours"][path].grid_for(w, h)
         calls = call_wells(dets, grid, class_map=class_map or ClassMap.default())
         return {k: v.state for k, v in calls.items()}
 
-    # Warm both paths (first-call allocations are not what a plate pays).
-    for path in images:
-        readers[path].read_bytes(path.read_bytes())
-        old_read(path)
-
-    ours_ms: list[float] = []
-    old_ms: list[float] = []
-    stages: dict[str, list[float]] = {}
-    agree = total = 0
-    for _ in track(range(args.repeat), description="timing", console=console):
-        for path in images:
-            reader = readers[path]
-            t_ours, reading = timed(lambda p=path, r=reader: r.read_bytes(p.read_bytes()))
-            t_old, old_calls = timed(lambda p=path: old_read(p))
-            ours_ms.append(t_ours)
-            old_ms.append(t_old)
+    def ours_read(name: str) -> Callable[[Path], dict[str, str]]:
+        def read(path: Path) -> dict[str, str]:
+            reading = readers[name][path].read_bytes(path.read_bytes())
             for key, value in reading.timings_ms.items():
-                stages.setdefault(key, []).append(value)
-            total += len(old_calls)
-            agree += sum(reading.wells[w].state == s for w, s in old_calls.items())
+                stages[name].setdefault(key, []).append(value)
+            return {w: c.state for w, c in reading.wells.items()}
 
-    table = Table(title=f"per plate, {len(images)} images x {args.repeat} repeats")
-    for col in ("path", "median ms", "p95 ms"):
+        return read
+
+    stages: dict[str, dict[str, list[float]]] = {name: {} for name in detectors}
+    paths: dict[str, Callable[[Path], dict[str, str]]] = {
+        name: ours_read(name) for name in detectors
+    }
+    paths["old"] = old_read
+    # Warm every path (first-call allocations are not what a plate pays).
+    for path in images:
+        for read in paths.values():
+            read(path)
+    for per_path in stages.values():
+        per_path.clear()
+
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    calls: dict[str, list[dict[str, str]]] = {name: [] for name in paths}
+    # Every order of the paths in turn: each path follows each other one equally often (a path
+    # run right after Ultralytics' session shares the cores with its still-spinning threads).
+    orders = list(itertools.permutations(paths))
+    for rep in track(range(args.repeat), description="timing", console=console):
+        turn = orders[rep % len(orders)]
+        for path in images:
+            for name in turn:
+                ms, result = timed(functools.partial(paths[name], path))
+                times[name].append(ms)
+                calls[name].append(result)
+    load_after = os.getloadavg()
+
+    labels = {
+        "ours": f"ours: {detectors['ours'].backend} {detectors['ours'].model.precision} "
+        f"{detectors['ours'].model.input.width}x{detectors['ours'].model.input.height} + numpy",
+        "ours fp32": f"ours forced to fp32 ({fp32_model.input.width}x{fp32_model.input.height}, "
+        "the old way's file)",
+        "old": f"old: {old.label} (fp32 {fp32_model.input.width}x{fp32_model.input.height})",
+    }
+    plates = len(images) * args.repeat
+    table = Table(title=f"per plate, {len(images)} images x {args.repeat} repeats, interleaved")
+    for col in ("path", "median ms", "p95 ms", "old / this (medians)", "wells right (truth)"):
         table.add_column(col)
-    table.add_row(
-        f"ours: {detector.backend} + numpy",
-        f"{statistics.median(ours_ms):.1f}",
-        f"{percentile(ours_ms, 95):.1f}",
-    )
-    table.add_row(
-        f"old: {old.label}", f"{statistics.median(old_ms):.1f}", f"{percentile(old_ms, 95):.1f}"
-    )
+    old_median = statistics.median(times["old"])
+    for name in paths:
+        right = total = 0
+        for i, result in enumerate(calls[name]):
+            truth = truths[images[i % len(images)]]
+            if truth:
+                right += sum(result.get(w) == s for w, s in truth.items())
+                total += len(truth)
+        table.add_row(
+            labels[name],
+            f"{statistics.median(times[name]):.1f}",
+            f"{percentile(times[name], 95):.1f}",
+            f"{old_median / statistics.median(times[name]):.2f}x" if name != "old" else "",
+            f"{right}/{total}" if total else "n/a",
+        )
     console.print(table)
-    console.print(
-        "ours by stage (median ms): "
-        + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items())
-    )
+    for name in detectors:
+        console.print(
+            f"{name} by stage (median ms): "
+            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages[name].items())
+        )
     old_stages = getattr(old, "stages", {})
     if old_stages:
         console.print(
             "old by stage (median ms): "
             + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in old_stages.items())
         )
-    ratio = statistics.median(old_ms) / statistics.median(ours_ms)
-    console.print(f"ratio (old median / ours median): {ratio:.2f}x  (target >= 3x)")
-    console.print(f"well calls agreeing between the two paths: {agree}/{total}")
-    providers = getattr(detector, "providers", detector.backend)
+    ratio = old_median / statistics.median(times["ours"])
+    console.print(f"ratio, product default (old median / ours median): {ratio:.2f}x (target >= 3x)")
+    if "ours fp32" in times:
+        ratio32 = old_median / statistics.median(times["ours fp32"])
+        console.print(f"ratio, ours forced to fp32 (same file as the old way): {ratio32:.2f}x")
+    for name in detectors:
+        same = sum(
+            sum(a.get(w) == s for w, s in b.items())
+            for a, b in zip(calls[name], calls["old"], strict=True)
+        )
+        console.print(
+            f"well calls agreeing, {name} vs old: {same}/{sum(len(b) for b in calls['old'])}"
+        )
+    providers = getattr(detectors["ours"], "providers", detectors["ours"].backend)
     console.print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"threads {args.threads}, model {model.name} {model.version} "
-        f"{model.input.width}x{model.input.height}, providers {providers}"
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {load_before[0]:.1f} "
+        f"before / {load_after[0]:.1f} after ({plates} plates per path), threads {args.threads}, "
+        f"model {fp32_model.name} {fp32_model.version}, providers {providers}"
     )
-    detector.close()
+    for det in detectors.values():
+        det.close()
     return 0
 
 

@@ -1,6 +1,8 @@
 """Load and verify a model directory (see the manifest contract in the project docs).
 
-A model directory holds `model.onnx` and `manifest.json`. A user's own Ultralytics export
+A model directory holds `model.onnx` and `manifest.json`; the manifest may also name other
+precisions of the same network under `variants` (today `int8`: a statically quantized copy for
+ONNX Runtime on CPU), each with its own file and sha256. A user's own Ultralytics export
 without a manifest is accepted too: class names come from the ONNX metadata `names` property,
 the output layout from the output shape, and the Ultralytics conventions (centred letterbox,
 scale 1/255, RGB) are assumed.
@@ -28,6 +30,9 @@ LetterboxMode = Literal["center", "topleft"]
 
 MANIFEST_NAME = "manifest.json"
 
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+
 
 class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +59,33 @@ class OutputSpec(BaseModel):
         return self
 
 
+class Variant(BaseModel):
+    """Another precision of the same network: `manifest.variants[<precision>]`.
+
+    Only `file` and `sha256` are needed to run it; `input` when the variant takes another
+    input size than the network as trained (same weights, same preprocessing otherwise). The
+    rest (how it was made, its measured accuracy) is kept for people and tools, and unknown
+    keys are ignored.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    input: InputSpec | None = None
+    # sha256 of the fp32 file it was made from: a variant left over from an earlier model.onnx
+    # is refused rather than run with the old weights.
+    source_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    command: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _file_stays_in_dir(self) -> Variant:
+        if Path(self.file).name != self.file:
+            raise ValueError(f"file must be a plain file name in the model directory: {self.file}")
+        return self
+
+
 class Manifest(BaseModel):
     """`manifest.json`; unknown top-level keys are kept out (forward compatible)."""
 
@@ -69,6 +101,9 @@ class Manifest(BaseModel):
     trainer: dict[str, Any] | None = None
     generator_version: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # Optional, so manifests written before it existed stay valid; keys other than the known
+    # precisions are ignored (a newer manifest may offer more).
+    variants: dict[str, Variant] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _file_stays_in_dir(self) -> Manifest:
@@ -90,6 +125,9 @@ class LoadedModel:
     input: InputSpec
     output: OutputSpec
     from_manifest: bool
+    precision: Precision = "fp32"
+    # Precisions the manifest offers besides fp32 (whether or not this one loaded them).
+    variants: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -108,11 +146,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(model_dir: Path, *, verify: bool = True) -> LoadedModel:
+def declared_variants(model_dir: Path) -> tuple[str, ...]:
+    """Precisions besides fp32 that `model_dir`'s manifest names (without verifying anything:
+    `load_model` does that, with proper errors). Empty when there is no readable manifest."""
+    try:
+        raw = json.loads((Path(model_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return ()
+    variants = raw.get("variants") if isinstance(raw, dict) else None
+    if not isinstance(variants, dict):
+        return ()
+    return tuple(sorted(k for k in variants if k in PRECISIONS and k != "fp32"))
+
+
+def load_model(
+    model_dir: Path, *, verify: bool = True, precision: Precision = "fp32"
+) -> LoadedModel:
     """Load `model_dir`, checking the manifest schema and the ONNX file's sha256.
 
-    Raises `ModelError` with a message that says what to do when anything is off.
+    `precision` other than fp32 loads that variant from `manifest.variants` (its own file and
+    sha256; input, output and classes are the network's). Raises `ModelError` with a message
+    that says what to do when anything is off.
     """
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(
@@ -121,11 +178,19 @@ def load_model(model_dir: Path, *, verify: bool = True) -> LoadedModel:
         )
     manifest_path = model_dir / MANIFEST_NAME
     if manifest_path.exists():
-        return _load_with_manifest(model_dir, manifest_path, verify=verify)
+        return _load_with_manifest(model_dir, manifest_path, verify=verify, precision=precision)
+    if precision != "fp32":
+        raise ModelError(
+            f"{model_dir} has no manifest.json, so it offers no {precision} variant. Set the "
+            "detector's precision to fp32 (or auto), or add a manifest with "
+            f"variants.{precision} (python -m models.quantize --write-manifest)."
+        )
     return _load_user_export(model_dir)
 
 
-def _load_with_manifest(model_dir: Path, manifest_path: Path, *, verify: bool) -> LoadedModel:
+def _load_with_manifest(
+    model_dir: Path, manifest_path: Path, *, verify: bool, precision: Precision
+) -> LoadedModel:
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -144,18 +209,46 @@ def _load_with_manifest(model_dir: Path, manifest_path: Path, *, verify: bool) -
             f"{manifest_path} does not follow the manifest contract ({problems}). Fix the "
             "manifest or re-export the model."
         ) from exc
-    onnx_path = model_dir / manifest.file
+    offered = tuple(sorted(k for k in manifest.variants if k in PRECISIONS and k != "fp32"))
+    file_name, expected, spec = manifest.file, manifest.sha256, manifest.input
+    if precision != "fp32":
+        variant = manifest.variants.get(precision)
+        if variant is None:
+            raise ModelError(
+                f"{manifest_path} offers no {precision} variant (it has: "
+                f"{', '.join(('fp32', *offered))}). Set the detector's precision to fp32 or auto, "
+                f"or make one: python -m models.quantize --model-dir {model_dir} --write-manifest."
+            )
+        if variant.source_sha256 and variant.source_sha256.lower() != manifest.sha256.lower():
+            made_from, current = variant.source_sha256[:12], manifest.sha256[:12]
+            raise ModelError(
+                f"variants.{precision} of {manifest_path} was made from another {manifest.file} "
+                f"(sha256 {made_from}…, the manifest's is {current}…). Rebuild it (python -m "
+                f"models.quantize --model-dir {model_dir} --write-manifest) or set the "
+                "detector's precision to fp32."
+            )
+        file_name, expected = variant.file, variant.sha256
+        spec = variant.input or manifest.input
+    onnx_path = model_dir / file_name
+    where = f"variants.{precision} of " if precision != "fp32" else ""
     if not onnx_path.is_file():
         raise ModelError(
-            f"{onnx_path} is missing (named by {manifest_path.name}). Copy the model file into "
-            "the model directory."
+            f"{onnx_path} is missing (named by {where}{manifest_path.name}). Copy the model file "
+            "into the model directory"
+            + (", or set the detector's precision to fp32." if precision != "fp32" else ".")
         )
     actual = file_sha256(onnx_path)
-    if verify and actual.lower() != manifest.sha256.lower():
+    if verify and actual.lower() != expected.lower():
+        advice = (
+            "Re-copy the model directory, or re-run python -m models.quantize --write-manifest "
+            "if the variant was rebuilt on purpose."
+            if precision != "fp32"
+            else "Re-copy the model directory, or update the manifest if the model was changed "
+            "on purpose."
+        )
         raise ModelError(
-            f"{onnx_path.name} has sha256 {actual[:12]}… but {manifest_path.name} expects "
-            f"{manifest.sha256[:12]}…: the file is corrupt or was replaced. Re-copy the model "
-            "directory, or update the manifest if the model was changed on purpose."
+            f"{onnx_path.name} has sha256 {actual[:12]}… but {where}{manifest_path.name} "
+            f"expects {expected[:12]}…: the file is corrupt or was replaced. {advice}"
         )
     return LoadedModel(
         directory=model_dir,
@@ -164,9 +257,11 @@ def _load_with_manifest(model_dir: Path, manifest_path: Path, *, verify: bool) -
         version=manifest.version,
         sha256=actual,
         classes=tuple(manifest.classes),
-        input=manifest.input,
+        input=spec,
         output=manifest.output,
         from_manifest=True,
+        precision=precision,
+        variants=offered,
     )
 
 

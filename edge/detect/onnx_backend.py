@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.detect.base import Detector
 from edge.detect.errors import BackendUnavailable, DetectorError, ModelError
-from edge.detect.model import LoadedModel
+from edge.detect.model import LoadedModel, Precision, declared_variants, load_model
 from edge.detect.settings import OnnxDetectorSettings
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,44 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def resolve_precision(requested: str, *, offered: tuple[str, ...], cpu_only: bool) -> Precision:
+    """The variant to run: `auto` takes int8 when the model offers it and inference stays on
+    the CPU provider (the quantized graph is tuned and evaluated for it); GPUs keep fp32."""
+    if requested == "auto":
+        return "int8" if cpu_only and "int8" in offered else "fp32"
+    if requested == "int8" and not cpu_only:
+        raise DetectorError(
+            "precision int8 is for ONNX Runtime's CPU provider, but this detector would run on "
+            "CUDA. Set the detector's precision to auto or fp32, or its device to cpu."
+        )
+    if requested not in ("fp32", "int8"):
+        raise DetectorError(f"unknown precision {requested!r}; choose auto, fp32 or int8")
+    return "int8" if requested == "int8" else "fp32"
+
+
+def _available_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "onnxruntime is not installed. Install the edge extra: pip install 'microplate[edge]'."
+        ) from exc
+    return list(ort.get_available_providers())
+
+
 class OnnxDetector(Detector):
     backend = "onnx"
+
+    @classmethod
+    def model_for(cls, settings: OnnxDetectorSettings) -> LoadedModel:
+        """The manifest's fp32 network or its int8 variant, as `settings.precision` says."""
+        providers = choose_providers(settings.device, _available_providers())
+        precision = resolve_precision(
+            settings.precision,
+            offered=declared_variants(settings.model_dir),
+            cpu_only=providers == ["CPUExecutionProvider"],
+        )
+        return load_model(settings.model_dir, precision=precision)
 
     def __init__(self, settings: OnnxDetectorSettings, model: LoadedModel) -> None:
         super().__init__(settings, model)
@@ -70,7 +106,20 @@ class OnnxDetector(Detector):
         self._input_name: str = inputs[0].name
         self.check_input_shape(tuple(inputs[0].shape), f"{model.onnx_path.name}")  # type: ignore[union-attr]
         self.providers: list[str] = list(self._session.get_providers())
-        logger.info("ONNX Runtime session on %s", ", ".join(self.providers))
+        file_name = model.onnx_path.name if model.onnx_path else "the model"
+        if model.precision != "fp32" and self.providers != ["CPUExecutionProvider"]:
+            self.close()
+            raise DetectorError(
+                f"{file_name} is the {model.precision} variant, meant for the CPU "
+                f"provider, but ONNX Runtime chose {', '.join(self.providers)}. Set the "
+                "detector's precision to fp32 or auto."
+            )
+        logger.info(
+            "ONNX Runtime session on %s, %s model %s",
+            ", ".join(self.providers),
+            model.precision,
+            file_name,
+        )
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         outputs: list[np.ndarray] = self._session.run(None, {self._input_name: tensor})

@@ -171,6 +171,32 @@ def nms(
 ) -> np.ndarray:
     """Class-aware greedy NMS; returns kept indices, highest score first.
 
+    OpenCV's C++ loop (`cv2.dnn.NMSBoxesBatched`) when this OpenCV has its DNN module: a plate
+    gives several hundred candidates for 96 wells, and the numpy loop below (`nms_numpy`, the
+    reference it is tested against) spent about 1.8 ms on them, OpenCV about 0.3 ms.
+    """
+    if len(boxes) == 0:
+        return np.empty(0, dtype=np.int64)
+    batched = getattr(getattr(cv2, "dnn", None), "NMSBoxesBatched", None)
+    if batched is None:
+        return nms_numpy(boxes, scores, class_ids, iou_threshold, max_detections)
+    xywh = np.empty((len(boxes), 4), dtype=np.float64)
+    xywh[:, :2] = boxes[:, :2]
+    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    # score_threshold -1: the candidates are already thresholded (OpenCV keeps score > it).
+    kept = batched(xywh.tolist(), scores.tolist(), class_ids.tolist(), -1.0, iou_threshold)
+    return np.asarray(kept, dtype=np.int64).reshape(-1)[:max_detections]
+
+
+def nms_numpy(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou_threshold: float,
+    max_detections: int = 1000,
+) -> np.ndarray:
+    """Class-aware greedy NMS in numpy (see `nms`).
+
     Boxes of different classes never suppress each other: each class is shifted by an offset
     larger than any coordinate, so one vectorised pass handles all classes.
     """

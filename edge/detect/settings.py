@@ -58,6 +58,12 @@ class OnnxDetectorSettings(_CommonDetectorSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when ONNX Runtime offers it, else CPU."
     )
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        default="auto",
+        description="Which copy of the network to run: int8 is the statically quantized "
+        "variant the manifest may name (CPU only); auto = int8 when the model directory ships "
+        "one and inference runs on the CPU provider, else fp32.",
+    )
     allow_spinning: bool = Field(
         default=False,
         description="Let ONNX Runtime's threads busy-wait between operators: slightly faster "

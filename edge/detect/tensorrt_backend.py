@@ -69,7 +69,8 @@ class TensorRTDetector(Detector):
                 "threads",
             }
         )
-        return OnnxDetector(OnnxDetectorSettings(**common), model)
+        # The model TensorRT was given is the fp32 network; the fallback runs that very file.
+        return OnnxDetector(OnnxDetectorSettings(**common, precision="fp32"), model)
 
     def __init__(self, settings: TensorRTDetectorSettings, model: LoadedModel) -> None:
         super().__init__(settings, model)

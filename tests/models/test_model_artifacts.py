@@ -146,3 +146,69 @@ def test_reference_decoder_rejects_a_layout_it_does_not_handle(
     (tmp_path / "manifest.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="yolo_anchors_last"):
         ReferenceDetector(tmp_path)
+
+
+# The int8 variant (models/quantize.py): what ONNX Runtime runs on CPU by default.
+
+
+@pytest.fixture(scope="module")
+def int8(manifest: dict) -> dict:
+    variant = manifest.get("variants", {}).get("int8")
+    if variant is None:
+        pytest.skip("no int8 variant in models/hi-plate (python -m models.quantize makes one)")
+    return variant
+
+
+def test_int8_file_matches_its_sha256_and_is_small(int8: dict, manifest: dict) -> None:
+    data = (MODEL_DIR / int8["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == int8["sha256"]
+    assert len(data) < 5_000_000
+    assert int8["command"].startswith("python -m models.quantize")
+    assert int8["source_sha256"] == manifest["sha256"]  # made from the committed model.onnx
+    assert int8["calibration"]["seed"] not in (1, 7, 1000)  # training, samples, evaluation
+
+
+def test_int8_metrics_come_from_its_report_and_meet_the_targets(int8: dict) -> None:
+    metrics = int8["metrics"]
+    report = json.loads((MODEL_DIR / "evaluation.int8.json").read_text())
+    assert report["precision"] == "int8" and report["model_file"] == int8["file"]
+    assert metrics["plates"] == report["plates"] >= 200
+    assert metrics["eval_seed"] == report["seed"] != 1
+    assert metrics["well_accuracy"] == round(report["overall"]["well_accuracy"], 5) >= 0.995
+    assert metrics["row_exact_endpoint"] == round(report["overall"]["row_exact_endpoint"], 5)
+    assert metrics["row_exact_endpoint"] >= 0.98
+    card = (MODEL_DIR / "MODEL_CARD.md").read_text()
+    section = card.split("<!-- evaluation-int8:begin -->")[1].split("<!-- evaluation-int8:end")[0]
+    assert f"Well accuracy: {100 * report['overall']['well_accuracy']:.2f} %" in section
+
+
+def test_int8_reads_the_bundled_plates_through_the_edge_path(int8: dict) -> None:
+    """The product's CPU default (auto -> int8) on the six bundled plates, against their truth."""
+    pytest.importorskip("onnxruntime")
+    from core.calibration import CalibrationGrid
+    from edge.detect.base import create_detector
+    from edge.detect.reader import PlateReader
+    from edge.detect.settings import OnnxDetectorSettings
+
+    settings = OnnxDetectorSettings(model_dir=MODEL_DIR, device="cpu", threads=1)
+    wells_right = rows_exact = 0
+    with create_detector(settings) as detector:
+        assert detector.model.precision == "int8"
+        shape = (1, 3, int8["input"]["height"], int8["input"]["width"])
+        assert detector.input_shape == shape
+        for i in range(1, 7):
+            stem = SAMPLES / f"plate-{i:02d}"
+            truth = json.loads(stem.with_suffix(".truth.json").read_text())
+            legacy = json.loads(stem.with_suffix(".calibration.json").read_text())
+            reader = PlateReader(detector, grid=CalibrationGrid.from_legacy(legacy))
+            reading = reader.read_bytes(stem.with_suffix(".jpg").read_bytes())
+            wells_right += sum(
+                reading.wells[w["well_id"]].state == w["state"] for w in truth["wells"]
+            )
+            expected = truth_rows(truth["wells"])
+            rows_exact += sum(
+                got.endpoint == want.endpoint
+                for got, want in zip(reading.rows, expected, strict=True)
+            )
+    assert wells_right >= 570, f"{wells_right}/576 wells right"
+    assert rows_exact >= 46, f"{rows_exact}/48 row endpoints right"

@@ -15,6 +15,7 @@ from edge.detect.processing import (
     decode,
     letterbox,
     nms,
+    nms_numpy,
     postprocess,
     scale_boxes,
     to_tensor,
@@ -125,7 +126,9 @@ def test_cxcywh_to_xyxy():
     assert got.tolist() == [[8.0, 17.0, 12.0, 23.0]]
 
 
-def test_nms_is_class_aware():
+@pytest.mark.parametrize("impl", [nms, nms_numpy])
+def test_nms_is_class_aware(impl):
+    nms = impl
     boxes = np.array(
         [[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], dtype=np.float32
     )
@@ -138,6 +141,20 @@ def test_nms_is_class_aware():
     assert nms(boxes, scores, same, 0.7).tolist() == [0, 1, 3]
     assert nms(boxes, scores, same, 0.5, max_detections=1).tolist() == [0]
     assert nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), 0.5).size == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_nms_keeps_exactly_what_the_numpy_reference_keeps(seed: int):
+    """OpenCV's loop and the numpy one agree, ties and zero scores included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    xy = rng.random((n, 2), dtype=np.float32) * 200
+    boxes = np.c_[xy, xy + rng.random((n, 2), dtype=np.float32) * 40 + 1]
+    scores = (rng.integers(0, 11, n) / 10).astype(np.float32)  # many ties, some 0.0
+    class_ids = rng.integers(0, 3, n)
+    for iou in (0.3, 0.5, 0.7):
+        want = nms_numpy(boxes, scores, class_ids, iou, max_detections=50)
+        assert nms(boxes, scores, class_ids, iou, max_detections=50).tolist() == want.tolist()
 
 
 def test_decode_drops_low_scores_and_picks_best_class():

@@ -120,7 +120,9 @@ def test_cli_migrate_admin_and_provision(tmp_path: Path) -> None:
         assert bundle["mqtt_username"] == "lab-one.reader-7"
         assert bundle["mqtt_password"] not in prov.stdout + prov.stderr
         assert "lab-one.reader-7" in (tmp_path / "acl").read_text()
-        assert "microplate/v1/lab-one/reader-7/#" in (tmp_path / "acl").read_text()
+        acl = (tmp_path / "acl").read_text()
+        assert "topic write microplate/v1/lab-one/reader-7/runs" in acl
+        assert "topic read microplate/v1/lab-one/reader-7/acks" in acl
         bad = _cli(["provision-device", "--site", "Bad Slug!", "--device", "x1"], env)
         assert bad.returncode == 1 and "slug" in bad.stderr
         assert _cli(["migrate", "--downgrade", "--revision", "base"], env).returncode == 0

@@ -50,6 +50,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._connected = threading.Event()
+        self._stopping = False  # a clean stop is not a lost connection
         self.generation = 0  # bumped at every successful connect
         self.last_error = ""
         client = mqtt.Client(
@@ -100,6 +101,7 @@ class MqttLink:
                 except (RuntimeError, ValueError):
                     logger.debug("final status not confirmed before disconnect")
         # A clean DISCONNECT keeps the session (expiry interval) but suppresses the will.
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
         self._connected.clear()
@@ -157,7 +159,7 @@ class MqttLink:
     ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._stopping:
             self.last_error = f"disconnected: {reason_code}"
             logger.warning("MQTT connection lost (%s); reconnecting with backoff", reason_code)
         if self._on_disconnected is not None:

@@ -80,25 +80,34 @@ class Procs:
 
 
 def outbox_state(db: Path) -> tuple[int, int, int]:
-    """(runs queued, entries not yet delivered, entries rejected) of one appliance."""
+    """(runs queued, entries not yet delivered, entries rejected) of one appliance.
+
+    A plain (read-write capable) connection that only reads: after an appliance was killed,
+    a read-only one cannot run SQLite's WAL recovery and may fail until the appliance itself
+    reopens the file. Busy moments are retried; anything that persists is raised, not read
+    as an empty outbox."""
     if not db.exists():
         return 0, 0, 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        queued = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'run'").fetchone()[0]
-        waiting = conn.execute(
-            "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND rejected_reason IS NULL"
-        ).fetchone()[0]
-        rejected = conn.execute(
-            "SELECT count(*) FROM outbox WHERE rejected_reason IS NOT NULL"
-        ).fetchone()[0]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0, 0, 0  # not migrated yet
-        raise
-    finally:
-        conn.close()
-    return int(queued), int(waiting), int(rejected)
+    for attempt in range(10):
+        conn = sqlite3.connect(db, timeout=10)
+        try:
+            queued = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'run'").fetchone()[0]
+            waiting = conn.execute(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND rejected_reason IS NULL"
+            ).fetchone()[0]
+            rejected = conn.execute(
+                "SELECT count(*) FROM outbox WHERE rejected_reason IS NOT NULL"
+            ).fetchone()[0]
+            return int(queued), int(waiting), int(rejected)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0, 0, 0  # not migrated yet
+            if attempt == 9:
+                raise AssertionError(f"{db.name} stays unreadable: {exc}") from exc
+            time.sleep(0.5)
+        finally:
+            conn.close()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture

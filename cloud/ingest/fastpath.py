@@ -215,7 +215,9 @@ def _well_line(msg: RunMessage) -> str:
     """The COPY line of a run's wells document (`cloud.crud.results.well_document`, compact
     JSON; COPY's own escapes applied on top)."""
     doc = orjson.dumps(well_document(msg)).decode()
-    return f"{msg.run_id}\t{doc.translate(COPY_ESCAPES)}\n"
+    if "\\" in doc:  # JSON text has no raw tab or newline; only its escapes need COPY's
+        doc = doc.translate(COPY_ESCAPES)
+    return f"{msg.run_id}\t{doc}\n"
 
 
 def _ensure_samples(

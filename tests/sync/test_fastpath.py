@@ -55,7 +55,7 @@ def varied_message(site: str, device: str, i: int, *, sample: str, plate: uuid.U
             flags = ("multiple",) if (r * c + i) % 11 == 0 else ()
             calls[wid] = WellCall(
                 well_id=wid, row=r, col=c, state=state, confidence=0.5 + (c % 5) / 10,
-                box=(1.5 * c, 2.25 * r, 1.5 * c + 9, 2.25 * r + 9), class_name=f"{state}\\x",
+                box=(1.5 * c, 2.25 * r, 1.5 * c + 9, 2.25 * r + 9), class_name=f'{state}"é\\x',
                 flags=flags,
             )  # fmt: skip
     dilution = DilutionSettings(start_dilution=8)

@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.topics import TOPIC_ROOT, Topics
+
 logger = logging.getLogger(__name__)
 
 ITERATIONS = 101  # mosquitto_passwd's default
 SALT_BYTES = 12
-TOPIC_ROOT = "microplate/v1"
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -51,10 +52,6 @@ class BrokerAccount:
     device: str
 
 
-def device_subtree(site: str, device: str) -> str:
-    return f"{TOPIC_ROOT}/{site}/{device}/#"
-
-
 def render_password_file(accounts: Iterable[BrokerAccount], *, service: list[str]) -> str:
     lines = list(service)
     for account in accounts:
@@ -74,19 +71,19 @@ def render_acl_file(accounts: Iterable[BrokerAccount], *, ingest_username: str |
         out.append(
             f"\nuser {ingest_username}\n"
             f"topic read {TOPIC_ROOT}/#\n"
-            f"topic write {TOPIC_ROOT}/+/+/acks\n"
-            f"topic write {TOPIC_ROOT}/+/+/config\n"
+            f"topic write {Topics.subscription('acks')}\n"
+            f"topic write {Topics.subscription('config')}\n"
         )
     for account in accounts:
         for part in (account.username, account.site, account.device):
             _check_safe(part)
-        base = device_subtree(account.site, account.device).removesuffix("/#")
+        topics = Topics(account.site, account.device)
         out.append(
             f"\nuser {account.username}\n"
-            f"topic write {base}/runs\n"
-            f"topic write {base}/status\n"
-            f"topic read {base}/acks\n"
-            f"topic read {base}/config\n"
+            f"topic write {topics.runs}\n"
+            f"topic write {topics.status}\n"
+            f"topic read {topics.acks}\n"
+            f"topic read {topics.config}\n"
         )
     return "".join(out)
 

@@ -156,6 +156,10 @@ class IngestWorker:
         client.on_message = self._on_message
         return client
 
+    def _subscriptions(self) -> list[str]:
+        group = self.options.share_group
+        return [f"$share/{group}/{Topics.subscription(leaf)}" for leaf in ("runs", "status")]
+
     def _on_connect(
         self,
         client: mqtt.Client,
@@ -168,13 +172,7 @@ class IngestWorker:
             self.stats.last_error = f"broker refused the connection: {reason_code}"
             logger.warning("ingest: broker refused the connection: %s", reason_code)
             return
-        group = self.options.share_group
-        client.subscribe(
-            [
-                (f"$share/{group}/{Topics.subscription('runs')}", 1),
-                (f"$share/{group}/{Topics.subscription('status')}", 1),
-            ]
-        )
+        client.subscribe([(topic, 1) for topic in self._subscriptions()])
         self._generation += 1
         self._connected.set()
         logger.info("ingest connected (session present: %s)", flags.session_present)
@@ -233,13 +231,7 @@ class IngestWorker:
         coming back (seen as a stalled ingest when workers were scaled down).
         """
         if self._thread is not None and self._connected.is_set():
-            group = self.options.share_group
-            self.client.unsubscribe(
-                [
-                    f"$share/{group}/{Topics.subscription('runs')}",
-                    f"$share/{group}/{Topics.subscription('status')}",
-                ]
-            )
+            self.client.unsubscribe(self._subscriptions())
             self._drain(self.options.drain_on_stop_s)
         self._stop.set()
         if self._thread is not None:

@@ -58,16 +58,13 @@ def calibration_tensors(
     """Letterboxed, normalised NCHW float32 tensors of freshly rendered plates, prepared the
     way `edge.detect.reader.PlateReader.read_bytes` prepares a photo for input `spec`."""
     from edge.detect.imageio import decode_image, reduction_for
-    from edge.detect.processing import letterbox, to_tensor
+    from edge.detect.processing import prepare_input
     from models.synth import render_plate
 
     for index in range(start, start + plates):
         jpeg = render_plate(seed, index).jpeg
         image = decode_image(jpeg, reduce=reduction_for(jpeg, spec.height, spec.width))
-        boxed, _ = letterbox(
-            image, spec.height, spec.width, mode=spec.letterbox, pad_value=spec.pad_value
-        )
-        yield to_tensor(boxed, channels=spec.channels, scale=spec.scale)
+        yield prepare_input(image, spec)[0]
 
 
 def float_tail(model_path: Path, *, keep_head_outputs_float: bool) -> list[str]:

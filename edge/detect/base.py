@@ -20,7 +20,7 @@ import numpy as np
 from core.detection import Detection
 from edge.detect.errors import DetectorError
 from edge.detect.model import LoadedModel, load_model
-from edge.detect.processing import LetterboxInfo, decode, letterbox, postprocess, to_tensor
+from edge.detect.processing import LetterboxInfo, decode, postprocess, prepare_input
 from edge.detect.settings import DetectorSettings
 
 logger = logging.getLogger(__name__)
@@ -122,10 +122,7 @@ class Detector(ABC):
             )
         spec = self.model.input
         t0 = time.perf_counter()
-        boxed, info = letterbox(
-            image_bgr, spec.height, spec.width, mode=spec.letterbox, pad_value=spec.pad_value
-        )
-        tensor = to_tensor(boxed, channels=spec.channels, scale=spec.scale)
+        tensor, info = prepare_input(image_bgr, spec)
         self._letterbox = info
         t1 = time.perf_counter()
         outputs = self.infer(tensor)

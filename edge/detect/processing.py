@@ -29,7 +29,7 @@ import numpy as np
 
 from core.detection import Detection
 from edge.detect.errors import DetectorError
-from edge.detect.model import BoxFormat, Layout, LetterboxMode, LoadedModel
+from edge.detect.model import BoxFormat, InputSpec, Layout, LetterboxMode, LoadedModel
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,15 @@ def to_tensor(
     tensor = np.empty((1, *chw.shape), dtype=np.float32)
     np.multiply(chw, np.float32(scale), out=tensor[0], casting="unsafe")
     return tensor
+
+
+def prepare_input(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, LetterboxInfo]:
+    """An image as the model's input tensor (letterbox, channel order, scale) and where it was
+    placed: what inference and every calibration set (TensorRT INT8, ONNX quantization) use."""
+    boxed, info = letterbox(
+        image_bgr, spec.height, spec.width, mode=spec.letterbox, pad_value=spec.pad_value
+    )
+    return to_tensor(boxed, channels=spec.channels, scale=spec.scale), info
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

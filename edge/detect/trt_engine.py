@@ -25,7 +25,7 @@ import numpy as np
 from edge.detect.errors import BackendUnavailable, DetectorError, ImageDecodeError
 from edge.detect.imageio import read_image
 from edge.detect.model import LoadedModel
-from edge.detect.processing import letterbox, to_tensor
+from edge.detect.processing import prepare_input
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +190,7 @@ def calibration_batches(model: LoadedModel, files: list[Path]) -> Iterator[np.nd
         except ImageDecodeError as exc:
             logger.warning("calibration image skipped: %s", exc)
             continue
-        boxed, _ = letterbox(
-            image, spec.height, spec.width, mode=spec.letterbox, pad_value=spec.pad_value
-        )
-        yield np.ascontiguousarray(to_tensor(boxed, channels=spec.channels, scale=spec.scale))
+        yield np.ascontiguousarray(prepare_input(image, spec)[0])
 
 
 def _make_calibrator(

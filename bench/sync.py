@@ -86,14 +86,13 @@ def start_ingest(
                     url,
                     "--port",
                     str(port),
-                    "--password",
-                    password,
                     "--client-id",
                     f"bench-ingest-{i}",  # stable, as in production
                 ],
                 cwd=ROOT,
                 stdout=log,
                 stderr=log,
+                env=os.environ | {"MICROPLATE_PROC_PASSWORD": password},
             )
         )
         log.close()

@@ -5,13 +5,18 @@ It queues `--total` plate runs at `--rate` runs/s (and a `deleted` event for eve
 the device and the run's index, so the test knows exactly which runs must arrive, and a
 restarted process (after SIGKILL) continues where its database says it stopped.
 
-    python -m tests.sync.proc_appliance --db D --site S --device D --password P --port N ...
+    MICROPLATE_PROC_PASSWORD=P python -m tests.sync.proc_appliance \
+        --db D --site S --device D --port N ...
+
+The device password comes from the environment, never argv: it stays out of `ps`, and a
+generated one that starts with "-" cannot be taken for an option.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--site", required=True)
     p.add_argument("--device", required=True)
-    p.add_argument("--password", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--total", type=int, default=1000)
     p.add_argument("--rate", type=float, default=100.0)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         template_message,
     )
 
-    acc = DeviceAccount(args.site, args.device, args.password)
+    acc = DeviceAccount(args.site, args.device, os.environ["MICROPLATE_PROC_PASSWORD"])
     store = open_store(args.db)
     template = template_message(args.site, args.device)
     worker = None

@@ -1,12 +1,16 @@
 """An ingest worker process for the chaos test and the bench (`run_ingest`, as the CLI does).
 
-python -m tests.sync.proc_ingest --db URL --port N --password P --client-id ID
+MICROPLATE_PROC_PASSWORD=P python -m tests.sync.proc_ingest --db URL --port N --client-id ID
+
+The password comes from the environment, never argv: it stays out of `ps`, and a generated
+one that starts with "-" cannot be taken for an option.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -14,7 +18,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--db", required=True)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--password", required=True)
     p.add_argument("--client-id", required=True)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--batch-wait", type=float, default=0.05)
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = CloudSettings(
         database_url=args.db,
         mqtt_broker_url=f"mqtt://127.0.0.1:{args.port}",
-        mqtt_ingest_password=args.password,
+        mqtt_ingest_password=os.environ["MICROPLATE_PROC_PASSWORD"],
     )
     return run_ingest(
         settings,

@@ -44,17 +44,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Procs:
+    """The test's own processes, each with its log file; secrets go in their environment."""
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.cmds: dict[str, list[str]] = {}
+        self.cmds: dict[str, tuple[list[str], dict[str, str]]] = {}
 
-    def start(self, name: str, cmd: list[str] | None = None) -> None:
+    def start(self, name: str, cmd: list[str] | None = None, password: str = "") -> None:
         if cmd is not None:
-            self.cmds[name] = cmd
+            self.cmds[name] = (cmd, os.environ | {"MICROPLATE_PROC_PASSWORD": password})
+        args, env = self.cmds[name]
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, *self.cmds[name]], cwd=ROOT, stdout=log, stderr=log
+            [sys.executable, *args], cwd=ROOT, stdout=log, stderr=log, env=env
         )
         log.close()
 
@@ -62,6 +65,13 @@ class Procs:
         proc = self.procs[name]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+    def check_alive(self) -> None:
+        """Every process must run until the test stops it: one that exited fails the test
+        now, with its log, instead of showing up minutes later as runs that never came."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited ({proc.returncode}):\n{self.log(name)}")
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -144,15 +154,17 @@ def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
             procs.start(
                 f"ingest{i}",
                 ["-m", "tests.sync.proc_ingest", "--db", url, "--port", str(broker.port),
-                 "--password", ingest_pw, "--client-id", f"ingest-{i}"],
+                 "--client-id", f"ingest-{i}"],
+                password=ingest_pw,
             )  # fmt: skip
         for i, acc in enumerate(devices):
             procs.start(
                 f"app{i}",
                 ["-m", "tests.sync.proc_appliance", "--db", str(dbs[f"app{i}"]),
-                 "--site", acc.site, "--device", acc.device, "--password", acc.password,
+                 "--site", acc.site, "--device", acc.device,
                  "--port", str(broker.port), "--total", str(PER_DEVICE), "--rate", str(RATE),
                  "--delete-every", str(DELETE_EVERY), "--ack-timeout", "10"],
+                password=acc.password,
             )  # fmt: skip
 
         def queued() -> int:
@@ -161,6 +173,7 @@ def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
         def pause(until_queued: int, timeout: float = 60.0) -> None:
             deadline = time.monotonic() + timeout
             while queued() < until_queued and time.monotonic() < deadline:
+                procs.check_alive()
                 time.sleep(0.5)
 
         pause(1000)
@@ -189,6 +202,7 @@ def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
         # shared CI box gets more time as long as the backlog keeps shrinking).
         last_left, last_move, hard_stop = None, time.monotonic(), time.monotonic() + 420
         while time.monotonic() < hard_stop:
+            procs.check_alive()
             states = [outbox_state(db) for db in dbs.values()]
             left = sum(PER_DEVICE - q for q, _, _ in states) + sum(w for _, w, _ in states)
             if left == 0:

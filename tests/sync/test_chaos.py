@@ -5,10 +5,11 @@ ACL) and a Postgres cluster (`initdb` as the postgres user), both on free ports,
 appliance and ingest *processes* so they can be SIGKILLed. While the appliances queue their
 runs, in turn: the broker is SIGKILLed and restarted, an ingest worker is SIGKILLed, Postgres
 is crashed (`pg_ctl stop -m immediate`) and restarted, an appliance is SIGKILLed and
-restarted, and the network is cut (broker stopped) for `OUTAGE_S` seconds — in production
-that is hours; 20 s here keep CI short and still queue a few thousand runs, which is what the
-outage tests. Afterwards: every run is in Postgres exactly once, none is missing, every
-deletion is applied once, every outbox is empty and nothing was rejected.
+restarted, and the network is cut (broker stopped) for `OUTAGE_S` seconds: 150 s, minutes as
+the issue asks and longer than the ingest workers' session expiry (120 s); in production it
+is hours or days, which changes only how many runs queue (here a few thousand).
+Afterwards: every run is in Postgres exactly once, none is missing, every deletion is applied
+once, every outbox is empty and nothing was rejected.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TOTAL = 10_000
 PER_DEVICE = TOTAL // N_APPLIANCES
 RATE = 70.0  # runs/s per appliance: the runs keep coming through every failure
 DELETE_EVERY = 50
-OUTAGE_S = float(os.environ.get("MICROPLATE_CHAOS_OUTAGE_S", "20"))
+OUTAGE_S = float(os.environ.get("MICROPLATE_CHAOS_OUTAGE_S", "150"))
 STALL_S = 60.0
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,6 +136,7 @@ def pg() -> Iterator[PgCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.timeout(900)  # 3.5 min here; its own stall check (STALL_S) reports a hang first
 def test_ten_thousand_runs_survive_every_failure(pg: PgCluster) -> None:
     from cloud.db import migrate
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -87,8 +88,9 @@ class ClassMap(BaseModel):
             )
         return built
 
-    @property
+    @cached_property
     def _folded(self) -> dict[str, DetectedState]:
+        # Built once per (frozen) map: state_for runs for every detection of every plate.
         return {k.casefold().strip(): v for k, v in self.names.items()}
 
     def state_for(self, class_name: str) -> DetectedState:

@@ -8,16 +8,24 @@ Each plate is prepared exactly as the edge prepares a photo: the JPEG decoded at
 (`edge.detect.imageio`), letterboxed and normalised (`edge.detect.processing`).
 
 What gets quantized: every convolution of the backbone, neck and head (weights per channel,
-symmetric int8; activations uint8 from MinMax calibration), the SiLU activations, adds and
-concats, in ONNX Runtime's QDQ format (QOperator measured the same speed here; QDQ is the
-format ONNX Runtime recommends). The five 2x2 average pools are first rewritten as the
-depthwise convolutions they equal (exactly, in float): ONNX Runtime's int8 average pool cost
-about 1.3 ms per plate, the int8 depthwise convolution a fraction of that.
+symmetric int8 in a 7-bit range; activations uint8 from MinMax calibration), the SiLU
+activations, adds and concats, in ONNX Runtime's QDQ format (QOperator measured the same speed
+here; QDQ is the format ONNX Runtime recommends). The five 2x2 average pools are first
+rewritten as the depthwise convolutions they equal (exactly, in float): ONNX Runtime's int8
+average pool cost about 1.3 ms per plate, the int8 depthwise convolution a fraction of that.
 What stays float: the head's decoding tail (the per-level concat of box distributions and
 class logits, DFL softmax, anchor arithmetic, sigmoid scores): it mixes box pixels (0..512) with
 scores (0..1) in one tensor, which a single 8-bit scale would ruin, and it is cheap. The final
 1x1 convolutions that produce box distributions and class logits stay float too
 (`--quantize-head-outputs` quantizes them): their outputs decide scores near the threshold.
+
+Why 7-bit weights (`reduce_range`, the default): on x86 CPUs without VNNI (AVX2 only, e.g. AMD
+Zen 3) ONNX Runtime multiplies uint8 activations by int8 weights with VPMADDUBSW, which adds
+pairs of products into a saturating int16; with full-range weights those sums overflow. The
+first int8 file, made with full-range weights, read 574/576 of the bundled wells on an
+AVX-512 VNNI machine (Zen 4) and 563/576 on an AVX2 one (Zen 3). With 7-bit weights no pair
+sum can overflow, so an AVX2 CPU computes the same integers as a VNNI one (574/576 measured on
+AVX2); uint8 weights (`--weight-type uint8`) also avoid it but ran 20 % slower on AVX2.
 
 The result is written next to the FP32 model and described in `manifest.json` under
 `variants.int8` (file, sha256, the command that made it, calibration data, and the accuracy
@@ -176,6 +184,8 @@ def quantize(
     height: int | None = None,
     width: int | None = None,
     pools_as_convs: bool = True,
+    weight_type: str = "int8",
+    reduce_range: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     from onnxruntime.quantization import (
@@ -232,7 +242,8 @@ def quantize(
             op_types_to_quantize=None,
             per_channel=True,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+            reduce_range=reduce_range,
             nodes_to_exclude=excluded,
             calibrate_method={
                 "minmax": CalibrationMethod.MinMax,
@@ -249,6 +260,8 @@ def quantize(
         "calibration_method": method,
         "float_nodes": len(excluded),
         "pools_as_convs": pools_as_convs,
+        "weight_type": weight_type,
+        "reduce_range": reduce_range,
         "source_sha256": model.sha256,
         "onnxruntime": metadata.version("onnxruntime"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -278,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="record the file, sha256 and command under variants.int8 in manifest.json",
     )
+    parser.add_argument("--weight-type", choices=("int8", "uint8"), default="int8")
+    parser.add_argument(
+        "--reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="7-bit weights (default): no int16 saturation on CPUs without VNNI",
+    )
     args = parser.parse_args(argv)
     if args.seed in RESERVED_SEEDS:
         parser.error(f"seed {args.seed} is the {RESERVED_SEEDS[args.seed]} stream; use another")
@@ -294,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         height=args.height,
         width=args.width,
         pools_as_convs=not args.keep_average_pools,
+        weight_type=args.weight_type,
+        reduce_range=args.reduce_range,
     )
     command = "python -m models.quantize " + shlex.join(argv if argv is not None else sys.argv[1:])
     logger.info("wrote %s (%.1f MB) in %.0f s", out, out.stat().st_size / 1e6, info["seconds"])

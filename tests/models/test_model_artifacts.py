@@ -212,3 +212,20 @@ def test_int8_reads_the_bundled_plates_through_the_edge_path(int8: dict) -> None
             )
     assert wells_right >= 570, f"{wells_right}/576 wells right"
     assert rows_exact >= 46, f"{rows_exact}/48 row endpoints right"
+
+
+def test_int8_weights_fit_seven_bits(int8: dict) -> None:
+    """Without VNNI (AVX2-only x86), ONNX Runtime sums pairs of uint8 x int8 products in a
+    saturating int16 (VPMADDUBSW): 2 * 255 * 127 overflows it, 2 * 255 * 64 does not. The first
+    int8 file had full-range weights and read 563/576 bundled wells on such a CPU instead of
+    574, so every int8 weight must stay within the 7-bit range `reduce_range` gives."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(MODEL_DIR / int8["file"])).graph
+    weights = [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert len(weights) > 50, "expected the int8 convolution weights of the whole network"
+    worst = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+    assert worst <= 64, f"an int8 weight reaches {worst}: requantize with --reduce-range"

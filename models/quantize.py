@@ -1,6 +1,6 @@
 """Static INT8 quantization of the shipped network for ONNX Runtime on CPU.
 
-    python -m models.quantize --height 288 --width 384 --plates 96 --write-manifest
+    python -m models.quantize --height 288 --width 384 --plates 96 --reduce-range --write-manifest
 
 Calibration plates come from their own generator stream (seed 2; training uses seed 1, the
 bundled samples seed 7, evaluation seed 1000), so calibration never sees an evaluation plate.

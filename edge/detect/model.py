@@ -14,6 +14,7 @@ import ast
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -156,6 +157,11 @@ def declared_variants(model_dir: Path) -> tuple[str, ...]:
     variants = raw.get("variants") if isinstance(raw, dict) else None
     if not isinstance(variants, dict):
         return ()
+    return _offered(variants)
+
+
+def _offered(variants: Iterable[str]) -> tuple[str, ...]:
+    """The known precisions besides fp32 among a manifest's variant names, sorted."""
     return tuple(sorted(k for k in variants if k in PRECISIONS and k != "fp32"))
 
 
@@ -209,7 +215,7 @@ def _load_with_manifest(
             f"{manifest_path} does not follow the manifest contract ({problems}). Fix the "
             "manifest or re-export the model."
         ) from exc
-    offered = tuple(sorted(k for k in manifest.variants if k in PRECISIONS and k != "fp32"))
+    offered = _offered(manifest.variants)
     file_name, expected, spec = manifest.file, manifest.sha256, manifest.input
     if precision != "fp32":
         variant = manifest.variants.get(precision)

@@ -26,6 +26,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 OPSET = 17
+# The shipped weights' version: bump it whenever new weights are exported (the edge stores it
+# with every run, so results stay traceable to the network that read them).
+# 1.0.0: LibreYOLO9-t with YOLOv9's SiLU; 1.1.0: the same architecture with ReLU.
+MODEL_VERSION = "1.1.0"
 
 
 def sha256_file(path: Path) -> str:
@@ -36,11 +40,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_onnx(weights: Path, onnx_path: Path, imgsz: int) -> list[str]:
+def export_onnx(weights: Path, onnx_path: Path, imgsz: int, activation: str = "silu") -> list[str]:
     import torch
     from libreyolo import LibreYOLO9
 
+    from models.train import check_activation, use_activation
+
+    # A checkpoint holds weights only; the activation comes from the run that trained them.
+    use_activation(activation)
     wrapper = LibreYOLO9(str(weights), size="t", nb_classes=3, device="cpu")
+    check_activation(wrapper.model, activation)
     if getattr(wrapper, "letterbox_pad", "center") != "center":
         raise SystemExit(f"checkpoint letterbox is {wrapper.letterbox_pad!r}, expected 'center'")
     net = wrapper.model.eval()
@@ -100,14 +109,19 @@ def export_onnx(weights: Path, onnx_path: Path, imgsz: int) -> list[str]:
 
 
 def write_manifest(
-    out: Path, names: list[str], imgsz: int, run_info: dict[str, Any], metrics: dict[str, Any]
+    out: Path,
+    names: list[str],
+    imgsz: int,
+    run_info: dict[str, Any],
+    metrics: dict[str, Any],
+    version: str = MODEL_VERSION,
 ) -> dict[str, Any]:
     from models.synth import GENERATOR_VERSION
 
     onnx_path = out / "model.onnx"
     manifest = {
         "name": "microplate-hi-plate",
-        "version": "1.0.0",
+        "version": version,
         "file": "model.onnx",
         "sha256": sha256_file(onnx_path),
         "classes": names,
@@ -126,6 +140,7 @@ def write_manifest(
             "version": run_info.get("trainer", {}).get("version", metadata.version("libreyolo")),
             "licence": "MIT",
             "command": run_info.get("command", ""),
+            "activation": run_info.get("settings", {}).get("activation", "silu"),
         },
         "generator_version": run_info.get("generator_version", GENERATOR_VERSION),
         "metrics": metrics,
@@ -140,17 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models/hi-plate"))
     parser.add_argument("--imgsz", type=int, default=512)
     parser.add_argument("--run-info", type=Path, help="run_info.json written by models.train")
+    parser.add_argument("--version", default=MODEL_VERSION, help="the manifest's model version")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    names = export_onnx(args.weights, args.out / "model.onnx", args.imgsz)
     run_info: dict[str, Any] = {}
     if args.run_info and args.run_info.exists():
         run_info = json.loads(args.run_info.read_text())
+    # Runs recorded before the option existed trained YOLOv9's own SiLU.
+    activation = run_info.get("settings", {}).get("activation", "silu")
+    names = export_onnx(args.weights, args.out / "model.onnx", args.imgsz, activation)
     metrics: dict[str, Any] = {}
     existing = args.out / "manifest.json"
     if existing.exists():
-        metrics = json.loads(existing.read_text()).get("metrics", {})
-    manifest = write_manifest(args.out, names, args.imgsz, run_info, metrics)
+        # Measured accuracy belongs to the file it was measured on: kept when the export gave
+        # the same bytes again, dropped for new weights (`models.evaluate --write-manifest`
+        # measures them; so does `models.quantize` for the int8 variant, which is dropped too).
+        previous = json.loads(existing.read_text())
+        if previous.get("sha256") == sha256_file(args.out / "model.onnx"):
+            metrics = previous.get("metrics", {})
+    manifest = write_manifest(args.out, names, args.imgsz, run_info, metrics, args.version)
     size_mb = (args.out / "model.onnx").stat().st_size / 1e6
     logger.info(
         "wrote %s (%.1f MB, sha256 %s)", args.out / "model.onnx", size_mb, manifest["sha256"][:12]

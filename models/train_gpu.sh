@@ -23,6 +23,8 @@ PLATES=$((8 * PER_PROC))
 EPOCHS=${EPOCHS:-30}
 TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-330}
 WORKERS=${WORKERS:-8}
+BATCH=${BATCH:-8}
+ACTIVATION=${ACTIVATION:-relu}
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -63,13 +65,19 @@ echo "rendered $(ls "$DATA/images/train" | wc -l) train + $(ls "$DATA/images/val
 set +e
 timeout "$TRAIN_BUDGET_S" "$PY" -m models.train --data-dir "$DATA" --out "$RUNS" --name hi-plate \
   --plates "$PLATES" --epochs "$EPOCHS" --eval-interval 5 --device "$DEVICE" --workers "$WORKERS" \
+  --batch "$BATCH" --activation "$ACTIVATION" \
   2>&1 | tee "$OUT/train.log" | grep -E "Epoch|mAP|done|Error|error"
 echo "train exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
 set -e
 
-# 3. Export the best checkpoint (last.pt when no best was written).
+# 3. Keep and export the best checkpoint (last.pt when no best was written).
 W="$RUNS/hi-plate/weights/best.pt"
 [[ -f "$W" ]] || W="$RUNS/hi-plate/weights/last.pt"
+# First the checkpoint's weights alone (no optimizer state), to fine-tune from later or export here
+# if the export below fails there.
+"$PY" -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
+torch.save({k: v for k, v in c.items() if k not in ('optimizer', 'train_model', 'ema', 'rng_state')}, sys.argv[2])" \
+  "$W" "$OUT/weights.pt" || true
 "$PY" -m models.export --weights "$W" --run-info "$RUNS/hi-plate/run_info.json" --out "$OUT"
 cp "$RUNS/hi-plate/run_info.json" "$OUT/" 2>/dev/null || true
 ls -la "$OUT"

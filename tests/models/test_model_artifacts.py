@@ -229,3 +229,26 @@ def test_int8_weights_fit_seven_bits(int8: dict) -> None:
     assert len(weights) > 50, "expected the int8 convolution weights of the whole network"
     worst = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
     assert worst <= 64, f"an int8 weight reaches {worst}: requantize with --reduce-range"
+
+
+def _activations(graph) -> dict[str, int]:
+    """Count the network's activations: SiLU as exported (x * Sigmoid(x)), and ReLU."""
+    producers_of_sigmoid = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Sigmoid"}
+    silu = sum(
+        1
+        for n in graph.node
+        if n.op_type == "Mul"
+        and any(producers_of_sigmoid.get(a) == b for a, b in (n.input, n.input[::-1]))
+    )
+    return {"silu": silu, "relu": sum(n.op_type == "Relu" for n in graph.node)}
+
+
+def test_graph_activation_matches_the_manifest(manifest: dict) -> None:
+    """The CPU speed rests on ReLU (folded into int8 convolutions for free, where each SiLU
+    is a separate element-wise pass): the graph must use the activation its manifest names,
+    and only that one."""
+    onnx = pytest.importorskip("onnx")
+    activation = manifest["trainer"].get("activation", "silu")
+    counts = _activations(onnx.load(str(MODEL_DIR / manifest["file"])).graph)
+    other = {"relu": "silu", "silu": "relu"}[activation]
+    assert counts[activation] > 100 and counts[other] == 0, counts

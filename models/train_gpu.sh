@@ -8,10 +8,14 @@
 #   here, once:   echo /.whl/ >> .git/info/exclude && models/train_gpu.sh --fetch-wheels
 #   device run:   carry [".whl"], command "bash models/train_gpu.sh", timeout_s 560
 #
-# It renders the 320 training plates (stream seed 1; 300 train / 20 val, as the CPU recipe; other
-# numpy/OpenCV versions there may change pixels slightly, never labels), trains, exports models/hi-plate-style files into $OUT (model.onnx, manifest.json,
-# run_info.json, train.log). Copy model.onnx and manifest.json into models/hi-plate, then run
-# `python -m models.evaluate ... --write-manifest --card ...` here (see MODEL_CARD.md).
+# It renders the training plates (stream seed 1; by default 320: 300 train / 20 val, as the CPU
+# recipe; other numpy/OpenCV versions there may change pixels slightly, never labels), trains,
+# and writes models/hi-plate-style files into $OUT (model.onnx, manifest.json, run_info.json,
+# train.log, weights.pt). Copy model.onnx, manifest.json and weights.pt into models/hi-plate,
+# then rebuild the int8 variant and evaluate here (models/README.md, "Rebuilding the model").
+# The shipped 1.1.0 weights came from one call of
+#   PER_PROC=112 EPOCHS=25 BATCH=16 WORKERS=12 TRAIN_BUDGET_S=400 bash models/train_gpu.sh
+# on an H100 (896 plates; 481 s: 151 s rendering, 288 s training; timeout_s 540).
 set -euo pipefail
 
 # Overridable for a dry run of the flow on a CPU machine, e.g.

@@ -48,8 +48,8 @@ def use_activation(name: str) -> None:
 
     YOLOv9's own activation is SiLU. The shipped network uses ReLU: on CPU, ONNX Runtime's int8
     path folds a ReLU into the quantized convolution's output range for free, while each of the
-    179 SiLUs stays a separate element-wise pass (measured on the network with its SiLUs swapped
-    for ReLUs: int8 13.2 -> 8.5 ms, fp32 31.4 -> 27.3 ms on an AVX-512 VNNI Xeon). LibreYOLO9
+    179 SiLUs stays a separate element-wise pass (the retrained ReLU network's int8 file runs in
+    8.4 ms instead of 12.9 on an AVX-512 VNNI Xeon; see the model card's "Speed"). LibreYOLO9
     builds its activations through `create_activation` in its `nn` module, looked up at build
     time, so replacing that function before the model is made (here, and again in
     `models.export` before the checkpoint is loaded) switches all of them and nothing else: the

@@ -40,6 +40,7 @@ from tests.sync.harness import Mosquitto, PgCluster, free_port, world_dir  # noq
 from tests.sync.mqttc import publish_many  # noqa: E402
 from tests.sync.world import (  # noqa: E402
     INGEST_USER,
+    PROC_PASSWORD_ENV,
     accounts,
     acl_text,
     new_run,
@@ -92,7 +93,7 @@ def start_ingest(
                 cwd=ROOT,
                 stdout=log,
                 stderr=log,
-                env=os.environ | {"MICROPLATE_PROC_PASSWORD": password},
+                env=os.environ | {PROC_PASSWORD_ENV: password},
             )
         )
         log.close()

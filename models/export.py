@@ -32,6 +32,12 @@ OPSET = 17
 MODEL_VERSION = "1.1.0"
 
 
+def trained_activation(run_info: dict[str, Any]) -> str:
+    """The activation the run trained with; runs recorded before the option existed trained
+    YOLOv9's own SiLU."""
+    return str(run_info.get("settings", {}).get("activation", "silu"))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -140,7 +146,7 @@ def write_manifest(
             "version": run_info.get("trainer", {}).get("version", metadata.version("libreyolo")),
             "licence": "MIT",
             "command": run_info.get("command", ""),
-            "activation": run_info.get("settings", {}).get("activation", "silu"),
+            "activation": trained_activation(run_info),
         },
         "generator_version": run_info.get("generator_version", GENERATOR_VERSION),
         "metrics": metrics,
@@ -161,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     run_info: dict[str, Any] = {}
     if args.run_info and args.run_info.exists():
         run_info = json.loads(args.run_info.read_text())
-    # Runs recorded before the option existed trained YOLOv9's own SiLU.
-    activation = run_info.get("settings", {}).get("activation", "silu")
-    names = export_onnx(args.weights, args.out / "model.onnx", args.imgsz, activation)
+    names = export_onnx(
+        args.weights, args.out / "model.onnx", args.imgsz, trained_activation(run_info)
+    )
     metrics: dict[str, Any] = {}
     existing = args.out / "manifest.json"
     if existing.exists():

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge import outbox
     from edge.sync import SyncWorker
     from tests.sync.world import (
+        PROC_PASSWORD_ENV,
         DeviceAccount,
         deletion,
         open_store,
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         template_message,
     )
 
-    acc = DeviceAccount(args.site, args.device, os.environ["MICROPLATE_PROC_PASSWORD"])
+    acc = DeviceAccount(args.site, args.device, os.environ[PROC_PASSWORD_ENV])
     store = open_store(args.db)
     template = template_message(args.site, args.device)
     worker = None

@@ -26,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from cloud.ingest import run_ingest
     from cloud.settings import CloudSettings
+    from tests.sync.world import PROC_PASSWORD_ENV
 
     settings = CloudSettings(
         database_url=args.db,
         mqtt_broker_url=f"mqtt://127.0.0.1:{args.port}",
-        mqtt_ingest_password=os.environ["MICROPLATE_PROC_PASSWORD"],
+        mqtt_ingest_password=os.environ[PROC_PASSWORD_ENV],
     )
     return run_ingest(
         settings,

@@ -30,7 +30,13 @@ import pytest
 
 from tests.sync.harness import Mosquitto, PgCluster, world_dir
 from tests.sync.proc_appliance import run_uuid
-from tests.sync.world import INGEST_USER, accounts, acl_text, register_devices
+from tests.sync.world import (
+    INGEST_USER,
+    PROC_PASSWORD_ENV,
+    accounts,
+    acl_text,
+    register_devices,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.postgres]
 
@@ -54,7 +60,7 @@ class Procs:
 
     def start(self, name: str, cmd: list[str] | None = None, password: str = "") -> None:
         if cmd is not None:
-            self.cmds[name] = (cmd, os.environ | {"MICROPLATE_PROC_PASSWORD": password})
+            self.cmds[name] = (cmd, os.environ | {PROC_PASSWORD_ENV: password})
         args, env = self.cmds[name]
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(

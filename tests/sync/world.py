@@ -21,6 +21,9 @@ from core.wells import WellCall
 from core.wire import RunEvent, RunMessage, build_run_message, encode_message
 
 INGEST_USER = "microplate-ingest"
+# Where the test processes (proc_appliance, proc_ingest) read their broker password: never
+# argv, so it stays out of `ps` and one starting with "-" is not taken for an option.
+PROC_PASSWORD_ENV = "MICROPLATE_PROC_PASSWORD"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The appliance's own writer, driven fast: one plate per SQLite transaction through `edge.store`.
 
-Run as ``python -m tests.ops.sqlite_writer DB PLATES_PER_SECOND``; it writes until killed. Each
+Run as ``python -m tests.ops.sqlite_writer DB PLATES_PER_SECOND``; it writes until killed, or
+until SIGTERM, which finishes the plate being written and closes the store (a clean stop). Each
 plate goes through the real store (migrations, WAL, one writer, `BEGIN IMMEDIATE`) and
 `edge.repo.insert_run` (run + 96 wells + 8 rows + the outbox entry), exactly as the pipeline
 stores a read; only the image and detector are skipped. The plate's sequence number is kept in
@@ -9,6 +10,7 @@ stores a read; only the image and detector are skipped. The plate's sequence num
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import uuid
@@ -70,11 +72,15 @@ def main() -> int:
     with store.write() as db:
         (count,) = db.execute("SELECT count(*) FROM runs").fetchone()
     seq = int(count)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     print("ready", flush=True)
-    while True:
+    while not stopping:
         seq += 1
         write_plate(store, seq, plate)
         time.sleep(1.0 / rate)
+    store.close()
+    return 0
 
 
 if __name__ == "__main__":

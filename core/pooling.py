@@ -5,10 +5,17 @@ never matters, and recomputing after a delete is just calling it again. Which re
 (:func:`current_reads`):
 
 1. reads marked ``deleted`` or ``superseded_by`` another run are dropped;
-2. of the rest, one read per ``plate_id``: the latest ``read_at`` (ties: the larger ``run_id``),
-   so a re-read of the same plate replaces the earlier read and never adds to it;
+2. of the rest, one read per plate (:attr:`PlateRead.plate_key`, the reading ``device`` and the
+   ``plate_id``: a device never replaces another device's plate): the latest ``read_at`` (ties:
+   the larger ``run_id``), so a re-read of the same plate replaces the earlier read and never
+   adds to it;
 3. only then is the sample number matched, so a plate re-read under a corrected sample number
-   leaves its old sample.
+   leaves its old sample;
+4. a current read that the caller ``held`` (e.g. ``needs_review``) still hides the plate's older
+   reads but its rows do not count; the summary lists it in ``held_run_ids``.
+
+This is the one place that decides; callers load reads (the sample's own and every other read
+of the same plates, see :func:`affected_samples`) and store what :func:`pool_sample` returns.
 """
 
 from __future__ import annotations
@@ -38,6 +45,15 @@ class PlateRead(BaseModel):
     rows: tuple[RowResult, ...]
     superseded_by: UUID | None = None
     deleted: bool = False
+    # Who read it: the appliance on the cloud (its id), "" on the appliance itself.
+    device: str = Field(default="", max_length=128)
+    # Why the caller does not count this read although it is current (None: it counts).
+    held: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @property
+    def plate_key(self) -> tuple[str, UUID]:
+        """What identifies the physical plate: the reading device and its ``plate_id``."""
+        return self.device, self.plate_id
 
 
 class SampleSummary(BaseModel):
@@ -48,6 +64,7 @@ class SampleSummary(BaseModel):
     sample_number: str
     run_ids: tuple[UUID, ...]
     plate_ids: tuple[UUID, ...] = ()
+    held_run_ids: tuple[UUID, ...] = ()
     plates: int = Field(ge=0)
     distribution: dict[str, int]
     statistics: Statistics
@@ -64,14 +81,23 @@ def _newest_key(read: PlateRead) -> tuple[datetime, str]:
 
 def current_reads(reads: Iterable[PlateRead]) -> list[PlateRead]:
     """The reads that count, one per plate, sorted by (read_at, run_id)."""
-    latest: dict[UUID, PlateRead] = {}
+    latest: dict[tuple[str, UUID], PlateRead] = {}
     for read in reads:
         if read.deleted or read.superseded_by is not None:
             continue
-        held = latest.get(read.plate_id)
-        if held is None or _newest_key(read) > _newest_key(held):
-            latest[read.plate_id] = read
+        kept = latest.get(read.plate_key)
+        if kept is None or _newest_key(read) > _newest_key(kept):
+            latest[read.plate_key] = read
     return sorted(latest.values(), key=_newest_key)
+
+
+def affected_samples(
+    reads: Iterable[PlateRead], plate_keys: Iterable[tuple[str, UUID]]
+) -> set[str]:
+    """Every sample number holding a read (any state) of one of ``plate_keys``: the samples a
+    change to those plates (a new read, a supersede, a delete) must recompute."""
+    keys = set(plate_keys)
+    return {r.sample_number for r in reads if r.plate_key in keys}
 
 
 def pool_sample(
@@ -82,11 +108,13 @@ def pool_sample(
     protective_titre: float | None = None,
 ) -> SampleSummary:
     """Distribution and statistics of ``sample_number`` over its current reads."""
-    mine = [r for r in current_reads(reads) if r.sample_number == sample_number]
+    current = [r for r in current_reads(reads) if r.sample_number == sample_number]
+    mine = [r for r in current if r.held is None]
     rows: list[RowResult] = [row for read in mine for row in read.rows]
     return SampleSummary(
         sample_number=sample_number,
         run_ids=tuple(r.run_id for r in mine),
+        held_run_ids=tuple(r.run_id for r in current if r.held is not None),
         plate_ids=tuple(r.plate_id for r in mine),
         plates=len(mine),
         distribution=add_distributions((distribution(r.rows, n_cols) for r in mine), n_cols),

@@ -14,9 +14,11 @@ Row flags:
 * ``skipped``: an agglutinated test well before the endpoint (a gap).
 * ``no_inhibition``: endpoint 0, titre below the first dilution (``titre`` is None).
 * ``all_inhibited``: every test column flows; the titre is censored at the last dilution.
-* ``unread``: a non-readable well at or before the endpoint, or at the test column right after
-  it (that well decides whether the endpoint is really the last flowing one), so the row
-  cannot be decided.
+* ``unread``: the row cannot be decided because a test well is not readable. Any well after
+  the endpoint could be flowing (skips are allowed, so flowing wells need not be contiguous) and
+  would move the endpoint; any well before it could be agglutinated and would make the row
+  ``skipped``. So a row is decided only when every test well is readable (core/README.md,
+  "row rule"); no tolerance is kept.
 
 Counting (:class:`CountingPolicy`, safe default): ``no_inhibition`` rows count at
 ``start_dilution / 2``, censored rows at their bound, ``unread`` rows are excluded, ``skipped``
@@ -136,8 +138,8 @@ def _row_flags(states: list[WellState], endpoint_pos: int) -> list[RowFlag]:
         flags.append("no_inhibition")
     elif endpoint_pos == len(states):
         flags.append("all_inhibited")
-    deciding = states[: endpoint_pos + 1]
-    if any(s not in _READABLE for s in deciding):
+    # Every test well could move the endpoint (after it) or the `skipped` flag (before it).
+    if any(s not in _READABLE for s in states):
         flags.append("unread")
     return flags
 

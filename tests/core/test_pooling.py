@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.pooling import PlateRead, current_reads, pool_sample
+from core.pooling import PlateRead, affected_samples, current_reads, pool_sample
 from core.stats import compute_statistics
 from tests.core.helpers import endpoint_pattern, rows_for
 
@@ -129,3 +129,36 @@ def test_pooling_is_order_independent_and_counts_each_plate_once(specs, seed: in
         + pool_sample("S-002", reads, n_cols=12).plates
     )
     assert both == len(live_plates)
+
+
+def test_a_device_never_replaces_another_devices_plate() -> None:
+    plate = uuid.uuid4()  # same plate_id (same image bytes) read by two appliances
+    mine = read([5] * 8, plate=plate, device="dev-a")
+    copied = read([2] * 8, plate=plate, device="dev-b", minutes=10, sample="S-002")
+    assert mine.plate_key != copied.plate_key
+    assert pool_sample("S-001", [mine, copied], n_cols=12).run_ids == (mine.run_id,)
+    assert pool_sample("S-002", [mine, copied], n_cols=12).run_ids == (copied.run_id,)
+    again = read([6] * 8, plate=plate, device="dev-a", minutes=20)
+    assert pool_sample("S-001", [mine, copied, again], n_cols=12).run_ids == (again.run_id,)
+
+
+def test_a_held_read_hides_the_older_read_but_does_not_count() -> None:
+    plate = uuid.uuid4()
+    first = read([4] * 8, plate=plate)
+    doubtful = read([6] * 8, plate=plate, minutes=5, held="needs_review")
+    other = read([5] * 8, minutes=1)
+    summary = pool_sample("S-001", [first, doubtful, other], n_cols=12)
+    assert summary.run_ids == (other.run_id,) and summary.held_run_ids == (doubtful.run_id,)
+    assert summary.plates == 1 and summary.statistics.n == 8
+    assert summary.distribution["4"] == 0 and summary.distribution["6"] == 0
+
+
+def test_affected_samples_are_every_sample_holding_the_plate() -> None:
+    plate = uuid.uuid4()
+    old = read([4] * 8, plate=plate, sample="S1", superseded_by=uuid.uuid4())
+    moved = read([4] * 8, plate=plate, sample="S2", minutes=5)
+    elsewhere = read([4] * 8, plate=plate, sample="S3", device="dev-b")
+    unrelated = read([4] * 8, sample="S4")
+    reads = [old, moved, elsewhere, unrelated]
+    assert affected_samples(reads, [moved.plate_key]) == {"S1", "S2"}
+    assert affected_samples(reads, [elsewhere.plate_key, unrelated.plate_key]) == {"S3", "S4"}

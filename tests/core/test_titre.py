@@ -55,10 +55,14 @@ def test_skipped_well_is_flagged_and_counted_by_default() -> None:
 @pytest.mark.parametrize(
     ("pattern", "endpoint"),
     [
-        ("FFUFFAAAAAAA", 5),  # unread before the endpoint
+        ("FFUFFAAAAAAA", 5),  # unread before the endpoint: it may hide a skip
         ("FFFFFUAAAAAA", 5),  # unread right after it: the endpoint is not decided
         ("FFFFFIAAAAAA", 5),  # an invalid well is not readable either
+        ("FFFFFAAUAAAA", 5),  # unread well after the endpoint: a skip may follow it
+        ("FFFFFAAAAAAU", 5),  # a trailing unread well could still be the last flowing one
         ("UAAAAAAAAAAA", 0),  # cannot tell no inhibition from a missed first well
+        ("AUUUUUUUUUUU", 0),  # endpoint 0 with 11 unread wells is not "no inhibition"
+        ("AAAAAAAAAAAI", 0),  # endpoint 0 decided only when every well is read
         ("UUUUUUUUUUUU", 0),
     ],
 )
@@ -68,9 +72,16 @@ def test_unread_rows_are_excluded(pattern: str, endpoint: int) -> None:
     assert not row.counted and row.exclusion_reason == "unread" and row.counted_titre is None
 
 
-def test_unread_well_well_after_the_endpoint_does_not_block() -> None:
-    row = rows_for(["FFFFFAAUAAAA"])[0]
-    assert row.flags == () and row.counted
+@pytest.mark.parametrize("pattern", ["FFFFFAAAAAAA", "AAAAAAAAAAAA", "FFAFFAAAAAAA", "F" * 12])
+def test_fully_read_rows_are_decided(pattern: str) -> None:
+    row = rows_for([pattern])[0]
+    assert "unread" not in row.flags and row.counted
+
+
+def test_unread_control_column_does_not_block() -> None:
+    dil = DilutionSettings(control_columns=(12,))
+    row = rows_for(["FFFAAAAAAAAU"], dilution=dil)[0]
+    assert row.flags == () and row.counted and row.endpoint == 3
 
 
 def test_missing_wells_count_as_unread() -> None:

@@ -41,7 +41,11 @@ class Exporter:
             summary = SampleSummary.model_validate_json(summary_json)
             template = self.app.get_runtime_settings().csv_template
             written = write_sample_csv(
-                self.app.share_dir, summary, template=template, when=datetime.now(timezone.utc)
+                self.app.share_dir,
+                summary,
+                template=template,
+                when=datetime.now(timezone.utc),
+                naming=self.app.settings.share.naming,
             )
             self._record(written, summary_json)
         return written.path
@@ -63,6 +67,7 @@ class Exporter:
                 summary,
                 template=self.app.get_runtime_settings().csv_template,
                 when=datetime.now(timezone.utc),
+                naming=self.app.settings.share.naming,
             )
         except (OSError, ShareError) as exc:
             logger.warning(
@@ -87,6 +92,22 @@ class Exporter:
             )
             return False
         return True
+
+    def publish_all(self, staged: list[tuple[StagedCsv, str]]) -> None:
+        """Publish the CSVs staged with one transaction, after its commit; one that fails
+        leaves its sample due (the retry worker writes it) and never fails the others."""
+        for one in staged:
+            try:
+                self.publish(one)
+            except Exception:
+                # Committed: never fail the run for its CSV; the sample stays due.
+                logger.exception("CSV of sample %s not published", one[0].written.sample_number)
+
+    @staticmethod
+    def discard(staged: list[tuple[StagedCsv, str]]) -> None:
+        """The transaction failed: remove whatever was staged for it."""
+        for csv, _ in staged:
+            csv.discard()
 
     def _record(self, written: WrittenCsv, summary_json: str) -> None:
         with self.app.store.write(durable=False) as wdb:

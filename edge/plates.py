@@ -233,26 +233,35 @@ class PlateOps:
         reason = (reason or "").strip()
         if not reason:
             raise InvalidInput(code="reason_required", message="Say why the run is deleted.")
-        with self.store.write() as db:
-            row = db.execute(
-                "SELECT sample_number, deleted_at, edit FROM runs WHERE run_id = ?", [run_id]
-            ).fetchone()
-            if row is None:
-                raise NotFound(message=f"There is no run {run_id}.")
-            if row[1] is not None:
-                return  # deleting twice is harmless
-            payload = run_event(run_id, "deleted", edit=row[2] + 1, reason=reason)
-            repo.mark_deleted(db, run_id, actor=actor, reason=reason[:500], payload=payload)
-            self._recompute(db, row[0])
-            repo.audit(
-                db,
-                actor=actor,
-                action="run.delete",
-                detail={"run_id": run_id, "reason": reason[:500]},
-            )
+        with self.exporter.lock:
+            staged: list[Any] = []
+            try:
+                with self.store.write() as db:
+                    row = db.execute(
+                        "SELECT sample_number, deleted_at, edit, plate_id FROM runs "
+                        "WHERE run_id = ?",
+                        [run_id],
+                    ).fetchone()
+                    if row is None:
+                        raise NotFound(message=f"There is no run {run_id}.")
+                    if row[1] is not None:
+                        return  # deleting twice is harmless
+                    payload = run_event(run_id, "deleted", edit=row[2] + 1, reason=reason)
+                    repo.mark_deleted(db, run_id, actor=actor, reason=reason[:500], payload=payload)
+                    samples = self._recompute_plates(db, [row[3]], row[0], staged)
+                    repo.audit(
+                        db,
+                        actor=actor,
+                        action="run.delete",
+                        detail={"run_id": run_id, "reason": reason[:500]},
+                    )
+            except BaseException:
+                self.exporter.discard(staged)
+                raise
+            self.exporter.publish_all(staged)
         self.events.publish("run.deleted", {"run_id": run_id, "sample_number": row[0]})
-        self.events.publish("sample.updated", {"sample_number": row[0]})
-        self.exporter.export_quietly(row[0])
+        for sample in samples:
+            self.events.publish("sample.updated", {"sample_number": sample})
 
     def list_runs(
         self, *, sample_number: str | None = None, limit: int = 50, offset: int = 0
@@ -344,7 +353,7 @@ class PlateOps:
         # while the commit flushes) and published only after the commit; the exporter's lock
         # is taken first, as `Exporter.export` does, and held until it is published.
         with self.exporter.lock:
-            staged = None
+            staged: list[Any] = []
             try:
                 with self.store.write() as db:
                     olds = db.execute(
@@ -378,21 +387,16 @@ class PlateOps:
                             "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
                             [rec.run_id, name, data],
                         )
-                    summary = self._recompute(db, rec.sample_number)
-                    staged = self.exporter.stage(summary, summary.model_dump_json())
+                    moved = self._recompute_plates(db, [rec.plate_id], rec.sample_number, staged)
             except BaseException:
-                if staged is not None:
-                    staged[0].discard()
+                self.exporter.discard(staged)
                 raise
             t_commit = time.perf_counter()
-            if staged is not None:
-                try:
-                    self.exporter.publish(staged)
-                except Exception:
-                    # Committed: never fail the run for its CSV; the sample stays due.
-                    logger.exception("CSV of sample %s not published", rec.sample_number)
+            self.exporter.publish_all(staged)
         if timings is not None:
             timings["csv publish"] = (time.perf_counter() - t_commit) * 1e3
+        for sample in moved - {rec.sample_number}:  # the pipeline announces the run's own
+            self.events.publish("sample.updated", {"sample_number": sample})
         return superseded
 
     def flush_pending_images(self, run_id: str | None = None) -> int:
@@ -405,6 +409,21 @@ class PlateOps:
         return repo.recompute_sample(
             db, sample_number, n_cols=n_cols, protective_titre=params.protective_titre
         )
+
+    def _recompute_plates(
+        self, db: Any, plate_ids: list[str], sample_number: str, staged: list[Any]
+    ) -> set[str]:
+        """Recompute, inside the caller's transaction, every sample that gains or loses a
+        current read of these plates (a plate moved to a corrected sample number leaves the
+        old one), and stage each one's CSV (`staged`, published by the caller after the
+        commit). Returns the sample numbers recomputed."""
+        samples = repo.samples_of_plates(db, plate_ids) | {sample_number}
+        for sample in sorted(samples):
+            summary = self._recompute(db, sample)
+            one = self.exporter.stage(summary, summary.model_dump_json())
+            if one is not None:
+                staged.append(one)
+        return samples
 
     def export_sample_quietly(self, sample_number: str) -> None:
         self.exporter.export_quietly(sample_number)

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from sqlite_utils import Database
 
-from core.pooling import PlateRead, SampleSummary, pool_sample
+from core.pooling import PlateRead, SampleSummary, affected_samples, pool_sample
 from core.titre import RowResult
 from edge import outbox
 from edge.store import iso
@@ -168,14 +168,16 @@ def insert_run(
     return superseded
 
 
-def sample_reads(db: Database, sample_number: str) -> list[PlateRead]:
+_READ_COLUMNS = "run_id, plate_id, sample_number, processed_at, superseded_by, deleted_at"
+
+
+def _reads(db: Database, where: str, params: list[Any]) -> list[PlateRead]:
     runs = db.execute(
-        "SELECT run_id, plate_id, processed_at, superseded_by, deleted_at FROM runs "
-        "WHERE sample_number = ?",
-        [sample_number],
+        f"SELECT {_READ_COLUMNS} FROM runs WHERE {where}",  # noqa: S608 (fixed clauses only)
+        params,
     ).fetchall()
     reads = []
-    for run_id, plate_id, processed_at, superseded_by, deleted_at in runs:
+    for run_id, plate_id, sample_number, processed_at, superseded_by, deleted_at in runs:
         rows = tuple(
             RowResult.model_validate_json(r[0])
             for r in db.execute(
@@ -196,6 +198,26 @@ def sample_reads(db: Database, sample_number: str) -> list[PlateRead]:
     return reads
 
 
+def sample_reads(db: Database, sample_number: str) -> list[PlateRead]:
+    """The sample's own reads and every other read of the same plates: `core.pooling`
+    decides which read of a plate is current before matching the sample number."""
+    return _reads(
+        db,
+        "sample_number = ? OR plate_id IN (SELECT plate_id FROM runs WHERE sample_number = ?)",
+        [sample_number, sample_number],
+    )
+
+
+def samples_of_plates(db: Database, plate_ids: list[str]) -> set[str]:
+    """Every sample holding a read of these plates (`core.pooling.affected_samples`): the
+    samples a new read, a supersede or a delete of them must recompute."""
+    if not plate_ids:
+        return set()
+    marks = ",".join("?" * len(plate_ids))
+    reads = _reads(db, f"plate_id IN ({marks})", list(plate_ids))
+    return affected_samples(reads, [("", UUID(p)) for p in plate_ids])
+
+
 def recompute_sample(
     db: Database, sample_number: str, *, n_cols: int, protective_titre: float | None
 ) -> SampleSummary:
@@ -211,7 +233,7 @@ def recompute_sample(
             sample_number,
             summary.model_dump_json(),
             summary.plates,
-            len(reads),
+            sum(1 for r in reads if r.sample_number == sample_number),
             summary.rows_total,
             iso(),
         ],

@@ -122,6 +122,13 @@ class RuntimeDefaults(_Strict):
     language: Literal["en", "th"] = "en"
 
 
+class ShareSettings(_Strict):
+    """How CSVs are named in `share_dir` (docs/edge.md, "The LabWare share")."""
+
+    # per_sample: one current SAMPLE.csv, replaced atomically; per_save: a new file per change.
+    naming: Literal["per_sample", "per_save"] = "per_sample"
+
+
 class RetentionSettings(_Strict):
     max_age_days: int = Field(default=365, ge=1)
     disk_floor_mb: int = Field(default=500, ge=0)
@@ -146,6 +153,7 @@ class EdgeSettings(BaseSettings):
     images_dir: Path | None = None  # default data_dir/images
     backup_dir: Path | None = None  # default data_dir/backups
     share_dir: Path = Path("/srv/labware-share")
+    share: ShareSettings = Field(default_factory=ShareSettings)
     calibration_path: Path | None = None  # default data_dir/calibration.json
     capture: CaptureSettings = Field(default_factory=FakeCaptureSettings)
     # Validated by edge.detect's own settings (a discriminated union on `type`) when present.

@@ -1,9 +1,19 @@
-"""The LabWare share: one CSV per change to a sample, written atomically inside the share only.
+"""The LabWare share: each sample's CSV, written atomically inside the share only.
 
 A LIMS poller reads the share folder; it must never see half a file, so each CSV is written to
 a hidden temporary name in the share itself (same filesystem), fsynced, renamed into place and
-the folder fsynced. The file name comes from `core.labware.csv_filename` (sanitised sample
-number + UTC timestamp) and is checked to resolve inside the share before anything is written.
+the folder fsynced. The file name depends on the `share.naming` setting (docs/edge.md):
+
+- `per_sample` (default): one current `<token>.csv` per sample, replaced atomically on every
+  change, so a LIMS that imports every file in the folder sees each sample once. A sample left
+  with no current plate keeps its file, saying N 0 (the LIMS learns the figures are gone; a
+  removed file would tell it nothing). The token is `core.sanitize.safe_sample_number`; when
+  that is not the sample number itself (characters replaced), a short hash of the sample number
+  is appended so two sample numbers never share a file.
+- `per_save`: `core.labware.csv_filename` (token + UTC timestamp), a new file per change, for
+  LIMS imports that move each file away once read.
+
+Either name is checked to resolve inside the share before anything is written.
 """
 
 from __future__ import annotations
@@ -16,12 +26,16 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from core import labware
+from core.sanitize import clean_sample_number, safe_sample_number
 from edge.fsutil import atomic_write, fsync_dir, io_pool, tmp_name_for
 
 logger = logging.getLogger(__name__)
+
+Naming = Literal["per_sample", "per_save"]
+NAMINGS: tuple[Naming, ...] = ("per_sample", "per_save")
 
 
 class ShareError(Exception):
@@ -43,8 +57,22 @@ def render(summary: Any, template: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def target_path(share_dir: Path, sample_number: str, when: datetime) -> Path:
-    name = labware.csv_filename(sample_number, when)
+def current_name(sample_number: str) -> str:
+    """The `per_sample` file name: `<token>.csv`, plus `~<hash>` if the token is lossy."""
+    token = safe_sample_number(sample_number)
+    clean = clean_sample_number(sample_number)
+    if token != clean:
+        token += "~" + hashlib.sha256(clean.encode("utf-8")).hexdigest()[:8]
+    return f"{token}.csv"
+
+
+def target_path(
+    share_dir: Path, sample_number: str, when: datetime, naming: Naming = "per_save"
+) -> Path:
+    if naming == "per_sample":
+        name = current_name(sample_number)
+    else:
+        name = labware.csv_filename(sample_number, when)
     share = Path(os.path.realpath(share_dir))
     final = Path(os.path.realpath(share / name))
     if final.parent != share or name != final.name:
@@ -52,21 +80,29 @@ def target_path(share_dir: Path, sample_number: str, when: datetime) -> Path:
     return final
 
 
-def _final_path(share_dir: Path, sample_number: str, when: datetime) -> Path:
+def _final_path(share_dir: Path, sample_number: str, when: datetime, naming: Naming) -> Path:
     if not share_dir.is_dir():
         # Never create it here: an unmounted share would silently fill the local mount point.
         raise ShareError(f"the LabWare share {share_dir} is not available (not mounted?)")
-    final = target_path(share_dir, sample_number, when)
-    if final.exists():
+    final = target_path(share_dir, sample_number, when, naming)
+    if naming == "per_save" and final.exists():
         # Two changes in the same timestamp tick: never overwrite a file a poller may be reading.
         final = final.with_name(f"{final.stem}-{when.strftime('%f')}{final.suffix}")
     return final
 
 
-def write_sample_csv(share_dir: Path, summary: Any, *, template: str, when: datetime) -> WrittenCsv:
+def write_sample_csv(
+    share_dir: Path,
+    summary: Any,
+    *,
+    template: str,
+    when: datetime,
+    naming: Naming = "per_sample",
+) -> WrittenCsv:
+    """Write the sample's CSV now (`os.replace`: a `per_sample` file is swapped whole)."""
     sample_number = str(summary.sample_number)
     data = render(summary, template)
-    final = _final_path(share_dir, sample_number, when)
+    final = _final_path(share_dir, sample_number, when, naming)
     atomic_write(final, data)
     logger.info("wrote LabWare CSV %s for sample %s", final.name, sample_number)
     return WrittenCsv(
@@ -86,9 +122,17 @@ class StagedCsv:
     it; a crash in between leaves a hidden partial that `clean_partials` removes on start, and
     the sample stays due (`csv_dirty`) so it is exported again."""
 
-    def __init__(self, share_dir: Path, summary: Any, *, template: str, when: datetime) -> None:
+    def __init__(
+        self,
+        share_dir: Path,
+        summary: Any,
+        *,
+        template: str,
+        when: datetime,
+        naming: Naming = "per_sample",
+    ) -> None:
         self.data = render(summary, template)
-        self.final = _final_path(share_dir, str(summary.sample_number), when)
+        self.final = _final_path(share_dir, str(summary.sample_number), when, naming)
         self.tmp = tmp_name_for(self.final)
         self.written = WrittenCsv(
             sample_number=str(summary.sample_number),

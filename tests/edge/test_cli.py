@@ -81,10 +81,11 @@ def test_export_csv_writes_the_current_summary(
     t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S-9"))
     assert app.wait(t.id, 30).state == "done"
     app.stop()
-    before = set((env / "share").glob("*.csv"))
+    current = env / "share" / "S-9.csv"  # share.naming per_sample: rewritten in place
+    current.unlink()
     assert main(["export-csv", "S-9"]) == 0
-    new = set((env / "share").glob("*.csv")) - before
-    assert len(new) == 1 and new.pop().read_text().startswith("SAMPLE_NUMBER,")
+    assert [p.name for p in (env / "share").glob("*.csv")] == ["S-9.csv"]
+    assert current.read_text().startswith("SAMPLE_NUMBER,")
     assert main(["export-csv", "NOPE"]) == 1
     assert "no sample" in capsys.readouterr().err.lower()
 
@@ -114,7 +115,7 @@ def test_demo_once_processes_images_and_writes_csvs(
     out = capsys.readouterr().out
     assert "DEMO-001" in out and "DEMO-002" in out
     share = env / "dd" / "share"
-    assert {p.name.split("_")[0] for p in share.glob("*.csv")} == {"DEMO-001", "DEMO-002"}
+    assert {p.name for p in share.glob("*.csv")} == {"DEMO-001.csv", "DEMO-002.csv"}
     creds = env / "dd" / "credentials.txt"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     assert "operator_secret" in creds.read_text()

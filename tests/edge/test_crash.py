@@ -143,7 +143,7 @@ def test_random_sigkills_lose_and_corrupt_nothing(tmp_path: Path) -> None:
     ).fetchall():
         assert plates == N_PLATES // SAMPLES and dirty == 0
         summary = SampleSummary.model_validate_json(summary_json)
-        files = sorted(share.glob(f"{sample}_*.csv"))
+        files = sorted(share.glob(f"{sample}.csv"))  # share.naming per_sample: one file
         assert files, f"no CSV for {sample}"
         for f in files:  # every CSV ever written is whole
             rows = list(csv.reader(io.StringIO(f.read_text(encoding="utf-8"))))

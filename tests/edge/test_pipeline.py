@@ -141,7 +141,7 @@ def test_delete_recomputes_sample_and_queues_event(two_plate_app: Appliance) -> 
     app = two_plate_app
     run_a = submit(app, jpeg(plate_image(PLATE_A, seed=1)))
     submit(app, jpeg(plate_image(PLATE_B, seed=2)))
-    n_csv = len(list(app.share_dir.glob("*.csv")))
+    before = (app.share_dir / "S-001.csv").read_text(encoding="utf-8")
     with pytest.raises(InvalidInput):
         app.delete_run(run_a, actor="sup", reason="  ")
     app.delete_run(run_a, actor="sup", reason="wrong plate")
@@ -149,7 +149,8 @@ def test_delete_recomputes_sample_and_queues_event(two_plate_app: Appliance) -> 
     sample = app.get_sample("S-001")
     assert sample.plates == 1
     assert sum(sample.distribution.values()) == 8
-    assert len(list(app.share_dir.glob("*.csv"))) == n_csv + 1
+    assert [p.name for p in app.share_dir.glob("*.csv")] == ["S-001.csv"]  # replaced
+    assert (app.share_dir / "S-001.csv").read_text(encoding="utf-8") != before
     last = outbox.pending(app.store)[-1]
     assert last.kind == "deleted" and last.run_id == run_a
     event = parse_message(last.payload_bytes())

@@ -197,9 +197,11 @@ def _insert_details(session: Session, message: RunMessage) -> None:
 
 
 def _samples_sharing_plate(
-    session: Session, *, plate_id: uuid.UUID, site_id: uuid.UUID
+    session: Session, *, plate_id: uuid.UUID, device_id: uuid.UUID
 ) -> set[uuid.UUID]:
-    query = select(Run.sample_id).where(Run.plate_id == plate_id, Run.site_id == site_id)
+    """`core.pooling.affected_samples`: the samples holding a read of the plate. A plate is
+    (site, device, plate_id) (docs/sync.md, "Plate identity"); a device has one site."""
+    query = select(Run.sample_id).where(Run.plate_id == plate_id, Run.device_id == device_id)
     return set(session.scalars(query))
 
 
@@ -268,7 +270,7 @@ def _recompute_and_announce(
     """Recompute every sample the change touches (re-reads of the same plate under another
     sample number included) and tell the dashboards, in the caller's transaction."""
     affected = affected | _samples_sharing_plate(
-        session, plate_id=run.plate_id, site_id=run.site_id
+        session, plate_id=run.plate_id, device_id=run.device_id
     )
     for sample_id in sorted(affected):
         recompute_sample(session, sample_id=sample_id)
@@ -316,6 +318,7 @@ def _reads(session: Session, runs: list[Run]) -> list[PlateRead]:
             rows=tuple(rows_by_run[run.run_id]),
             superseded_by=run.superseded_by,
             deleted=run.status == "deleted",
+            device=str(run.device_id),
         )
         for run in runs
     ]
@@ -327,21 +330,22 @@ def recompute_sample(session: Session, *, sample_id: uuid.UUID) -> SampleSummary
     if sample is None:
         return None
     own = list(session.scalars(select(Run).where(Run.sample_id == sample_id)))
-    plate_ids = {r.plate_id for r in own}
-    # Re-reads of the same plates under another sample number decide which read is current.
+    plates = {(r.device_id, r.plate_id) for r in own}
+    # Re-reads of the same plates (same device) under another sample number decide which read
+    # is current; `core.pooling` decides, this only loads them.
     related = (
         list(
             session.scalars(
                 select(Run).where(
-                    Run.plate_id.in_(plate_ids),
-                    Run.site_id == sample.site_id,
+                    Run.plate_id.in_({p for _, p in plates}),
                     Run.sample_id != sample_id,
                 )
             )
         )
-        if plate_ids
+        if plates
         else []
     )
+    related = [r for r in related if (r.device_id, r.plate_id) in plates]
     site = session.get(Site, sample.site_id)
     n_cols = max((r.n_cols for r in own), default=12)
     summary = pool_sample(
@@ -350,14 +354,15 @@ def recompute_sample(session: Session, *, sample_id: uuid.UUID) -> SampleSummary
         n_cols=n_cols,
         protective_titre=site.protective_titre if site else None,
     )
-    current = set(summary.run_ids)
+    counted = set(summary.run_ids)
+    current = counted | set(summary.held_run_ids)
     flags: set[str] = set()
     for run in own:
         if run.status != "deleted":
             run.status = "current" if run.run_id in current else "superseded"
-        if run.run_id in current:
+        if run.run_id in counted:
             flags.update(run.flags)
-    for row in session.scalars(select(RunRow).where(RunRow.run_id.in_(current))) if current else ():
+    for row in session.scalars(select(RunRow).where(RunRow.run_id.in_(counted))) if counted else ():
         flags.update(row.flags)
     sample.n_runs = len(own)
     sample.n_plates = summary.plates

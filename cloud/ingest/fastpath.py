@@ -172,17 +172,17 @@ def insert_plain_runs(
         ) as copy:
             copy.write("".join(row_lines))
     affected = set(sample_ids.values())
-    plates = list({m.plate_id for m, _ in runs})
-    sites = list({d.site_id for _, d in runs})
-    # Re-reads of the same plate under another sample number change that sample too.
+    keys = sorted({(d.id, m.plate_id) for m, d in runs})
+    # Re-reads of the same plate (same device: docs/sync.md, "Plate identity") under another
+    # sample number change that sample too (`core.pooling.affected_samples`).
     affected |= {
         r[0]
         for r in session.execute(
             text(
-                "SELECT DISTINCT sample_id FROM runs WHERE plate_id = ANY(:plates) "
-                "AND site_id = ANY(:sites)"
+                "SELECT DISTINCT sample_id FROM runs WHERE (device_id, plate_id) IN "
+                "(SELECT * FROM unnest(CAST(:devices AS uuid[]), CAST(:plates AS uuid[])))"
             ),
-            {"plates": plates, "sites": sites},
+            {"devices": [k[0] for k in keys], "plates": [k[1] for k in keys]},
         )
     }
     recompute_samples(session, affected)

@@ -2,10 +2,12 @@
 
 Same rules, same stored values (`tests/sync/test_fastpath.py` compares them with the cloud's
 function): each sample is pooled with `core.pooling.pool_sample` over its own runs plus the
-other reads of the same plates in the same site (a re-read under another sample number decides
-which read is current); its runs' status becomes `current` or `superseded` accordingly
-(deleted runs stay deleted); the sample's counts, distribution, summary, GMT, flags and read
-times are stored. Five queries per batch instead of a dozen ORM round trips per sample.
+other reads of the same plates, a plate being (device, plate_id) (a re-read under another
+sample number decides which read is current; another device's run never does); its runs'
+status becomes `current` or `superseded` accordingly (deleted runs stay deleted); the
+sample's counts, distribution, summary, GMT, flags and read times are stored. Five queries
+per batch instead of a dozen ORM round trips per sample. `tests/sync/test_pooling_property.py`
+checks it against `core.pooling` on generated histories.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from core.titre import RowResult
 logger = logging.getLogger(__name__)
 
 _RUN_FIELDS = (
-    "run_id, sample_id, plate_id, site_id, sample_number, read_at, superseded_by, status, "
-    "n_cols, flags"
+    "run_id, sample_id, plate_id, site_id, device_id, sample_number, read_at, superseded_by, "
+    "status, n_cols, flags"
 )
 
 
@@ -52,14 +54,14 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
         runs[r.run_id] = r
         own[r.sample_id].append(r)
     plates = list({r.plate_id for r in runs.values()})
-    by_plate: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = defaultdict(list)
+    by_plate: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = defaultdict(list)  # (plate, device)
     if plates:
         for r in session.execute(
             text(f"SELECT {_RUN_FIELDS} FROM runs WHERE plate_id = ANY(:plates)"),  # noqa: S608
             {"plates": plates},
         ):
             runs.setdefault(r.run_id, r)
-            by_plate[(r.plate_id, r.site_id)].append(r)
+            by_plate[(r.plate_id, r.device_id)].append(r)
     rows: dict[uuid.UUID, list[RowResult]] = defaultdict(list)
     if runs:
         for r in session.execute(
@@ -84,12 +86,10 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
     now = datetime.now(timezone.utc)
     sample_updates: list[dict[str, Any]] = []
     status_updates: list[dict[str, Any]] = []
-    for sid, site_id, number, protective in samples:
+    for sid, _site, number, protective in samples:
         mine = own.get(sid, [])
-        plate_ids = {r.plate_id for r in mine}
-        related = [
-            r for p in plate_ids for r in by_plate.get((p, site_id), []) if r.sample_id != sid
-        ]
+        plate_keys = {(r.plate_id, r.device_id) for r in mine}
+        related = [r for k in plate_keys for r in by_plate.get(k, []) if r.sample_id != sid]
         reads = [
             PlateRead(
                 run_id=r.run_id,
@@ -99,12 +99,14 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
                 rows=tuple(rows.get(r.run_id, ())),
                 superseded_by=r.superseded_by,
                 deleted=r.status == "deleted",
+                device=str(r.device_id),
             )
             for r in mine + related
         ]
         n_cols = max((r.n_cols for r in mine), default=12)
         summary = pool_sample(number, reads, n_cols=n_cols, protective_titre=protective)
-        current = set(summary.run_ids)
+        counted = set(summary.run_ids)
+        current = counted | set(summary.held_run_ids)
         flags: set[str] = set()
         live_times = []
         for r in mine:
@@ -113,7 +115,7 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
                 if status != r.status:
                     status_updates.append({"run_id": r.run_id, "status": status})
                 live_times.append(r.read_at)
-            if r.run_id in current:
+            if r.run_id in counted:
                 flags.update(r.flags)
                 for row in rows.get(r.run_id, ()):
                     flags.update(row.flags)

@@ -326,7 +326,9 @@ class PlateOps:
         params = self.get_runtime_settings()
         if frame_image is not None:
             return read_plate(detector, frame_image, grid=self._grid, params=params)
-        image, factor, full, decode_ms = decode_frame(detector, data)
+        image, factor, full, decode_ms = decode_frame(
+            detector, data, min_width=self.settings.annotated_max_width
+        )
         return read_plate(
             detector,
             image,

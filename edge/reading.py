@@ -52,8 +52,14 @@ def dilution_of(params: RuntimeSettings) -> DilutionSettings:
     )
 
 
-def decode(detector: Any, data: bytes) -> tuple[np.ndarray, int, tuple[int, int] | None, float]:
-    """(frame, reduction factor, full (w, h) or None, decode ms); a bad file -> InvalidInput."""
+def decode(
+    detector: Any, data: bytes, *, min_width: int = 0
+) -> tuple[np.ndarray, int, tuple[int, int] | None, float]:
+    """(frame, reduction factor, full (w, h) or None, decode ms); a bad file -> InvalidInput.
+
+    The frame is also what the annotated image is drawn on, so it is decoded at least
+    `min_width` wide (or at full size if narrower): a frame reduced only for the model left a
+    1700 px photo annotated at 425 px, too small to check a well by eye."""
     from edge.detect.errors import ImageDecodeError
     from edge.detect.imageio import decode_image, header_size, image_format, reduction_for
 
@@ -64,6 +70,11 @@ def decode(detector: Any, data: bytes) -> tuple[np.ndarray, int, tuple[int, int]
         # must see the full frame; real models see a letterboxed tensor either way.
         fake = getattr(detector, "backend", "") == "fake"
         factor = 1 if fake else reduction_for(data, spec.height, spec.width)
+        if factor > 1 and min_width > 0:
+            fmt = image_format(data)
+            size = header_size(data, fmt) if fmt else None
+            while size and factor > 1 and size[0] / factor < min(min_width, size[0]):
+                factor //= 2
         image = decode_image(data, reduce=factor)
     except ImageDecodeError as exc:
         raise InvalidInput(code="bad_image", message=f"The image cannot be read: {exc}") from exc

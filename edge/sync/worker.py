@@ -53,6 +53,18 @@ class EventSink(Protocol):
 StatusInfo = Callable[[], dict[str, Any]]
 
 
+def only_uploaded(text: str, refs: list[dict[str, Any]]) -> str:
+    """A run message whose `images` are `refs`, the images uploaded (issue 16 point 6). The
+    outbox copy names all three images for the appliance's own checks; the cloud lists what a
+    message names, so an image never uploaded (the raw one, or all of them when uploads are
+    off or gave up) must not be named. Events carry no images and pass unchanged."""
+    if '"images":' not in text or (not refs and '"images":[]' in text):
+        return text
+    payload = json.loads(text)
+    payload["images"] = refs
+    return json.dumps(payload, separators=(",", ":"))
+
+
 class SyncWorker:
     """Outbox -> MQTT (QoS 1) -> cloud ack -> delivered. Start once, stop once."""
 
@@ -186,6 +198,8 @@ class SyncWorker:
             ids = self.window.acked(str(ack.run_id), ack.edit)
             if not ids:
                 ids = queue.unsettled_for(self.store, str(ack.run_id), ack.edit)
+            for entry_id in ids:
+                self._with_images.pop(entry_id, None)
             if ack.status == "accepted":
                 delivered.extend(ids)
             else:
@@ -209,7 +223,7 @@ class SyncWorker:
             return
         texts = queue.payloads(self.store, [f.entry_id for f in late])
         for flight in late:
-            text = texts.get(flight.entry_id)
+            text = self._wire_text(flight.entry_id, texts.get(flight.entry_id))
             if text is None:  # gone (retention): nothing left to send
                 self.window.drop(flight.entry_id)
                 continue
@@ -233,7 +247,7 @@ class SyncWorker:
         chosen = self.window.select(pending, skip=waiting)
         texts = queue.payloads(self.store, [h.id for h in chosen])
         for head in chosen:
-            text = self._with_images.pop(head.id, None) or texts.get(head.id)
+            text = self._wire_text(head.id, texts.get(head.id))
             if text is None:
                 continue
             if not self.link.publish(self.topics.runs, text.encode("utf-8")):
@@ -252,15 +266,20 @@ class SyncWorker:
         refs = self.uploader.refs_for(head.run_id, head.created_at)
         if refs is None:
             return False
-        if refs:
-            text = queue.payloads(self.store, [head.id]).get(head.id)
-            if text is None:
-                return False
-            payload = json.loads(text)
-            if not payload.get("images"):
-                payload["images"] = refs
-            self._with_images[head.id] = json.dumps(payload, separators=(",", ":"))
+        text = queue.payloads(self.store, [head.id]).get(head.id)
+        if text is None:
+            return False
+        self._with_images[head.id] = only_uploaded(text, refs)
         return True
+
+    def _wire_text(self, entry_id: int, text: str | None) -> str | None:
+        """What is sent for an outbox entry: a run names only the images the cloud holds (kept
+        until the entry is settled, so a resend says the same)."""
+        if entry_id in self._with_images:
+            return self._with_images[entry_id]
+        if text is None or self.uploader is not None:
+            return text
+        return only_uploaded(text, [])  # nothing is uploaded without an uploader
 
     # -- status ---------------------------------------------------------------------------
     def _status(self, *, online: bool) -> DeviceStatus:

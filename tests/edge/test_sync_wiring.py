@@ -64,6 +64,7 @@ def test_configured_sync_publishes_runs_and_reports_its_link(
         assert isinstance(message, RunMessage)
         assert str(message.run_id) == state.run_id
         assert message.device_id == device
+        assert message.images == ()  # nothing is uploaded, so no image is named to the cloud
         worker = app.sync
         app.stop()
         assert app.sync is None

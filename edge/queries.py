@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from core import present
 from edge.errors import NotFound
 from edge.schemas import (
     CsvState,
@@ -120,6 +121,7 @@ def get_run(db: Database, run_id: str) -> RunDetail:
             [run_id],
         ).fetchall()
     ]
+    start = json.loads(extra[3] or "{}").get("start_dilution")
     rows = [
         RowOut(
             row=x[0],
@@ -130,6 +132,7 @@ def get_run(db: Database, run_id: str) -> RunDetail:
             counted=bool(x[5]),
             counted_titre=x[6],
             exclusion_reason=x[7],
+            titre_text=present.titre_text(x[3], json.loads(x[4]), start_dilution=start),
         )
         for x in db.execute(
             "SELECT row, label, endpoint, titre, flags, counted, counted_titre, exclusion_reason "

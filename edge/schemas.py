@@ -153,6 +153,8 @@ class RowOut(_Out):
     counted: bool
     counted_titre: float | None = None
     exclusion_reason: str | None = None
+    # As both UIs show it (core.present.titre_text): "≥ 20480", "< 10".
+    titre_text: str = ""
 
 
 class RunSummary(_Out):

@@ -222,10 +222,24 @@ async def audit_page(
         params["before_id"] = before_id
     entries = await api.call("GET", "/api/v1/audit", params=params)
     users = await api.call("GET", "/api/v1/users", params={"limit": 500})
+    sites = await api.call("GET", "/api/v1/sites")
+    devices = await api.call("GET", "/api/v1/devices")
+    # Names, not UUIDs (core.present.name_or_id): users by e-mail, sites and devices by name.
+    site_names = {str(s["id"]): s["name"] for s in sites}
+    names = {
+        **site_names,
+        **{
+            str(
+                d["id"]
+            ): f"{d.get('name') or d.get('slug')} ({site_names.get(str(d['site_id']), '?')})"
+            for d in devices
+        },
+        **{str(u["id"]): u["email"] for u in users},
+    }
     context = {
         "me": me,
         "entries": entries,
-        "emails": {u["id"]: u["email"] for u in users},
+        "names": names,
         "action": action,
         "older": entries[-1]["id"] if len(entries) == 100 else None,
     }

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from cloud.crud.scope import Scope
 from cloud.models import Run, Sample
+from core import present
 
 STALE_AFTER = timedelta(minutes=10)
 BACKLOG_WARN = 20
@@ -106,12 +107,8 @@ def _ago(delta: timedelta) -> str:
 
 
 def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    """Binary units, as the appliance shows them (`core.present.bytes_text`)."""
+    return present.bytes_text(n)
 
 
 @dataclass(frozen=True)

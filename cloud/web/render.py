@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
 from cloud.web.session import Api, ApiProblem, CsrfRefused, SignInRequired, clear_session
+from core import present
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,22 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{float(value) * 100:.1f} %"
 
 
+def _titre(value: Any, flags: Any = (), start_dilution: Any = None) -> str:
+    return present.titre_text(
+        None if value is None else float(value),
+        flags or (),
+        start_dilution=int(start_dilution) if start_dilution else None,
+    )
+
+
 templates.env.filters["when"] = _when
 templates.env.filters["num"] = _num
 templates.env.filters["pct"] = _pct
+# What the appliance shows the same way (core.present): censored titres, flags, units, ids.
+templates.env.filters["titre"] = _titre
+templates.env.filters["flag"] = present.flag_text
+templates.env.filters["bytes"] = present.bytes_text
+templates.env.filters["name_or_id"] = present.name_or_id
 
 
 def secure_headers(response: Response, *, no_store: bool = False) -> Response:

@@ -301,12 +301,14 @@ const MP = (() => {
     if (seconds < 172800) return t("time.hours", { n: Math.round(seconds / 3600) });
     return t("time.days", { n: Math.round(seconds / 86400) });
   }
+  /* Binary units, 1024-based, as core.present.bytes_text and the cloud dashboard show them. */
   function bytes(n) {
-    const units = ["B", "KB", "MB", "GB", "TB"];
+    if (n === null || n === undefined) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
     let v = n;
-    while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
-    return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
+    while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return i === 0 ? `${Math.round(v)} B` : `${v.toFixed(1)} ${units[i]}`;
   }
   function num(v, digits) {
     if (v === null || v === undefined) return "—";

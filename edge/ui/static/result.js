@@ -6,13 +6,10 @@
   const runId = section.dataset.runId;
   let run = null;
 
-  /* Censored titres say so: "<10" below the first dilution, "≥1280" when every well flows. */
+  /* Censored titres say so ("< 10", "≥ 20480"): the text comes from core.present, as the
+     cloud dashboard shows it. */
   function rowTitre(r) {
-    if (r.titre === null || r.titre === undefined) {
-      const start = run.dilution && run.dilution.start_dilution;
-      return r.flags.includes("no_inhibition") && start ? `<${start}` : "—";
-    }
-    return r.flags.includes("all_inhibited") ? `≥${titre(r.titre)}` : titre(r.titre);
+    return r.titre_text || (r.titre === null || r.titre === undefined ? "—" : titre(r.titre));
   }
 
   function render() {

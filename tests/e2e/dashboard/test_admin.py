@@ -62,7 +62,9 @@ def test_admin_provisions_downloads_and_revokes_a_device(page, cloud: Cloud) -> 
 
     page.goto("/ui/audit?action=device.revoked")
     assert page.get_by_test_id("audit-row").count() >= 1
-    assert cloud.data.emails["admin"] in page.get_by_test_id("audit-row").first.inner_text()
+    first = page.get_by_test_id("audit-row").first.inner_text()
+    assert cloud.data.emails["admin"] in first
+    assert "Bench reader" in first and str(me.json()["device_id"])[:8] not in first  # a name
     shot(page, "13-audit")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from core import present
 from edge.capture import Frame
 from edge.errors import CaptureUnavailable
 from tests.e2e.ui.kiosk import OPERATOR_SECRET, SUPERVISOR_PIN, Kiosk
@@ -44,9 +45,8 @@ def capture(page: Any, kiosk: Kiosk, scan: str) -> str:
 
 
 def expected_titre(row: dict[str, Any], start: int) -> str:
-    if row["titre"] is None:
-        return f"<{start}" if "no_inhibition" in row["flags"] else "—"
-    return ("≥" if "all_inhibited" in row["flags"] else "") + f"{row['titre']:g}"
+    # The dashboard shows the same text (core.present), e.g. "< 10", "≥ 20480".
+    return present.titre_text(row["titre"], row["flags"], start_dilution=start)
 
 
 def run_json(page: Any, kiosk: Kiosk, run_id: str) -> dict[str, Any]:

@@ -360,7 +360,7 @@ def recompute_sample(session: Session, *, sample_id: uuid.UUID) -> SampleSummary
     for run in own:
         if run.status != "deleted":
             run.status = "current" if run.run_id in current else "superseded"
-        if run.run_id in counted:
+        if run.run_id in current:  # a held run's flags (e.g. why it is held) show too
             flags.update(run.flags)
     for row in session.scalars(select(RunRow).where(RunRow.run_id.in_(counted))) if counted else ():
         flags.update(row.flags)

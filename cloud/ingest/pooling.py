@@ -115,8 +115,9 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
                 if status != r.status:
                     status_updates.append({"run_id": r.run_id, "status": status})
                 live_times.append(r.read_at)
-            if r.run_id in counted:
+            if r.run_id in current:  # a held run's flags (e.g. why it is held) show too
                 flags.update(r.flags)
+            if r.run_id in counted:
                 for row in rows.get(r.run_id, ()):
                     flags.update(row.flags)
         sample_updates.append(

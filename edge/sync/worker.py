@@ -226,6 +226,7 @@ class SyncWorker:
             text = self._wire_text(flight.entry_id, texts.get(flight.entry_id))
             if text is None:  # gone (retention): nothing left to send
                 self.window.drop(flight.entry_id)
+                self._with_images.pop(flight.entry_id, None)
                 continue
             if not self.link.publish(self.topics.runs, text.encode("utf-8")):
                 return

@@ -161,7 +161,9 @@ class Pipeline:
     def submit(self, job: Job) -> Ticket:
         now = datetime.now(timezone.utc)
         if not job.force:
-            existing = repo.current_run_for_image(self.app.store.read(), job.sha256)
+            existing = repo.current_run_for_image(
+                self.app.store.read(), job.sha256, job.req.sample_number
+            )
             if existing is not None:
                 # Idempotent: the same image bytes are already a stored run.
                 self._set(job.ticket_id, "done", stage="duplicate", run_id=existing)
@@ -320,7 +322,9 @@ class Pipeline:
         app = self.app
         self._set(job.ticket_id, "running", stage="decode")
         if not job.force:
-            existing = repo.current_run_for_image(app.store.read(), job.sha256)
+            existing = repo.current_run_for_image(
+                app.store.read(), job.sha256, job.req.sample_number
+            )
             if existing is not None:
                 return existing
         # The raw image (bytes as received) is written and fsynced while the plate is read.
@@ -347,7 +351,9 @@ class Pipeline:
         app = self.app
         if not job.force:
             # The same bytes may have been committed while this plate waited for the disk.
-            existing = repo.current_run_for_image(app.store.read(), job.sha256)
+            existing = repo.current_run_for_image(
+                app.store.read(), job.sha256, job.req.sample_number
+            )
             if existing is not None:
                 return existing
         self._set(job.ticket_id, "running", stage="store")

@@ -51,13 +51,27 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def current_run_for_image(db: Database, sha256: str) -> str | None:
-    """A stored, not deleted run of exactly these image bytes (idempotent re-submission)."""
-    row = db.execute(
-        "SELECT run_id FROM runs WHERE image_sha256 = ? AND deleted_at IS NULL "
-        "ORDER BY processed_at DESC LIMIT 1",
-        [sha256],
-    ).fetchone()
+def current_run_for_image(
+    db: Database, sha256: str, sample_number: str | None = None
+) -> str | None:
+    """A stored, not deleted run of exactly these image bytes (idempotent re-submission).
+
+    With `sample_number`, only a run under that sample number: the same bytes under another
+    number are a correction, read again as the same plate (its `plate_id` comes from the
+    bytes), which moves the plate to the new number instead of silently keeping the old one.
+    """
+    if sample_number is None:
+        row = db.execute(
+            "SELECT run_id FROM runs WHERE image_sha256 = ? AND deleted_at IS NULL "
+            "ORDER BY processed_at DESC LIMIT 1",
+            [sha256],
+        ).fetchone()
+    else:
+        row = db.execute(
+            "SELECT run_id FROM runs WHERE image_sha256 = ? AND sample_number = ? "
+            "AND deleted_at IS NULL ORDER BY processed_at DESC LIMIT 1",
+            [sha256, sample_number],
+        ).fetchone()
     return row[0] if row else None
 
 

@@ -68,3 +68,19 @@ def test_per_save_naming_writes_a_newest_file_that_drops_the_plate(
     assert len(s1_files) == 2  # one per save, never overwritten
     assert figures(newest(app.share_dir, "S1_"))["N"] == "0"
     assert figures(newest(app.share_dir, "S2_"))["N"] == "8"
+
+
+def test_the_same_image_under_a_corrected_number_moves_the_plate(app: Appliance) -> None:
+    data = jpeg(plate_image(PLATE_A, seed=7))
+
+    def submit(sample: str) -> str:
+        return wait_done(app, app.submit_image(data, "p.jpg", RunRequest(sample_number=sample)).id)
+
+    first = submit("S1")
+    assert submit("S1") == first  # the same bytes under the same number: idempotent
+    moved = submit("S2")  # the operator corrects the number and sends the file again
+    assert moved != first and app.get_run(moved).plate_id == app.get_run(first).plate_id
+    assert app.get_run(first).status == "superseded"
+    assert app.get_sample("S1").plates == 0 and app.get_sample("S2").plates == 1
+    assert figures(app.share_dir / "S1.csv")["N"] == "0"
+    assert submit("S2") == moved

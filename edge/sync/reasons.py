@@ -107,7 +107,9 @@ def probe(settings: SyncSettings, timeout: float = 3.0) -> tuple[str, str]:
         except FileNotFoundError:
             return TLS_ERROR, f"CA file {settings.ca_cert_file} not found"
         except OSError as exc:
-            return BROKER_UNREACHABLE, exc.strerror or type(exc).__name__
+            # TCP worked, the handshake did not: a plain (non-TLS) listener resets it.
+            why = exc.strerror or type(exc).__name__
+            return TLS_ERROR, f"{why} during the TLS handshake; is {settings.port} a TLS port?"
 
 
 class ReasonLog:

@@ -93,9 +93,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with stop_on_signals():
         try:
             app.start()
+            host, port = args.host or settings.http.host, args.port or settings.http.port
+            print(f"Microplate appliance on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
             # serve() refuses a production configuration without proper credentials
             # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
-            serve(app, args.host or settings.http.host, args.port or settings.http.port)
+            serve(app, host, port)
         finally:
             app.stop()
     return 0

@@ -1,0 +1,103 @@
+"""provision-device -> bundle -> `microplate-edge enroll` -> `serve` with that config ->
+capture -> the run and its images in the cloud API, against a real Mosquitto on the cloud's
+generated password/ACL files, Postgres and SeaweedFS. And the same path with an identity that
+does not match the credentials: the appliance says why nothing arrives."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.path.conftest import Stack
+from tests.e2e.path.stack import Appliance, cloud_cli
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.s3, pytest.mark.slow]
+
+VISIBLE_WITHIN_S = 5.0  # issue 19: the run and its images in the cloud API within 5 s
+
+
+def provision(stack: Stack, device: str) -> Path:
+    bundle = stack.tmp / f"{device}.json"
+    made = cloud_cli(
+        stack.settings, "provision-device", "--site", "lab-path", "--site-name", "Lab path",
+        "--device", device, "--output", str(bundle),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return bundle
+
+
+def test_provision_enroll_serve_capture_reaches_the_cloud(stack: Stack, tmp_path: Path) -> None:
+    bundle = provision(stack, "reader-1")
+    edge = Appliance(tmp_path / "edge")
+    edge.home.mkdir()
+    edge.write_base_config()
+    enrolled = edge.cli("enroll", str(bundle))
+    assert enrolled.returncode == 0, enrolled.stderr
+    config = json.loads(edge.config.read_text())
+    assert (config["site_id"], config["device_id"]) == ("lab-path", "reader-1")
+    first_line = edge.serve()
+    assert edge.url in first_line  # serve prints its URL
+    try:
+        with edge.session() as client:
+            run_id = edge.capture(client, "PATH-001")
+            committed = time.monotonic()
+            admin = {"Authorization": f"Bearer {stack.api.admin_token()}"}
+            body: dict[str, object] = {}
+            while time.monotonic() - committed < 60:
+                resp = httpx.get(f"{stack.api.url}/api/v1/runs/{run_id}", headers=admin)
+                if resp.status_code == 200:
+                    body = resp.json()
+                    if {"annotated", "thumbnail"} <= set(body.get("images") or []):  # type: ignore[call-overload]
+                        break
+                time.sleep(0.1)
+            took = time.monotonic() - committed
+            print(f"\nrun {run_id} with its images in the cloud API {took:.2f} s after commit")
+            assert body, "the run never reached the cloud"
+            assert took <= VISIBLE_WITHIN_S, f"took {took:.1f} s"
+            assert body["sample_number"] == "PATH-001"
+            # The image behind the cloud's presigned URL is the appliance's own.
+            link = httpx.get(f"{stack.api.url}/api/v1/runs/{run_id}/image", headers=admin).json()
+            stored = httpx.get(link["url"])
+            assert stored.status_code == 200
+            local = client.get(f"/api/runs/{run_id}/images/annotated")
+            assert stored.content == local.content and stored.content[:2] == b"\xff\xd8"
+            status = client.get("/api/status").json()["sync"]
+            assert status["reason"] == "ok" and status["connected"] is True
+    finally:
+        edge.stop()
+
+
+def test_a_mismatched_identity_says_why(stack: Stack, tmp_path: Path) -> None:
+    bundle = provision(stack, "reader-2")
+    edge = Appliance(tmp_path / "edge")
+    edge.home.mkdir()
+    edge.write_base_config()
+    assert edge.cli("enroll", str(bundle)).returncode == 0
+    # Someone edits the device id by hand (or copies a config from another appliance).
+    config = json.loads(edge.config.read_text())
+    config["device_id"] = "reader-9"
+    edge.config.write_text(json.dumps(config), encoding="utf-8")
+    edge.serve()
+    try:
+        with edge.session() as client:
+            edge.capture(client, "PATH-002")
+            deadline = time.monotonic() + 30
+            sync: dict[str, object] = {}
+            while time.monotonic() < deadline:
+                sync = client.get("/api/status").json()["sync"]
+                if sync.get("reason") == "identity_mismatch":
+                    break
+                time.sleep(0.2)
+            assert sync.get("reason") == "identity_mismatch", sync
+            message = str(sync["message"])
+            assert "lab-path/reader-9" in message and "lab-path.reader-2" in message
+            assert "microplate-edge enroll" in message
+            assert int(sync["backlog"]) == 1  # nothing was delivered, nothing was lost
+    finally:
+        edge.stop()
+    log = (edge.home / "serve.log").read_text()
+    assert "identity_mismatch" in log  # said at start, in the log

@@ -215,6 +215,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             credentials_dir=Path(args.credentials_dir) if args.credentials_dir else None,
             credentials_path=Path(args.credentials_path) if args.credentials_path else None,
             site=args.site,
+            base_path=Path(args.base) if args.base else None,
         )
     except EnrollError as exc:
         raise UserError(str(exc)) from None
@@ -265,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--credentials-path",
         help="where the appliance will read them, if not there (systemd credentials: "
         "/run/credentials/microplate-edge.service)",
+    )
+    p.add_argument(
+        "--base",
+        help="start from this settings file instead of the current one (an installer renders "
+        "the base; enroll adds the enrollment)",
     )
     p.set_defaults(func=cmd_enroll)
 

@@ -80,10 +80,15 @@ def enroll(
     credentials_dir: Path | None = None,
     credentials_path: Path | None = None,
     site: str | None = None,
+    base_path: Path | None = None,
     now: datetime | None = None,
 ) -> Enrolled:
-    """Write the credential files and the settings; refuse a bundle this appliance must not use."""
-    config = _load_config(config_path)
+    """Write the credential files and the settings; refuse a bundle this appliance must not use.
+
+    `base_path`: start from that settings file instead of `config_path`'s own content (an
+    installer renders the base, enroll adds the enrollment; re-running changes nothing)."""
+    current = _load_config(config_path)
+    config = _load_config(base_path) if base_path is not None else current
     expected_site = site or config.get("site_id")
     if expected_site and expected_site != bundle.site:
         raise EnrollError(
@@ -92,9 +97,12 @@ def enroll(
             f"site with --site {bundle.site} if the appliance has really moved."
         )
     cred_dir = credentials_dir or config_path.parent / "credentials"
-    secrets = {MQTT_PASSWORD_FILE: bundle.mqtt_password, DEVICE_TOKEN_FILE: bundle.device_token}
-    if bundle.ca_cert:
-        secrets[BROKER_CA_FILE] = bundle.ca_cert
+    # The CA file is always written (empty without a CA) so a service can always load it.
+    secrets = {
+        MQTT_PASSWORD_FILE: bundle.mqtt_password,
+        DEVICE_TOKEN_FILE: bundle.device_token,
+        BROKER_CA_FILE: bundle.ca_cert or "",
+    }
     already = all(_read(cred_dir / name) == value for name, value in secrets.items())
     if bundle.expired(now) and not already:
         assert bundle.expires_at is not None
@@ -126,7 +134,7 @@ def enroll(
         sync["ca_cert_file"] = str(refer / BROKER_CA_FILE)
     new = {**config, "site_id": bundle.site, "device_id": bundle.device, "sync": sync}
     _check_sync(sync)
-    if new != config:
+    if new != current:
         _write_json(config_path, new)
         changed = True
     return Enrolled(bundle, config_path, cred_dir, changed, previous)

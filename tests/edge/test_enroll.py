@@ -100,6 +100,21 @@ def test_systemd_credentials_path(tmp_path: Path) -> None:
     assert sync["device_token_file"] == f"{run}/device-token"
     assert "ca_cert_file" not in sync
     assert (tmp_path / "c" / "mqtt-password").is_file()
+    assert (tmp_path / "c" / "broker-ca.pem").read_text() == ""  # always there for systemd
+
+
+def test_base_settings_from_an_installer(tmp_path: Path) -> None:
+    base, config = tmp_path / "edge.base.json", tmp_path / "edge.json"
+    base.write_text(json.dumps({"site_id": "lab-1", "device_id": "reader-1", "mode": "production"}))
+    make_bundle(tmp_path / "b.json")
+    first = enroll(config, str(tmp_path / "b.json"), "--base", str(base))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(config.read_text())["mode"] == "production"
+    assert json.loads(base.read_text()) == {
+        "site_id": "lab-1", "device_id": "reader-1", "mode": "production"
+    }  # fmt: skip
+    again = enroll(config, str(tmp_path / "b.json"), "--base", str(base))
+    assert "Nothing changed" in again.stdout
 
 
 def test_a_bundle_for_another_site_is_refused(tmp_path: Path) -> None:

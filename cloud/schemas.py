@@ -63,6 +63,8 @@ class SiteUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     csv_template: Template | None = None
     protective_titre: int | None = Field(default=None, ge=1, le=1_000_000)
+    # false disables the site: its devices lose broker and API access until it is enabled.
+    enabled: bool | None = None
 
 
 class SitePublic(BaseModel):
@@ -72,6 +74,7 @@ class SitePublic(BaseModel):
     name: str
     csv_template: str
     protective_titre: int | None
+    disabled_at: datetime | None = None
 
 
 class UserCreate(BaseModel):

@@ -57,6 +57,8 @@ def get_device(session: Session, *, device_id: uuid.UUID, scope: Scope) -> Devic
 
 def provision_device(session: Session, *, site: Site, slug: str, name: str = "") -> Enrollment:
     """Create a device with fresh MQTT and API credentials; the secrets exist only here."""
+    if site.disabled_at is not None:
+        raise DeviceError(f"site {site.slug!r} is disabled; enable it before adding devices")
     taken = session.scalar(select(Device).where(Device.site_id == site.id, Device.slug == slug))
     if taken is not None:
         raise DeviceError(f"site {site.slug!r} already has a device {slug!r}")
@@ -115,7 +117,7 @@ def authenticate_device(session: Session, *, token: str) -> Device | None:
     if device_id is None:
         return None
     device = session.get(Device, device_id)
-    if device is None or device.status != "active":
+    if device is None or device.status != "active" or device.site.disabled_at is not None:
         return None
     if not digests_match(token, device.api_token_digest):
         return None
@@ -133,7 +135,7 @@ def sync_broker_files(session: Session, settings: CloudSettings) -> bool:
     rows = session.execute(
         select(Device, Site.slug)
         .join(Site, Site.id == Device.site_id)
-        .where(Device.status == "active")
+        .where(Device.status == "active", Site.disabled_at.is_(None))
         .order_by(Device.mqtt_username)
     ).all()
     accounts = [

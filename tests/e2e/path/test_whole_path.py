@@ -67,6 +67,15 @@ def test_provision_enroll_serve_capture_reaches_the_cloud(stack: Stack, tmp_path
             assert stored.content == local.content and stored.content[:2] == b"\xff\xd8"
             status = client.get("/api/status").json()["sync"]
             assert status["reason"] == "ok" and status["connected"] is True
+            # The reason travels in the retained status the cloud keeps for the device.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                found = httpx.get(f"{stack.api.url}/api/v1/devices", headers=admin).json()
+                mine = [d for d in found if d["mqtt_username"] == "lab-path.reader-1"]
+                if mine and (mine[0]["last_status"] or {}).get("sync_reason") == "ok":
+                    break
+                time.sleep(0.2)
+            assert mine and mine[0]["last_status"]["sync_reason"] == "ok", mine
     finally:
         edge.stop()
 

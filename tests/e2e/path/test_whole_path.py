@@ -110,3 +110,38 @@ def test_a_mismatched_identity_says_why(stack: Stack, tmp_path: Path) -> None:
         edge.stop()
     log = (edge.home / "serve.log").read_text()
     assert "identity_mismatch" in log  # said at start, in the log
+
+
+def test_a_revoked_device_is_told_so(stack: Stack, tmp_path: Path) -> None:
+    bundle = provision(stack, "reader-3")
+    edge = Appliance(tmp_path / "edge")
+    edge.home.mkdir()
+    edge.write_base_config()
+    assert edge.cli("enroll", str(bundle)).returncode == 0
+    device_id = json.loads(bundle.read_text())["device_id"]
+    edge.serve()
+    try:
+        with edge.session() as client:
+            wait_reason(client, "ok")
+            admin = {"Authorization": f"Bearer {stack.api.admin_token()}"}
+            revoked = httpx.post(
+                f"{stack.api.url}/api/v1/devices/{device_id}/revoke", headers=admin
+            )
+            assert revoked.status_code == 200
+            # The broker drops the account (files rewritten, SIGHUP); the appliance's next
+            # connect is refused and the device API refuses its token: it says revoked.
+            sync = wait_reason(client, "device_revoked", timeout=60)
+            assert "revoked" in str(sync["message"]) and "provision" in str(sync["message"])
+    finally:
+        edge.stop()
+
+
+def wait_reason(client: httpx.Client, code: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    sync: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        sync = client.get("/api/status").json()["sync"]
+        if sync.get("reason") == code:
+            return sync
+        time.sleep(0.2)
+    raise AssertionError(f"sync reason stayed {sync.get('reason')!r}, expected {code!r}: {sync}")

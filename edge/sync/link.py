@@ -192,9 +192,9 @@ class MqttLink:
             self._on_disconnected()
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # TCP/TLS failed (no CONNACK): the worker probes the network to say why.
         self.connect_failures += 1
-        if self.state[0] in (reasons.OK, reasons.DISCONNECTED):
-            self.state = (reasons.CONNECTING, "")
+        self.state = (reasons.CONNECTING, "")
         self._next_wait()
 
     def _next_wait(self) -> None:

@@ -106,6 +106,7 @@ def test_a_mismatched_identity_says_why(stack: Stack, tmp_path: Path) -> None:
             assert "lab-path/reader-9" in message and "lab-path.reader-2" in message
             assert "microplate-edge enroll" in message
             assert int(sync["backlog"]) == 1  # nothing was delivered, nothing was lost
+        status_page_says(edge, message)
     finally:
         edge.stop()
     log = (edge.home / "serve.log").read_text()
@@ -145,3 +146,43 @@ def wait_reason(client: httpx.Client, code: str, timeout: float = 30) -> dict[st
             return sync
         time.sleep(0.2)
     raise AssertionError(f"sync reason stayed {sync.get('reason')!r}, expected {code!r}: {sync}")
+
+
+def test_a_refused_upload_token_is_named(stack: Stack, tmp_path: Path) -> None:
+    bundle = provision(stack, "reader-4")
+    edge = Appliance(tmp_path / "edge")
+    edge.home.mkdir()
+    edge.write_base_config()
+    assert edge.cli("enroll", str(bundle)).returncode == 0
+    # A token the cloud does not know (as an expired or rotated one would be).
+    (edge.home / "credentials" / "device-token").write_text("mpd_" + "0" * 32 + "_nope")
+    edge.serve()
+    try:
+        with edge.session() as client:
+            edge.capture(client, "PATH-004")
+            sync = wait_reason(client, "upload_unauthorised")
+            assert "token for image uploads" in str(sync["message"])
+            assert sync["connected"] is True
+    finally:
+        edge.stop()
+
+
+def status_page_says(edge: Appliance, message: str) -> None:
+    """The touchscreen's Status page shows the sentence (Chromium, 800x480)."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 480})
+            page.request.post(f"{edge.url}/api/auth/sign-in", data={"secret": edge.secret})
+            page.goto(f"{edge.url}/ui/status")
+            reason = page.get_by_test_id("sync-reason")
+            reason.wait_for(state="visible", timeout=20_000)
+            assert reason.inner_text() == message
+            assert reason.get_attribute("data-reason") == "identity_mismatch"
+        finally:
+            browser.close()

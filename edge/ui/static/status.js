@@ -19,7 +19,12 @@
     set("st-sync", label, problem ? "bad" : connected ? "good" : connected === false ? "bad" : "");
     const why = document.getElementById("st-sync-reason");
     why.hidden = !problem;
-    why.textContent = problem ? sync.message || sync.reason : "";
+    // English: the appliance's own sentence (with the broker and the detail); other languages:
+    // the translated sentence for the code, the English detail as a tooltip.
+    const local = MP.boot.lang === "en" ? "" : t(`sync.reason.${sync.reason}`);
+    const translated = local && local !== `sync.reason.${sync.reason}` ? local : "";
+    why.textContent = problem ? translated || sync.message || sync.reason : "";
+    why.title = problem && translated ? sync.message || "" : "";
     why.dataset.reason = sync.reason || "";
     set("st-backlog", `${t("status.backlog")}: ${sync.backlog ?? "—"} · ${t("status.oldest")}: ${age(sync.oldest_age_s)}`);
   }

@@ -184,5 +184,13 @@ def status_page_says(edge: Appliance, message: str) -> None:
             reason.wait_for(state="visible", timeout=20_000)
             assert reason.inner_text() == message
             assert reason.get_attribute("data-reason") == "identity_mismatch"
+            # In Thai: the translated sentence, the appliance's English detail as a tooltip.
+            from edge.ui import i18n
+
+            page.context.add_cookies([{"name": i18n.LANG_COOKIE, "value": "th", "url": edge.url}])
+            page.reload()
+            reason.wait_for(state="visible", timeout=20_000)
+            assert reason.inner_text() == i18n.strings("th")["sync.reason.identity_mismatch"]
+            assert reason.get_attribute("title") == message
         finally:
             browser.close()

@@ -1,4 +1,4 @@
-# The two commands a new user needs: `make demo` and `make test`.
+# The commands a new user needs: `make demo`, `make test` and `make demo-stack`.
 # Both create the virtual environment they need on a fresh machine.
 PYTHON ?= python3
 PYTHON310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint typecheck unit py310 clean venv
+.PHONY: demo demo-stack test lint typecheck unit py310 clean venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/microplate-edge demo
+
+# The whole system on this machine: Postgres, SeaweedFS, Mosquitto, cloud API + ingest, and an
+# enrolled demo appliance syncing the sample plates (scripts/demo_stack.py). Ctrl-C stops it.
+demo-stack: $(STAMP)
+	$(PY) scripts/demo_stack.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("create-admin", help="create an admin user")
     admin.add_argument("--email", required=True)
     admin.add_argument(
-        "--password-env",
-        default="MICROPLATE_ADMIN_PASSWORD",
-        help="environment variable holding the password (prompted for when unset)",
+        "--password-file",
+        help="read the password from this file (else MICROPLATE_CLOUD_FIRST_ADMIN_PASSWORD, "
+        "else a prompt when there is a terminal)",
     )
     admin.add_argument("--full-name", default="")
 
@@ -82,12 +82,37 @@ def _serve(settings: CloudSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_password(settings: CloudSettings, args: argparse.Namespace) -> str | None:
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise _CliError(f"--password-file {args.password_file}: {exc.strerror}") from None
+    if settings.first_admin_password is not None:
+        return settings.first_admin_password.get_secret_value()
+    if not sys.stdin.isatty():
+        return None
+    return getpass.getpass("Password for the admin: ")
+
+
+class _CliError(Exception):
+    """Printed as `error: ...`, exit 2."""
+
+
 def _create_admin(settings: CloudSettings, args: argparse.Namespace) -> int:
     from cloud.crud import audit, users
     from cloud.db import make_engine, make_sessionmaker, session_scope
     from cloud.models import Role
 
-    password = os.environ.get(args.password_env) or getpass.getpass("Password for the admin: ")
+    password = _admin_password(settings, args)
+    if password is None:
+        print(
+            "error: no password and no terminal to ask for one: pass --password-file FILE or "
+            "set MICROPLATE_CLOUD_FIRST_ADMIN_PASSWORD",
+            file=sys.stderr,
+        )
+        return 2
     if len(password) < 12:
         print("error: the password needs at least 12 characters", file=sys.stderr)
         return 2
@@ -152,6 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     from cloud.logs import configure_logging
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    from cloud.startup import FIXABLE, explain
+
+    try:
+        return _dispatch(settings, args)
+    except _CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FIXABLE as exc:
+        sentence = explain(exc, settings)
+        if sentence is None:
+            raise
+        print(f"error: {sentence}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(settings: CloudSettings, args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "ingest":
@@ -170,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return _create_admin(settings, args)
     if args.command == "provision-device":
         return _provision(settings, args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    raise _CliError(f"unknown command {args.command}")
 
 
 if __name__ == "__main__":

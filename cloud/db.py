@@ -11,7 +11,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.settings import CloudSettings
@@ -79,6 +79,15 @@ def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
+def database_missing(exc: DBAPIError) -> bool:
+    """The server answered that the database does not exist (at connect there is no
+    SQLSTATE, only the server's message)."""
+    if getattr(exc.orig, "sqlstate", None) == "3D000":
+        return True
+    text_ = str(exc.orig)
+    return "database" in text_ and "does not exist" in text_
+
+
 def wait_for_database(engine: Engine, *, timeout: float) -> None:
     """Retry until Postgres answers; the API and the database may start together."""
     deadline = time.monotonic() + timeout
@@ -89,8 +98,9 @@ def wait_for_database(engine: Engine, *, timeout: float) -> None:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return
-        except OperationalError:
-            if time.monotonic() >= deadline:
+        except OperationalError as exc:
+            # A database that does not exist will not appear by waiting for it.
+            if time.monotonic() >= deadline or database_missing(exc):
                 raise
             logger.info("database not ready yet (attempt %s), retrying", attempt)
             time.sleep(min(2.0, 0.2 * attempt))

@@ -53,19 +53,7 @@ def provision_from_cli(
                 detail={"by": "cli"},
             )
             devices.sync_broker_files(session, settings)
-            ca_cert = None
-            if settings.ca_cert_file is not None:
-                ca_cert = settings.ca_cert_file.read_text(encoding="utf-8")
-            return {
-                "device_id": str(enrollment.device.id),
-                "site": site_row.slug,
-                "device": device,
-                "broker_url": settings.mqtt_broker_url,
-                "mqtt_username": enrollment.device.mqtt_username,
-                "mqtt_password": enrollment.mqtt_password,
-                "api_base_url": settings.api_base_url,
-                "device_token": enrollment.api_token,
-                "ca_cert": ca_cert,
-            }
+            bundle = devices.enrollment_bundle(enrollment, site=site_row, settings=settings)
+            return bundle.model_dump(mode="json")
     finally:
         engine.dispose()

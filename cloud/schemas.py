@@ -9,6 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from cloud.models import Role
+from core.enrollment import EnrollmentBundle
+
+__all__ = ["EnrollmentBundle"]  # the one definition lives in core (the edge reads it too)
 
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$", min_length=2, max_length=40)
 Password = Field(min_length=12, max_length=256)
@@ -60,6 +63,8 @@ class SiteUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     csv_template: Template | None = None
     protective_titre: int | None = Field(default=None, ge=1, le=1_000_000)
+    # false disables the site: its devices lose broker and API access until it is enabled.
+    enabled: bool | None = None
 
 
 class SitePublic(BaseModel):
@@ -69,6 +74,7 @@ class SitePublic(BaseModel):
     name: str
     csv_template: str
     protective_titre: int | None
+    disabled_at: datetime | None = None
 
 
 class UserCreate(BaseModel):
@@ -114,20 +120,6 @@ class DevicePublic(BaseModel):
     revoked_at: datetime | None
     last_seen_at: datetime | None
     last_status: dict[str, Any] | None
-
-
-class EnrollmentBundle(BaseModel):
-    """Returned once, at provisioning: the only time the secrets are visible."""
-
-    device_id: uuid.UUID
-    site: str
-    device: str
-    broker_url: str
-    mqtt_username: str
-    mqtt_password: str
-    api_base_url: str
-    device_token: str
-    ca_cert: str | None
 
 
 class PresignRequest(BaseModel):

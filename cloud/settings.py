@@ -70,6 +70,8 @@ class CloudSettings(BaseSettings):
     mqtt_ingest_password: SecretStr | None = None
     ca_cert_file: Path | None = None
     api_base_url: str = "http://127.0.0.1:8000"
+    # How long an enrollment bundle may wait before `microplate-edge enroll` refuses it.
+    enrollment_ttl_hours: int = Field(default=7 * 24, ge=1, le=24 * 365)
 
     smtp_host: str | None = None
     smtp_port: int = 587

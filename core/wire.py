@@ -231,6 +231,10 @@ class DeviceStatus(_Wire):
     oldest_unsent_age_s: float | None = Field(default=None, ge=0.0)
     disk_free_bytes: int = Field(ge=0)
     at: UtcDatetime
+    # Why sync is not working, as the appliance sees it (edge.sync.reasons); None from
+    # appliances that predate reason codes.
+    sync_reason: ShortText | None = None
+    sync_message: FreeText | None = None
 
 
 class Ack(_Wire):

@@ -238,6 +238,7 @@ class Appliance(PlateOps):
         count, oldest = outbox.backlog(self.store)
         free, total = disk_usage(self.settings.data_dir)
         info = self.model_info
+        sync_reason = self.sync.reason_log.current if self.sync is not None else None
         return ApplianceStatus(
             version=__version__,
             mode=self.settings.mode,
@@ -262,6 +263,8 @@ class Appliance(PlateOps):
                 rejected=outbox.rejected_count(self.store),
                 configured=self.sync is not None,
                 connected=self.sync.link.connected if self.sync is not None else None,
+                reason=sync_reason.code if sync_reason else None,
+                message=sync_reason.message if sync_reason else None,
             ),
             disk=DiskStatus(
                 path=str(self.settings.data_dir),

@@ -1,6 +1,6 @@
 """`microplate-edge`: the appliance's command line.
 
-Commands: serve, analyze (edge.analyze), demo, export-csv, calibrate,
+Commands: serve, analyze (edge.analyze), demo, enroll, export-csv, calibrate,
 db migrate|check|backup|restore-drill, validate-config. A user error prints one clear message
 and exits non-zero; never a traceback.
 """
@@ -93,9 +93,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with stop_on_signals():
         try:
             app.start()
+            host, port = args.host or settings.http.host, args.port or settings.http.port
+            print(f"Microplate appliance on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
             # serve() refuses a production configuration without proper credentials
             # (edge.auth's AuthConfigError, an ApplianceError) before it binds the port.
-            serve(app, args.host or settings.http.host, args.port or settings.http.port)
+            serve(app, host, port)
         finally:
             app.stop()
     return 0
@@ -196,6 +198,31 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from edge.enroll import EnrollError, enroll, read_bundle, summary
+    from edge.settings import CONFIG_FILE_ENV
+
+    config = os.environ.get(CONFIG_FILE_ENV)
+    if not config:
+        raise UserError(
+            "Name the appliance's settings file: microplate-edge --config /etc/microplate/"
+            f"edge.json enroll BUNDLE (or set {CONFIG_FILE_ENV})."
+        )
+    try:
+        result = enroll(
+            read_bundle(args.bundle),
+            config_path=Path(config),
+            credentials_dir=Path(args.credentials_dir) if args.credentials_dir else None,
+            credentials_path=Path(args.credentials_path) if args.credentials_path else None,
+            site=args.site,
+            base_path=Path(args.base) if args.base else None,
+        )
+    except EnrollError as exc:
+        raise UserError(str(exc)) from None
+    print(summary(result))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
@@ -224,6 +251,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--images", help="folder of plate images (default: models/samples)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "enroll", help="take the cloud's enrollment bundle: identity, sync settings, credentials"
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="the bundle file ('-' reads stdin)")
+    p.add_argument("--site", help="the site this appliance belongs to (default: its site_id)")
+    p.add_argument(
+        "--credentials-dir",
+        help="where to write the secret files, mode 0600 (default: credentials/ beside the "
+        "settings file)",
+    )
+    p.add_argument(
+        "--credentials-path",
+        help="where the appliance will read them, if not there (systemd credentials: "
+        "/run/credentials/microplate-edge.service)",
+    )
+    p.add_argument(
+        "--base",
+        help="start from this settings file instead of the current one (an installer renders "
+        "the base; enroll adds the enrollment)",
+    )
+    p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("export-csv", help="write a sample's LabWare CSV into the share now")
     p.add_argument("sample", metavar="SAMPLE")

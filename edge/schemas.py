@@ -87,6 +87,9 @@ class SyncStatus(_Out):
     rejected: int = 0
     configured: bool = False  # a broker is set in the settings
     connected: bool | None = None  # None when sync is not configured
+    # edge.sync.reasons: a code ("ok", "identity_mismatch", ...) and the operator sentence.
+    reason: str | None = None
+    message: str | None = None
 
 
 class DiskStatus(_Out):

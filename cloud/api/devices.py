@@ -81,20 +81,7 @@ def provision_device(
     )
     devices.sync_broker_files(session, settings)
     session.commit()
-    ca_cert = None
-    if settings.ca_cert_file is not None:
-        ca_cert = settings.ca_cert_file.read_text(encoding="utf-8")
-    return EnrollmentBundle(
-        device_id=device.id,
-        site=site.slug,
-        device=device.slug,
-        broker_url=settings.mqtt_broker_url,
-        mqtt_username=device.mqtt_username,
-        mqtt_password=enrollment.mqtt_password,
-        api_base_url=settings.api_base_url,
-        device_token=enrollment.api_token,
-        ca_cert=ca_cert,
-    )
+    return devices.enrollment_bundle(enrollment, site=site, settings=settings)
 
 
 @router.post("/{device_id}/revoke", responses={404: {}})

@@ -6,8 +6,16 @@ import uuid
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from cloud.api.deps import AdminUser, ReleasingRoute, ScopeDep, SessionDep, client_ip, not_found
-from cloud.crud import audit, sites
+from cloud.api.deps import (
+    AdminUser,
+    ReleasingRoute,
+    ScopeDep,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+    not_found,
+)
+from cloud.crud import audit, devices, sites
 from cloud.crud.scope import Scope
 from cloud.schemas import SiteCreate, SitePublic, SiteUpdate
 
@@ -56,7 +64,12 @@ def get_site(site_id: uuid.UUID, scope: ScopeDep, session: SessionDep) -> SitePu
 
 @router.patch("/{site_id}", responses={404: {}})
 def update_site(
-    site_id: uuid.UUID, body: SiteUpdate, request: Request, admin: AdminUser, session: SessionDep
+    site_id: uuid.UUID,
+    body: SiteUpdate,
+    request: Request,
+    admin: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> SitePublic:
     site = sites.get_site(session, site_id=site_id, scope=Scope.everything())
     if site is None:
@@ -67,7 +80,11 @@ def update_site(
         name=body.name,
         csv_template=body.csv_template,
         protective_titre=body.protective_titre,
+        enabled=body.enabled,
     )
+    if body.enabled is not None:
+        # The broker files follow at once: a disabled site's devices lose their accounts.
+        devices.sync_broker_files(session, settings)
     audit.record(
         session,
         action="site.updated",

@@ -6,6 +6,7 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from cloud.mqtt_auth import (
 )
 from cloud.security import digest_token, digests_match, new_device_token, parse_device_token, utcnow
 from cloud.settings import CloudSettings
+from core.enrollment import EnrollmentBundle, device_username
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ def get_device(session: Session, *, device_id: uuid.UUID, scope: Scope) -> Devic
 
 def provision_device(session: Session, *, site: Site, slug: str, name: str = "") -> Enrollment:
     """Create a device with fresh MQTT and API credentials; the secrets exist only here."""
+    if site.disabled_at is not None:
+        raise DeviceError(f"site {site.slug!r} is disabled; enable it before adding devices")
     taken = session.scalar(select(Device).where(Device.site_id == site.id, Device.slug == slug))
     if taken is not None:
         raise DeviceError(f"site {site.slug!r} already has a device {slug!r}")
@@ -66,7 +70,7 @@ def provision_device(session: Session, *, site: Site, slug: str, name: str = "")
         site_id=site.id,
         slug=slug,
         name=name,
-        mqtt_username=f"{site.slug}.{slug}",
+        mqtt_username=device_username(site.slug, slug),
         mqtt_password_hash=hash_mqtt_password(mqtt_password),
         api_token_digest=digest_token(api_token),
         status="active",
@@ -75,6 +79,29 @@ def provision_device(session: Session, *, site: Site, slug: str, name: str = "")
     session.flush()
     session.refresh(device)
     return Enrollment(device=device, mqtt_password=mqtt_password, api_token=api_token)
+
+
+def enrollment_bundle(
+    enrollment: Enrollment, *, site: Site, settings: CloudSettings
+) -> EnrollmentBundle:
+    """The bundle for a just-provisioned device: its identity, credentials and an expiry."""
+    ca_cert = None
+    if settings.ca_cert_file is not None:
+        ca_cert = settings.ca_cert_file.read_text(encoding="utf-8")
+    issued = utcnow()
+    return EnrollmentBundle(
+        device_id=enrollment.device.id,
+        site=site.slug,
+        device=enrollment.device.slug,
+        broker_url=settings.mqtt_broker_url,
+        mqtt_username=enrollment.device.mqtt_username,
+        mqtt_password=enrollment.mqtt_password,
+        api_base_url=settings.api_base_url,
+        device_token=enrollment.api_token,
+        ca_cert=ca_cert,
+        issued_at=issued,
+        expires_at=issued + timedelta(hours=settings.enrollment_ttl_hours),
+    )
 
 
 def revoke_device(session: Session, *, device: Device) -> None:
@@ -90,7 +117,7 @@ def authenticate_device(session: Session, *, token: str) -> Device | None:
     if device_id is None:
         return None
     device = session.get(Device, device_id)
-    if device is None or device.status != "active":
+    if device is None or device.status != "active" or device.site.disabled_at is not None:
         return None
     if not digests_match(token, device.api_token_digest):
         return None
@@ -108,7 +135,7 @@ def sync_broker_files(session: Session, settings: CloudSettings) -> bool:
     rows = session.execute(
         select(Device, Site.slug)
         .join(Site, Site.id == Device.site_id)
-        .where(Device.status == "active")
+        .where(Device.status == "active", Site.disabled_at.is_(None))
         .order_by(Device.mqtt_username)
     ).all()
     accounts = [

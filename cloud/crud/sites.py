@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from cloud.crud.scope import Scope
 from cloud.models import Site
+from cloud.security import utcnow
 
 
 class SiteError(ValueError):
@@ -53,7 +54,10 @@ def update_site(
     name: str | None = None,
     csv_template: str | None = None,
     protective_titre: int | None = None,
+    enabled: bool | None = None,
 ) -> None:
+    if enabled is not None:
+        site.disabled_at = None if enabled else (site.disabled_at or utcnow())
     if name is not None:
         site.name = name
     if csv_template is not None:

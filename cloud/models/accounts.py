@@ -50,6 +50,8 @@ class Site(Base):
     csv_template: Mapped[str] = mapped_column(String(32), default="labware")
     protective_titre: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Disabled: data stays visible, its devices lose broker and API access (migration e001).
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class User(Base):

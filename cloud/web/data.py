@@ -88,6 +88,11 @@ def device_health(device: dict[str, Any], *, now: datetime | None = None) -> Hea
         problems.append(f"backlog of {backlog} runs")
     if age is not None and float(age) >= BACKLOG_AGE_WARN_S:
         problems.append(f"oldest unsent run is {_ago(timedelta(seconds=float(age)))} old")
+    reason = status.get("sync_reason")
+    if reason and reason not in ("ok", "connecting"):
+        # The appliance's own reason code and sentence (edge.sync.reasons), e.g. its image
+        # uploads refused; only what could still reach the cloud arrives here.
+        problems.append(f"sync: {status.get('sync_message') or reason}")
     disk = status.get("disk_free_bytes")
     if disk is not None and int(disk) < DISK_WARN_BYTES:
         problems.append(f"only {human_bytes(int(disk))} disk free")

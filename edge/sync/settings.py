@@ -35,8 +35,10 @@ class SyncSettings(BaseModel):
     window: int = Field(default=200, ge=1, le=10_000, description="runs awaiting the cloud's ack")
     ack_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
     ack_timeout_max_s: float = Field(default=600.0, gt=0.0, le=86400.0)
-    reconnect_min_s: int = Field(default=1, ge=1, le=60)
-    reconnect_max_s: int = Field(default=60, ge=1, le=3600)
+    # Each wait is random in [min, min(max, min * 2**attempt)] (edge.sync.backoff): with a
+    # 10 s cap a device is back within 10 s of the broker's return, and many spread out.
+    reconnect_min_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    reconnect_max_s: float = Field(default=10.0, gt=0.0, le=3600.0)
     status_interval_s: float = Field(default=30.0, gt=0.0, le=3600.0)
     poll_s: float = Field(default=0.5, gt=0.0, le=60.0, description="outbox poll when idle")
     # Images out of band: presigned PUT from the cloud's device API.

@@ -61,6 +61,8 @@ class ImageUploader:
         self._failed: dict[str, str] = {}
         self._queued: set[str] = set()
         self._thread: threading.Thread | None = None
+        # Why the API refused this device's token (401/403), until an upload succeeds again.
+        self.refused = ""
 
     def start(self) -> None:
         if self._thread is None:
@@ -147,6 +149,24 @@ class ImageUploader:
             return {"role": kind, "key": key, "sha256": sha256, "size_bytes": len(data)}
         raise UploadError(f"{kind}: {attempts} attempts failed, last: {last}")
 
+    def token_refused(self) -> bool | None:
+        """Does the device API refuse our token (revoked device)? None when it cannot be asked."""
+        token = self.settings.api_token()
+        if not token:
+            return None
+        base = (self.settings.api_base_url or "").rstrip("/")
+        try:
+            resp = self._client.get(
+                f"{base}/api/v1/device/me",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5.0,
+            )
+        except httpx.HTTPError:
+            return None
+        if resp.status_code in (401, 403):
+            return True
+        return False if resp.status_code == 200 else None
+
     def _put(self, run_id: str, kind: str, data: bytes, md5: Any) -> str:
         token = self.settings.api_token()
         if not token:
@@ -160,6 +180,8 @@ class ImageUploader:
             )
         except httpx.HTTPError as exc:
             raise UploadError(f"presign: {type(exc).__name__}") from None
+        if resp.status_code in (401, 403):
+            self.refused = f"presign answered {resp.status_code}"
         if resp.status_code != 200:
             raise UploadError(
                 f"presign answered {resp.status_code}",
@@ -180,6 +202,7 @@ class ImageUploader:
             raise UploadError(
                 f"PUT answered {put.status_code}", permanent=put.status_code not in _RETRY_STATUS
             )
+        self.refused = ""
         etag = put.headers.get("ETag", "").strip('"')
         if etag and "-" not in etag and etag != md5.hexdigest():
             raise UploadError("the stored object's checksum differs from the file")

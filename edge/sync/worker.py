@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.enrollment import identity_problem
 from core.wire import (
     Ack,
     DesiredConfig,
@@ -36,7 +37,7 @@ from core.wire import (
 )
 from edge import __version__, outbox
 from edge.store import Store, StoreError
-from edge.sync import queue
+from edge.sync import queue, reasons
 from edge.sync.config import ConfigApplier
 from edge.sync.link import MqttLink
 from edge.sync.settings import SyncSettings
@@ -105,6 +106,12 @@ class SyncWorker:
         self.resent_total = 0
         self._with_images: dict[int, str] = {}
         self._last_event_at = 0.0
+        self.identity_problem = identity_problem(
+            site_id=site_id, device_id=device_id, username=settings.username
+        )
+        self.reason_log = reasons.ReasonLog()
+        self._probed: tuple[int, tuple[str, str]] = (0, (reasons.CONNECTING, ""))
+        self._revoked: tuple[tuple[str, str], bool] | None = None
         self.link = MqttLink(
             settings,
             client_id=settings.client_id or settings.username or f"{site_id}.{device_id}",
@@ -121,6 +128,8 @@ class SyncWorker:
         self._stop.clear()
         if self.uploader is not None:
             self.uploader.start()
+        if self.identity_problem is not None:
+            self.reason_log.update(self.reason())  # said once at start, before any retry
         self.link.start()
         self._thread = threading.Thread(target=self._loop, name="sync", daemon=True)
         self._thread.start()
@@ -189,6 +198,7 @@ class SyncWorker:
             if now - self._last_status_at >= self.settings.status_interval_s:
                 self._publish_status()
                 self._last_status_at = now
+        self.reason_log.update(self.reason())
         self._emit_event()
 
     def _settle_acks(self) -> None:
@@ -282,9 +292,44 @@ class SyncWorker:
             return text
         return only_uploaded(text, [])  # nothing is uploaded without an uploader
 
+    # -- why it does not work ----------------------------------------------------------------
+    def reason(self) -> reasons.Reason:
+        """The one reason shown for sync now: identity first, then the connection, then what
+        the broker or the API refused."""
+        settings = self.settings
+        if self.identity_problem is not None:
+            return reasons.reason(reasons.IDENTITY_MISMATCH, settings, self.identity_problem)
+        code, detail = self.link.state
+        if code == reasons.CONNECTING and self.link.connect_failures:
+            code, detail = self._probe()
+        elif code == reasons.CREDENTIALS_REFUSED and self._device_revoked((code, detail)):
+            code = reasons.DEVICE_REVOKED
+        if code != reasons.OK:
+            return reasons.reason(code, settings, detail)
+        if self.link.refused:
+            return reasons.reason(reasons.NOT_AUTHORISED, settings, self.link.refused)
+        if self.uploader is not None and self.uploader.refused:
+            return reasons.reason(reasons.UPLOAD_UNAUTHORISED, settings, self.uploader.refused)
+        return reasons.reason(reasons.OK, settings)
+
+    def _probe(self) -> tuple[str, str]:
+        # Once per failed connect attempt, not per round: the probe opens a connection.
+        failures = self.link.connect_failures
+        if self._probed[0] != failures:
+            self._probed = (failures, reasons.probe(self.settings))
+        return self._probed[1]
+
+    def _device_revoked(self, state: tuple[str, str]) -> bool:
+        if self.uploader is None:
+            return False
+        if self._revoked is None or self._revoked[0] != state:
+            self._revoked = (state, self.uploader.token_refused() is True)
+        return self._revoked[1]
+
     # -- status ---------------------------------------------------------------------------
     def _status(self, *, online: bool) -> DeviceStatus:
         info = self._status_info()
+        current = self.reason_log.current
         try:
             count, oldest = outbox.backlog(self.store)
         except (StoreError, OSError, sqlite3.Error):
@@ -303,6 +348,8 @@ class SyncWorker:
             oldest_unsent_age_s=oldest,
             disk_free_bytes=int(disk_free),
             at=datetime.now(timezone.utc),
+            sync_reason=current.code if current else None,
+            sync_message=current.message[:1000] if current else None,
         )
 
     def _publish_status(self) -> None:
@@ -312,6 +359,7 @@ class SyncWorker:
     def snapshot(self) -> dict[str, Any]:
         """What the UI shows (also sent as the `sync.status` event)."""
         count, oldest = outbox.backlog(self.store)
+        current = self.reason_log.current or self.reason()
         return {
             "connected": self.link.connected,
             "broker": f"{self.settings.host}:{self.settings.port}",
@@ -320,6 +368,8 @@ class SyncWorker:
             "in_flight": len(self.window),
             "rejected": outbox.rejected_count(self.store),
             "last_error": self.link.last_error,
+            "reason": current.code,
+            "message": current.message,
             "config_revision": (
                 self.config_applier.revision if self.config_applier is not None else None
             ),

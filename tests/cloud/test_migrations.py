@@ -11,7 +11,6 @@ from sqlalchemy import create_engine, inspect
 from cloud.db import downgrade, migrate
 from cloud.models import Base
 from tests.cloud.conftest import private_database
-from tests.sync.world import accounts, register_devices
 
 pytestmark = pytest.mark.postgres
 
@@ -56,10 +55,20 @@ def test_s002_turns_well_rows_into_one_document_per_run_and_back() -> None:
     """Deployments already hold runs: their wells are converted, in plate order, both ways."""
     with private_database() as url:
         migrate(url, "s001")
-        register_devices(url, accounts(1, 1))  # sites and devices are the same at s001
         libpq = url.replace("+psycopg", "")
         with psycopg.connect(libpq) as conn:
-            site, device = conn.execute("SELECT site_id, id FROM devices").fetchone()
+            # Plain SQL: today's models have columns (sites.disabled_at, e001) s001 lacks.
+            site = conn.execute(
+                "INSERT INTO sites (id, slug, name, csv_template, created_at) VALUES"
+                " (gen_random_uuid(), 'site-0', 'site-0', 'labware', now()) RETURNING id"
+            ).fetchone()[0]
+            device = conn.execute(
+                "INSERT INTO devices (id, site_id, slug, name, mqtt_username,"
+                " mqtt_password_hash, api_token_digest, status, created_at) VALUES"
+                " (gen_random_uuid(), %s, 'dev-0', 'dev-0', 'site-0.dev-0', 'x', %s, 'active',"
+                " now()) RETURNING id",
+                [site, "0" * 64],
+            ).fetchone()[0]
             sample = conn.execute(
                 "INSERT INTO samples (id, site_id, sample_number, n_runs, n_plates, rows_total,"
                 " n_cols, distribution, summary, flags, updated_at) VALUES (gen_random_uuid(),"

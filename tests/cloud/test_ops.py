@@ -71,6 +71,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
         [sys.executable, "-m", "cloud.cli", *args],
         cwd=ROOT,
         env={**clean, **env},
+        stdin=subprocess.DEVNULL,  # no terminal, as under systemd, Ansible or CI
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,7 +92,7 @@ def test_cli_migrate_admin_and_provision(tmp_path: Path) -> None:
             "MICROPLATE_CLOUD_ENVIRONMENT": "test",
             "MICROPLATE_CLOUD_MQTT_PASSWORD_FILE": str(tmp_path / "passwd"),
             "MICROPLATE_CLOUD_MQTT_ACL_FILE": str(tmp_path / "acl"),
-            "MICROPLATE_ADMIN_PASSWORD": "cli-admin-password-1",
+            "MICROPLATE_CLOUD_FIRST_ADMIN_PASSWORD": "cli-admin-password-1",
         }
         assert _cli(["migrate"], env).returncode == 0
         made = _cli(["create-admin", "--email", "root@example.com"], env)

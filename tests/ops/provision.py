@@ -73,7 +73,7 @@ def provision(base: Path) -> Iterator[Provisioned]:
                 "site": "lab1",
                 "device": "reader-01",
                 "broker_url": "mqtts://localhost:8883",
-                "mqtt_username": "reader-01",
+                "mqtt_username": "lab1.reader-01",
                 "mqtt_password": SECRETS["mqtt_device"],
                 "api_base_url": "https://localhost",
                 "device_token": SECRETS["device_token"],
@@ -82,6 +82,13 @@ def provision(base: Path) -> Iterator[Provisioned]:
         ),
         encoding="utf-8",
     )
+    # The role runs the appliance's real `enroll` (the venv above holds only stubs).
+    edge_cli = base / "microplate-edge"
+    edge_cli.write_text(
+        f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m edge.cli "$@"\n',
+        encoding="utf-8",
+    )
+    edge_cli.chmod(0o755)
     mqtt_port, mqtt_local_port = free_ports(2)
     site_vars = {
         "microplate_root": str(root),
@@ -92,6 +99,7 @@ def provision(base: Path) -> Iterator[Provisioned]:
         "microplate_edge_operator_secret": SECRETS["operator"],
         "microplate_edge_supervisor_pin_hash": PIN_HASH,
         "microplate_edge_enrollment_bundle": str(bundle),
+        "microplate_edge_cli": str(edge_cli),
         "microplate_edge_litestream_endpoint": "https://localhost:9000",
         "microplate_edge_litestream_access_key_id": "lt-lab1-reader-01",
         "microplate_edge_litestream_secret_access_key": SECRETS["device_s3"],

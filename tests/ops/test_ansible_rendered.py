@@ -141,6 +141,17 @@ def test_edge_settings_accept_the_rendered_config(
     )
     loaded = settings.EdgeSettings()
     assert loaded.mode == "production" and loaded.device_id == "reader-01"
+    # The enrollment is in the rendered config: identity, broker, and the credential files
+    # (where systemd puts them) that `microplate-edge enroll` wrote from the bundle.
+    assert loaded.sync is not None and loaded.sync.username == "lab1.reader-01"
+    assert loaded.sync.broker_url == "mqtts://localhost:8883"
+    run = "/run/credentials/microplate-edge.service"
+    assert str(loaded.sync.password_file) == f"{run}/mqtt-password"
+    assert str(loaded.sync.device_token_file) == f"{run}/device-token"
+    creds_dir = provisioned.root / "etc/microplate/credentials"
+    assert (creds_dir / "mqtt-password").read_text() == SECRETS["mqtt_device"]
+    assert (creds_dir / "device-token").read_text() == SECRETS["device_token"]
+    assert (creds_dir / "broker-ca.pem").read_text() == FAKE_CA
     assert loaded.detector["type"] == "tensorrt"
     creds = credentials.load_credentials(credentials.AuthConfig.from_settings(loaded))
     assert creds.operator_secret.get_secret_value() == SECRETS["operator"]

@@ -94,7 +94,8 @@ def test_edge_unit_is_notify_with_watchdog() -> None:
     assert "DeviceAllow=/dev/nvmap rw" in text
     assert re.search(r"^SystemCallFilter=@system-service$", text, re.MULTILINE)
     assert "ExecStart=/opt/microplate/venv/bin/microplate-edge serve" in text
-    assert "LoadCredential=enrollment.json:/etc/microplate/credentials/enrollment.json" in text
+    for name in ("mqtt-password", "device-token", "broker-ca.pem"):  # from `microplate-edge enroll`
+        assert f"LoadCredential={name}:/etc/microplate/credentials/{name}" in text
 
 
 def test_no_unit_passes_a_secret_on_the_command_line() -> None:

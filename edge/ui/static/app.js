@@ -163,7 +163,12 @@ const MP = (() => {
       el("button", { type: "button", class: "key primary", text: t("keypad.done"), onclick: done }));
     const title = (input.labels && input.labels[0] && input.labels[0].querySelector("span"))
       ? input.labels[0].querySelector("span").textContent : (input.getAttribute("aria-label") || t("keypad.title"));
-    const dialog = modal([el("div", { class: "keypad-head" }, el("span", { class: "keypad-title", text: title }), display,
+    // The field's error (aria-describedby), shown inside the keypad: the overlay hides the page.
+    const described = input.getAttribute("aria-describedby");
+    const note = described ? document.getElementById(described) : null;
+    const error = note && !note.hidden && note.textContent
+      ? el("p", { class: "keypad-error", role: "alert", text: note.textContent }) : null;
+    const dialog = modal([...(error ? [error] : []), el("div", { class: "keypad-head" }, el("span", { class: "keypad-title", text: title }), display,
       el("button", { type: "button", class: "ghost", text: t("common.cancel"), onclick: () => dialog.close() })), keys, tools]);
     dialog.overlay.classList.add("keypad");
     draw();

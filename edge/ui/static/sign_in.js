@@ -1,4 +1,4 @@
-/* Sign-in: the kiosk signs in as operator with the device secret (scanned or typed). */
+/* Sign-in: the kiosk signs in as operator with the operator secret (scanned or typed). */
 "use strict";
 (() => {
   const form = document.getElementById("sign-in-form");
@@ -12,7 +12,11 @@
       location.assign(form.dataset.next || "/ui/capture");
     } catch (err) {
       document.getElementById("secret").value = "";
-      MP.showError(err);
+      // Beside the field, not only in the banner: the keypad that opens on the next tap
+      // covers the banner at 800x480, and it repeats this message (aria-describedby).
+      const error = document.getElementById("secret-error");
+      error.textContent = MP.describe(err);
+      error.hidden = false;
     }
   });
 })();

@@ -11,8 +11,21 @@
 
   function renderSync() {
     const connected = sync.connected;
-    set("st-sync", connected === undefined || connected === null ? t("common.unknown") : connected ? t("status.connected") : t("status.not_connected"),
-      connected ? "good" : connected === false ? "bad" : "");
+    // A reason other than "ok" wins over "connected": connected but refused is not working.
+    const problem = sync.reason && sync.reason !== "ok" && sync.reason !== "connecting";
+    const label = connected === undefined || connected === null ? t("common.unknown")
+      : problem ? (connected ? t("status.sync_problem") : t("status.not_connected"))
+      : connected ? t("status.connected") : t("status.not_connected");
+    set("st-sync", label, problem ? "bad" : connected ? "good" : connected === false ? "bad" : "");
+    const why = document.getElementById("st-sync-reason");
+    why.hidden = !problem;
+    // English: the appliance's own sentence (with the broker and the detail); other languages:
+    // the translated sentence for the code, the English detail as a tooltip.
+    const local = MP.boot.lang === "en" ? "" : t(`sync.reason.${sync.reason}`);
+    const translated = local && local !== `sync.reason.${sync.reason}` ? local : "";
+    why.textContent = problem ? translated || sync.message || sync.reason : "";
+    why.title = problem && translated ? sync.message || "" : "";
+    why.dataset.reason = sync.reason || "";
     set("st-backlog", `${t("status.backlog")}: ${sync.backlog ?? "—"} · ${t("status.oldest")}: ${age(sync.oldest_age_s)}`);
   }
 

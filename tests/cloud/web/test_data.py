@@ -32,6 +32,12 @@ def test_health_states_and_problems() -> None:
     assert stale.state == "stale" and stale.problems == ["no status for 2 h"]
     disk = data.device_health(_device(disk_free_bytes=1024**3), now=NOW)
     assert disk.problems == ["only 1.0 GiB disk free"]
+    refused = data.device_health(
+        _device(sync_reason="upload_unauthorised", sync_message="The cloud refused its token."),
+        now=NOW,
+    )
+    assert refused.problems == ["sync: The cloud refused its token."]
+    assert data.device_health(_device(sync_reason="ok"), now=NOW).problems == []
     never = data.device_health({"status": "active", "last_status": None}, now=NOW)
     assert never.state == "never"
     revoked = data.device_health({"status": "revoked", "last_status": None}, now=NOW)

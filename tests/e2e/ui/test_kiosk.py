@@ -64,8 +64,8 @@ def test_sign_in_page_signs_the_kiosk_in(browser: Any, kiosk: Kiosk) -> None:
         assert "/ui/sign-in?next=/ui/samples" in page.url
         page.fill("#secret", "not-the-secret")
         page.click("#sign-in")
-        page.wait_for_selector("#banner:not([hidden])")
-        assert "secret" in page.inner_text("#banner-text").lower()
+        page.wait_for_selector("#secret-error:not([hidden])")
+        assert "secret" in page.inner_text("#secret-error").lower()
         page.fill("#secret", OPERATOR_SECRET)
         page.click("#sign-in")
         page.wait_for_url(f"{kiosk.url}/ui/samples")

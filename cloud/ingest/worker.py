@@ -9,9 +9,16 @@
 - The device's `ack` (`core.wire.Ack`) is published only after the commit too. A message the
   cloud cannot accept is dead-lettered with its reason and, when it names a run, answered with
   a `rejected` ack so the appliance stops retrying it.
-- Database down: the batch is held and retried with backoff. A database error caused by one
-  message (not by the database being away) is isolated by bisecting the batch, and only that
-  message is dead-lettered.
+- Database down (connection lost, server gone): the batch is held and retried with backoff.
+  Anything else a batch raises, a database error caused by a message's values or any other
+  exception (once, a finite but absurd titre overflowed the statistics), is blamed on the
+  messages: the batch is bisected and only the message that still fails alone is
+  dead-lettered (whole payload kept) and acked, so one poison message never stalls the others.
+- Memory is bounded: the broker may push at most `receive_max` unacknowledged messages, none
+  larger than `max_packet_bytes`; the queue between the network thread and the batcher holds
+  at most `queue_bytes` (past that the network thread waits: TCP back-pressure to the broker)
+  and a batch at most `batch_bytes`.
+- QoS 0 messages are processed but never PUBACKed (they have no packet id to answer).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import make_engine, make_sessionmaker, session_scope
@@ -77,7 +84,11 @@ class IngestOptions:
     # Large on purpose: with a small quota the bench saw workers sit idle after a burst while
     # the broker still held messages for them (cause not established; suspected Mosquitto
     # 2.0.11 queue handling). Raise the broker's max_inflight_messages to match.
-    receive_max: int = 10_000
+    # Bounded by memory too (see the module doc); 2,000 still keeps four batches in flight.
+    receive_max: int = 2_000
+    max_packet_bytes: int = 1024 * 1024 + 4096  # the broker's message limit plus headers
+    queue_bytes: int = 64 * 1024 * 1024
+    batch_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -91,6 +102,16 @@ class IngestStats:
     db_retries: int = 0
     last_error: str = ""
     started_at: float = field(default_factory=time.monotonic)
+
+
+# The database being away, not a message's fault: the batch is held, never dead-lettered.
+_OUTAGE = (OperationalError, InterfaceError)
+
+
+def default_client_id(username: str) -> str:
+    """`<ingest user>-<host>`, without dots: device accounts connect with their user name as
+    client id (`site.device`, always one dot), so service client ids never collide with one."""
+    return f"{username}-{socket.gethostname()}".replace(".", "-")[:64]
 
 
 def _clean_reason(reason: str) -> str:
@@ -113,6 +134,8 @@ class IngestWorker:
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.stats = IngestStats()
         self._queue: queue.Queue[Incoming] = queue.Queue()
+        self._queued_bytes = 0
+        self._queue_room = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._generation = 0
@@ -126,7 +149,7 @@ class IngestWorker:
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         opts = self.options
-        client_id = opts.client_id or f"{self.settings.mqtt_ingest_username}-{socket.gethostname()}"
+        client_id = opts.client_id or default_client_id(self.settings.mqtt_ingest_username)
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id[:64],
@@ -190,6 +213,15 @@ class IngestWorker:
             logger.warning("ingest: broker connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        size = len(msg.payload)
+        with self._queue_room:
+            # Back-pressure: while the queue is full this (network) thread waits, so the
+            # socket is not read and the broker keeps the rest.
+            while self._queued_bytes > 0 and self._queued_bytes + size > self.options.queue_bytes:
+                if self._stop.is_set():
+                    return  # not acked: the broker delivers it again
+                self._queue_room.wait(0.5)
+            self._queued_bytes += size
         with self._outstanding_lock:
             self._outstanding += 1
             self._last_message = time.monotonic()
@@ -200,6 +232,7 @@ class IngestWorker:
                 received_at=datetime.now(timezone.utc),
                 mid=msg.mid,
                 generation=self._generation,
+                qos=msg.qos,
             )
         )
 
@@ -208,9 +241,8 @@ class IngestWorker:
         url = urlsplit(self.settings.mqtt_broker_url)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.options.session_expiry_s
-        props.ReceiveMaximum = min(
-            65535, max(2 * self.options.batch_size, self.options.receive_max)
-        )
+        props.ReceiveMaximum = min(65535, max(20, self.options.receive_max))
+        props.MaximumPacketSize = self.options.max_packet_bytes
         self.client.connect_async(
             url.hostname or "127.0.0.1",
             url.port or (8883 if url.scheme == "mqtts" else 1883),
@@ -272,6 +304,9 @@ class IngestWorker:
             finally:
                 with self._outstanding_lock:
                     self._outstanding -= len(batch)
+                with self._queue_room:
+                    self._queued_bytes -= sum(len(i.payload) for i in batch)
+                    self._queue_room.notify_all()
 
     def _next_batch(self) -> list[Incoming]:
         try:
@@ -279,8 +314,9 @@ class IngestWorker:
         except queue.Empty:
             return []
         batch = [first]
+        size = len(first.payload)
         deadline = time.monotonic() + self.options.batch_wait_s
-        while len(batch) < self.options.batch_size:
+        while len(batch) < self.options.batch_size and size < self.options.batch_bytes:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(
@@ -290,6 +326,7 @@ class IngestWorker:
                 )
             except queue.Empty:
                 break
+            size += len(batch[-1].payload)
         return batch
 
     def process(self, batch: Sequence[Incoming]) -> None:
@@ -298,29 +335,21 @@ class IngestWorker:
         delay = 0.2
         while True:
             try:
-                outcomes = [classify(item, self._lookup) for item in batch]
+                outcomes = [self._classify(item) for item in batch]
                 accepted = [o for o in outcomes if isinstance(o, Accepted)]
                 refused = [o for o in outcomes if isinstance(o, Refused)]
                 refused_all = self._commit(accepted, refused)
                 break
-            except DBAPIError as exc:
-                # The database is away or failing as a whole: hold the batch, never blame it.
+            except _OUTAGE as exc:
+                # The database is away as a whole (includes deadlocks between workers: the
+                # transaction is simply retried): hold the batch, never blame it.
                 self.stats.db_retries += 1
-                self.stats.last_error = f"database error: {type(exc.orig).__name__}"
-                if isinstance(exc, (OperationalError, InterfaceError)):
-                    # Includes deadlocks between workers (the transaction is simply retried).
-                    logger.warning(
-                        "ingest: database unavailable (%s); retrying in %.1f s",
-                        type(exc.orig).__name__,
-                        delay,
-                    )
-                else:
-                    logger.exception("ingest: database error; retrying in %.1f s", delay)
-            except Exception as exc:
-                # A bug, not the messages' fault: keep the batch (nothing is acked) and retry,
-                # loudly, rather than drop messages the broker believes are being handled.
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                logger.exception("ingest: batch failed; retrying in %.1f s", delay)
+                self.stats.last_error = f"database unavailable: {type(exc.orig).__name__}"
+                logger.warning(
+                    "ingest: database unavailable (%s); retrying in %.1f s",
+                    type(exc.orig).__name__,
+                    delay,
+                )
             if self._stop.wait(delay):
                 return  # not acked: the broker delivers again to whoever runs next
             delay = min(self.options.retry_max_s, delay * 2)
@@ -328,8 +357,18 @@ class IngestWorker:
         self.stats.dead_letters += len(refused_all)
         self._send_acks(outcomes, refused_all)
         for item in batch:
-            if item.generation == self._generation:
-                self.client.ack(item.mid, 1)
+            # QoS 0 has no packet id: answering "0" is a protocol error that drops the link.
+            if item.qos > 0 and item.generation == self._generation:
+                self.client.ack(item.mid, item.qos)
+
+    def _classify(self, item: Incoming) -> Outcome:
+        try:
+            return classify(item, self._lookup)
+        except _OUTAGE:
+            raise
+        except Exception as exc:  # noqa: BLE001  one message's problem, whatever it raised
+            logger.warning("ingest: message on %s could not be checked: %r", item.topic[:200], exc)
+            return Refused(item, f"could not be processed: {type(exc).__name__}", keep_all=True)
 
     def _commit(
         self, accepted: list[Accepted], refused: list[Refused], *, again: bool = False
@@ -349,11 +388,14 @@ class IngestWorker:
                 status_result = write_statuses(session, accepted, now=now)
                 extra = [*extra, *status_result.refused]
                 self._dead_letter(session, [*refused, *extra], now=now)
-        except (IntegrityError, DataError) as exc:
+        except _OUTAGE:
+            raise
+        except Exception as exc:
             # A unique violation is most often another worker having just written the same
             # run (a redelivered duplicate): the batch is tried once more as a whole, when the
-            # run is found stored and is a duplicate. Anything left is one message's values:
-            # isolate it by bisecting.
+            # run is found stored and is a duplicate. Anything else (a value the database
+            # refuses, an exception from the code that pools or writes) is one message's
+            # doing: isolate it by bisecting.
             if accepted and not again and isinstance(exc, IntegrityError):
                 return self._commit(accepted, refused, again=True)
             if len(accepted) > 1:
@@ -361,9 +403,13 @@ class IngestWorker:
                 return self._commit(accepted[:half], refused, again=True) + self._commit(
                     accepted[half:], [], again=True
                 )
-            reason = f"database refused the message: {type(exc.orig).__name__}"
-            topic = accepted[0].incoming.topic if accepted else ""
-            logger.warning("ingest: %s (%s)", reason, topic)
+            if not accepted:
+                raise  # dead letters alone failed: not a message's doing; hold and retry
+            if isinstance(exc, (IntegrityError, DataError)):
+                reason = f"database refused the message: {type(exc.orig).__name__}"
+            else:
+                reason = f"could not be processed: {type(exc).__name__}"
+            logger.warning("ingest: %s (%s): %r", reason, accepted[0].incoming.topic[:200], exc)
             bad = [self._refuse(a, reason) for a in accepted]
             return self._commit([], [*refused, *bad])
         if result is not None:
@@ -381,6 +427,7 @@ class IngestWorker:
             item.device.slug,
             getattr(msg, "run_id", None),
             getattr(msg, "edit", None),
+            keep_all=True,
         )
 
     def _dead_letter(self, session: Session, refused: Sequence[Refused], *, now: datetime) -> None:
@@ -394,8 +441,11 @@ class IngestWorker:
                 "device": r.device,
                 "run_id": r.run_id,
                 "edit": r.edit,
-                "reason": r.reason,
-                "payload": r.incoming.payload[:DEAD_LETTER_KEEP_BYTES],
+                "reason": _clean_reason(r.reason),
+                # A valid message refused for an unexpected reason is kept whole, to replay.
+                "payload": r.incoming.payload
+                if r.keep_all
+                else r.incoming.payload[:DEAD_LETTER_KEEP_BYTES],
                 "payload_bytes": len(r.incoming.payload),
                 "payload_sha256": sha256_hex(r.incoming.payload),
             }

@@ -57,6 +57,7 @@ from cloud.ingest.validate import (
     sha256_hex,
 )
 from cloud.ingest.writer import write_batch, write_statuses
+from cloud.mqtt_auth import ingest_share_group
 from cloud.settings import CloudSettings
 from core.wire import Ack, Topics, encode_message
 
@@ -67,7 +68,9 @@ logger = logging.getLogger(__name__)
 class IngestOptions:
     batch_size: int = 500
     batch_wait_s: float = 0.05
-    share_group: str = "ingest"
+    # None: the secret group derived from the ingest password (`cloud.mqtt_auth`), so that a
+    # device cannot join it and have the broker drop part of every device's runs.
+    share_group: str | None = None
     client_id: str | None = None  # stable per worker so its session survives a restart
     # How long the broker keeps a worker's session after it vanished without a clean stop.
     # Mosquitto keeps giving an offline session its share of the subscription's messages and
@@ -181,6 +184,9 @@ class IngestWorker:
 
     def _subscriptions(self) -> list[str]:
         group = self.options.share_group
+        if group is None:
+            password = self.settings.mqtt_ingest_password
+            group = ingest_share_group(password.get_secret_value() if password else "")
         return [f"$share/{group}/{Topics.subscription(leaf)}" for leaf in ("runs", "status")]
 
     def _on_connect(

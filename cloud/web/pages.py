@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import uuid
@@ -22,7 +21,7 @@ from cloud.state import AppState
 from cloud.web import charts, data
 from cloud.web.render import PageRoute, render
 from cloud.web.session import Api, ApiProblem
-from core.labware import neutralise
+from core.csvsafe import Figure, csv_writer
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
@@ -239,7 +238,7 @@ def _list_csv(items: list[dict[str, Any]], sites: list[dict[str, Any]]) -> Respo
     """The search result as a table; every text field neutralised against formula injection."""
     names = {s["id"]: s["name"] for s in sites}
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)  # neutralises every text cell (flags come from devices)
     writer.writerow(
         [
             *("sample_number", "submission_number", "site", "runs", "plates", "rows"),
@@ -249,13 +248,13 @@ def _list_csv(items: list[dict[str, Any]], sites: list[dict[str, Any]]) -> Respo
     for item in items:
         writer.writerow(
             [
-                neutralise(item["sample_number"]),
-                neutralise(item.get("submission_number") or ""),
-                neutralise(names.get(item["site_id"], "")),
+                item["sample_number"],
+                item.get("submission_number") or "",
+                names.get(item["site_id"], ""),
                 item["n_runs"],
                 item["n_plates"],
                 item["rows_total"],
-                "" if item.get("gmt") is None else f"{item['gmt']:.2f}",
+                Figure("" if item.get("gmt") is None else f"{item['gmt']:.2f}"),
                 " ".join(item.get("flags") or []),
                 item.get("first_read_at") or "",
                 item.get("last_read_at") or "",

@@ -97,6 +97,9 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         broadcaster=Broadcaster(),
         login_limiter=SlidingWindowLimiter(limit=settings.login_rate_per_minute),
         read_engine=make_read_engine(settings),
+        reset_limiter=SlidingWindowLimiter(
+            limit=settings.reset_rate_per_hour, window_seconds=3600.0
+        ),
     )
 
     @asynccontextmanager

@@ -14,7 +14,8 @@ import threading
 import time
 from types import FrameType
 
-from cloud.ingest.worker import IngestOptions, IngestWorker
+from cloud.ingest.options import IngestOptions
+from cloud.ingest.worker import IngestWorker
 from cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import ssl
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -45,8 +42,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.crud.pending import purge_pending_events
 from cloud.db import make_engine, make_sessionmaker, session_scope
-from cloud.ingest.models import DEAD_LETTER_KEEP_BYTES, DeadLetter
+from cloud.ingest.models import DeadLetter
+from cloud.ingest.options import IngestOptions, IngestStats, default_client_id
+from cloud.ingest.replies import dead_letter_rows, device_replies
 from cloud.ingest.validate import (
     Accepted,
     Incoming,
@@ -54,73 +54,17 @@ from cloud.ingest.validate import (
     Outcome,
     Refused,
     classify,
-    sha256_hex,
 )
 from cloud.ingest.writer import write_batch, write_statuses
 from cloud.mqtt_auth import ingest_share_group
 from cloud.settings import CloudSettings
-from core.wire import Ack, Topics, encode_message
+from core.wire import Topics, encode_message
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class IngestOptions:
-    batch_size: int = 500
-    batch_wait_s: float = 0.05
-    # None: the secret group derived from the ingest password (`cloud.mqtt_auth`), so that a
-    # device cannot join it and have the broker drop part of every device's runs.
-    share_group: str | None = None
-    client_id: str | None = None  # stable per worker so its session survives a restart
-    # How long the broker keeps a worker's session after it vanished without a clean stop.
-    # Mosquitto keeps giving an offline session its share of the subscription's messages and
-    # holds them for it, so a worker that never comes back strands its share for this long
-    # (the appliances resend them after their ack timeout). Long enough for a restart.
-    session_expiry_s: int = 120
-    # On a clean stop: seconds to finish what the broker already gave this worker before
-    # leaving (then the session is ended, so the broker sends nothing more its way).
-    drain_on_stop_s: float = 10.0
-    keepalive_s: int = 30
-    device_cache_s: float = 5.0
-    retry_max_s: float = 10.0
-    # Unacknowledged messages the broker may push to this worker (MQTT v5 Receive Maximum).
-    # Large on purpose: with a small quota the bench saw workers sit idle after a burst while
-    # the broker still held messages for them (cause not established; suspected Mosquitto
-    # 2.0.11 queue handling). Raise the broker's max_inflight_messages to match.
-    # Bounded by memory too (see the module doc); 2,000 still keeps four batches in flight.
-    receive_max: int = 2_000
-    max_packet_bytes: int = 1024 * 1024 + 4096  # the broker's message limit plus headers
-    queue_bytes: int = 64 * 1024 * 1024
-    batch_bytes: int = 16 * 1024 * 1024
-
-
-@dataclass
-class IngestStats:
-    received: int = 0
-    batches: int = 0
-    runs_written: int = 0
-    events_applied: int = 0
-    dead_letters: int = 0
-    acks_sent: int = 0
-    db_retries: int = 0
-    last_error: str = ""
-    started_at: float = field(default_factory=time.monotonic)
-
-
 # The database being away, not a message's fault: the batch is held, never dead-lettered.
 _OUTAGE = (OperationalError, InterfaceError)
-
-
-def default_client_id(username: str) -> str:
-    """`<ingest user>-<host>`, without dots: device accounts connect with their user name as
-    client id (`site.device`, always one dot), so service client ids never collide with one."""
-    return f"{username}-{socket.gethostname()}".replace(".", "-")[:64]
-
-
-def _clean_reason(reason: str) -> str:
-    # A reason may quote hostile input; the ack's reason field refuses control characters.
-    out = "".join(ch if unicodedata.category(ch) != "Cc" or ch in "\n\t" else "?" for ch in reason)
-    return out[:2000] or "rejected"
 
 
 class IngestWorker:
@@ -296,7 +240,11 @@ class IngestWorker:
 
     # -- processing --------------------------------------------------------------------------
     def _loop(self) -> None:
+        next_purge = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.options.purge_every_s
+                self._purge()
             batch = self._next_batch()
             if not batch:
                 continue
@@ -366,6 +314,13 @@ class IngestWorker:
             # QoS 0 has no packet id: answering "0" is a protocol error that drops the link.
             if item.qos > 0 and item.generation == self._generation:
                 self.client.ack(item.mid, item.qos)
+
+    def _purge(self) -> None:
+        try:
+            with session_scope(self.sessions) as session:
+                purge_pending_events(session, now=datetime.now(timezone.utc))
+        except _OUTAGE as exc:
+            logger.warning("ingest: pending events not purged (%s)", type(exc.orig).__name__)
 
     def _classify(self, item: Incoming) -> Outcome:
         try:
@@ -437,50 +392,11 @@ class IngestWorker:
         )
 
     def _dead_letter(self, session: Session, refused: Sequence[Refused], *, now: datetime) -> None:
-        if not refused:
-            return
-        rows = [
-            {
-                "received_at": r.incoming.received_at,
-                "topic": r.incoming.topic[:512],
-                "site": r.site,
-                "device": r.device,
-                "run_id": r.run_id,
-                "edit": r.edit,
-                "reason": _clean_reason(r.reason),
-                # A valid message refused for an unexpected reason is kept whole, to replay.
-                "payload": r.incoming.payload
-                if r.keep_all
-                else r.incoming.payload[:DEAD_LETTER_KEEP_BYTES],
-                "payload_bytes": len(r.incoming.payload),
-                "payload_sha256": sha256_hex(r.incoming.payload),
-            }
-            for r in refused
-        ]
-        session.execute(insert(DeadLetter), rows)
+        if refused:
+            session.execute(insert(DeadLetter), dead_letter_rows(refused))
 
     def _send_acks(self, outcomes: Sequence[Outcome], refused: Sequence[Refused]) -> None:
-        # Keyed by (site, device, run_id, edit): a duplicate of a refused message is refused too.
-        rejected: dict[tuple[str, str, str, int], str] = {}
-        for r in refused:
-            if r.run_id is not None and r.edit is not None and r.device is not None:
-                rejected.setdefault((r.site or "", r.device, str(r.run_id), r.edit), r.reason)
-        replies: dict[tuple[str, str, str, int], Ack] = {}
-        for key, reason in rejected.items():
-            replies[key] = Ack(
-                run_id=key[2], edit=key[3], status="rejected", reason=_clean_reason(reason)
-            )
-        for outcome in outcomes:
-            if not isinstance(outcome, Accepted):
-                continue
-            run_id = getattr(outcome.message, "run_id", None)
-            edit = getattr(outcome.message, "edit", None)
-            if run_id is None or edit is None:
-                continue
-            key = (outcome.device.site, outcome.device.slug, str(run_id), edit)
-            if key not in replies:
-                replies[key] = Ack(run_id=run_id, edit=edit, status="accepted")
-        for (site, device, _run, _edit), ack in replies.items():
+        for (site, device, _run, _edit), ack in device_replies(outcomes, refused).items():
             try:
                 topic = Topics(site, device).acks
             except ValueError:

@@ -153,7 +153,7 @@ def test_a_device_cannot_take_a_share_of_other_devices_runs(secure_broker: Secur
 
 def test_service_client_ids_never_look_like_a_devices() -> None:
     from cloud.ingest.cli import add_parser, options_from_args
-    from cloud.ingest.worker import default_client_id
+    from cloud.ingest.options import default_client_id
 
     assert "." not in default_client_id("microplate-ingest")
 

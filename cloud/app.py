@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
 from cloud.db import make_engine, make_read_engine, make_sessionmaker
+from cloud.headers import SecurityHeaders
 from cloud.inputguard import ControlCharGuard
 from cloud.ratelimit import SlidingWindowLimiter
 from cloud.settings import CloudSettings, load_settings
@@ -132,6 +133,7 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
     mount_dashboard(app)
 
     app.add_middleware(ControlCharGuard)
+    app.add_middleware(SecurityHeaders, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(MetricsMiddleware)
 
     @app.exception_handler(SQLAlchemyTimeout)

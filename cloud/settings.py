@@ -56,6 +56,8 @@ class CloudSettings(BaseSettings):
     # Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed; nobody's by
     # default, so a client cannot pick its own address to dodge the sign-in limits.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Bearer token for Prometheus on /metrics; unset, /metrics answers nobody.
+    metrics_token: SecretStr | None = None
 
     first_admin_email: str | None = None
     first_admin_password: SecretStr | None = None

@@ -351,7 +351,7 @@ class IngestWorker:
                 self._dead_letter(session, [*refused, *extra], now=now)
         except _OUTAGE:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any exception: isolate the message
             # A unique violation is most often another worker having just written the same
             # run (a redelivered duplicate): the batch is tried once more as a whole, when the
             # run is found stored and is a duplicate. Anything else (a value the database
@@ -365,7 +365,7 @@ class IngestWorker:
                     accepted[half:], [], again=True
                 )
             if not accepted:
-                raise  # dead letters alone failed: not a message's doing; hold and retry
+                return self._dead_letter_alone(refused, exc)
             if isinstance(exc, (IntegrityError, DataError)):
                 reason = f"database refused the message: {type(exc.orig).__name__}"
             else:
@@ -377,6 +377,18 @@ class IngestWorker:
             self.stats.runs_written += result.runs_written
             self.stats.events_applied += result.events_applied
         return [*refused, *extra]
+
+    def _dead_letter_alone(self, refused: list[Refused], exc: Exception) -> list[Refused]:
+        """Dead letters alone failed to store: bisect them; one that still fails is stored
+        bare (topic and reason only), so no stored row can hold up the others."""
+        if len(refused) > 1:
+            half = len(refused) // 2
+            return self._commit([], refused[:half]) + self._commit([], refused[half:])
+        if not refused or "(stored bare:" in refused[0].reason:
+            raise exc
+        r = refused[0]
+        bare = Refused(r.incoming, f"{r.reason[:200]} (stored bare: {type(exc).__name__})")
+        return self._commit([], [bare])
 
     @staticmethod
     def _refuse(item: Accepted, reason: str) -> Refused:

@@ -33,13 +33,23 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+)
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.crud.pending import purge_pending_events
@@ -64,7 +74,34 @@ logger = logging.getLogger(__name__)
 
 
 # The database being away, not a message's fault: the batch is held, never dead-lettered.
-_OUTAGE = (OperationalError, InterfaceError)
+_OUTAGE = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PendingRollbackError,
+    SQLAlchemyTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def _cause_name(exc: BaseException | None) -> str:
+    orig = getattr(exc, "orig", None)
+    return type(orig if orig is not None else exc).__name__
+
+
+class DatabaseAway(Exception):
+    """The database is unreachable or the connection broke: hold the batch, blame nobody."""
+
+
+def _outage(exc: BaseException) -> bool:
+    if isinstance(exc, (_OUTAGE, DatabaseAway)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # The bulk path wraps raw driver errors; look at what it wrapped.
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 class IngestWorker:
@@ -294,15 +331,14 @@ class IngestWorker:
                 refused = [o for o in outcomes if isinstance(o, Refused)]
                 refused_all = self._commit(accepted, refused)
                 break
-            except _OUTAGE as exc:
+            except DatabaseAway as away:
                 # The database is away as a whole (includes deadlocks between workers: the
                 # transaction is simply retried): hold the batch, never blame it.
+                cause = _cause_name(away.__cause__)
                 self.stats.db_retries += 1
-                self.stats.last_error = f"database unavailable: {type(exc.orig).__name__}"
+                self.stats.last_error = f"database unavailable: {cause}"
                 logger.warning(
-                    "ingest: database unavailable (%s); retrying in %.1f s",
-                    type(exc.orig).__name__,
-                    delay,
+                    "ingest: database unavailable (%s); retrying in %.1f s", cause, delay
                 )
             if self._stop.wait(delay):
                 return  # not acked: the broker delivers again to whoever runs next
@@ -319,15 +355,15 @@ class IngestWorker:
         try:
             with session_scope(self.sessions) as session:
                 purge_pending_events(session, now=datetime.now(timezone.utc))
-        except _OUTAGE as exc:
-            logger.warning("ingest: pending events not purged (%s)", type(exc.orig).__name__)
+        except Exception as exc:  # noqa: BLE001  housekeeping never stops the worker
+            logger.warning("ingest: pending events not purged (%s)", _cause_name(exc))
 
     def _classify(self, item: Incoming) -> Outcome:
         try:
             return classify(item, self._lookup)
-        except _OUTAGE:
-            raise
-        except Exception as exc:  # noqa: BLE001  one message's problem, whatever it raised
+        except Exception as exc:
+            if _outage(exc):
+                raise DatabaseAway from exc
             logger.warning("ingest: message on %s could not be checked: %r", item.topic[:200], exc)
             return Refused(item, f"could not be processed: {type(exc).__name__}", keep_all=True)
 
@@ -349,9 +385,11 @@ class IngestWorker:
                 status_result = write_statuses(session, accepted, now=now)
                 extra = [*extra, *status_result.refused]
                 self._dead_letter(session, [*refused, *extra], now=now)
-        except _OUTAGE:
+        except DatabaseAway:
             raise
-        except Exception as exc:  # noqa: BLE001  any exception: isolate the message
+        except Exception as exc:
+            if _outage(exc):
+                raise DatabaseAway from exc
             # A unique violation is most often another worker having just written the same
             # run (a redelivered duplicate): the batch is tried once more as a whole, when the
             # run is found stored and is a duplicate. Anything else (a value the database

@@ -162,3 +162,28 @@ def test_qos0_publishes_do_not_break_the_ingests_connection(
         assert ingest.wait_connected(0.1)
     finally:
         a.close()
+
+
+def test_only_a_lost_database_holds_a_batch() -> None:
+    """What the worker holds (retries) versus what it blames on a message (bisects)."""
+    import psycopg
+    from sqlalchemy import exc as sa
+
+    from cloud.ingest.worker import _outage
+
+    away = [
+        sa.OperationalError("x", None, psycopg.OperationalError("server closed")),
+        sa.InterfaceError("x", None, psycopg.InterfaceError("connection closed")),
+        sa.DBAPIError("COPY", None, psycopg.InterfaceError("connection closed")),
+        sa.DBAPIError("x", None, psycopg.Error("gone"), connection_invalidated=True),
+        sa.TimeoutError("pool"),
+    ]
+    blamed = [
+        sa.DataError("x", None, psycopg.DataError("NUL")),
+        sa.IntegrityError("x", None, psycopg.IntegrityError("dup")),
+        sa.DBAPIError("COPY", None, psycopg.errors.NumericValueOutOfRange("big")),
+        OverflowError("math range error"),
+        ValueError("bad"),
+    ]
+    assert all(_outage(e) for e in away)
+    assert not any(_outage(e) for e in blamed)

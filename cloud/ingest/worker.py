@@ -95,12 +95,14 @@ class DatabaseAway(Exception):
 
 
 def _outage(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    if str(getattr(orig, "sqlstate", "") or "").startswith("54"):
+        return False  # program_limit_exceeded: an OperationalError caused by a message's values
     if isinstance(exc, (_OUTAGE, DatabaseAway)):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     # The bulk path wraps raw driver errors; look at what it wrapped.
-    orig = getattr(exc, "orig", None)
     return isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError))
 
 

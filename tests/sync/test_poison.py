@@ -182,6 +182,7 @@ def test_only_a_lost_database_holds_a_batch() -> None:
         sa.DataError("x", None, psycopg.DataError("NUL")),
         sa.IntegrityError("x", None, psycopg.IntegrityError("dup")),
         sa.DBAPIError("COPY", None, psycopg.errors.NumericValueOutOfRange("big")),
+        sa.OperationalError("x", None, psycopg.errors.ProgramLimitExceeded("index row size")),
         OverflowError("math range error"),
         ValueError("bad"),
     ]

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
 from cloud.db import make_engine, make_read_engine, make_sessionmaker
+from cloud.headers import SecurityHeaders
+from cloud.inputguard import ControlCharGuard
 from cloud.ratelimit import SlidingWindowLimiter
 from cloud.settings import CloudSettings, load_settings
 from cloud.state import AppState
@@ -96,6 +98,9 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         broadcaster=Broadcaster(),
         login_limiter=SlidingWindowLimiter(limit=settings.login_rate_per_minute),
         read_engine=make_read_engine(settings),
+        reset_limiter=SlidingWindowLimiter(
+            limit=settings.reset_rate_per_hour, window_seconds=3600.0
+        ),
     )
 
     @asynccontextmanager
@@ -127,6 +132,8 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
     # The managers' pages (docs/dashboard.md); after the API so its catch-all 404 page is last.
     mount_dashboard(app)
 
+    app.add_middleware(ControlCharGuard)
+    app.add_middleware(SecurityHeaders, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(MetricsMiddleware)
 
     @app.exception_handler(SQLAlchemyTimeout)

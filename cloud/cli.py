@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -61,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def server_options(*, access_log: bool) -> dict[str, Any]:
+    """uvicorn's options. Its own proxy-header handling is off: by default it believes
+    X-Forwarded-For from 127.0.0.1, which let any local caller choose its address and dodge
+    the sign-in limits; `cloud.api.deps.client_ip` believes only `trusted_proxies`."""
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": access_log,
+        "proxy_headers": False,
+    }
+
+
 def _serve(settings: CloudSettings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -70,7 +83,7 @@ def _serve(settings: CloudSettings, args: argparse.Namespace) -> int:
         prestart(settings)
     # uvloop and httptools (uvicorn[standard]) named outright: a missing one should fail the
     # start, not silently halve throughput with the pure-Python fallbacks.
-    options = {"loop": "uvloop", "http": "httptools", "access_log": args.access_log}
+    options = server_options(access_log=args.access_log)
     if args.workers > 1:
         uvicorn.run(
             "cloud.asgi:app", host=args.host, port=args.port, workers=args.workers, **options

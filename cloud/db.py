@@ -29,6 +29,8 @@ def make_engine(settings: CloudSettings) -> Engine:
         pool_pre_ping=True,
         # Fail fast under overload: a quick 503 beats a request parked for 30 s.
         pool_timeout=5,
+        # Error messages (logged) never carry the statement's values: hashes, tokens, names.
+        hide_parameters=True,
     )
 
 
@@ -47,6 +49,7 @@ def make_read_engine(settings: CloudSettings) -> Engine:
         pool_pre_ping=False,
         pool_timeout=5,
         isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
         # Tells these connections apart in pg_stat_activity.
         connect_args={"application_name": READ_APPLICATION_NAME},
     )

@@ -1,8 +1,18 @@
-"""Mosquitto `password_file` and `acl_file`, generated from the device registry.
+"""Mosquitto `password_file` and `acl_file`, generated from the device registry, and the
+listener part of `mosquitto.conf` that uses them.
 
 Passwords use Mosquitto 2.0's PBKDF2-SHA512 format (`$7$<iterations>$<b64 salt>$<b64 hash>`,
 the format `mosquitto_passwd` writes), so the broker verifies them without our help. The
 files are rewritten atomically and the broker is told to reload with SIGHUP.
+
+Who may be which client (issue 17): devices connect on the device listener, where the broker
+replaces any client id with the account's user name (`site.device`, always one dot), so no
+device can take over another device's or the ingest's session. The ingest connects on its own
+loopback listener with client ids that never contain a dot (`cloud.ingest.worker`). Mosquitto
+2.0's ACL file does not check subscriptions (only what is delivered), so a device may still
+*join* a shared subscription and have the broker drop the share it is not allowed to read: the
+ingest's share group is therefore a secret derived from its password
+(:func:`ingest_share_group`), not a name a device can guess.
 """
 
 from __future__ import annotations
@@ -86,6 +96,62 @@ def render_acl_file(accounts: Iterable[BrokerAccount], *, ingest_username: str |
             f"topic read {topics.config}\n"
         )
     return "".join(out)
+
+
+def ingest_share_group(password: str) -> str:
+    """The ingest workers' `$share` group: unguessable without the ingest password."""
+    tag = hmac.new(password.encode("utf-8"), b"microplate-ingest-share-group", "sha256")
+    return f"ingest-{tag.hexdigest()[:32]}"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+
+
+def render_listeners(
+    *,
+    password_file: Path,
+    acl_file: Path,
+    service_port: int,
+    device_port: int,
+    device_bind: str = "",
+    tls: TlsFiles | None = None,
+) -> str:
+    """The `mosquitto.conf` lines that bind accounts to listeners (the rest is deployment
+    tuning; `ansible/roles/microplate_cloud/templates/mosquitto.conf.j2` renders the same)."""
+    device = [
+        "# Devices: the client id is always the user name, so a device cannot take over",
+        "# another client's session (nor the ingest's, whose ids have no dot).",
+        f"listener {device_port}{(' ' + device_bind) if device_bind else ''}",
+        "protocol mqtt",
+        "allow_anonymous false",
+        f"password_file {password_file}",
+        f"acl_file {acl_file}",
+        "use_username_as_clientid true",
+    ]
+    if tls is not None:
+        device += [
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            f"cafile {tls.cafile}",
+            "tls_version tlsv1.2",
+        ]
+    lines = [
+        "per_listener_settings true",
+        "",
+        "# The ingest workers, on loopback only (still authenticated).",
+        f"listener {service_port} 127.0.0.1",
+        "protocol mqtt",
+        "allow_anonymous false",
+        f"password_file {password_file}",
+        f"acl_file {acl_file}",
+        "",
+        *device,
+    ]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _check_safe(part: str) -> None:

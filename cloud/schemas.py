@@ -122,9 +122,15 @@ class DevicePublic(BaseModel):
     last_status: dict[str, Any] | None
 
 
+MAX_IMAGE_BYTES = 32 * 1024 * 1024  # a plate photo is a few MB
+
+
 class PresignRequest(BaseModel):
     run_id: uuid.UUID
     kind: Literal["raw", "annotated", "thumbnail"]
+    # The exact size of the JPEG to upload: signed into the URL (with its content type), so
+    # the store refuses any other body (a 200 MB HTML file once went through).
+    size_bytes: int = Field(ge=1, le=MAX_IMAGE_BYTES)
 
 
 class PresignedUrl(BaseModel):

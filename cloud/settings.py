@@ -6,11 +6,12 @@ Outside development every secret must be set to something that is not a shipped 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that only ever make sense on a developer's laptop; production refuses all of them.
@@ -50,6 +51,13 @@ class CloudSettings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     lockout_minutes: int = Field(default=15, ge=1)
     login_rate_per_minute: int = Field(default=20, ge=1)
+    # Password-reset requests per client address per hour (and at most 3 live tokens an account).
+    reset_rate_per_hour: int = Field(default=10, ge=1)
+    # Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed; nobody's by
+    # default, so a client cannot pick its own address to dodge the sign-in limits.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Bearer token for Prometheus on /metrics; unset, /metrics answers nobody.
+    metrics_token: SecretStr | None = None
 
     first_admin_email: str | None = None
     first_admin_password: SecretStr | None = None
@@ -83,6 +91,18 @@ class CloudSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {net!r} is not an address or CIDR block"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> CloudSettings:

@@ -23,3 +23,4 @@ class AppState:
     login_limiter: SlidingWindowLimiter
     # Pool of the polled read routes (autocommit, no pre-ping): see cloud.db.make_read_engine.
     read_engine: Engine
+    reset_limiter: SlidingWindowLimiter | None = None

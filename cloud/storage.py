@@ -75,11 +75,16 @@ class ObjectStore:
         )
         return url
 
-    def presign_put(self, key: str, *, content_type: str = "image/jpeg") -> str:
+    def presign_put(
+        self, key: str, *, content_type: str = "image/jpeg", size_bytes: int | None = None
+    ) -> str:
+        """A presigned PUT; the content type and, when given, the exact length are signed,
+        so the store refuses a body of another type or size."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        if size_bytes is not None:
+            params["ContentLength"] = size_bytes
         url: str = self._client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=self.expires,
+            "put_object", Params=params, ExpiresIn=self.expires
         )
         return url
 

@@ -31,20 +31,21 @@ whatever the number of rows. Where the reference would divide by zero (no counte
 a column ≥ 1) we write an empty ENTRY for GMT and CV; MEAN and SD are then ``0.0``. On a
 384-well plate the count rows run 1..24 and MEAN/SD use 24 bins (the reference knew only 96).
 
-Every text field (sample number, test number, names) goes through :func:`neutralise`: a field
-starting with ``=``, ``+``, ``-``, ``@``, tab or CR (or their full-width forms) is prefixed with
-``'`` so that a spreadsheet never evaluates it. Numbers we compute are written as numbers.
+Rows are written by ``core.csvsafe`` (the product's one CSV writer): every text field (sample
+number, test number, names) is neutralised, a field starting with ``=``, ``+``, ``-``, ``@``,
+tab or CR (or their full-width forms) is prefixed with ``'`` so that a spreadsheet never
+evaluates it. Numbers we compute are written as numbers.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
 from datetime import datetime, timezone
 from typing import Literal, TextIO
 
+from core.csvsafe import Figure, csv_writer, neutralise
 from core.pooling import SampleSummary
 from core.sanitize import SampleNumberError, clean_sample_number, safe_sample_number
 
@@ -69,15 +70,6 @@ TEMPLATES: tuple[Template, ...] = ("labware", "labware-legacy")
 DEFAULT_TEMPLATE: Template = "labware"
 HEADER = ("SAMPLE_NUMBER", "TEST_NUMBER", "REPORTED_NAME", "ENTRY")
 TEST_NUMBER = "T001"
-# OWASP's list plus the full-width forms some spreadsheet locales also evaluate.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-
-
-def neutralise(field: str) -> str:
-    """``field`` prefixed with ``'`` if a spreadsheet would read it as a formula."""
-    if field.startswith(_FORMULA_STARTS):
-        return "'" + field
-    return field
 
 
 def _legacy_round(value: float, digits: int) -> str:
@@ -135,13 +127,12 @@ def render_csv_bytes(summary: SampleSummary, *, template: str = DEFAULT_TEMPLATE
     if template not in TEMPLATES:
         raise ValueError(f"unknown CSV template {template!r}: choose one of {', '.join(TEMPLATES)}")
     chosen: Template = "labware-legacy" if template == "labware-legacy" else "labware"
-    sample = neutralise(clean_sample_number(summary.sample_number))
-    test = neutralise(TEST_NUMBER)
+    sample = clean_sample_number(summary.sample_number)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)
     writer.writerow(HEADER)
     for name, entry in _entries(summary, chosen):
-        writer.writerow((sample, test, neutralise(name), entry))
+        writer.writerow((sample, TEST_NUMBER, name, Figure(entry)))
     return buffer.getvalue().encode("utf-8")
 
 

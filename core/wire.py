@@ -33,10 +33,10 @@ from pydantic import (
     model_validator,
 )
 
-from core.plate import plate_format
+from core.plate import PlateFormat, plate_format
 from core.sanitize import SampleNumberError, clean_sample_number
 from core.stats import distribution as row_distribution
-from core.titre import CountingPolicy, DilutionSettings, RowResult
+from core.titre import CountingPolicy, DilutionSettings, RowResult, titre_for
 from core.topics import SLUG_PATTERN, TopicError, Topics
 from core.wells import WellCall, WellFlag, WellState
 from core.wire_types import FreeText, ShortText, UtcDatetime, to_utc
@@ -68,6 +68,13 @@ __all__ = [
 SCHEMA_VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_EDIT = 2**31 - 1
+# Domain limits on numbers (issue 17: a finite but absurd titre, 1e200, overflowed the cloud's
+# statistics and stalled its ingest). A titre is a dilution of the plate's own series; the
+# cloud stores titres as 32-bit integers. Pixel coordinates stay within any camera frame.
+MAX_TITRE = 2**31 - 1
+MAX_BOX_COORD = 100_000.0
+MAX_BYTES = 2**53  # sizes in bytes: exact in JSON numbers and in a Postgres bigint
+MAX_AGE_S = 10 * 366 * 86_400.0
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -81,6 +88,7 @@ ObjectKey = Annotated[
 ]
 WellIdKey = Annotated[str, StringConstraints(pattern=r"^[A-P][1-9][0-9]?$")]
 Edit = Annotated[int, Field(ge=0, le=MAX_EDIT)]
+BoxCoord = Annotated[float, Field(ge=-MAX_BOX_COORD, le=MAX_BOX_COORD)]
 
 
 def _sample_number(value: str) -> str:
@@ -115,7 +123,7 @@ class WireWell(_Wire):
 
     state: WellState
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
-    box: tuple[float, float, float, float] | None = None
+    box: tuple[BoxCoord, BoxCoord, BoxCoord, BoxCoord] | None = None
     class_name: ShortText | None = None
     flags: tuple[WellFlag, ...] = Field(default=(), max_length=2)
     n_detections: int = Field(default=0, ge=0, le=10_000)
@@ -125,7 +133,7 @@ class ImageRef(_Wire):
     role: Literal["raw", "annotated", "thumbnail"]
     key: ObjectKey
     sha256: Sha256Hex | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
+    size_bytes: int | None = Field(default=None, ge=0, le=MAX_BYTES)
 
 
 @functools.cache
@@ -187,6 +195,11 @@ class RunMessage(_Wire):
             raise ValueError("supersedes: a run cannot supersede itself")
         return self
 
+    @model_validator(mode="after")
+    def _domain_numbers(self) -> RunMessage:
+        _check_row_numbers(self.rows, self.dilution, plate_format(self.plate_format))
+        return self
+
     def well_calls(self) -> dict[str, WellCall]:
         """The wells as core :class:`WellCall` values, in plate order."""
         fmt = plate_format(self.plate_format)
@@ -196,6 +209,33 @@ class RunMessage(_Wire):
             row, col = fmt.parse_well_id(well_id)
             calls[well_id] = WellCall(well_id=well_id, row=row, col=col, **w.model_dump())
         return calls
+
+
+def _check_row_numbers(
+    rows: Sequence[RowResult], dilution: DilutionSettings, fmt: PlateFormat
+) -> None:
+    """Titres are dilutions of the plate's series, not any positive number: a row's titre is
+    the one at its endpoint, and a counted titre is a dilution on the plate or half the
+    first (``no_inhibition`` counted at ``start_dilution / 2``)."""
+    test_cols = dilution.test_columns(fmt)
+    allowed = {dilution.start_dilution / 2.0}
+    allowed.update(
+        float(dilution.start_dilution * dilution.factor**i) for i in range(len(test_cols))
+    )
+    for r in rows:
+        if r.endpoint and r.endpoint not in test_cols:
+            raise ValueError(f"rows.{r.row}.endpoint: column {r.endpoint} is a control column")
+        if r.titre is not None:
+            if r.titre > MAX_TITRE:
+                raise ValueError(f"rows.{r.row}.titre: {r.titre} is over {MAX_TITRE}")
+            if r.titre != titre_for(r.endpoint, dilution, fmt):
+                raise ValueError(
+                    f"rows.{r.row}.titre: {r.titre} is not the dilution at column {r.endpoint}"
+                )
+        if r.counted_titre is not None and r.counted_titre not in allowed:
+            raise ValueError(
+                f"rows.{r.row}.counted_titre: {r.counted_titre!r} is not a dilution on the plate"
+            )
 
 
 class RunEvent(_Wire):
@@ -228,8 +268,8 @@ class DeviceStatus(_Wire):
     model: ShortText
     backend: ShortText
     backlog: int = Field(ge=0, le=10**9)
-    oldest_unsent_age_s: float | None = Field(default=None, ge=0.0)
-    disk_free_bytes: int = Field(ge=0)
+    oldest_unsent_age_s: float | None = Field(default=None, ge=0.0, le=MAX_AGE_S)
+    disk_free_bytes: int = Field(ge=0, le=MAX_BYTES)
     at: UtcDatetime
     # Why sync is not working, as the appliance sees it (edge.sync.reasons); None from
     # appliances that predate reason codes.

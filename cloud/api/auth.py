@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, status
 
 from cloud.api.deps import CurrentUser, ReleasingRoute, SessionDep, SettingsDep, StateDep, client_ip
 from cloud.crud import audit, tokens, users
@@ -58,6 +58,7 @@ def login(
         password=body.password,
         max_failures=settings.login_max_failures,
         lockout=timedelta(minutes=settings.lockout_minutes),
+        ip=ip or "unknown",
     )
     if result.user is None:
         audit.record(
@@ -70,7 +71,7 @@ def login(
         if result.locked:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
-                "Too many failed sign-ins for this account; try again later",
+                "Too many failed sign-ins for this account from this address; try again later",
             )
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, _BAD_LOGIN)
     pair = tokens.start_session(session, settings, user=result.user)
@@ -141,19 +142,35 @@ def change_password(
     session.commit()
 
 
-@router.post("/password-reset/request", status_code=202)
+@router.post("/password-reset/request", status_code=202, responses={429: {}})
 def request_reset(
-    body: ResetRequest, request: Request, session: SessionDep, settings: SettingsDep
+    body: ResetRequest,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    background: BackgroundTasks,
 ) -> dict[str, str]:
-    """Always 202: the answer never says whether the address has an account."""
+    """Always 202 (or 429 for an address asking too often): the answer never says whether the
+    address has an account, and takes the same time either way (the same database work; the
+    mail leaves after the answer)."""
+    ip = client_ip(request)
+    limiter = state.reset_limiter
+    if limiter is not None and not limiter.allow(ip or "unknown"):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Too many reset requests")
+    settings = state.settings
     user = users.get_user_by_email(session, email=body.email)
-    if user is not None and user.is_active:
-        token = tokens.create_reset_token(session, settings, user=user)
-        audit.record(
-            session, action="auth.reset_requested", actor_user_id=user.id, ip=client_ip(request)
-        )
-        session.commit()
-        send_mail(
+    known = user is not None and user.is_active and tokens.open_reset_tokens(session, user=user) < 3
+    token = tokens.create_reset_token(session, settings, user=user if known else None)
+    audit.record(
+        session,
+        action="auth.reset_requested" if known else "auth.reset_refused",
+        actor_user_id=user.id if known and user is not None else None,
+        ip=ip,
+    )
+    session.commit()
+    if known and user is not None:
+        background.add_task(
+            send_mail,
             settings,
             to=user.email,
             subject="Microplate password reset",

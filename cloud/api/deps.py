@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -93,7 +94,35 @@ class ReleasingRoute(APIRoute):
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The client's address: the peer, or, when the peer is a configured trusted proxy, the
+    nearest address in X-Forwarded-For that is not itself a trusted proxy (the ones further
+    left were written by the client and prove nothing)."""
+    peer = request.client.host if request.client else None
+    state = getattr(request.app.state, "microplate", None)
+    proxies = state.settings.trusted_proxies if state is not None else []
+    if peer is None or not proxies or not _trusted(peer, proxies):
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _trusted(hop, proxies):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted(address: str, proxies: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in proxies)
 
 
 def _unauthorized(detail: str = "Not authenticated") -> HTTPException:

@@ -21,7 +21,8 @@ def whoami(device: DeviceDep) -> DeviceIdentity:
 def presign_image(
     body: PresignRequest, device: DeviceDep, session: SessionDep, state: StateDep
 ) -> PresignedUrl:
-    """A presigned PUT for `{site}/{device}/{run_id}/{kind}.jpg`, under this device's prefix."""
+    """A presigned PUT for `{site}/{device}/{run_id}/{kind}.jpg`, under this device's prefix,
+    for a JPEG of exactly `size_bytes` (both signed: the store refuses anything else)."""
     existing = session.get(Run, body.run_id)
     if existing is not None and existing.device_id != device.id:
         raise not_found("Run")
@@ -31,9 +32,9 @@ def presign_image(
         site=device.site.slug, device=device.slug, run_id=str(body.run_id), kind=body.kind
     )
     return PresignedUrl(
-        url=state.store.presign_put(key),
+        url=state.store.presign_put(key, size_bytes=body.size_bytes),
         method="PUT",
         key=key,
         expires_in=state.store.expires,
-        headers={"Content-Type": "image/jpeg"},
+        headers={"Content-Type": "image/jpeg", "Content-Length": str(body.size_bytes)},
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -40,6 +41,21 @@ def ready(state: StateDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
-def metrics() -> Response:
+@router.get("/metrics", response_class=Response, responses={401: {}})
+def metrics(request: Request, state: StateDep) -> Response:
+    """Prometheus metrics, for the bearer of `metrics_token` only (as on the appliance): route
+    names, rates and latencies tell an outsider too much. No token set: nobody."""
+    token = state.settings.metrics_token
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if (
+        token is None
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Metrics need the metrics token (Authorization: Bearer <metrics_token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -28,6 +28,7 @@ from cloud.schemas_results import RunDetail, RunSummary, SampleDetail, SamplePag
 from cloud.storage import image_key
 from core.labware import csv_filename, render_csv
 from core.pooling import SampleSummary
+from core.sanitize import SampleNumberError
 
 router = APIRouter(prefix="/api/v1", tags=["results"], route_class=ReleasingRoute)
 Template = Literal["labware", "labware-legacy"]
@@ -126,7 +127,11 @@ def export_sample(
     buffer = io.StringIO(newline="")
     render_csv(summary, buffer, template=chosen)
     when = sample.last_read_at or sample.updated_at
-    filename = csv_filename(sample.sample_number, when)
+    try:
+        filename = csv_filename(sample.sample_number, when)
+    except SampleNumberError:
+        # A number with no ASCII letter or digit (e.g. only CJK): still a valid sample.
+        filename = csv_filename(f"sample-{sample.id.hex[:12]}", when)
     return Response(
         buffer.getvalue().encode("utf-8"),
         media_type="text/csv; charset=utf-8",

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from cloud.broadcast import notify
+from cloud.crud import pending
 from cloud.models import Device, DeviceEvent, Run, RunRow, RunWell, Sample, Site
 from cloud.security import utcnow
 from core.plate import plate_format
@@ -205,8 +206,15 @@ def _samples_sharing_plate(
     return set(session.scalars(query))
 
 
-def apply_event(session: Session, event: RunEvent, *, device: Device) -> Applied:
-    """Apply a deleted/superseded event; idempotent on (run_id, edit)."""
+def apply_event(
+    session: Session,
+    event: RunEvent,
+    *,
+    device: Device,
+    max_pending: int = pending.MAX_PENDING_PER_DEVICE,
+) -> Applied:
+    """Apply a deleted/superseded event; idempotent on (run_id, edit). An event for a run not
+    received yet waits for it (`cloud.crud.pending`: at most `max_pending` per device)."""
     if device.status != "active":
         raise ResultError("device is revoked")
     seen = session.scalar(
@@ -219,12 +227,17 @@ def apply_event(session: Session, event: RunEvent, *, device: Device) -> Applied
         raise ResultError("run_id belongs to another device")
     if seen is not None or (run is not None and event.edit <= run.edit):
         return Applied("duplicate", event.run_id, run.sample_id if run else None)
+    if run is None and pending.pending_for_device(session, device_id=device.id) >= max_pending:
+        raise ResultError(
+            f"more than {max_pending} events already wait for runs this cloud has not received"
+        )
+    detail = event.model_dump(mode="json", include={"at", "reason", "superseded_by"})
     session.add(
         DeviceEvent(
             run_id=event.run_id,
             edit=event.edit,
             kind=event.kind,
-            detail=event.model_dump(mode="json", include={"at", "reason", "superseded_by"}),
+            detail={**detail, "device": str(device.id)},
         )
     )
     session.flush()

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.models import PasswordResetToken, RefreshToken, User
@@ -140,17 +140,35 @@ def logout(session: Session, settings: CloudSettings, *, token: str) -> uuid.UUI
     return row.user_id
 
 
-def create_reset_token(session: Session, settings: CloudSettings, *, user: User) -> str:
+def create_reset_token(session: Session, settings: CloudSettings, *, user: User | None) -> str:
+    """A new single-use reset token for `user`. With None, the same work without storing
+    anything (the answer to an unknown address must take as long as to a known one)."""
     token = new_opaque_token()
-    session.add(
-        PasswordResetToken(
-            user_id=user.id,
-            token_digest=digest_token(token),
-            expires_at=utcnow() + timedelta(minutes=settings.reset_token_minutes),
-        )
+    row = PasswordResetToken(
+        user_id=user.id if user is not None else None,
+        token_digest=digest_token(token),
+        expires_at=utcnow() + timedelta(minutes=settings.reset_token_minutes),
     )
-    session.flush()
+    if user is not None:
+        session.add(row)
+        session.flush()
     return token
+
+
+def open_reset_tokens(session: Session, *, user: User) -> int:
+    """Reset tokens of `user` that could still be spent (the request limit per account)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(PasswordResetToken)
+            .where(
+                PasswordResetToken.user_id == user.id,
+                PasswordResetToken.used_at.is_(None),
+                PasswordResetToken.expires_at > utcnow(),
+            )
+        )
+        or 0
+    )
 
 
 def consume_reset_token(session: Session, *, token: str) -> User | None:

@@ -7,10 +7,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from cloud.models import LoginThrottle, Role, Site, User
+from cloud.models import LoginThrottle, PasswordResetToken, Role, Site, User
 from cloud.security import hash_password, utcnow, verify_password
 
 
@@ -107,8 +107,14 @@ def update_user(
 
 
 def set_password(session: Session, *, user: User, password: str) -> None:
+    """Set a new password; every reset token still open for the account stops working."""
     user.password_hash = hash_password(password)
     user.password_changed_at = utcnow()
+    session.execute(
+        update(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
     session.flush()
 
 
@@ -118,20 +124,36 @@ class SignIn:
     locked: bool
 
 
-def _throttle_key(email: str) -> str:
-    return hashlib.sha256(normalise_email(email).encode("utf-8")).hexdigest()
+# Consecutive failures are forgotten after a quiet day; each lock after the first is twice as
+# long as the one before, up to 64 times the base lockout.
+_FAILURES_FORGOTTEN = timedelta(hours=24)
+_MAX_DOUBLINGS = 6
+
+
+def _throttle_key(email: str, ip: str | None = None) -> str:
+    # Per account *and* client address: failures from elsewhere cannot lock the owner out.
+    key = normalise_email(email) if ip is None else f"{normalise_email(email)}\n{ip}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def authenticate(
-    session: Session, *, email: str, password: str, max_failures: int, lockout: timedelta
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    max_failures: int,
+    lockout: timedelta,
+    ip: str | None = None,
 ) -> SignIn:
     """Check credentials with the same work whether or not the account exists.
 
-    Failures are counted per e-mail (hashed) for existing and unknown accounts alike, so the
-    lockout cannot be used to discover which addresses have accounts.
+    Failures are counted per e-mail (hashed) and client address, for existing and unknown
+    accounts alike, so the lockout can neither be used to discover which addresses have
+    accounts nor by someone elsewhere to lock the owner out. After `max_failures` the pair is
+    locked for `lockout`, and each further failure once a lock ends doubles it (back-off).
     """
     now = utcnow()
-    key = _throttle_key(email)
+    key = _throttle_key(email, ip)
     throttle = session.get(LoginThrottle, key)
     user = get_user_by_email(session, email=email)
     ok = verify_password(password, user.password_hash if user is not None else None)
@@ -140,26 +162,26 @@ def authenticate(
     if ok and user is not None and user.is_active:
         session.execute(delete(LoginThrottle).where(LoginThrottle.email_key == key))
         return SignIn(user=user, locked=False)
-    # One atomic upsert: concurrent failures for the same address all count, none collide.
-    locked_until = session.execute(
+    # One atomic upsert: concurrent failures for the same pair all count, none collide.
+    failures = session.execute(
         text(
             """
             INSERT INTO login_throttle (email_key, failures, last_failure_at, locked_until)
-            VALUES (:key, 1, :now, CASE WHEN :max <= 1 THEN CAST(:until AS timestamptz) END)
+            VALUES (:key, 1, :now, NULL)
             ON CONFLICT (email_key) DO UPDATE SET
-                failures = CASE WHEN login_throttle.locked_until <= :now THEN 1
+                failures = CASE WHEN login_throttle.last_failure_at < :forgotten THEN 1
                                 ELSE login_throttle.failures + 1 END,
-                last_failure_at = :now,
-                locked_until = CASE
-                    WHEN (CASE WHEN login_throttle.locked_until <= :now THEN 1
-                               ELSE login_throttle.failures + 1 END) >= :max
-                        THEN CAST(:until AS timestamptz)
-                    WHEN login_throttle.locked_until <= :now THEN NULL
-                    ELSE login_throttle.locked_until END
-            RETURNING locked_until
+                last_failure_at = :now
+            RETURNING failures
             """
         ),
-        {"key": key, "now": now, "max": max_failures, "until": now + lockout},
+        {"key": key, "now": now, "forgotten": now - _FAILURES_FORGOTTEN},
     ).scalar_one()
+    locked = failures >= max_failures
+    if locked:
+        until = now + lockout * 2 ** min(failures - max_failures, _MAX_DOUBLINGS)
+        session.execute(
+            update(LoginThrottle).where(LoginThrottle.email_key == key).values(locked_until=until)
+        )
     session.expire_all()
-    return SignIn(user=None, locked=locked_until is not None)
+    return SignIn(user=None, locked=locked)

@@ -14,7 +14,8 @@ import threading
 import time
 from types import FrameType
 
-from cloud.ingest.worker import IngestOptions, IngestWorker
+from cloud.ingest.options import IngestOptions
+from cloud.ingest.worker import IngestWorker
 from cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         help="stable MQTT client id of this worker (default: ingest user + host name); "
         "give each worker on one host its own",
     )
-    parser.add_argument("--share-group", default=defaults.share_group)
+    parser.add_argument(
+        "--share-group",
+        default=defaults.share_group,
+        help="shared subscription group (default: a secret derived from the ingest password)",
+    )
     parser.add_argument(
         "--receive-max",
         type=int,
@@ -53,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 
 def options_from_args(args: argparse.Namespace) -> IngestOptions:
+    if args.client_id is not None and "." in args.client_id:
+        raise ValueError("--client-id must not contain a dot (dotted ids belong to devices)")
     if args.batch_size < 1 or args.batch_size > 5000:
         raise ValueError("--batch-size must be between 1 and 5000")
     if not 20 <= getattr(args, "receive_max", 10_000) <= 65535:

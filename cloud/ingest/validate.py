@@ -59,6 +59,7 @@ class Incoming:
     received_at: datetime
     mid: int = 0
     generation: int = 0
+    qos: int = 1
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Refused:
     device: str | None = None
     run_id: uuid.UUID | None = None
     edit: int | None = None
+    keep_all: bool = False  # keep the whole payload (not only the first 64 KiB)
 
 
 Outcome = Accepted | Refused

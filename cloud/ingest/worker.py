@@ -9,37 +9,54 @@
 - The device's `ack` (`core.wire.Ack`) is published only after the commit too. A message the
   cloud cannot accept is dead-lettered with its reason and, when it names a run, answered with
   a `rejected` ack so the appliance stops retrying it.
-- Database down: the batch is held and retried with backoff. A database error caused by one
-  message (not by the database being away) is isolated by bisecting the batch, and only that
-  message is dead-lettered.
+- Database down (connection lost, server gone): the batch is held and retried with backoff.
+  Anything else a batch raises, a database error caused by a message's values or any other
+  exception (once, a finite but absurd titre overflowed the statistics), is blamed on the
+  messages: the batch is bisected and only the message that still fails alone is
+  dead-lettered (whole payload kept) and acked, so one poison message never stalls the others.
+- Memory is bounded: the broker may push at most `receive_max` unacknowledged messages, none
+  larger than `max_packet_bytes`; the queue between the network thread and the batcher holds
+  at most `queue_bytes` (past that the network thread waits: TCP back-pressure to the broker)
+  and a batch at most `batch_bytes`.
+- QoS 0 messages are processed but never PUBACKed (they have no packet id to answer).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import socket
 import ssl
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+)
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.crud.pending import purge_pending_events
 from cloud.db import make_engine, make_sessionmaker, session_scope
-from cloud.ingest.models import DEAD_LETTER_KEEP_BYTES, DeadLetter
+from cloud.ingest.models import DeadLetter
+from cloud.ingest.options import IngestOptions, IngestStats, default_client_id
+from cloud.ingest.replies import dead_letter_rows, device_replies
 from cloud.ingest.validate import (
     Accepted,
     Incoming,
@@ -47,56 +64,46 @@ from cloud.ingest.validate import (
     Outcome,
     Refused,
     classify,
-    sha256_hex,
 )
 from cloud.ingest.writer import write_batch, write_statuses
+from cloud.mqtt_auth import ingest_share_group
 from cloud.settings import CloudSettings
-from core.wire import Ack, Topics, encode_message
+from core.wire import Topics, encode_message
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class IngestOptions:
-    batch_size: int = 500
-    batch_wait_s: float = 0.05
-    share_group: str = "ingest"
-    client_id: str | None = None  # stable per worker so its session survives a restart
-    # How long the broker keeps a worker's session after it vanished without a clean stop.
-    # Mosquitto keeps giving an offline session its share of the subscription's messages and
-    # holds them for it, so a worker that never comes back strands its share for this long
-    # (the appliances resend them after their ack timeout). Long enough for a restart.
-    session_expiry_s: int = 120
-    # On a clean stop: seconds to finish what the broker already gave this worker before
-    # leaving (then the session is ended, so the broker sends nothing more its way).
-    drain_on_stop_s: float = 10.0
-    keepalive_s: int = 30
-    device_cache_s: float = 5.0
-    retry_max_s: float = 10.0
-    # Unacknowledged messages the broker may push to this worker (MQTT v5 Receive Maximum).
-    # Large on purpose: with a small quota the bench saw workers sit idle after a burst while
-    # the broker still held messages for them (cause not established; suspected Mosquitto
-    # 2.0.11 queue handling). Raise the broker's max_inflight_messages to match.
-    receive_max: int = 10_000
+# The database being away, not a message's fault: the batch is held, never dead-lettered.
+_OUTAGE = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PendingRollbackError,
+    SQLAlchemyTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
-@dataclass
-class IngestStats:
-    received: int = 0
-    batches: int = 0
-    runs_written: int = 0
-    events_applied: int = 0
-    dead_letters: int = 0
-    acks_sent: int = 0
-    db_retries: int = 0
-    last_error: str = ""
-    started_at: float = field(default_factory=time.monotonic)
+def _cause_name(exc: BaseException | None) -> str:
+    orig = getattr(exc, "orig", None)
+    return type(orig if orig is not None else exc).__name__
 
 
-def _clean_reason(reason: str) -> str:
-    # A reason may quote hostile input; the ack's reason field refuses control characters.
-    out = "".join(ch if unicodedata.category(ch) != "Cc" or ch in "\n\t" else "?" for ch in reason)
-    return out[:2000] or "rejected"
+class DatabaseAway(Exception):
+    """The database is unreachable or the connection broke: hold the batch, blame nobody."""
+
+
+def _outage(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    if str(getattr(orig, "sqlstate", "") or "").startswith("54"):
+        return False  # program_limit_exceeded: an OperationalError caused by a message's values
+    if isinstance(exc, (_OUTAGE, DatabaseAway)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # The bulk path wraps raw driver errors; look at what it wrapped.
+    return isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 class IngestWorker:
@@ -113,6 +120,8 @@ class IngestWorker:
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.stats = IngestStats()
         self._queue: queue.Queue[Incoming] = queue.Queue()
+        self._queued_bytes = 0
+        self._queue_room = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._generation = 0
@@ -126,7 +135,7 @@ class IngestWorker:
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         opts = self.options
-        client_id = opts.client_id or f"{self.settings.mqtt_ingest_username}-{socket.gethostname()}"
+        client_id = opts.client_id or default_client_id(self.settings.mqtt_ingest_username)
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id[:64],
@@ -158,6 +167,9 @@ class IngestWorker:
 
     def _subscriptions(self) -> list[str]:
         group = self.options.share_group
+        if group is None:
+            password = self.settings.mqtt_ingest_password
+            group = ingest_share_group(password.get_secret_value() if password else "")
         return [f"$share/{group}/{Topics.subscription(leaf)}" for leaf in ("runs", "status")]
 
     def _on_connect(
@@ -190,6 +202,15 @@ class IngestWorker:
             logger.warning("ingest: broker connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        size = len(msg.payload)
+        with self._queue_room:
+            # Back-pressure: while the queue is full this (network) thread waits, so the
+            # socket is not read and the broker keeps the rest.
+            while self._queued_bytes > 0 and self._queued_bytes + size > self.options.queue_bytes:
+                if self._stop.is_set():
+                    return  # not acked: the broker delivers it again
+                self._queue_room.wait(0.5)
+            self._queued_bytes += size
         with self._outstanding_lock:
             self._outstanding += 1
             self._last_message = time.monotonic()
@@ -200,6 +221,7 @@ class IngestWorker:
                 received_at=datetime.now(timezone.utc),
                 mid=msg.mid,
                 generation=self._generation,
+                qos=msg.qos,
             )
         )
 
@@ -208,9 +230,8 @@ class IngestWorker:
         url = urlsplit(self.settings.mqtt_broker_url)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.options.session_expiry_s
-        props.ReceiveMaximum = min(
-            65535, max(2 * self.options.batch_size, self.options.receive_max)
-        )
+        props.ReceiveMaximum = min(65535, max(20, self.options.receive_max))
+        props.MaximumPacketSize = self.options.max_packet_bytes
         self.client.connect_async(
             url.hostname or "127.0.0.1",
             url.port or (8883 if url.scheme == "mqtts" else 1883),
@@ -258,7 +279,11 @@ class IngestWorker:
 
     # -- processing --------------------------------------------------------------------------
     def _loop(self) -> None:
+        next_purge = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.options.purge_every_s
+                self._purge()
             batch = self._next_batch()
             if not batch:
                 continue
@@ -272,6 +297,9 @@ class IngestWorker:
             finally:
                 with self._outstanding_lock:
                     self._outstanding -= len(batch)
+                with self._queue_room:
+                    self._queued_bytes -= sum(len(i.payload) for i in batch)
+                    self._queue_room.notify_all()
 
     def _next_batch(self) -> list[Incoming]:
         try:
@@ -279,8 +307,9 @@ class IngestWorker:
         except queue.Empty:
             return []
         batch = [first]
+        size = len(first.payload)
         deadline = time.monotonic() + self.options.batch_wait_s
-        while len(batch) < self.options.batch_size:
+        while len(batch) < self.options.batch_size and size < self.options.batch_bytes:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(
@@ -290,6 +319,7 @@ class IngestWorker:
                 )
             except queue.Empty:
                 break
+            size += len(batch[-1].payload)
         return batch
 
     def process(self, batch: Sequence[Incoming]) -> None:
@@ -298,29 +328,20 @@ class IngestWorker:
         delay = 0.2
         while True:
             try:
-                outcomes = [classify(item, self._lookup) for item in batch]
+                outcomes = [self._classify(item) for item in batch]
                 accepted = [o for o in outcomes if isinstance(o, Accepted)]
                 refused = [o for o in outcomes if isinstance(o, Refused)]
                 refused_all = self._commit(accepted, refused)
                 break
-            except DBAPIError as exc:
-                # The database is away or failing as a whole: hold the batch, never blame it.
+            except DatabaseAway as away:
+                # The database is away as a whole (includes deadlocks between workers: the
+                # transaction is simply retried): hold the batch, never blame it.
+                cause = _cause_name(away.__cause__)
                 self.stats.db_retries += 1
-                self.stats.last_error = f"database error: {type(exc.orig).__name__}"
-                if isinstance(exc, (OperationalError, InterfaceError)):
-                    # Includes deadlocks between workers (the transaction is simply retried).
-                    logger.warning(
-                        "ingest: database unavailable (%s); retrying in %.1f s",
-                        type(exc.orig).__name__,
-                        delay,
-                    )
-                else:
-                    logger.exception("ingest: database error; retrying in %.1f s", delay)
-            except Exception as exc:
-                # A bug, not the messages' fault: keep the batch (nothing is acked) and retry,
-                # loudly, rather than drop messages the broker believes are being handled.
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                logger.exception("ingest: batch failed; retrying in %.1f s", delay)
+                self.stats.last_error = f"database unavailable: {cause}"
+                logger.warning(
+                    "ingest: database unavailable (%s); retrying in %.1f s", cause, delay
+                )
             if self._stop.wait(delay):
                 return  # not acked: the broker delivers again to whoever runs next
             delay = min(self.options.retry_max_s, delay * 2)
@@ -328,8 +349,25 @@ class IngestWorker:
         self.stats.dead_letters += len(refused_all)
         self._send_acks(outcomes, refused_all)
         for item in batch:
-            if item.generation == self._generation:
-                self.client.ack(item.mid, 1)
+            # QoS 0 has no packet id: answering "0" is a protocol error that drops the link.
+            if item.qos > 0 and item.generation == self._generation:
+                self.client.ack(item.mid, item.qos)
+
+    def _purge(self) -> None:
+        try:
+            with session_scope(self.sessions) as session:
+                purge_pending_events(session, now=datetime.now(timezone.utc))
+        except Exception as exc:  # noqa: BLE001  housekeeping never stops the worker
+            logger.warning("ingest: pending events not purged (%s)", _cause_name(exc))
+
+    def _classify(self, item: Incoming) -> Outcome:
+        try:
+            return classify(item, self._lookup)
+        except Exception as exc:
+            if _outage(exc):
+                raise DatabaseAway from exc
+            logger.warning("ingest: message on %s could not be checked: %r", item.topic[:200], exc)
+            return Refused(item, f"could not be processed: {type(exc).__name__}", keep_all=True)
 
     def _commit(
         self, accepted: list[Accepted], refused: list[Refused], *, again: bool = False
@@ -349,11 +387,16 @@ class IngestWorker:
                 status_result = write_statuses(session, accepted, now=now)
                 extra = [*extra, *status_result.refused]
                 self._dead_letter(session, [*refused, *extra], now=now)
-        except (IntegrityError, DataError) as exc:
+        except DatabaseAway:
+            raise
+        except Exception as exc:
+            if _outage(exc):
+                raise DatabaseAway from exc
             # A unique violation is most often another worker having just written the same
             # run (a redelivered duplicate): the batch is tried once more as a whole, when the
-            # run is found stored and is a duplicate. Anything left is one message's values:
-            # isolate it by bisecting.
+            # run is found stored and is a duplicate. Anything else (a value the database
+            # refuses, an exception from the code that pools or writes) is one message's
+            # doing: isolate it by bisecting.
             if accepted and not again and isinstance(exc, IntegrityError):
                 return self._commit(accepted, refused, again=True)
             if len(accepted) > 1:
@@ -361,15 +404,31 @@ class IngestWorker:
                 return self._commit(accepted[:half], refused, again=True) + self._commit(
                     accepted[half:], [], again=True
                 )
-            reason = f"database refused the message: {type(exc.orig).__name__}"
-            topic = accepted[0].incoming.topic if accepted else ""
-            logger.warning("ingest: %s (%s)", reason, topic)
+            if not accepted:
+                return self._dead_letter_alone(refused, exc)
+            if isinstance(exc, (IntegrityError, DataError)):
+                reason = f"database refused the message: {type(exc.orig).__name__}"
+            else:
+                reason = f"could not be processed: {type(exc).__name__}"
+            logger.warning("ingest: %s (%s): %r", reason, accepted[0].incoming.topic[:200], exc)
             bad = [self._refuse(a, reason) for a in accepted]
             return self._commit([], [*refused, *bad])
         if result is not None:
             self.stats.runs_written += result.runs_written
             self.stats.events_applied += result.events_applied
         return [*refused, *extra]
+
+    def _dead_letter_alone(self, refused: list[Refused], exc: Exception) -> list[Refused]:
+        """Dead letters alone failed to store: bisect them; one that still fails is stored
+        bare (topic and reason only), so no stored row can hold up the others."""
+        if len(refused) > 1:
+            half = len(refused) // 2
+            return self._commit([], refused[:half]) + self._commit([], refused[half:])
+        if not refused or "(stored bare:" in refused[0].reason:
+            raise exc
+        r = refused[0]
+        bare = Refused(r.incoming, f"{r.reason[:200]} (stored bare: {type(exc).__name__})")
+        return self._commit([], [bare])
 
     @staticmethod
     def _refuse(item: Accepted, reason: str) -> Refused:
@@ -381,50 +440,15 @@ class IngestWorker:
             item.device.slug,
             getattr(msg, "run_id", None),
             getattr(msg, "edit", None),
+            keep_all=True,
         )
 
     def _dead_letter(self, session: Session, refused: Sequence[Refused], *, now: datetime) -> None:
-        if not refused:
-            return
-        rows = [
-            {
-                "received_at": r.incoming.received_at,
-                "topic": r.incoming.topic[:512],
-                "site": r.site,
-                "device": r.device,
-                "run_id": r.run_id,
-                "edit": r.edit,
-                "reason": r.reason,
-                "payload": r.incoming.payload[:DEAD_LETTER_KEEP_BYTES],
-                "payload_bytes": len(r.incoming.payload),
-                "payload_sha256": sha256_hex(r.incoming.payload),
-            }
-            for r in refused
-        ]
-        session.execute(insert(DeadLetter), rows)
+        if refused:
+            session.execute(insert(DeadLetter), dead_letter_rows(refused))
 
     def _send_acks(self, outcomes: Sequence[Outcome], refused: Sequence[Refused]) -> None:
-        # Keyed by (site, device, run_id, edit): a duplicate of a refused message is refused too.
-        rejected: dict[tuple[str, str, str, int], str] = {}
-        for r in refused:
-            if r.run_id is not None and r.edit is not None and r.device is not None:
-                rejected.setdefault((r.site or "", r.device, str(r.run_id), r.edit), r.reason)
-        replies: dict[tuple[str, str, str, int], Ack] = {}
-        for key, reason in rejected.items():
-            replies[key] = Ack(
-                run_id=key[2], edit=key[3], status="rejected", reason=_clean_reason(reason)
-            )
-        for outcome in outcomes:
-            if not isinstance(outcome, Accepted):
-                continue
-            run_id = getattr(outcome.message, "run_id", None)
-            edit = getattr(outcome.message, "edit", None)
-            if run_id is None or edit is None:
-                continue
-            key = (outcome.device.site, outcome.device.slug, str(run_id), edit)
-            if key not in replies:
-                replies[key] = Ack(run_id=run_id, edit=edit, status="accepted")
-        for (site, device, _run, _edit), ack in replies.items():
+        for (site, device, _run, _edit), ack in device_replies(outcomes, refused).items():
             try:
                 topic = Topics(site, device).acks
             except ValueError:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -16,13 +15,14 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from cloud.schemas import MAX_IMAGE_BYTES
 from cloud.state import AppState
 from cloud.web import charts, data
 from cloud.web.render import PageRoute, render
 from cloud.web.session import Api, ApiProblem
-from core.labware import neutralise
+from core.csvsafe import Figure, csv_writer
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
@@ -239,7 +239,7 @@ def _list_csv(items: list[dict[str, Any]], sites: list[dict[str, Any]]) -> Respo
     """The search result as a table; every text field neutralised against formula injection."""
     names = {s["id"]: s["name"] for s in sites}
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer)  # neutralises every text cell (flags come from devices)
     writer.writerow(
         [
             *("sample_number", "submission_number", "site", "runs", "plates", "rows"),
@@ -249,13 +249,13 @@ def _list_csv(items: list[dict[str, Any]], sites: list[dict[str, Any]]) -> Respo
     for item in items:
         writer.writerow(
             [
-                neutralise(item["sample_number"]),
-                neutralise(item.get("submission_number") or ""),
-                neutralise(names.get(item["site_id"], "")),
+                item["sample_number"],
+                item.get("submission_number") or "",
+                names.get(item["site_id"], ""),
                 item["n_runs"],
                 item["n_plates"],
                 item["rows_total"],
-                "" if item.get("gmt") is None else f"{item['gmt']:.2f}",
+                Figure("" if item.get("gmt") is None else f"{item['gmt']:.2f}"),
                 " ".join(item.get("flags") or []),
                 item.get("first_read_at") or "",
                 item.get("last_read_at") or "",
@@ -323,21 +323,56 @@ async def run_detail(request: Request, run_id: uuid.UUID) -> Response:
     return render(request, "run.html", context, api=api)
 
 
+JPEG_MAGIC = b"\xff\xd8"
+
+
 @router.get("/runs/{run_id}/image.jpg")
 async def run_image(request: Request, run_id: uuid.UUID) -> Response:
     """The annotated image, fetched from object storage through the API's presigned URL.
 
-    Served from this origin so the page's CSP can stay `img-src 'self'`.
+    Served from this origin so the page's CSP can stay `img-src 'self'`. Streamed, never held
+    whole; only a JPEG (by its first bytes) of at most `MAX_IMAGE_BYTES` is passed on, with a
+    CSP that lets nothing in it run even if a browser were to render it as a page.
     """
     api, _me = await signed_in(request)
     presigned = await api.call("GET", f"/api/v1/runs/{run_id}/image", params={"kind": "annotated"})
-    async with httpx.AsyncClient(timeout=20.0) as client:
-        try:
-            resp = await client.get(presigned["url"])
-        except httpx.HTTPError as exc:
-            logger.warning("image fetch failed for run %s: %s", run_id, type(exc).__name__)
-            raise ApiProblem(503, "The image store did not answer; try again shortly.") from None
-    if resp.status_code != 200:
+    client = httpx.AsyncClient(timeout=20.0)
+    try:
+        resp = await client.send(client.build_request("GET", presigned["url"]), stream=True)
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        logger.warning("image fetch failed for run %s: %s", run_id, type(exc).__name__)
+        raise ApiProblem(503, "The image store did not answer; try again shortly.") from None
+    chunks = resp.aiter_bytes(64 * 1024)
+    first = b""
+    try:
+        if resp.status_code == 200:
+            first = await anext(chunks, b"")
+    except httpx.HTTPError:
+        first = b""
+    declared = int(resp.headers.get("content-length") or 0)
+    if resp.status_code != 200 or not first.startswith(JPEG_MAGIC) or declared > MAX_IMAGE_BYTES:
+        await resp.aclose()
+        await client.aclose()
         raise ApiProblem(404, "This run has no annotated image (yet).")
-    headers = {"Cache-Control": "private, max-age=300"}
-    return api.finish(Response(resp.content, media_type="image/jpeg", headers=headers))
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = len(first)
+        try:
+            yield first
+            async for chunk in chunks:
+                sent += len(chunk)
+                if sent > MAX_IMAGE_BYTES:
+                    logger.warning("image of run %s is over the size limit; cut", run_id)
+                    return
+                yield chunk
+        finally:
+            await resp.aclose()
+            await client.aclose()
+
+    headers = {
+        "Cache-Control": "private, max-age=300",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return api.finish(StreamingResponse(body(), media_type="image/jpeg", headers=headers))

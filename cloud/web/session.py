@@ -32,6 +32,8 @@ import httpx
 from fastapi import Request
 from starlette.responses import Response
 
+from cloud.api.deps import client_ip
+
 logger = logging.getLogger(__name__)
 
 ACCESS_COOKIE = "mp_access"
@@ -110,7 +112,9 @@ class Api:
         self.new_pair: dict[str, Any] | None = None
         self.signed_out = False
         client = request.client
-        self._client_addr = (client.host, client.port) if client else ("127.0.0.1", 0)
+        # The API's own view of the caller (a trusted proxy's X-Forwarded-For applied), so its
+        # sign-in limits count the person, not the proxy in front of the dashboard.
+        self._client_addr = (client_ip(request) or "127.0.0.1", client.port if client else 0)
         # Error handlers find the request's Api here, so a rotated pair still reaches the
         # browser when the page itself fails (a spent refresh token would sign it out).
         request.state.dash_api = self

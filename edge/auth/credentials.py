@@ -71,6 +71,9 @@ class AuthConfig:
     failure_window_s: float = 300
     lockout_s: float = 60
     lockout_max_s: float = 3600
+    # Failed elevations from all addresses together, within `failure_window_s`, before every
+    # elevation pauses (per-address counting alone let 50 addresses try 250 PINs in 2.4 s).
+    elevation_global_failures: int = 20
     cookie_secure: bool = False
     docs_enabled: bool = True
 

@@ -17,6 +17,7 @@ from edge.auth.credentials import HASHER, AuthConfig, Credentials
 from edge.auth.limiter import FailureLimiter
 
 logger = logging.getLogger(__name__)
+_EVERYONE = "*"  # the elevation limiter's one key
 
 Role = Literal["operator", "supervisor", "metrics"]
 AuditFn = Callable[[str, str, dict[str, Any]], None]
@@ -93,6 +94,14 @@ class Authenticator:
             lockout_max_s=settings.lockout_max_s,
             clock=clock,
         )
+        # One key for every address: a global back-off on supervisor elevation.
+        self.elevation_limiter = FailureLimiter(
+            max_failures=settings.elevation_global_failures,
+            window_s=settings.failure_window_s,
+            lockout_s=settings.lockout_s,
+            lockout_max_s=settings.lockout_max_s,
+            clock=clock,
+        )
 
     def _audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         try:
@@ -153,6 +162,15 @@ class Authenticator:
     def elevate(self, session: Session, pin: str, client: str) -> Session:
         """Verify the supervisor PIN (argon2) and elevate the session for a short window."""
         self._refuse_if_locked(client, "auth.elevate")
+        paused = self.elevation_limiter.locked_for(_EVERYONE)
+        if paused > 0:
+            self._audit(f"operator:{session.id}@{client}", "auth.elevate.refused_paused", {})
+            raise AuthError(
+                "locked_out",
+                "Too many wrong PINs on this appliance. Supervisor sign-in pauses for "
+                f"{int(paused) + 1} s.",
+                retry_after=paused,
+            )
         actor = f"operator:{session.id}@{client}"
         try:
             ok = HASHER.verify(pin, self._creds.supervisor_pin_hash.get_secret_value())
@@ -160,6 +178,10 @@ class Authenticator:
             logger.error("The supervisor PIN hash could not be used for verification")
             ok = False
         if not ok:
+            pause = self.elevation_limiter.record_failure(_EVERYONE)
+            if pause > 0:
+                logger.warning("Pausing supervisor elevation for %.0f s (wrong PINs)", pause)
+                self._audit(actor, "auth.elevate.paused", {"seconds": pause})
             raise self._fail(client, actor, "auth.elevate", "The supervisor PIN is wrong.")
         self.limiter.record_success(client)
         with self._lock:

@@ -175,7 +175,7 @@ class ImageUploader:
         try:
             resp = self._client.post(
                 f"{base}/api/v1/device/images/presign",
-                json={"run_id": run_id, "kind": kind},
+                json={"run_id": run_id, "kind": kind, "size_bytes": len(data)},
                 headers={"Authorization": f"Bearer {token}"},
             )
         except httpx.HTTPError as exc:

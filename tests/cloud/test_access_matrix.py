@@ -63,7 +63,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/redoc"): Rule("public"),
     ("GET", "/health"): Rule("public"),
     ("GET", "/ready"): Rule("public"),
-    ("GET", "/metrics"): Rule("public"),
+    ("GET", "/metrics"): Rule("metrics"),
     ("POST", "/api/v1/auth/login"): Rule(
         "public", body=lambda w, v: {"email": w.actors["viewer"].email, "password": PASSWORD}
     ),
@@ -113,7 +113,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/device/me"): Rule("device"),
     ("POST", "/api/v1/device/images/presign"): Rule(
         "device",
-        body=lambda w, v: {"run_id": str(w.extra["run"][v]), "kind": "annotated"},
+        body=lambda w, v: {"run_id": str(w.extra["run"][v]), "kind": "annotated", "size_bytes": 9},
     ),
     ("GET", "/api/v1/samples"): Rule("user"),
     ("GET", "/api/v1/samples/{sample_id}"): Rule("user_scoped"),
@@ -220,6 +220,8 @@ def expected(rule: Rule, role: str, variant: str) -> int:
     kind = rule.kind
     if kind == "public":
         return rule.ok
+    if kind == "metrics":
+        return 401  # the metrics token only (tests/cloud/test_ops.py), no user or device
     if kind == "device":
         if role != "device":
             return 401

@@ -221,7 +221,7 @@ def test_presigned_put_lands_under_the_device_prefix(world: World, s3_server: S3
     device = {"Authorization": f"Bearer {world.device_token_a}"}
     resp = world.client.post(
         "/api/v1/device/images/presign",
-        json={"run_id": str(run_id), "kind": "annotated"},
+        json={"run_id": str(run_id), "kind": "annotated", "size_bytes": 6},
         headers=device,
     )
     assert resp.status_code == 200, resp.text
@@ -233,4 +233,20 @@ def test_presigned_put_lands_under_the_device_prefix(world: World, s3_server: S3
     assert store.exists(body["key"])
     # The signature covers the key: the same URL cannot write elsewhere.
     tampered = body["url"].replace(str(run_id), str(uuid.uuid4()))
-    assert httpx.put(tampered, content=b"x", headers=body["headers"]).status_code == 403
+    assert httpx.put(tampered, content=b"xxxxxx", headers=body["headers"]).status_code == 403
+    # Size and type are signed too: a bigger body, or HTML, is refused by the store.
+    big = {**body["headers"], "Content-Length": "5000"}
+    assert httpx.put(body["url"], content=b"x" * 5000, headers=big).status_code == 403
+    html = {**body["headers"], "Content-Type": "text/html"}
+    assert httpx.put(body["url"], content=b"<html>", headers=html).status_code == 403
+
+
+def test_presign_refuses_oversized_images(world: World) -> None:
+    device = {"Authorization": f"Bearer {world.device_token_a}"}
+    for size in (200 * 1024 * 1024, 0):
+        resp = world.client.post(
+            "/api/v1/device/images/presign",
+            json={"run_id": str(uuid.uuid4()), "kind": "annotated", "size_bytes": size},
+            headers=device,
+        )
+        assert resp.status_code == 422, resp.text

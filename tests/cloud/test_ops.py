@@ -23,9 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def world(
     migrated_db: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    settings = make_settings(migrated_db, tmp_path_factory.mktemp("ops"), s3_server)
+    settings = make_settings(
+        migrated_db, tmp_path_factory.mktemp("ops"), s3_server, metrics_token=METRICS_TOKEN
+    )
     with open_client(settings) as client:
         yield build_world(settings, client)
+
+
+METRICS_TOKEN = "metrics-token-for-the-ops-tests"
 
 
 def test_health_ready_metrics(world: World) -> None:
@@ -34,9 +39,23 @@ def test_health_ready_metrics(world: World) -> None:
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "object_storage": "ok"}
     world.client.get("/api/v1/auth/me", headers=world.actors["viewer"].headers)
-    metrics = world.client.get("/metrics").text
+    metrics = world.client.get(
+        "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    ).text
     assert 'route="/api/v1/auth/me"' in metrics
     assert "microplate_http_request_seconds_bucket" in metrics
+
+
+def test_metrics_need_the_metrics_token(world: World) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": METRICS_TOKEN},
+        world.actors["admin"].headers,
+    ):
+        resp = world.client.get("/metrics", headers=headers)
+        assert resp.status_code == 401, headers
+        assert "microplate_http" not in resp.text
 
 
 def test_ready_reports_a_dead_database(tmp_path: Path) -> None:

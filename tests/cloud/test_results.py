@@ -339,7 +339,7 @@ def test_annotated_image_via_presigned_urls(world: World) -> None:
     device = {"Authorization": f"Bearer {world.device_token_a}"}
     put = world.client.post(
         "/api/v1/device/images/presign",
-        json={"run_id": str(msg1.run_id), "kind": "annotated"},
+        json={"run_id": str(msg1.run_id), "kind": "annotated", "size_bytes": 11},
         headers=device,
     ).json()
     assert (
@@ -353,7 +353,7 @@ def test_annotated_image_via_presigned_urls(world: World) -> None:
     other = {"Authorization": f"Bearer {world.device_token_b}"}
     refused = world.client.post(
         "/api/v1/device/images/presign",
-        json={"run_id": str(msg1.run_id), "kind": "annotated"},
+        json={"run_id": str(msg1.run_id), "kind": "annotated", "size_bytes": 11},
         headers=other,
     )
     assert refused.status_code == 404

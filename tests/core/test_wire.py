@@ -59,8 +59,9 @@ def run_fields(**over: Any) -> dict[str, Any]:
 
 def valid_run(patterns: list[str] | None = None, **over: Any) -> RunMessage:
     calls = calls_from_rows(patterns or ["FFFFFAAAAAAA", "FFUAAAAAAAAA", "A" * 12, "F" * 12])
-    rows = row_results(calls, PLATE_96)
-    return build_run_message(calls=calls, rows=rows, **run_fields(**over))
+    fields = run_fields(**over)
+    rows = row_results(calls, PLATE_96, dilution=fields["dilution"])
+    return build_run_message(calls=calls, rows=rows, **fields)
 
 
 def test_run_message_round_trip() -> None:

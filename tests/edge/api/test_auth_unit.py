@@ -258,3 +258,24 @@ def test_hash_command_prints_a_verifiable_hash(
     answers = iter(["9753", "9754"])
     assert auth.main(["hash"]) == 2
     assert "differ" in capsys.readouterr().err
+
+
+def test_wrong_pins_from_many_addresses_pause_every_elevation() -> None:
+    """Per-address lockout alone let 50 addresses try 250 PINs in 2.4 s (issue 17)."""
+    clock, audit = Clock(), AuditLog()
+    auth = make_auth(clock, audit, max_failures=5, elevation_global_failures=20, lockout_s=60)
+    sessions = [auth.sign_in(SECRET, f"10.0.0.{i}")[1] for i in range(50)]
+    refused = 0
+    for i, session in enumerate(sessions):
+        for guess in range(4):  # under each address's own limit of 5
+            with pytest.raises(AuthError) as info:
+                auth.elevate(session, f"{i:02d}{guess:02d}", f"10.0.0.{i}")
+            refused += info.value.code == "locked_out"
+    assert refused >= 50 * 4 - 20
+    assert "auth.elevate.paused" in audit.actions()
+    # Paused for everyone, the right PIN included, until the pause ends.
+    with pytest.raises(AuthError) as info:
+        auth.elevate(sessions[0], PIN, "10.0.0.0")
+    assert info.value.code == "locked_out"
+    clock.now += 61
+    assert auth.elevate(sessions[0], PIN, "10.0.0.0").role == "supervisor"

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.api.deps import ReleasingRoute, StateDep
+from cloud.fleet_metrics import fleet_exposition
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"], route_class=ReleasingRoute)
@@ -41,5 +42,6 @@ def ready(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(state: StateDep) -> Response:
+    body = generate_latest() + fleet_exposition(state.read_engine)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -102,6 +102,15 @@ def provision(base: Path) -> Iterator[Provisioned]:
         "microplate_cloud_mosquitto_user": "root" if os.geteuid() == 0 else os.environ["USER"],
         "microplate_cloud_mosquitto_port": mqtt_port,
         "microplate_cloud_mosquitto_local_port": mqtt_local_port,
+        "microplate_monitoring_edge_metrics_token": "edge-metrics-token-0c3a",
+        "microplate_monitoring_edge_targets": [
+            {
+                "site": "lab1",
+                "device": "reader-01",
+                "url": "https://reader-01.lab.example.org:8443",
+                "litestream": "reader-01.lab.example.org:9091",
+            }
+        ],
         "microplate_cloud_litestream_devices": [
             {
                 "site": "lab1",

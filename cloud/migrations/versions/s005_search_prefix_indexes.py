@@ -26,7 +26,9 @@ depends_on: str | Sequence[str] | None = None
 INDEXES = {
     "ix_samples_sample_number_prefix": "samples (lower(sample_number) text_pattern_ops)",
     "ix_samples_submission_prefix": "samples (lower(submission_number) text_pattern_ops)",
-    "ix_runs_description_prefix": "runs (lower(extra ->> 'description') text_pattern_ops)",
+    # Current runs only, with sample_id in the index: an index-only scan for broad prefixes.
+    "ix_runs_description_prefix": "runs (lower(extra ->> 'description') text_pattern_ops) "
+    "INCLUDE (sample_id) WHERE status = 'current'",
 }
 
 

@@ -95,6 +95,7 @@ def provision(base: Path) -> Iterator[Provisioned]:
         "microplate_edge_litestream_endpoint": "https://localhost:9000",
         "microplate_edge_litestream_access_key_id": "lt-lab1-reader-01",
         "microplate_edge_litestream_secret_access_key": SECRETS["device_s3"],
+        "microplate_edge_litestream_metrics_addr": "127.0.0.1:9091",
         "microplate_cloud_first_admin_email": "admin@lab.example.org",
         "microplate_cloud_first_admin_password": SECRETS["admin"],
         "microplate_cloud_minio_root_password": SECRETS["minio"],

@@ -47,5 +47,8 @@ def test_every_worker_and_the_appliance_are_scraped(provisioned: Provisioned) ->
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o640
     assert "edge-metrics-token-0c3a" not in (root / "etc/prometheus/prometheus.yml").read_text()
     assert jobs["microplate_litestream"]["static_configs"][0]["labels"]["device"] == "reader-01"
+    # The appliance's side of that target: Litestream serves its metrics.
+    litestream = yaml.safe_load((root / "etc/microplate/credentials/litestream.yml").read_text())
+    assert litestream["addr"] == "127.0.0.1:9091"
     assert (root / "etc/prometheus/rules/microplate.rules.yml").is_file()
     assert "--storage.tsdb.retention.time=30d" in (root / "etc/default/prometheus").read_text()

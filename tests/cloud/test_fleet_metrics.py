@@ -71,3 +71,17 @@ def test_ingest_worker_serves_its_counters(migrated_db: str, tmp_path: Path) -> 
     assert samples(body, "microplate_ingest_dead_letters_total") == [({}, 2.0)]
     assert samples(body, "microplate_ingest_connected") == [({}, 0.0)]
     assert samples(body, "microplate_ingest_outstanding_messages") == [({}, 0.0)]
+
+
+def test_ingest_metrics_port_is_base_plus_instance() -> None:
+    import argparse
+
+    from cloud.ingest.cli import metrics_port, options_from_args
+
+    base = {"batch_size": 100, "batch_wait": 0.05, "client_id": "w", "share_group": "ingest"}
+    assert metrics_port(argparse.Namespace(metrics_port=9410, metrics_port_offset=3)) == 9413
+    assert metrics_port(argparse.Namespace(metrics_port=0, metrics_port_offset=3)) == 0
+    too_high = argparse.Namespace(**base, metrics_port=65535, metrics_port_offset=1)
+    with pytest.raises(ValueError, match="metrics-port"):
+        options_from_args(too_high)
+    options_from_args(argparse.Namespace(**base, metrics_port=9410, metrics_port_offset=1))

@@ -1,4 +1,4 @@
-"""Cloud API under load: sample list, sample detail and run detail over a big database.
+"""Cloud API under load: sample list, sample detail, run detail and search over a big database.
 
     python bench/cloud_api.py                 # 1,000,000 runs, 50 sites, 200 devices
     python bench/cloud_api.py --runs 100000   # a quicker look
@@ -10,6 +10,9 @@ start the API (uvicorn, `--workers` processes), then drive it from a second proc
 open-loop generator that sends `--rate` requests/s for `--duration` s (latency counted from
 the scheduled send time, so a stalled server cannot hide queueing), then a closed-loop phase
 for peak throughput. `/health` at the same rate is the baseline (framework + network floor).
+A last open-loop phase sends only searches (`q`: a prefix of a sample number, a submission
+number or a run description, in another letter case; cloud.crud.search), and the plan and
+time of one search of each kind are printed from EXPLAIN ANALYZE.
 Target: p99 <= 100 ms at 200 requests/s. Not part of the test suite.
 """
 
@@ -150,7 +153,7 @@ def seed(url: str, *, runs: int, sites: int, devices: int, per_sample: int) -> d
     patterns = _patterns(64, rng)
     start = datetime(2024, 11, 1, tzinfo=timezone.utc)
     n_samples = runs // per_sample
-    extra = json.dumps({"operator": "bench", "calibration_id": "cal-1"})
+    flocks = ("Broilers", "Layers", "Ducks", "Turkeys", "Breeders")
     with psycopg.connect(libpq, autocommit=True) as ddl_conn:
         rebuild = _drop_bulk_constraints(ddl_conn)
     # One connection per table: four COPY streams run side by side.
@@ -181,6 +184,11 @@ def seed(url: str, *, runs: int, sites: int, devices: int, per_sample: int) -> d
             sample_id = uuid.uuid4()
             number, submission = f"S{s:07d}", f"SUB{s // 8:06d}"
             first = start + timedelta(minutes=rng.randrange(730 * 24 * 60))
+            # The description search needs text that repeats like real flock names do.
+            description = f"{flocks[s % len(flocks)]} house {s % 400}"
+            extra = json.dumps(
+                {"operator": "bench", "calibration_id": "cal-1", "description": description}
+            )
             reads, flags = [], set()
             for j in range(per_sample):
                 run_id, plate_id = uuid.uuid4(), uuid.uuid4()
@@ -245,6 +253,8 @@ def seed(url: str, *, runs: int, sites: int, devices: int, per_sample: int) -> d
 
 # --------------------------------------------------------------------------- load generator
 async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
+    from urllib.parse import quote
+
     import httpx
 
     rng = random.Random(11)
@@ -262,6 +272,8 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
             if roll < 0.8:
                 return f"/api/v1/samples?limit=50&site_id={rng.choice(sites)}"
             return f"/api/v1/samples?q={rng.choice(numbers)}"
+        if kind == "search":
+            return f"/api/v1/samples?limit=50&q={quote(rng.choice(spec['searches']))}"
         if kind == "sample":
             return f"/api/v1/samples/{rng.choice(samples)}"
         return f"/api/v1/runs/{rng.choice(runs)}"
@@ -335,6 +347,10 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
         print("load: closed loop, mix", flush=True)
         peak_wall = await closed_loop(mix, spec["peak_s"], spec["peak_concurrency"])
         peak = list(results)
+        results.clear()
+        print("load: open loop, search", flush=True)
+        search_wall = await open_loop(["search"], spec["rate"], spec["search_s"])
+        search = list(results)
     finally:
         for client in clients:
             await client.aclose()
@@ -345,6 +361,8 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
         "wall": wall,
         "peak": peak,
         "peak_wall": peak_wall,
+        "search": search,
+        "search_wall": search_wall,
     }
 
 
@@ -354,6 +372,81 @@ def loadgen_main(spec_path: str, out_path: str) -> None:
 
 
 # --------------------------------------------------------------------------- orchestration
+def searches_for(numbers: list[str], submissions: list[str]) -> list[str]:
+    """Queries as people type them: the start of a sample number, of a submission number or
+    of a description, in another letter case. Round-robin, so every kind is in the first 3."""
+    rng = random.Random(5)
+    out = []
+    for i in range(600):
+        kind = i % 3
+        if kind == 0:
+            out.append(rng.choice(numbers)[:-1].lower())  # about 10 samples
+        elif kind == 1 and submissions:
+            out.append(rng.choice(submissions)[:-1].lower())
+        else:
+            flock = ("broilers", "LAYERS", "Ducks", "turkeys", "breeders")[i % 5]
+            out.append(f"{flock} house {rng.randrange(40)}")
+    return out
+
+
+def explain_search(conn: Any, q: str, site_ids: list[Any]) -> str:
+    """Execution time of the list query for `q` (as the API runs it) and the indexes used."""
+    from sqlalchemy import select
+    from sqlalchemy.dialects import postgresql
+
+    from cloud.crud.queries import SampleFilter, filtered
+    from cloud.crud.scope import Scope
+    from cloud.models import Sample
+
+    query = (
+        filtered(
+            select(Sample.id),
+            scope=Scope(all_sites=False, site_ids=frozenset(site_ids)),
+            flt=SampleFilter(q=q),
+        )
+        .order_by(Sample.last_read_at.desc(), Sample.id.desc())
+        .limit(51)
+    )
+    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    plan = [r[0] for r in conn.execute("EXPLAIN ANALYZE " + sql)]
+    used = sorted({w for line in plan for w in line.split() if w.startswith("ix_")})
+    took = next((line for line in plan if line.startswith("Execution Time")), "?")
+    return f"{took}; indexes {', '.join(used) or 'none'}"
+
+
+def db_timing(url: str, searches: list[str], site_ids: list[Any], rounds: int) -> None:
+    """The list query as the API runs it (fastread.sample_page on the read engine, so psycopg
+    prepares repeated statements), without HTTP: the same pages with and without a search."""
+    from cloud.crud import fastread
+    from cloud.crud.queries import SampleFilter
+    from cloud.crud.scope import Scope
+    from cloud.db import make_read_engine
+    from cloud.settings import CloudSettings
+
+    engine = make_read_engine(CloudSettings(environment="test", database_url=url))
+    scope = Scope(all_sites=False, site_ids=frozenset(site_ids))
+    figures = {}
+    try:
+        with engine.connect() as conn:
+            for name, queries in (("list, no search", [None]), ("list with search", searches)):
+                took = []
+                for i in range(rounds):
+                    flt = SampleFilter(q=queries[i % len(queries)])
+                    t0 = time.perf_counter()
+                    fastread.sample_page(conn, scope=scope, flt=flt, limit=50)
+                    took.append(time.perf_counter() - t0)
+                figures[name] = (_pct(took, 0.5), _pct(took, 0.99))
+                print(
+                    f"  {name:<18} p50 {figures[name][0]:6.2f} ms  p99 {figures[name][1]:6.2f} ms"
+                )
+    finally:
+        engine.dispose()
+    base, found = figures["list, no search"], figures["list with search"]
+    print(
+        f"  ratio search / no search: p50 {found[0] / base[0]:.1f}x, p99 {found[1] / base[1]:.1f}x"
+    )
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -463,6 +556,20 @@ def main() -> int:
                     (msites,),
                 )
             ]
+            submissions = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT submission_number FROM samples WHERE site_id = ANY(%s) "
+                    "AND submission_number IS NOT NULL ORDER BY random() LIMIT 500",
+                    (msites,),
+                )
+            ]
+            searches = searches_for(numbers, submissions)
+            print("one search of each kind (EXPLAIN ANALYZE, manager's sites):")
+            for q in (searches[0], searches[1], searches[2]):
+                print(f"  q={q!r}: {explain_search(conn, q, msites)}")
+        print(f"database-side, {min(600, len(searches))} queries each (no HTTP):")
+        db_timing(url, searches, msites, rounds=600)
         assert counts is not None
         print(
             f"database: {counts[0]:,} runs, {counts[1]:,} samples, {counts[2]} sites, "
@@ -519,6 +626,8 @@ def main() -> int:
             "runs": runs,
             "sites": [str(s) for s in msites],
             "numbers": numbers,
+            "searches": searches,
+            "search_s": min(args.duration, 15.0),
             "rate": args.rate,
             "duration": args.duration,
             "baseline_s": 10,
@@ -545,14 +654,22 @@ def main() -> int:
         )
         base_fig = _report("baseline /health", out["baseline"], out["base_wall"])
         mix = _report("mix (all three)", out["loaded"], out["wall"])
-        for kind, label in (
-            ("list", "sample list"),
-            ("sample", "sample detail"),
-            ("run", "run detail"),
-        ):
-            _report(label, [r for r in out["loaded"] if r[0] == kind], out["wall"])
+        kinds = {
+            kind: _report(label, [r for r in out["loaded"] if r[0] == kind], out["wall"])
+            for kind, label in (
+                ("list", "sample list"),
+                ("sample", "sample detail"),
+                ("run", "run detail"),
+            )
+        }
+        listed = kinds["list"]
+        search = _report("search (prefix, case)", out["search"], out["search_wall"])
         print("\nclosed loop, 32 concurrent:")
         peak = _report("mix (peak)", out["peak"], out["peak_wall"])
+        print(
+            f"\nsearch p99 / sample list p99 = {search['p99'] / listed['p99']:.1f}x; "
+            f"search p99 / baseline p99 = {search['p99'] / base_fig['p99']:.1f}x"
+        )
         print(
             f"\nratios: mix p99 / baseline p99 = {mix['p99'] / base_fig['p99']:.1f}x; "
             f"mix p99 / 100 ms target = {mix['p99'] / 100:.2f}; "

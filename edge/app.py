@@ -93,6 +93,7 @@ class Appliance(PlateOps):
             backlog=lambda: outbox.backlog(self.store) if self._started else (0, None),
             disk_free=lambda: float(disk_usage(self.settings.data_dir)[0]),
             camera_up=lambda: 1.0 if self.source.state == "ok" else 0.0,
+            disk_floor=lambda: float(self.floor_bytes),
         )
 
     @classmethod

@@ -46,6 +46,11 @@ class Metrics:
         self.disk_free_bytes = Gauge(
             "microplate_disk_free_bytes", "Free bytes on the data disk", registry=r
         )
+        self.disk_floor_bytes = Gauge(
+            "microplate_disk_floor_bytes",
+            "Free-disk floor below which capture is refused (retention.disk_floor_mb)",
+            registry=r,
+        )
         self.camera_up = Gauge(
             "microplate_camera_up", "1 when the capture source works", registry=r
         )
@@ -60,6 +65,7 @@ class Metrics:
         backlog: Callable[[], tuple[int, float | None]],
         disk_free: Callable[[], float],
         camera_up: Callable[[], float],
+        disk_floor: Callable[[], float] | None = None,
     ) -> None:
         """Gauges read live values at scrape time, so they can never go stale."""
         self.queue_depth.set_function(queue_depth)
@@ -67,3 +73,5 @@ class Metrics:
         self.outbox_oldest_age.set_function(lambda: float(backlog()[1] or 0.0))
         self.disk_free_bytes.set_function(disk_free)
         self.camera_up.set_function(camera_up)
+        if disk_floor is not None:
+            self.disk_floor_bytes.set_function(disk_floor)

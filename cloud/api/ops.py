@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.api.deps import ReleasingRoute, StateDep
+from cloud.fleet_metrics import fleet_exposition
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"], route_class=ReleasingRoute)
@@ -44,7 +45,8 @@ def ready(state: StateDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response, responses={401: {}})
 def metrics(request: Request, state: StateDep) -> Response:
     """Prometheus metrics, for the bearer of `metrics_token` only (as on the appliance): route
-    names, rates and latencies tell an outsider too much. No token set: nobody."""
+    names, rates, latencies and the fleet's device slugs tell an outsider too much. No token
+    set: nobody."""
     token = state.settings.metrics_token
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
@@ -58,4 +60,5 @@ def metrics(request: Request, state: StateDep) -> Response:
             "Metrics need the metrics token (Authorization: Bearer <metrics_token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest() + fleet_exposition(state.read_engine)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

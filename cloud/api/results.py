@@ -49,7 +49,12 @@ def list_samples(
     claims: AccessClaims,
     state: StateDep,
     q: Annotated[
-        str | None, Query(max_length=64, description="sample or submission number")
+        str | None,
+        Query(
+            max_length=64,
+            description="start of a sample number, submission number or run description "
+            "(any letter case)",
+        ),
     ] = None,
     site_id: uuid.UUID | None = None,
     device_id: uuid.UUID | None = None,

@@ -17,6 +17,7 @@ from sqlalchemy import RowMapping, Select, and_, exists, or_, select
 from sqlalchemy.orm import Session, defer
 
 from cloud.crud.scope import Scope
+from cloud.crud.search import matching_samples
 from cloud.models import Run, RunRow, RunWell, Sample
 
 
@@ -63,7 +64,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 def filtered(query: Select[Any], *, scope: Scope, flt: SampleFilter) -> Select[Any]:
     query = query.where(scope.clause(Sample.site_id), Sample.n_plates > 0)
     if flt.q:
-        query = query.where(or_(Sample.sample_number == flt.q, Sample.submission_number == flt.q))
+        query = query.where(matching_samples(flt.q))
     if flt.site_id is not None:
         query = query.where(Sample.site_id == flt.site_id)
     if flt.read_from is not None:

@@ -14,6 +14,7 @@ import threading
 import time
 from types import FrameType
 
+from cloud.ingest.metrics import serve_metrics
 from cloud.ingest.options import IngestOptions
 from cloud.ingest.worker import IngestWorker
 from cloud.settings import CloudSettings
@@ -54,6 +55,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "it meanwhile; a clean stop ends the session at once)",
     )
     parser.add_argument("--stats-every", type=float, default=60.0, help="seconds between stats")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on 127.0.0.1 at this port (0: off)",
+    )
+    parser.add_argument(
+        "--metrics-port-offset",
+        type=int,
+        default=0,
+        help="added to --metrics-port (the systemd instance number, one port per worker)",
+    )
     return parser
 
 
@@ -69,6 +82,8 @@ def options_from_args(args: argparse.Namespace) -> IngestOptions:
     expiry = getattr(args, "session_expiry", IngestOptions().session_expiry_s)
     if not 0 <= expiry <= 86_400:
         raise ValueError("--session-expiry must be between 0 and 86400 seconds")
+    if getattr(args, "metrics_port", 0) and not 1 <= metrics_port(args) <= 65535:
+        raise ValueError("--metrics-port plus --metrics-port-offset must be between 1 and 65535")
     return IngestOptions(
         batch_size=args.batch_size,
         batch_wait_s=args.batch_wait,
@@ -77,6 +92,12 @@ def options_from_args(args: argparse.Namespace) -> IngestOptions:
         receive_max=getattr(args, "receive_max", IngestOptions().receive_max),
         session_expiry_s=expiry,
     )
+
+
+def metrics_port(args: argparse.Namespace) -> int:
+    """The worker's metrics port, 0 when metrics are off."""
+    base = int(getattr(args, "metrics_port", 0) or 0)
+    return base + int(getattr(args, "metrics_port_offset", 0) or 0) if base else 0
 
 
 def run_ingest(settings: CloudSettings, args: argparse.Namespace | None = None) -> int:
@@ -104,6 +125,14 @@ def run_ingest(settings: CloudSettings, args: argparse.Namespace | None = None) 
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    port = metrics_port(args) if args is not None else 0
+    if port:
+        try:
+            serve_metrics(worker, port=port)
+        except OSError as exc:
+            print(f"error: cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}")
+            worker.engine.dispose()
+            return 2
     worker.start()
     logger.info("ingest worker started (batch %d)", options.batch_size)
     last = time.monotonic()

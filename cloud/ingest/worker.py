@@ -277,6 +277,16 @@ class IngestWorker:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def outstanding(self) -> int:
+        """Messages received and not yet processed (the worker's own ingest backlog)."""
+        with self._outstanding_lock:
+            return self._outstanding
+
     # -- processing --------------------------------------------------------------------------
     def _loop(self) -> None:
         next_purge = time.monotonic()

@@ -22,6 +22,8 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    func,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -128,3 +130,27 @@ class DeviceEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+# Search indexes (cloud.crud.search): prefix lookups in any letter case. Expressions over the
+# mapped columns, so declared after the classes. The run's description lives in its wire
+# document; a literal key keeps the query's expression identical to the index's.
+RUN_DESCRIPTION = Run.extra.op("->>")(literal_column("'description'"))
+
+
+def _prefix_index(name: str, expr: Any, **kw: Any) -> Index:
+    return Index(name, expr.label("key"), postgresql_ops={"key": "text_pattern_ops"}, **kw)
+
+
+SEARCH_INDEXES = (
+    _prefix_index("ix_samples_sample_number_prefix", func.lower(Sample.sample_number)),
+    _prefix_index("ix_samples_submission_prefix", func.lower(Sample.submission_number)),
+    # Current runs only, carrying sample_id: a broad description prefix (thousands of runs)
+    # is answered from the index alone, without a heap fetch per run.
+    _prefix_index(
+        "ix_runs_description_prefix",
+        func.lower(RUN_DESCRIPTION),
+        postgresql_include=["sample_id"],
+        postgresql_where=Run.status == "current",
+    ),
+)

@@ -1,7 +1,9 @@
 """Hand-written SVG charts: pure geometry here, drawn by the `charts.html` macros.
 
-No chart library: a histogram and a line chart are a few rectangles and a polyline, and
-server-side geometry keeps the numbers testable and the page free of script and CDN.
+A histogram and a line chart are a few rectangles and a polyline; server-side geometry keeps
+the numbers testable and the page readable without script. The line charts are also drawn,
+interactively, by the vendored uPlot from `chart_data.py`'s JSON (static/charts.js); this SVG
+is then the fallback.
 """
 
 from __future__ import annotations

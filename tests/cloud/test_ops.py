@@ -72,6 +72,10 @@ def test_ready_reports_a_dead_database(tmp_path: Path) -> None:
         login = client.post("/api/v1/auth/login", json={"email": "a@b.c", "password": "x"})
         assert login.status_code == 503
         assert "Traceback" not in login.text
+        # Metrics still answer; the fleet part says its query failed.
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "microplate_fleet_query_up 0.0" in metrics.text
 
 
 def test_validation_errors_do_not_echo_secrets(world: World) -> None:

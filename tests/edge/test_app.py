@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,10 @@ def test_status_readiness_and_metrics(app: Appliance) -> None:
     assert 'microplate_runs_total{status="done"} 1.0' in text
     assert "microplate_inference_seconds_count 1.0" in text
     assert "microplate_csv_written_total 1.0" in text
+    # The disk alerts compare free space against the appliance's own floor.
+    floor = re.search(r"^microplate_disk_floor_bytes (\S+)$", text, re.MULTILINE)
+    assert floor is not None
+    assert float(floor.group(1)) == app.settings.retention.disk_floor_mb * 1024 * 1024
 
 
 def test_missing_share_is_not_ready_and_the_csv_waits_for_it(app: Appliance) -> None:

@@ -103,6 +103,7 @@ def provision(base: Path) -> Iterator[Provisioned]:
         "microplate_edge_litestream_endpoint": "https://localhost:9000",
         "microplate_edge_litestream_access_key_id": "lt-lab1-reader-01",
         "microplate_edge_litestream_secret_access_key": SECRETS["device_s3"],
+        "microplate_edge_litestream_metrics_addr": "127.0.0.1:9091",
         "microplate_cloud_first_admin_email": "admin@lab.example.org",
         "microplate_cloud_first_admin_password": SECRETS["admin"],
         "microplate_cloud_minio_root_password": SECRETS["minio"],
@@ -110,6 +111,15 @@ def provision(base: Path) -> Iterator[Provisioned]:
         "microplate_cloud_mosquitto_user": "root" if os.geteuid() == 0 else os.environ["USER"],
         "microplate_cloud_mosquitto_port": mqtt_port,
         "microplate_cloud_mosquitto_local_port": mqtt_local_port,
+        "microplate_monitoring_edge_metrics_token": "edge-metrics-token-0c3a",
+        "microplate_monitoring_edge_targets": [
+            {
+                "site": "lab1",
+                "device": "reader-01",
+                "url": "https://reader-01.lab.example.org:8443",
+                "litestream": "reader-01.lab.example.org:9091",
+            }
+        ],
         "microplate_cloud_litestream_devices": [
             {
                 "site": "lab1",

@@ -8,6 +8,26 @@
     if (msg && !window.confirm(msg)) { ev.preventDefault(); }
   });
 
+  // On a phone the wide tables turn into cards (dashboard.css): each cell needs its column's
+  // heading as a label. Done here so the templates stay plain tables.
+  function labelCells(root) {
+    var tables = root.querySelectorAll("table.grid");
+    for (var t = 0; t < tables.length; t++) {
+      var heads = tables[t].querySelectorAll("thead th");
+      var rows = tables[t].querySelectorAll("tbody tr");
+      for (var r = 0; r < rows.length; r++) {
+        var cells = rows[r].children;
+        for (var c = 0; c < cells.length && c < heads.length; c++) {
+          var label = heads[c].textContent.trim();
+          if (label && !cells[c].hasAttribute("colspan") && !cells[c].hasAttribute("data-label")) {
+            cells[c].setAttribute("data-label", label);
+          }
+        }
+      }
+    }
+  }
+  labelCells(document);
+
   var live = document.getElementById("live");
   if (!live || !window.WebSocket) { return; }
   var mode = document.body.getAttribute("data-live");
@@ -22,7 +42,7 @@
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var body = document.getElementById("overview-body");
-        if (body) { body.innerHTML = html; }
+        if (body) { body.innerHTML = html; labelCells(body); }
         live.hidden = false;
         live.textContent = "Updated " + new Date().toLocaleTimeString() + ".";
       })

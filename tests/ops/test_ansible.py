@@ -79,6 +79,7 @@ def test_secrets_stay_in_credentials(provisioned: Provisioned) -> None:
         "first_admin_password",
         "mqtt_ingest_password",
         "s3_secret_key",
+        "metrics_token",
     } <= names
     for path in creds.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -91,12 +92,18 @@ def test_secrets_stay_in_credentials(provisioned: Provisioned) -> None:
     generated = [
         (creds / n).read_text()
         for n in names
-        if n in {"jwt_secret", "mqtt_ingest_password", "s3_secret_key", "metrics-token"}
+        if n
+        in {"jwt_secret", "mqtt_ingest_password", "s3_secret_key", "metrics-token", "metrics_token"}
     ]
     minio_env = root / "etc/microplate/minio.env"
     assert stat.S_IMODE(minio_env.stat().st_mode) == 0o600
+    # Prometheus's own copy of the API metrics token (0640, group prometheus): checked in
+    # test_ansible_monitoring.
+    scrape_token = root / "etc/prometheus/api-metrics-token"
     for path in root.rglob("*"):
-        if not path.is_file() or path.is_symlink() or creds in path.parents or path == minio_env:
+        if not path.is_file() or path.is_symlink() or creds in path.parents:
+            continue
+        if path in (minio_env, scrape_token):
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         for secret in [*SECRETS.values(), *generated]:

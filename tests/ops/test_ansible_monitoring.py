@@ -46,6 +46,14 @@ def test_every_worker_and_the_appliance_are_scraped(provisioned: Provisioned) ->
     assert token_file.read_text() == "edge-metrics-token-0c3a"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o640
     assert "edge-metrics-token-0c3a" not in (root / "etc/prometheus/prometheus.yml").read_text()
+    # The cloud API's /metrics needs the cloud's generated token: Prometheus reads its own copy.
+    api_token = root / "etc/prometheus/api-metrics-token"
+    api = jobs["microplate_api"]
+    assert api["authorization"]["credentials_file"] == str(api_token)
+    cloud_token = (root / "etc/microplate/credentials/metrics_token").read_text()
+    assert len(cloud_token) >= 32 and api_token.read_text() == cloud_token
+    assert stat.S_IMODE(api_token.stat().st_mode) == 0o640
+    assert cloud_token not in (root / "etc/prometheus/prometheus.yml").read_text()
     assert jobs["microplate_litestream"]["static_configs"][0]["labels"]["device"] == "reader-01"
     # The appliance's side of that target: Litestream serves its metrics.
     litestream = yaml.safe_load((root / "etc/microplate/credentials/litestream.yml").read_text())

@@ -30,9 +30,14 @@ def samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 @pytest.fixture(scope="module")
 def world(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    settings = make_settings(migrated_db, tmp_path_factory.mktemp("fleet"))
+    settings = make_settings(
+        migrated_db, tmp_path_factory.mktemp("fleet"), metrics_token=METRICS_TOKEN
+    )
     with open_client(settings) as client:
         yield build_world(settings, client)
+
+
+METRICS_TOKEN = "metrics-token-for-the-fleet-tests"
 
 
 def test_api_metrics_report_when_each_device_was_last_seen(world: World) -> None:
@@ -46,7 +51,7 @@ def test_api_metrics_report_when_each_device_was_last_seen(world: World) -> None
             )
     finally:
         engine.dispose()
-    body = world.client.get("/metrics").text
+    body = world.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     last_seen = samples(body, "microplate_device_last_seen_timestamp_seconds")
     ours = {(lab["site"], lab["device"]): v for lab, v in last_seen}
     assert ours[(world.slug_a, "reader-1")] == seen.timestamp()

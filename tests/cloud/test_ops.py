@@ -63,6 +63,7 @@ def test_ready_reports_a_dead_database(tmp_path: Path) -> None:
         environment="test",
         database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
         dev_mail_sink=tmp_path / "m",
+        metrics_token=METRICS_TOKEN,
     )
     with open_client(settings) as client:
         resp = client.get("/ready")
@@ -73,7 +74,7 @@ def test_ready_reports_a_dead_database(tmp_path: Path) -> None:
         assert login.status_code == 503
         assert "Traceback" not in login.text
         # Metrics still answer; the fleet part says its query failed.
-        metrics = client.get("/metrics")
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         assert metrics.status_code == 200
         assert "microplate_fleet_query_up 0.0" in metrics.text
 

@@ -1,7 +1,7 @@
 """search: prefix indexes, any letter case, on sample number, submission and run description
 
 Revision ID: s005
-Revises: s002
+Revises: e001
 Create Date: 2026-12-06 20:30:00
 
 Sample search becomes "starts with, any case" (cloud.crud.search). Each lookup is a btree on
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "s005"
-down_revision: str | None = "s002"
+down_revision: str | None = "e001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -20,7 +20,7 @@ import numpy as np
 from edge import images, pending_images, queries, repo
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
-from edge.reading import PlateResult, read_plate
+from edge.reading import PlateResult, make_reader, read_plate
 from edge.reading import decode as decode_frame
 from edge.schemas import (
     Page,
@@ -60,6 +60,7 @@ class PlateOps:
     exporter: Exporter
     source: CaptureSource
     detector: Any | None
+    wells: Any | None  # the WellClassifier, when one is loaded
     detector_error: str
     images_dir: Path
     spool: Spool
@@ -315,9 +316,10 @@ class PlateOps:
         """Decode (unless the camera gave pixels) and read one plate with today's settings."""
         detector = self._detector()
         params = self.get_runtime_settings()
+        reader = make_reader(detector, grid=self._grid, params=params, wells=self.wells)
         if frame_image is not None:
-            return read_plate(detector, frame_image, grid=self._grid, params=params)
-        image, factor, full, decode_ms = decode_frame(detector, data)
+            return read_plate(detector, frame_image, grid=self._grid, params=params, reader=reader)
+        image, factor, full, decode_ms = decode_frame(detector, data, reader)
         return read_plate(
             detector,
             image,
@@ -326,6 +328,7 @@ class PlateOps:
             reduced_by=factor,
             full_size=full,
             decode_ms=decode_ms,
+            reader=reader,
         )
 
     def commit_run(
@@ -347,11 +350,16 @@ class PlateOps:
             staged = None
             try:
                 with self.store.write() as db:
-                    olds = db.execute(
-                        "SELECT run_id, edit FROM runs WHERE plate_id = ? "
-                        "AND superseded_by IS NULL AND deleted_at IS NULL",
-                        [rec.plate_id],
-                    ).fetchall()
+                    # A run held for review supersedes nothing (repo.insert_run).
+                    olds = (
+                        []
+                        if rec.needs_review
+                        else db.execute(
+                            "SELECT run_id, edit FROM runs WHERE plate_id = ? "
+                            "AND superseded_by IS NULL AND deleted_at IS NULL",
+                            [rec.plate_id],
+                        ).fetchall()
+                    )
                     events = {
                         o[0]: run_event(
                             o[0],
@@ -378,8 +386,11 @@ class PlateOps:
                             "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
                             [rec.run_id, name, data],
                         )
-                    summary = self._recompute(db, rec.sample_number)
-                    staged = self.exporter.stage(summary, summary.model_dump_json())
+                    if not rec.needs_review:
+                        # A run held for review counts no row: the sample's summary and its
+                        # CSV stay as they were (no recompute, nothing staged).
+                        summary = self._recompute(db, rec.sample_number)
+                        staged = self.exporter.stage(summary, summary.model_dump_json())
             except BaseException:
                 if staged is not None:
                     staged[0].discard()

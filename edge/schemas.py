@@ -174,6 +174,10 @@ class RunSummary(_Out):
     supersedes: str | None = None
     superseded_by: str | None = None
     image_sha256: str
+    # The plate-quality gate: shown with a banner, counts no row, writes no CSV.
+    needs_review: bool = False
+    review_reasons: list[str] = Field(default_factory=list)
+    reading: str | None = None
 
 
 class RunDetail(RunSummary):
@@ -224,6 +228,8 @@ class RuntimeSettings(_Out):
     min_confidence: float = Field(ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
     language: Literal["en", "th"]
+    reading: Literal["tilted", "untilted"] = "tilted"
+    well_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class RuntimeSettingsPatch(_Out):
@@ -236,6 +242,8 @@ class RuntimeSettingsPatch(_Out):
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
     language: Literal["en", "th"] | None = None
+    reading: Literal["tilted", "untilted"] | None = None
+    well_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class AuditEntry(_Out):

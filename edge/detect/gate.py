@@ -29,14 +29,12 @@ from core.wells import WellCall
 from edge.detect.settings import ReviewSettings
 
 REVIEW_REASONS = ("not_a_plate", "grid_misfit", "too_many_unread", "precision_disagreement")
-# Grey-level standard deviation under which a frame holds nothing to read (a lens cap, a
-# blank or grey frame); real plate photos measure 25-70.
-BLANK_FRAME_STD = 4.0
 
 
-def frame_is_blank(image_bgr: np.ndarray) -> bool:
+def frame_is_blank(image_bgr: np.ndarray, threshold: float) -> bool:
+    """Grey levels vary less than `threshold` (std): a lens cap, a blank or grey frame."""
     small = image_bgr[:: max(1, image_bgr.shape[0] // 200), :: max(1, image_bgr.shape[1] // 200)]
-    return float(small.astype(np.float32).mean(axis=2).std()) < BLANK_FRAME_STD
+    return float(small.astype(np.float32).mean(axis=2).std()) < threshold
 
 
 def off_centre(detections: Sequence[Detection], grid: CalibrationGrid) -> tuple[int, int]:

@@ -134,6 +134,7 @@ class PlateReader:
         wells: WellClassifier | None = None,
         reading: ReadingMode = "tilted",
         review: ReviewSettings | None = None,
+        well_threshold: float | None = None,
     ) -> None:
         self.detector = detector
         self.wells = wells
@@ -154,6 +155,8 @@ class PlateReader:
                 ) from exc
         self.class_map = class_map
         self.min_confidence = min_confidence
+        # The classifier's threshold on class probabilities (the detector's is min_confidence).
+        self.well_threshold = min_confidence if well_threshold is None else well_threshold
         self.dilution = dilution or DilutionSettings()
         self.policy = policy or CountingPolicy()
         self.protective_titre = protective_titre
@@ -195,7 +198,7 @@ class PlateReader:
         reasons = review_reasons(
             wells,
             settings=self.review,
-            blank=frame_is_blank(image_bgr),
+            blank=frame_is_blank(image_bgr, self.review.blank_frame_std),
             detections=detections if calibrated else None,
             grid=grid if calibrated else None,
         )
@@ -229,12 +232,12 @@ class PlateReader:
         width, height = full_size or (frame_w * reduced_by, frame_h * reduced_by)
         grid = self.grid_for(width, height)
         result = self.wells.classify(
-            image_bgr, grid, mode=self.reading, min_confidence=self.min_confidence
+            image_bgr, grid, mode=self.reading, min_confidence=self.well_threshold
         )
         reasons = review_reasons(
             result.calls,
             settings=self.review,
-            blank=frame_is_blank(image_bgr),
+            blank=frame_is_blank(image_bgr, self.review.blank_frame_std),
             nowell=result.nowell,
             agreement=result.agreement,
         )

@@ -56,6 +56,13 @@ class ReviewSettings(BaseModel):
         "inference time); below min_precision_agreement: precision_disagreement.",
     )
     min_precision_agreement: float = Field(default=0.98, ge=0.0, le=1.0)
+    blank_frame_std: float = Field(
+        default=4.0,
+        ge=0.0,
+        le=255.0,
+        description="A frame whose grey levels vary less than this (standard deviation) is "
+        "blank: not_a_plate. Real plate photos measure 25-70; 0 turns the check off.",
+    )
 
 
 class _CommonDetectorSettings(BaseModel):

@@ -98,7 +98,7 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
                 read_at=r.read_at,
                 rows=tuple(rows.get(r.run_id, ())),
                 superseded_by=r.superseded_by,
-                deleted=r.status == "deleted",
+                deleted=r.status in ("deleted", "needs_review"),
             )
             for r in mine + related
         ]
@@ -108,7 +108,7 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
         flags: set[str] = set()
         live_times = []
         for r in mine:
-            if r.status != "deleted":
+            if r.status not in ("deleted", "needs_review"):
                 status = "current" if r.run_id in current else "superseded"
                 if status != r.status:
                     status_updates.append({"run_id": r.run_id, "status": status})

@@ -107,9 +107,10 @@ class WellClassifier:
         return probs
 
     def warm_up(self) -> None:
-        """One crop through every file; the output must be [1, C] probabilities."""
+        """One crop through every (mode, precision); the output must be [1, C] probabilities
+        with C the mode's class count."""
         blank = np.full((1, 3, self.model.size, self.model.size), 0.5, dtype=np.float32)
-        for net in {n.sha256: n for n in self._networks.values()}.values():
+        for net in self._networks.values():
             probs = self._run(net, blank)
             if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1.0) > 1e-2:
                 raise ModelError(

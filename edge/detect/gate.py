@@ -3,11 +3,13 @@
 A read is `needs_review` with one or more reasons, in this order:
 
 - `not_a_plate`: the frame is blank (almost no contrast), or at least `not_a_plate_fraction`
-  of the crops hold no well (the classifier's `nowell`).
+  of the crops hold no well (the classifier's `nowell`) and the grid moved by half a well
+  finds none either.
 - `grid_misfit`: more than `max_nowell` crops hold no well (the grid sits between or beside
-  the wells); on the detector path with a calibration, more than `max_off_centre_fraction` of
-  the wells have their box centre over a quarter pitch from the cell centre, or more than
-  `max_nowell` cells have no box at all.
+  the wells; when most crops hold no well but the grid moved by half a well finds them, the
+  grid is off by about half a well); on the detector path with a calibration, more than
+  `max_off_centre_fraction` of the wells have their box centre over a quarter pitch from the
+  cell centre, or more than `max_nowell` cells have no box at all.
 - `too_many_unread`: more than `max_unread_fraction` of the wells are `unread`.
 - `precision_disagreement`: the fp32 and int8 classifiers both ran (`cross_check_precision`)
   and agree on fewer than `min_precision_agreement` of the wells.
@@ -64,16 +66,23 @@ def review_reasons(
     detections: Sequence[Detection] | None = None,
     grid: CalibrationGrid | None = None,
     agreement: float | None = None,
+    shifted_nowell: int | None = None,
 ) -> list[str]:
     """The reasons to hold this read for review (empty: the read is clean).
 
     `nowell`: crops the classifier found no well in (classifier path); `detections` + `grid`:
-    the detector's boxes in the grid's pixels (detector path, with a calibration).
+    the detector's boxes in the grid's pixels (detector path, with a calibration);
+    `shifted_nowell`: the fewest `nowell` crops through the grid moved by half a well (only
+    looked at when most crops hold no well: wells there mean the grid, not the frame, is off).
     """
     n = max(len(wells), 1)
     reasons: list[str] = []
-    if blank or (nowell is not None and nowell >= settings.not_a_plate_fraction * n):
+    most = settings.not_a_plate_fraction * n
+    if blank:
         reasons.append("not_a_plate")
+    elif nowell is not None and nowell >= most:
+        found_elsewhere = shifted_nowell is not None and shifted_nowell < most
+        reasons.append("grid_misfit" if found_elsewhere else "not_a_plate")
     elif nowell is not None and nowell > settings.max_nowell:
         reasons.append("grid_misfit")
     elif detections is not None and grid is not None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from core.calibration import CalibrationGrid
+from core.calibration import CalibrationError, CalibrationGrid
 from core.detection import Detection
 from core.plate import PLATE_96, PlateFormat
 from core.stats import Statistics, compute_statistics, distribution
@@ -234,12 +234,17 @@ class PlateReader:
         result = self.wells.classify(
             image_bgr, grid, mode=self.reading, min_confidence=self.well_threshold
         )
+        blank = frame_is_blank(image_bgr, self.review.blank_frame_std)
+        shifted = None
+        if not blank and result.nowell >= self.review.not_a_plate_fraction * len(result.calls):
+            shifted = self._nowell_shifted(image_bgr, grid)
         reasons = review_reasons(
             result.calls,
             settings=self.review,
-            blank=frame_is_blank(image_bgr, self.review.blank_frame_std),
+            blank=blank,
             nowell=result.nowell,
             agreement=result.agreement,
+            shifted_nowell=shifted,
         )
         return self._finish(
             wells=result.calls,
@@ -255,6 +260,32 @@ class PlateReader:
             reader="classifier",
             agreement=result.agreement,
         )
+
+    def _nowell_shifted(self, image_bgr: np.ndarray, grid: CalibrationGrid) -> int | None:
+        """The fewest `nowell` crops through the grid moved by half a well (right, down, both;
+        left/up where the frame has no room): tells a misplaced grid from a frame that holds
+        no plate. Only run when most crops hold no well, so a good plate never pays for it."""
+        assert self.wells is not None
+        half_x = (grid.columns[-1] - grid.columns[0]) / (len(grid.columns) - 1) / 2
+        half_y = (grid.rows[-1] - grid.rows[0]) / (len(grid.rows) - 1) / 2
+        dx = half_x if grid.columns[-1] + half_x <= grid.image_width else -half_x
+        dy = half_y if grid.rows[-1] + half_y <= grid.image_height else -half_y
+        counts = []
+        for sx, sy in ((dx, 0.0), (0.0, dy), (dx, dy)):
+            try:
+                moved = CalibrationGrid(
+                    columns=tuple(x + sx for x in grid.columns),
+                    rows=tuple(y + sy for y in grid.rows),
+                    image_width=grid.image_width,
+                    image_height=grid.image_height,
+                )
+            except CalibrationError:
+                continue  # no room in the frame for this move
+            got = self.wells.classify(
+                image_bgr, moved, mode=self.reading, min_confidence=self.well_threshold
+            )
+            counts.append(got.nowell)
+        return min(counts) if counts else None
 
     def _finish(
         self,

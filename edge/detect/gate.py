@@ -13,6 +13,9 @@ A read is `needs_review` with one or more reasons, in this order:
 - `too_many_unread`: more than `max_unread_fraction` of the wells are `unread`.
 - `precision_disagreement`: the fp32 and int8 classifiers both ran (`cross_check_precision`)
   and agree on fewer than `min_precision_agreement` of the wells.
+- `detector_disagreement`: the detector also ran (`cross_check_detector`) and, on the wells
+  both called, agrees with the classifier on fewer than `min_detector_agreement` of them (its
+  boxes also feed the off-centre check of `grid_misfit`).
 
 A read that needs review keeps its wells and rows for display; the reader marks every row
 `review` (never counted, `core.titre.hold_for_review`), and the appliance writes no CSV for it.
@@ -30,7 +33,13 @@ from core.detection import Detection
 from core.wells import WellCall
 from edge.detect.settings import ReviewSettings
 
-REVIEW_REASONS = ("not_a_plate", "grid_misfit", "too_many_unread", "precision_disagreement")
+REVIEW_REASONS = (
+    "not_a_plate",
+    "grid_misfit",
+    "too_many_unread",
+    "precision_disagreement",
+    "detector_disagreement",
+)
 
 
 def frame_is_blank(image_bgr: np.ndarray, threshold: float) -> bool:
@@ -67,6 +76,7 @@ def review_reasons(
     grid: CalibrationGrid | None = None,
     agreement: float | None = None,
     shifted_nowell: int | None = None,
+    detector_agreement: float | None = None,
 ) -> list[str]:
     """The reasons to hold this read for review (empty: the read is clean).
 
@@ -86,6 +96,7 @@ def review_reasons(
     elif nowell is not None and nowell > settings.max_nowell:
         reasons.append("grid_misfit")
     elif detections is not None and grid is not None:
+        # The detector's boxes: from the detector path, or its cross-check of the classifier.
         far, empty = off_centre(detections, grid)
         if far > settings.max_off_centre_fraction * n or empty > settings.max_nowell:
             reasons.append("grid_misfit")
@@ -94,4 +105,19 @@ def review_reasons(
         reasons.append("too_many_unread")
     if agreement is not None and agreement < settings.min_precision_agreement:
         reasons.append("precision_disagreement")
+    if detector_agreement is not None and detector_agreement < settings.min_detector_agreement:
+        reasons.append("detector_disagreement")
     return reasons
+
+
+def call_agreement(ours: Mapping[str, WellCall], theirs: Mapping[str, WellCall]) -> float | None:
+    """Share of the wells both called (neither `unread`) that got the same state; None when
+    they share no called well."""
+    both = [
+        (a.state, theirs[w].state)
+        for w, a in ours.items()
+        if w in theirs and a.state != "unread" and theirs[w].state != "unread"
+    ]
+    if not both:
+        return None
+    return sum(a == b for a, b in both) / len(both)

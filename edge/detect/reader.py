@@ -41,7 +41,7 @@ from core.wells import DEFAULT_MIN_CONFIDENCE, ClassMap, ClassMapError, WellCall
 from edge.detect.base import Detector
 from edge.detect.classifier import WellClassifier
 from edge.detect.errors import DetectorError
-from edge.detect.gate import frame_is_blank, review_reasons
+from edge.detect.gate import call_agreement, frame_is_blank, review_reasons
 from edge.detect.imageio import (
     decode_image,
     header_size,
@@ -238,6 +238,20 @@ class PlateReader:
         shifted = None
         if not blank and result.nowell >= self.review.not_a_plate_fraction * len(result.calls):
             shifted = self._nowell_shifted(image_bgr, grid)
+        detections: list[Detection] = []
+        det_agreement = None
+        timings = {"decode": decode_ms, **result.timings_ms}
+        if self.review.cross_check_detector:
+            checked = self.detector.detect(image_bgr)
+            detections = [
+                _enlarge(d, reduced_by, width, height) if reduced_by != 1 else d
+                for d in checked.detections
+            ]
+            theirs = call_wells(
+                detections, grid, class_map=self.class_map, min_confidence=self.min_confidence
+            )
+            det_agreement = call_agreement(result.calls, theirs)
+            timings["cross-check"] = sum(checked.timings_ms.values())
         reasons = review_reasons(
             result.calls,
             settings=self.review,
@@ -245,15 +259,18 @@ class PlateReader:
             nowell=result.nowell,
             agreement=result.agreement,
             shifted_nowell=shifted,
+            detections=detections if self.review.cross_check_detector else None,
+            grid=grid if self.review.cross_check_detector else None,
+            detector_agreement=det_agreement,
         )
         return self._finish(
             wells=result.calls,
             grid=grid,
             width=width,
             height=height,
-            detections=[],
+            detections=detections,
             reasons=reasons,
-            timings={"decode": decode_ms, **result.timings_ms},
+            timings=timings,
             start=start,
             model=self.wells.info(self.reading),
             backend=self.wells.backend,

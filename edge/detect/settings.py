@@ -56,6 +56,13 @@ class ReviewSettings(BaseModel):
         "inference time); below min_precision_agreement: precision_disagreement.",
     )
     min_precision_agreement: float = Field(default=0.98, ge=0.0, le=1.0)
+    cross_check_detector: bool = Field(
+        default=False,
+        description="Classifier path: also run the detector on every plate (its inference "
+        "time again): its boxes check the grid (off-centre wells: grid_misfit) and its calls "
+        "the classifier's (below min_detector_agreement: detector_disagreement).",
+    )
+    min_detector_agreement: float = Field(default=0.9, ge=0.0, le=1.0)
     blank_frame_std: float = Field(
         default=4.0,
         ge=0.0,

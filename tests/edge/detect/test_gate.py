@@ -211,3 +211,26 @@ def test_reader_holds_a_detector_read_through_a_misfitting_grid(tmp_path: Path) 
     ).read(plates.plate_image(ENDPOINTS))
     assert bad.needs_review and "grid_misfit" in bad.review_reasons
     assert not any(r.counted for r in bad.rows)
+
+
+def test_detector_cross_check_of_the_classifier(reader_parts) -> None:  # type: ignore[no-untyped-def]
+    _, classifier = reader_parts
+    image, grid = padded_plate()
+    review = ReviewSettings(cross_check_detector=True)
+
+    def reader_with(boxes: list[dict[str, object]]) -> PlateReader:
+        detector = create_detector(FakeDetectorSettings(frames=[boxes], min_confidence=0.05))
+        return PlateReader(detector, grid=grid, wells=classifier, review=review)
+
+    agreeing = plates.frame_boxes(ENDPOINTS)
+    reading = reader_with(agreeing).read(image)
+    assert not reading.needs_review and len(reading.detections) == 96
+    assert "cross-check" in reading.timings_ms
+    opposite = plates.frame_boxes([12 - e for e in ENDPOINTS])
+    reading = reader_with(opposite).read(image)
+    assert reading.review_reasons == ("detector_disagreement",)
+    assert not any(r.counted for r in reading.rows)
+    pitch = grid.columns[1] - grid.columns[0]
+    moved = [{**b, "x1": b["x1"] + 0.4 * pitch, "x2": b["x2"] + 0.4 * pitch} for b in agreeing]
+    reading = reader_with(moved).read(image)
+    assert "grid_misfit" in reading.review_reasons

@@ -387,10 +387,14 @@ class PlateOps:
                             [rec.run_id, name, data],
                         )
                     if not rec.needs_review:
-                        # A run held for review counts no row: the sample's summary and its
-                        # CSV stay as they were (no recompute, nothing staged).
                         summary = self._recompute(db, rec.sample_number)
                         staged = self.exporter.stage(summary, summary.model_dump_json())
+                    elif not repo.sample_exists(db, rec.sample_number):
+                        # A run held for review counts no row: an existing sample's summary and
+                        # CSV stay as they were. A sample seen only through held reads is still
+                        # listed (0 plates) so the operator finds it, with no CSV due.
+                        self._recompute(db, rec.sample_number)
+                        repo.mark_csv_done(db, rec.sample_number)
             except BaseException:
                 if staged is not None:
                     staged[0].discard()

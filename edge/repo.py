@@ -234,6 +234,16 @@ def recompute_sample(
     return summary
 
 
+def sample_exists(db: Database, sample_number: str) -> bool:
+    row = db.execute("SELECT 1 FROM samples WHERE sample_number = ?", [sample_number])
+    return row.fetchone() is not None
+
+
+def mark_csv_done(db: Database, sample_number: str) -> None:
+    """No CSV is due for the sample (it holds nothing counted yet)."""
+    db.execute("UPDATE samples SET csv_dirty = 0 WHERE sample_number = ?", [sample_number])
+
+
 def mark_deleted(db: Database, run_id: str, *, actor: str, reason: str, payload: str) -> None:
     db.execute(
         "UPDATE runs SET deleted_at = ?, deleted_by = ?, deleted_reason = ?, edit = edit + 1 "

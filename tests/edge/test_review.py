@@ -145,3 +145,12 @@ def test_migration_3_keeps_older_runs_counted(tmp_path: Path) -> None:
     cols = {r[1] for r in store.read().execute("PRAGMA table_info(runs)").fetchall()}
     assert {"needs_review", "review_reasons", "reading"} <= cols
     store.close()
+
+
+def test_a_sample_seen_only_through_held_reads_is_listed_without_a_csv(app: Appliance) -> None:
+    held = submit(app, jpeg(np.full((HEIGHT, WIDTH, 3), 90, np.uint8)), sample="S-HELD")
+    sample = app.get_sample("S-HELD")
+    assert sample.plates == 0 and sample.rows_total == 0
+    assert [r.run_id for r in sample.runs] == [held] and sample.runs[0].needs_review
+    assert sample.csv is not None and not sample.csv.pending
+    assert not any(p.name.startswith("S-HELD") for p in app.settings.share_dir.glob("*.csv"))

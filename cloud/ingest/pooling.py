@@ -112,6 +112,7 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
                 status = "current" if r.run_id in current else "superseded"
                 if status != r.status:
                     status_updates.append({"run_id": r.run_id, "status": status})
+            if r.status != "deleted":
                 live_times.append(r.read_at)
             if r.run_id in current:
                 flags.update(r.flags)

@@ -218,6 +218,7 @@ class CalibrationOut(_Out):
     image_height: int
     updated_at: datetime
     updated_by: str
+    reading: Literal["tilted", "untilted"] | None = None  # None: the runtime setting decides
 
 
 class RuntimeSettings(_Out):

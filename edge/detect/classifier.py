@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from core.calibration import CalibrationGrid
+from core.calibration import CalibrationError, CalibrationGrid
 from core.wells import WellCall, WellFlag, WellState
 from edge.detect.errors import DetectorError, ModelError
+from edge.detect.imageio import reduction_for
 from edge.detect.settings import SHIPPED_WELLS_DIR
 from edge.detect.tensor_backends import (
     BatchRunner,
@@ -31,7 +32,7 @@ from edge.detect.tensor_backends import (
     OnnxBatchRunner,
     TensorRTBatchRunner,
 )
-from edge.detect.wellcrops import crop_wells
+from edge.detect.wellcrops import crop_wells, well_boxes
 from edge.detect.wells_model import (
     MAX_BATCH,
     READING_MODES,
@@ -153,10 +154,52 @@ class WellClassifier:
             },
         )
 
+    def nowell_moved(
+        self,
+        image_bgr: np.ndarray,
+        grid: CalibrationGrid,
+        *,
+        mode: ReadingMode,
+        min_confidence: float,
+    ) -> int | None:
+        """The fewest `nowell` crops through the grid moved by half a well (right, down, both;
+        left/up where the frame has no room): tells a misplaced grid from a frame that holds
+        no plate. The reader runs it only when most crops hold no well, so a good plate never
+        pays for it. None when the frame has no room for any move."""
+        half_x = (grid.columns[-1] - grid.columns[0]) / (len(grid.columns) - 1) / 2
+        half_y = (grid.rows[-1] - grid.rows[0]) / (len(grid.rows) - 1) / 2
+        dx = half_x if grid.columns[-1] + half_x <= grid.image_width else -half_x
+        dy = half_y if grid.rows[-1] + half_y <= grid.image_height else -half_y
+        counts = []
+        for sx, sy in ((dx, 0.0), (0.0, dy), (dx, dy)):
+            try:
+                moved = CalibrationGrid(
+                    columns=tuple(x + sx for x in grid.columns),
+                    rows=tuple(y + sy for y in grid.rows),
+                    image_width=grid.image_width,
+                    image_height=grid.image_height,
+                )
+            except CalibrationError:
+                continue  # no room in the frame for this move
+            counts.append(
+                self.classify(image_bgr, moved, mode=mode, min_confidence=min_confidence).nowell
+            )
+        return min(counts) if counts else None
+
     def close(self) -> None:
         for runner in self._runners.values():
             runner.close()
         self._runners = {}
+
+
+def classifier_reduction(data: bytes, grid: CalibrationGrid, size: int, scale: float) -> int:
+    """The largest JPEG reduction that keeps the smallest well crop at least `size` pixels."""
+    side = min(s for _, _, s in well_boxes(grid, scale=scale))
+    if side <= 0:
+        return 1
+    need_w = max(1, round(grid.image_width * size / side))
+    need_h = max(1, round(grid.image_height * size / side))
+    return reduction_for(data, need_h, need_w)
 
 
 def calls_from_probs(

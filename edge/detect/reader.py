@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from core.calibration import CalibrationError, CalibrationGrid
+from core.calibration import CalibrationGrid
 from core.detection import Detection
 from core.plate import PLATE_96, PlateFormat
 from core.stats import Statistics, compute_statistics, distribution
 from core.titre import CountingPolicy, DilutionSettings, RowResult, hold_for_review, row_results
 from core.wells import DEFAULT_MIN_CONFIDENCE, ClassMap, ClassMapError, WellCall, call_wells
 from edge.detect.base import Detector
-from edge.detect.classifier import WellClassifier
+from edge.detect.classifier import WellClassifier, classifier_reduction
 from edge.detect.errors import DetectorError
 from edge.detect.gate import call_agreement, frame_is_blank, review_reasons
 from edge.detect.imageio import (
@@ -50,7 +50,6 @@ from edge.detect.imageio import (
     reduction_for,
 )
 from edge.detect.settings import ReviewSettings
-from edge.detect.wellcrops import well_boxes
 from edge.detect.wells_model import ReadingMode
 
 logger = logging.getLogger(__name__)
@@ -237,7 +236,9 @@ class PlateReader:
         blank = frame_is_blank(image_bgr, self.review.blank_frame_std)
         shifted = None
         if not blank and result.nowell >= self.review.not_a_plate_fraction * len(result.calls):
-            shifted = self._nowell_shifted(image_bgr, grid)
+            shifted = self.wells.nowell_moved(
+                image_bgr, grid, mode=self.reading, min_confidence=self.well_threshold
+            )
         detections: list[Detection] = []
         det_agreement = None
         timings = {"decode": decode_ms, **result.timings_ms}
@@ -277,32 +278,6 @@ class PlateReader:
             reader="classifier",
             agreement=result.agreement,
         )
-
-    def _nowell_shifted(self, image_bgr: np.ndarray, grid: CalibrationGrid) -> int | None:
-        """The fewest `nowell` crops through the grid moved by half a well (right, down, both;
-        left/up where the frame has no room): tells a misplaced grid from a frame that holds
-        no plate. Only run when most crops hold no well, so a good plate never pays for it."""
-        assert self.wells is not None
-        half_x = (grid.columns[-1] - grid.columns[0]) / (len(grid.columns) - 1) / 2
-        half_y = (grid.rows[-1] - grid.rows[0]) / (len(grid.rows) - 1) / 2
-        dx = half_x if grid.columns[-1] + half_x <= grid.image_width else -half_x
-        dy = half_y if grid.rows[-1] + half_y <= grid.image_height else -half_y
-        counts = []
-        for sx, sy in ((dx, 0.0), (0.0, dy), (dx, dy)):
-            try:
-                moved = CalibrationGrid(
-                    columns=tuple(x + sx for x in grid.columns),
-                    rows=tuple(y + sy for y in grid.rows),
-                    image_width=grid.image_width,
-                    image_height=grid.image_height,
-                )
-            except CalibrationError:
-                continue  # no room in the frame for this move
-            got = self.wells.classify(
-                image_bgr, moved, mode=self.reading, min_confidence=self.well_threshold
-            )
-            counts.append(got.nowell)
-        return min(counts) if counts else None
 
     def _finish(
         self,
@@ -380,16 +355,6 @@ class PlateReader:
         """Read a file (reading it from disk counts as decode time)."""
         start = time.perf_counter()
         return self.read_bytes(read_file_bytes(path), started=start)
-
-
-def classifier_reduction(data: bytes, grid: CalibrationGrid, size: int, scale: float) -> int:
-    """The largest JPEG reduction that keeps the smallest well crop at least `size` pixels."""
-    side = min(s for _, _, s in well_boxes(grid, scale=scale))
-    if side <= 0:
-        return 1
-    need_w = max(1, round(grid.image_width * size / side))
-    need_h = max(1, round(grid.image_height * size / side))
-    return reduction_for(data, need_h, need_w)
 
 
 def _full_size(data: bytes, image: np.ndarray, factor: int) -> tuple[int, int] | None:

@@ -42,6 +42,9 @@ class PlateLook:
     wall_tone: float  # < 0: dark wall (dark-walled plate); > 0: bright refracting rim
     ring_dark: float  # strength of the dark lines at the wall's two edges
     specular: float  # strength of the specular arc on the wall
+    wall_tint: np.ndarray  # BGR the bright walls refract towards (white, lavender, bluish)
+    tip_glint: float  # the bright point/ring at the bottom of a V or U floor
+    glare_rate: float  # share of wells with a small reflection on the liquid
     light_angle: float  # radians: where the highlight sits
     floor_shade: float  # floor brightness factor (a clear floor passes most light)
     cells_dark: np.ndarray  # per-channel transmission of a packed button (BGR)
@@ -97,6 +100,11 @@ def sample_look(rng: np.random.Generator, mode: str) -> PlateLook:
         wall_tone=wall_tone,
         ring_dark=float(rng.uniform(0.05, 0.7)),
         specular=float(rng.uniform(0.0, 0.9)),
+        wall_tint=np.array(
+            [rng.uniform(225, 255), rng.uniform(215, 250), rng.uniform(220, 250)], np.float32
+        ),
+        tip_glint=float(rng.uniform(0.0, 0.5 if mode == "tilted" else 0.25)),
+        glare_rate=float(rng.choice([0.0, 0.1, 0.4])),
         light_angle=float(rng.uniform(-np.pi, np.pi)),
         floor_shade=float(rng.uniform(0.72, 1.04)),
         cells_dark=dark,

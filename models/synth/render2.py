@@ -33,26 +33,27 @@ from models.synth.render import (
 from models.synth.wells2 import INKS, draw_well, pick_kind
 
 # Bump when the v2 rendering changes images for the same seed.
-GENERATOR_V2_VERSION = "2.0.0"
+GENERATOR_V2_VERSION = "2.1.0"
 _FONTS = (cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN)
 
 
-def _pattern(rng: np.random.Generator) -> tuple[list[WellSpec], list[RowSpec]]:
+def _pattern(rng: np.random.Generator) -> tuple[list[WellSpec], list[RowSpec], str]:
     """HI rows (flowing, then agglutinated), plus whole-plate cases real labs photograph."""
     u = rng.random()
     if u < 0.05:  # an empty or dry plate: every well invalid
         specs, rows = plate_pattern(rng, N_ROWS, N_COLS, invalid_rate=1.0)
-        return specs, rows
+        return specs, rows, "empty"
     if u < 0.1:  # every well inhibited (a control plate, buttons everywhere)
         specs, rows = plate_pattern(rng, N_ROWS, N_COLS, invalid_rate=0.0, skip_rate=0.0)
         specs = [WellSpec(s.row, s.col, "flowing", "button") for s in specs]
-        return specs, [RowSpec(r.row, N_COLS, ()) for r in rows]
+        return specs, [RowSpec(r.row, N_COLS, ()) for r in rows], "all-flowing"
     specs, rows = plate_pattern(rng, N_ROWS, N_COLS)
     if rng.random() < 0.12:
         # An HA titration: agglutinated first, buttons past the end point. Same classes.
         flip = {"flowing": "agglutinated", "agglutinated": "flowing"}
         specs = [WellSpec(s.row, s.col, flip.get(s.state, s.state), s.kind) for s in specs]
-    return specs, rows
+        return specs, rows, "ha"
+    return specs, rows, "hi"
 
 
 def _draw_plate(
@@ -279,7 +280,7 @@ def render_plate_v2(
     if mode not in READING_MODES:
         raise ValueError(f"reading mode {mode!r} is not one of {READING_MODES}")
     look = sample_look(rng, mode)
-    specs, row_specs = _pattern(rng)
+    specs, row_specs, pattern = _pattern(rng)
     kinds = [pick_kind(rng, mode, s.state) for s in specs]
     specs = [WellSpec(s.row, s.col, s.state, k) for s, k in zip(specs, kinds, strict=True)]
     pitch = float(
@@ -308,6 +309,7 @@ def render_plate_v2(
     wells, _ = _well_truth(specs, hmat, scale, look.well_radius_mm)
     variations = {
         "reading": mode,
+        "pattern": pattern,
         "backlight": look.backlight_name,
         "plate_type": look.plate_type,
         "wall_tone": look.wall_tone,

@@ -88,7 +88,20 @@ def draw_well(
         _absorb(patch, look.liquid_alpha * float(rng.uniform(0.5, 1.5)) * floor, look.cells_mat)
     draw = _DRAWERS[kind]
     draw(patch, uf, vf, px / f, floor, look, rng)
+    if rng.random() < look.glare_rate:
+        _glare(patch, uf, vf, floor, rng)
     np.clip(patch, 0.0, 255.0, out=patch)
+
+
+def _glare(patch: np.ndarray, u: np.ndarray, v: np.ndarray, floor: np.ndarray, rng) -> None:  # type: ignore[no-untyped-def]
+    """A lamp reflected on the liquid: a small bright streak anywhere on the floor."""
+    a = float(rng.uniform(0, np.pi))
+    gu, gv = rng.uniform(-0.5, 0.5, size=2)
+    along = (u - gu) * np.cos(a) + (v - gv) * np.sin(a)
+    across = -(u - gu) * np.sin(a) + (v - gv) * np.cos(a)
+    lx, ly = float(rng.uniform(0.1, 0.4)), float(rng.uniform(0.03, 0.1))
+    spot = np.exp(-((along / lx) ** 2 + (across / ly) ** 2)) * float(rng.uniform(0.3, 0.9))
+    patch += (255.0 - patch) * (spot * floor)[..., None]
 
 
 def _wall_and_floor(
@@ -110,7 +123,7 @@ def _wall_and_floor(
     across = np.clip((rho - f) / max(1.0 - f, 1e-3), 0.0, 1.0)
     profile = wall * (0.7 + 0.3 * np.sin(np.pi * across))
     if tone > 0:
-        patch += (235.0 - patch) * (tone * profile)[..., None]
+        patch += (look.wall_tint - patch) * (tone * profile)[..., None]
     else:
         patch *= (1.0 + tone * profile)[..., None]
     # The dark double ring: a line at each face of the wall.
@@ -123,17 +136,22 @@ def _wall_and_floor(
     # The floor: a shallow cone, a touch darker away from the light.
     shade = look.floor_shade * (1.0 - 0.06 * rho / f + 0.04 * facing * rho / f)
     patch *= (1.0 + (shade - 1.0) * floor)[..., None]
+    if look.tip_glint > 0:
+        # The bottom of the V (or U) focuses the light: a small bright ring at the centre.
+        rt = float(rng.uniform(0.05, 0.2)) * f
+        tip = np.exp(-(((rho - rt) / (0.03 + px)) ** 2)) * look.tip_glint
+        patch += (255.0 - patch) * (tip * float(rng.uniform(0.5, 1.0)))[..., None]
 
 
 def _teardrop(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-def]
     """Tilted flowing: a dense button with a short blunt streak in the tilt direction."""
     theta = look.tilt_angle + float(rng.normal(0.0, 0.12))
     du, dv = np.sin(theta), np.cos(theta)
-    rb = float(rng.uniform(0.14, 0.34))
-    start = float(rng.uniform(-0.35, 0.15))  # button centre along the tilt axis
+    rb = float(rng.uniform(0.12, 0.34))
+    start = float(rng.uniform(-0.3, 0.2))  # button centre along the tilt axis
     side = float(rng.normal(0.0, 0.07))
     bu, bv = du * start + dv * side, dv * start - du * side
-    length = float(rng.uniform(0.12, 0.85))
+    length = float(rng.uniform(0.1, 0.8))
     length = min(length, max(0.05, 0.85 - start - rb * 0.5))
     au, av = u - bu, v - bv
     along = au * du + av * dv
@@ -201,8 +219,8 @@ def _tilted_mat(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-u
 
 
 def _film(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-def]
-    """Tilted agglutinated: a faint even film of cells: the well just looks a little dull."""
-    a = float(rng.uniform(0.08, 0.35))
+    """Tilted agglutinated: an even film of cells: the well looks dull, a shade redder."""
+    a = float(rng.uniform(0.08, 0.6))
     alpha = a * (1.0 + 0.2 * _grain(rng, u.shape, 0.06 / px))
     _absorb(patch, np.clip(alpha, 0, 1) * floor, look.cells_mat)
 

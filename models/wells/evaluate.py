@@ -37,48 +37,74 @@ logger = logging.getLogger(__name__)
 HELD_OUT_SEEDS = {"tilted": 9001, "untilted": 9002}
 
 
+class _Tally:
+    def __init__(self, model: WellsModel) -> None:
+        self.model = model
+        self.wells = self.right = self.unread = self.rows = self.exact = self.wrong = 0
+        self.confusion = np.zeros((3, len(model.classes) + 1), np.int64)
+
+    def add(
+        self, sample_image: np.ndarray, grid: CalibrationGrid, states: list[str], threshold: float
+    ) -> None:
+        probs = self.model.probs(sample_image, grid)
+        calls = calls_from_probs(probs, self.model.classes, threshold)
+        truth_index = {"flowing": 0, "agglutinated": 1, "invalid": 2}
+        for state, call, p in zip(states, calls.values(), probs, strict=True):
+            self.wells += 1
+            self.right += call.state == state
+            self.unread += call.state == "unread"
+            k = len(self.model.classes) if call.state == "unread" else int(np.argmax(p))
+            self.confusion[truth_index[state], k] += 1
+        truth_rows = rows_of(calls_from_states(states))
+        for got, want in zip(rows_of(calls), truth_rows, strict=True):
+            self.rows += 1
+            self.exact += got.endpoint == want.endpoint and got.counted == want.counted
+            if got.counted and (not want.counted or got.counted_titre != want.counted_titre):
+                self.wrong += 1
+
+    def result(self, seed: int, plates: int) -> dict[str, Any]:
+        return {
+            "mode": self.model.mode,
+            "precision": self.model.precision,
+            "seed": seed,
+            "plates": plates,
+            "wells": self.wells,
+            "wells_right": self.right,
+            "wells_right_share": round(self.right / self.wells, 4),
+            "unread_wells": self.unread,
+            "rows": self.rows,
+            "exact_endpoints": self.exact,
+            "exact_endpoint_share": round(self.exact / self.rows, 4),
+            "wrong_counted_titres": self.wrong,
+            "confusion_rows_truth_FAI_cols_calls": {
+                "columns": [*self.model.classes, "unread"],
+                "rows": self.confusion.tolist(),
+            },
+        }
+
+
+def evaluate_models(
+    models: list[WellsModel], seed: int, plates: int, threshold: float = DEFAULT_MIN_CONFIDENCE
+) -> list[dict[str, Any]]:
+    """Every model (one mode, any precisions) on the same ``plates`` fresh plates of ``seed``."""
+    modes = {m.mode for m in models}
+    if len(modes) != 1:
+        raise ValueError(f"one reading mode at a time, got {sorted(modes)}")
+    mode = modes.pop()
+    tallies = [_Tally(m) for m in models]
+    for index in range(plates):
+        sample = render_plate_v2(seed, index, mode=mode)
+        grid = CalibrationGrid.from_legacy(sample.calibration)
+        states = [w["state"] for w in sample.wells]
+        for tally in tallies:
+            tally.add(sample.image, grid, states, threshold)
+    return [t.result(seed, plates) for t in tallies]
+
+
 def evaluate_mode(
     model: WellsModel, seed: int, plates: int, threshold: float = DEFAULT_MIN_CONFIDENCE
 ) -> dict[str, Any]:
-    wells = right = unread = rows = exact = wrong_titres = 0
-    confusion = np.zeros((4, len(model.classes) + 1), np.int64)  # truth F/A/I x call (+unread)
-    truth_index = {"flowing": 0, "agglutinated": 1, "invalid": 2}
-    for index in range(plates):
-        sample = render_plate_v2(seed, index, mode=model.mode)
-        grid = CalibrationGrid.from_legacy(sample.calibration)
-        probs = model.probs(sample.image, grid)
-        calls = calls_from_probs(probs, model.classes, threshold)
-        states = [w["state"] for w in sample.wells]
-        for state, call, p in zip(states, calls.values(), probs, strict=True):
-            wells += 1
-            right += call.state == state
-            unread += call.state == "unread"
-            k = len(model.classes) if call.state == "unread" else int(np.argmax(p))
-            confusion[truth_index[state], k] += 1
-        truth_rows = rows_of(calls_from_states(states))
-        for got, want in zip(rows_of(calls), truth_rows, strict=True):
-            rows += 1
-            exact += got.endpoint == want.endpoint and got.counted == want.counted
-            if got.counted and (not want.counted or got.counted_titre != want.counted_titre):
-                wrong_titres += 1
-    return {
-        "mode": model.mode,
-        "precision": model.precision,
-        "seed": seed,
-        "plates": plates,
-        "wells": wells,
-        "wells_right": right,
-        "wells_right_share": round(right / wells, 4),
-        "unread_wells": unread,
-        "rows": rows,
-        "exact_endpoints": exact,
-        "exact_endpoint_share": round(exact / rows, 4),
-        "wrong_counted_titres": wrong_titres,
-        "confusion_rows_truth_FAI_cols_calls": {
-            "columns": [*model.classes, "unread"],
-            "rows": confusion[:3].tolist(),
-        },
-    }
+    return evaluate_models([model], seed, plates, threshold)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     modes = READING_MODES if args.mode == "both" else (args.mode,)
     report = []
     for mode in modes:
-        for precision in precisions:
-            model = WellsModel.load(args.model, mode, precision)
-            result = evaluate_mode(model, HELD_OUT_SEEDS[mode], args.plates, args.threshold)
+        models = [WellsModel.load(args.model, mode, p) for p in precisions]
+        for result in evaluate_models(models, HELD_OUT_SEEDS[mode], args.plates, args.threshold):
             report.append(result)
             print(
-                f"{mode:9} {precision:5}: wells {100 * result['wells_right_share']:.2f} % "
+                f"{mode:9} {result['precision']:5}: "
+                f"wells {100 * result['wells_right_share']:.2f} % "
                 f"({result['unread_wells']} unread), exact endpoints "
                 f"{100 * result['exact_endpoint_share']:.2f} %, "
                 f"{result['wrong_counted_titres']} wrong counted titres, {args.plates} plates"

@@ -172,8 +172,6 @@ def package(
             + ", ".join(f"{m}: {100 * a:.2f} % agree" for m, a in short.items())
             + f", need {100 * min_agreement:.1f} %): no manifest written"
         )
-    from models.synth.render2 import GENERATOR_V2_VERSION
-
     manifest = {
         "name": NAME,
         "version": version,
@@ -190,11 +188,11 @@ def package(
         "modes": modes,
         "precision_agreement": agree,
         "trainer": {
-            "generator_version": GENERATOR_V2_VERSION,
             "runs": {
                 m: {
                     k: i[k]
                     for k in (
+                        "generator_version",
                         "seed",
                         "plates",
                         "epochs",

@@ -31,7 +31,10 @@ logger = logging.getLogger(__name__)
 
 
 def cached_crops(cache: Path, seed: int, n: int, mode: str, size: int, scale: float) -> CropSet:
-    path = cache / f"crops_{mode}_s{seed}_n{n}_{size}px_x{scale:g}.npz"
+    from models.synth.render2 import GENERATOR_V2_VERSION
+
+    name = f"crops_g{GENERATOR_V2_VERSION}_{mode}_s{seed}_n{n}_{size}px_x{scale:g}.npz"
+    path = cache / name
     if path.exists():
         return CropSet.load(path)
     t0 = time.monotonic()
@@ -124,7 +127,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         acc, _ = evaluate(model, val)
         history.append({"epoch": epoch + 1, "loss": total / len(data), "val_acc": acc})
         logger.info(
@@ -138,8 +141,11 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "weights.pt")
     export_onnx(model, args.out / "model.onnx", args.size)
+    from models.synth.render2 import GENERATOR_V2_VERSION
+
     info: dict[str, object] = {
         "mode": args.mode,
+        "generator_version": GENERATOR_V2_VERSION,
         "classes": list(CLASSES),
         "size": args.size,
         "crop_scale": args.scale,

@@ -97,3 +97,22 @@ def test_clutter_crops_are_all_nowell() -> None:
     crops = clutter_crops(np.random.default_rng(3), size=32, scale=1.0)
     assert crops.x.shape == (96, 3, 32, 32)
     assert (crops.y == NOWELL).all()
+
+
+def test_bundled_samples_come_from_generator_v2_in_both_modes() -> None:
+    import json
+    from pathlib import Path
+
+    from models.synth.render2 import GENERATOR_V2_VERSION
+
+    folder = Path(__file__).resolve().parents[2] / "models" / "samples"
+    index = json.loads((folder / "index.json").read_text())
+    assert sorted(e["reading"] for e in index) == ["tilted"] * 3 + ["untilted"] * 3
+    for entry in index:
+        assert (folder / entry["image"]).stat().st_size <= 250_000
+        truth = json.loads((folder / entry["truth"]).read_text())
+        assert truth["generator_version"] == GENERATOR_V2_VERSION
+        assert truth["reading"] == entry["reading"] == truth["variations"]["reading"]
+        grid = CalibrationGrid.from_json((folder / entry["calibration"]).read_text())
+        assert f"{grid.image_width}x{grid.image_height}" == entry["size"]
+        assert len(truth["wells"]) == 96 and len(truth["rows"]) == 8

@@ -60,6 +60,7 @@ def fake_run(folder: Path, seed: int) -> Path:
         "train_crops": 1,
         "train_seconds": 0.0,
         "torch": "none",
+        "generator_version": "test",
         "val_accuracy": 0.5,
     }
     (folder / "run_info.json").write_text(json.dumps(info))

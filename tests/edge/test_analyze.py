@@ -252,26 +252,38 @@ SAMPLES = ROOT / "models" / "samples"
     reason="the shipped model and sample plates are not in this checkout yet",
 )
 def test_shipped_model_reads_the_bundled_samples():
+    """The default path (calibrated plate -> well classifier, each plate in its reading mode)
+    over the bundled generator plates: clean reads, no wrong titre counted, the endpoints right.
+    The classifier's own accuracy figures are in models/hi-wells/MODEL_CARD.md."""
+    if not (ROOT / "models" / "hi-wells" / "manifest.json").is_file():
+        pytest.skip("the well classifier (models/hi-wells) is not in this checkout yet")
     index = json.loads((SAMPLES / "index.json").read_text())
     assert index, "no sample plates listed"
     right = total = exact_rows = rows = 0
     for entry in index:
         image = SAMPLES / entry["image"]
-        code, out, err = run_capture(
-            args_for(image, calibration=SAMPLES / entry["calibration"], json=True)
+        args = args_for(
+            image,
+            calibration=SAMPLES / entry["calibration"],
+            reading=entry.get("reading", "tilted"),
+            json=True,
         )
+        code, out, err = run_capture(args)
         assert code == 0, err
         got = json.loads(out)
+        assert got["reader"] == "classifier" and got["reading"] == entry.get("reading", "tilted")
+        assert got["needs_review"] is False, (entry["image"], got["review_reasons"])
         truth = json.loads((SAMPLES / entry["truth"]).read_text())
-        plate_right = sum(got["wells"][w["well_id"]]["call"] == w["state"] for w in truth["wells"])
-        assert plate_right / len(truth["wells"]) >= 0.95, (entry["image"], plate_right)
-        right += plate_right
+        right += sum(got["wells"][w["well_id"]]["call"] == w["state"] for w in truth["wells"])
         total += len(truth["wells"])
         for row in truth["rows"]:
             rows += 1
-            exact_rows += got["rows"][row["label"]]["endpoint"] == row["endpoint"]
-    assert right / total >= 0.98, f"well accuracy {right}/{total}"
-    assert exact_rows / rows >= 0.9, f"exact endpoints {exact_rows}/{rows}"
+            read = got["rows"][row["label"]]
+            exact_rows += read["endpoint"] == row["endpoint"]
+            # A counted row is a titre the lab receives: it must be the true one.
+            assert not read["counted"] or read["endpoint"] == row["endpoint"], (image, row)
+    assert exact_rows / rows >= 0.95, f"exact endpoints {exact_rows}/{rows}"
+    assert right / total >= 0.9, f"well accuracy {right}/{total}"
 
 
 def test_users_own_export_with_class_map(tmp_path: Path, plate: Path):

@@ -8,9 +8,10 @@ Ours, the product default (a calibrated plate and the well classifier): file byt
 `decode_image` (reduced as far as the well crops allow) -> `crop_wells` -> the classifier on
 all wells in one batch (ONNX Runtime, int8 on the CPU) -> well calls -> plate-quality gate ->
 rows + stats (`PlateReader.read_bytes` with `wells=`), in each plate's reading mode (its
-calibration's `reading`, else `--reading`). Also timed: ours with the detector (letterbox ->
-YOLO int8 -> decode + NMS -> well calls), the path before the classifier and still the one
-without a calibration. Without `--wells` (or the folder) "ours" is the detector path.
+calibration's `reading`, else `index.json` beside it, else `--reading`). Also timed: ours
+with the detector (letterbox -> YOLO int8 -> decode + NMS -> well calls), the path before the
+classifier and still the one without a calibration. Without `--wells` (or the folder) "ours"
+is the detector path.
 
 Old system: `YOLO(model.onnx).predict()` on a temporary JPEG written to disk (Ultralytics, CPU)
 on the fp32 network as trained, when Ultralytics is installed (the training venv may have it:
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from core.calibration import CalibrationGrid  # noqa: E402
 from core.detection import Detection  # noqa: E402
 from core.wells import ClassMap, call_wells  # noqa: E402
+from edge.demo import reading_for  # noqa: E402  (index.json beside the bundled plates)
 from edge.detect.base import create_detector  # noqa: E402
 from edge.detect.classifier import create_classifier  # noqa: E402
 from edge.detect.model import LoadedModel, load_model  # noqa: E402
@@ -265,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     readers = {
         "ours": {
             path: PlateReader(
-                detector, grid=calibration_for(path), wells=wells, reading=args.reading
+                detector,
+                grid=calibration_for(path),
+                wells=wells,
+                reading=reading_for(path) or args.reading,  # type: ignore[arg-type]
             )
             for path in images
         }

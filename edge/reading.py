@@ -136,7 +136,10 @@ def read_plate(
         dilution=dil,
         image=image,
         scale=image.shape[1] / reading.image_width,
-        min_confidence=params.min_confidence,
+        # The threshold that decided the calls: the classifier's, or the detector's.
+        min_confidence=reader.well_threshold
+        if reading.reader == "classifier"
+        else params.min_confidence,
         model={**reading.model, "backend": reading.backend},
         timings_ms=dict(reading.timings_ms),
         needs_review=reading.needs_review,

@@ -62,7 +62,10 @@ def test_a_held_read_is_stored_and_shown_but_changes_nothing(app: Appliance) -> 
     clean = app.get_run(first)
     assert not clean.needs_review and clean.rows_counted == 8
     assert clean.model.get("reading") == "tilted" and clean.reading == "tilted"
-    assert not last_run_message(app).needs_review
+    clean_msg = last_run_message(app)
+    assert not clean_msg.needs_review and clean_msg.reading == "tilted"
+    # The threshold that decided the calls travels with them: the classifier's well threshold.
+    assert clean_msg.min_confidence == app.get_runtime_settings().well_threshold == 0.5
     share = app.settings.share_dir
     before_csv = share_state(share)
     assert before_csv, "the clean read wrote the sample's CSV"

@@ -298,7 +298,20 @@ class Appliance(PlateOps):
             ),
             calibration_id=self._grid.grid_id if self._grid else None,
             started_at=self.started_at,
+            classifier=self.classifier_info,
         )
+
+    @property
+    def classifier_info(self) -> dict[str, str] | None:
+        wells = self.wells
+        if wells is None:
+            return None
+        return {
+            "name": wells.model.name,
+            "version": wells.model.version,
+            "backend": wells.backend,
+            "precision": wells.precision,
+        }
 
     @property
     def model_info(self) -> dict[str, str]:

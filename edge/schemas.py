@@ -115,6 +115,8 @@ class ApplianceStatus(_Out):
     queue: QueueStatus
     calibration_id: str | None = None
     started_at: datetime | None = None
+    # The well classifier reading calibrated plates (None: the detector reads every plate).
+    classifier: dict[str, str] | None = None
 
 
 class Page(BaseModel, Generic[T]):

@@ -93,6 +93,13 @@ def test_a_held_read_is_stored_and_shown_but_changes_nothing(app: Appliance) -> 
     assert not any(r.counted for r in msg.rows)
 
 
+def test_status_names_the_classifier(app: Appliance) -> None:
+    status = app.status()
+    assert status.classifier is not None
+    assert status.classifier["name"] == "test-wells" and status.classifier["backend"] == "onnx"
+    assert status.classifier["precision"] == "int8"  # auto, on the CPU
+
+
 def test_a_held_reread_supersedes_nothing(app: Appliance) -> None:
     first = submit(app, jpeg(plate_image(PLATE_A)))
     before_csv = share_state(app.settings.share_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -222,3 +223,35 @@ def test_tensorrt_falls_back_to_onnx_when_asked(wells: Path, tmp_path: Path, fak
     fallback = create_classifier(settings.model_copy(update={"fallback": "onnx"}))
     assert fallback is not None and fallback.backend == "onnx"
     fallback.close()
+
+
+# --- the real thing (Jetson / GPU machine: tests/edge/detect/gpu_check.sh) ------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed (no GPU here)"
+)
+def test_real_tensorrt_classifier_matches_onnx_runtime(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    wells = root / "models" / "hi-wells"
+    samples = root / "models" / "samples"
+    if not (wells / "manifest.json").is_file() or not (samples / "index.json").is_file():
+        pytest.skip("models/hi-wells and models/samples are needed")
+    trt = create_classifier(
+        TensorRTDetectorSettings(wells_model_dir=wells, engine_cache_dir=tmp_path / "engines")
+    )
+    ort = create_classifier(OnnxDetectorSettings(wells_model_dir=wells, precision="fp32"))
+    assert trt is not None and ort is not None and trt.backend == "tensorrt"
+    same = total = 0
+    try:
+        for entry in json.loads((samples / "index.json").read_text()):
+            image = cv2.imread(str(samples / entry["image"]))
+            grid = CalibrationGrid.from_json((samples / entry["calibration"]).read_text())
+            mode = entry.get("reading", "tilted")
+            got = trt.classify(image, grid, mode=mode, min_confidence=0.5).calls
+            want = ort.classify(image, grid, mode=mode, min_confidence=0.5).calls
+            same += sum(got[w].state == want[w].state for w in want)
+            total += len(want)
+    finally:
+        trt.close()
+        ort.close()
+    assert same / total >= 0.98, f"{same}/{total} well calls agree"  # fp16 against fp32

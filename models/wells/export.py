@@ -190,9 +190,10 @@ def package(
         "trainer": {
             "runs": {
                 m: {
-                    k: i[k]
+                    k: i.get(k)
                     for k in (
                         "generator_version",
+                        "init",
                         "seed",
                         "plates",
                         "epochs",

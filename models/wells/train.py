@@ -154,6 +154,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         "plates": args.plates,
         "val_plates": args.val_plates,
         "epochs": args.epochs,
+        "init": str(args.init) if args.init is not None else None,
         "batch": args.batch,
         "lr": args.lr,
         "threads": args.threads,

@@ -64,7 +64,8 @@ def test_sample_plates_give_their_true_endpoints(
         assert app.run_image(run.run_id, "annotated").stat().st_size > 10_000
     assert total == 8 * len(samples())
     # The well classifier's accuracy is in its model card (hi-wells 2.0.0, the first one,
-    # read 47/48 endpoints and 542/576 wells of these plates when this was written).
+    # read 47/48 endpoints and 542/576 wells of these plates; the bars hold the product's
+    # promise on rows, not one model's figures).
     assert exact / total >= 0.95, f"{exact}/{total} rows with the exact endpoint"
     assert wells_right / (12 * total) >= 0.9, f"{wells_right}/{12 * total} wells right"
     sample = app.get_sample("SMP-1")

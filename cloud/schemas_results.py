@@ -47,9 +47,11 @@ class RunSummary(BaseModel):
     sample_number: str
     submission_number: str | None
     read_at: datetime
-    status: str
+    status: str  # current | superseded | deleted | needs_review
     superseded_by: uuid.UUID | None
     flags: list[str]
+    # Why the edge's plate-quality gate held the run (status needs_review), else empty.
+    review_reasons: list[str] = []
     n_rows: int
     n_cols: int
 

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -86,6 +86,10 @@ class CalibrationGrid(BaseModel):
     image_width: int = Field(strict=True)
     image_height: int = Field(strict=True)
     updated_at: datetime | None = None
+    # How the plates read through this grid are read (``tilted`` V-bottom tear-drops, or
+    # ``untilted`` U-bottom buttons and mats); None: the appliance's runtime setting decides.
+    # Not part of ``grid_id``: the same lines are the same grid.
+    reading: Literal["tilted", "untilted"] | None = None
 
     def __init__(self, **data: Any) -> None:
         # Callers catch CalibrationError; pydantic would wrap ours in a ValidationError.
@@ -125,6 +129,7 @@ class CalibrationGrid(BaseModel):
             image_width=_whole(data, "image_width"),
             image_height=_whole(data, "image_height"),
             updated_at=data.get("updated_at"),
+            reading=data.get("reading"),
         )
         if "bounds" in data:
             _check_bounds(data["bounds"], grid)
@@ -176,6 +181,7 @@ class CalibrationGrid(BaseModel):
             "image_height": self.image_height,
             "updated_at": stamp,
             "format_version": LEGACY_FORMAT_VERSION,
+            **({"reading": self.reading} if self.reading else {}),
         }
 
     def to_json(self) -> str:
@@ -219,6 +225,7 @@ class CalibrationGrid(BaseModel):
             image_width=width,
             image_height=height,
             updated_at=self.updated_at,
+            reading=self.reading,
         )
 
     def cell_at(self, x: float, y: float) -> tuple[int, int] | None:

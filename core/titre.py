@@ -40,8 +40,16 @@ from core.wells import WellCall, WellState
 
 logger = logging.getLogger(__name__)
 
-RowFlag = Literal["skipped", "no_inhibition", "all_inhibited", "unread"]
-ROW_FLAGS: tuple[RowFlag, ...] = ("skipped", "no_inhibition", "all_inhibited", "unread")
+# ``review``: the plate as a whole needs review (edge plate-quality gate); its rows are shown
+# but never counted (see :func:`hold_for_review`).
+RowFlag = Literal["skipped", "no_inhibition", "all_inhibited", "unread", "review"]
+ROW_FLAGS: tuple[RowFlag, ...] = (
+    "skipped",
+    "no_inhibition",
+    "all_inhibited",
+    "unread",
+    "review",
+)
 # Which flag is reported as the reason when several would exclude a row.
 _EXCLUSION_ORDER: tuple[RowFlag, ...] = ("unread", "skipped", "no_inhibition", "all_inhibited")
 _READABLE: frozenset[WellState] = frozenset({"flowing", "agglutinated"})
@@ -197,3 +205,23 @@ def row_results(
             )
         )
     return results
+
+
+def hold_for_review(rows: list[RowResult]) -> list[RowResult]:
+    """The rows of a plate that needs review: same endpoints, titres and flags plus
+    ``review``, none counted (exclusion reason ``review``)."""
+    held: list[RowResult] = []
+    for row in rows:
+        flags = row.flags if "review" in row.flags else (*row.flags, "review")
+        held.append(
+            RowResult.model_validate(
+                {
+                    **row.model_dump(),
+                    "flags": flags,
+                    "counted": False,
+                    "counted_titre": None,
+                    "exclusion_reason": "review",
+                }
+            )
+        )
+    return held

@@ -30,9 +30,11 @@ logger = logging.getLogger(__name__)
 
 WellState = Literal["flowing", "agglutinated", "invalid", "unread"]
 DetectedState = Literal["flowing", "agglutinated", "invalid"]
-WellFlag = Literal["multiple", "low_confidence"]
+# ``no_well``: the well classifier saw no plate well centred in the crop (the grid is off, or
+# the frame is not a plate); the well is ``unread``.
+WellFlag = Literal["multiple", "low_confidence", "no_well"]
 WELL_STATES: tuple[WellState, ...] = ("flowing", "agglutinated", "invalid", "unread")
-WELL_FLAGS: tuple[WellFlag, ...] = ("multiple", "low_confidence")
+WELL_FLAGS: tuple[WellFlag, ...] = ("multiple", "low_confidence", "no_well")
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 _DEFAULT_NAMES: dict[str, DetectedState] = {

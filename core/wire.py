@@ -104,6 +104,10 @@ def _sample_number(value: str) -> str:
 SampleNumber = Annotated[str, Field(max_length=64), AfterValidator(_sample_number)]
 
 
+# Why a run needs review (edge.detect.gate); a newer edge may add reasons, so any short slug.
+ReviewReason = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
 class WireError(ValueError):
     """A message that is not a valid wire message; the text starts with the field path."""
 
@@ -167,6 +171,21 @@ class RunMessage(_Wire):
     flags: tuple[ShortText, ...] = Field(default=(), max_length=32)
     images: tuple[ImageRef, ...] = Field(default=(), max_length=8)
     supersedes: UUID | None = None
+    # The edge's plate-quality gate (added in schema 1 with defaults: older messages still
+    # parse). A run that needs review counts no row and supersedes nothing.
+    needs_review: bool = False
+    review_reasons: tuple[ReviewReason, ...] = Field(default=(), max_length=8)
+    reading: Literal["tilted", "untilted"] | None = None
+
+    @model_validator(mode="after")
+    def _review(self) -> RunMessage:
+        if self.needs_review != bool(self.review_reasons):
+            raise ValueError("review_reasons: given exactly when the run needs review")
+        if self.needs_review and any(r.counted for r in self.rows):
+            raise ValueError("rows: a run that needs review counts no row")
+        if self.needs_review and self.supersedes is not None:
+            raise ValueError("supersedes: a run that needs review supersedes nothing")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> RunMessage:

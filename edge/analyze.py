@@ -3,7 +3,11 @@
 Detector settings come from the appliance's settings when they load (so a Jetson uses its
 TensorRT engine), else ONNX Runtime on the shipped model; `--model` and `--backend` override.
 The grid comes from `--calibration FILE` (the old system's file or ours), else the appliance's
-saved calibration when that file exists, else a uniform grid over each frame.
+saved calibration when that file exists, else a uniform grid over each frame. With a grid and
+the well classifier (`models/hi-wells`, or `--wells-model DIR`) each well is classified from
+its crop in the reading mode (`--reading`, else the calibration's, else the appliance's
+setting, else tilted); without a grid the detector reads the plate. Every image gets the
+plate-quality gate's verdict (`needs_review`, `review_reasons`).
 
 Exit status: 0 all images read; 1 at least one image failed (the others were still read);
 2 nothing could start (bad model, calibration or options).
@@ -61,6 +65,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="NAME=STATE",
         help="map a model class to flowing/agglutinated/invalid (repeatable), for your own model",
     )
+    parser.add_argument(
+        "--reading",
+        choices=["tilted", "untilted"],
+        help="reading mode: tilted V-bottom tear-drops or untilted U-bottom buttons/mats "
+        "(default: the calibration's, else the appliance setting, else tilted)",
+    )
+    parser.add_argument(
+        "--wells-model",
+        type=Path,
+        metavar="DIR",
+        help="well classifier directory (default: models/hi-wells when present)",
+    )
+    parser.add_argument(
+        "--detector-only",
+        action="store_true",
+        help="read with the detector even when a grid and the classifier are there (the old way)",
+    )
+    parser.add_argument(
+        "--max-unread",
+        type=float,
+        metavar="FRACTION",
+        help="plate-quality gate: share of unread wells above which a read needs review",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument(
         "--min-confidence",
@@ -95,7 +122,15 @@ def detector_settings(args: argparse.Namespace, appliance: Any | None) -> Any:
     if isinstance(configured, dict) and configured.get("type") in ("onnx", "tensorrt"):
         raw = dict(configured)
     if args.backend and args.backend != raw.get("type"):
-        keep = {"model_dir", "class_map", "min_confidence", "iou_threshold", "threads"}
+        keep = {
+            "model_dir",
+            "class_map",
+            "min_confidence",
+            "iou_threshold",
+            "threads",
+            "wells_model_dir",
+            "review",
+        }
         raw = {k: v for k, v in raw.items() if k in keep}
         raw["type"] = args.backend
     if args.model is not None:
@@ -106,11 +141,27 @@ def detector_settings(args: argparse.Namespace, appliance: Any | None) -> Any:
             raise ValueError(f"--class-map {item!r} is not NAME=STATE")
         raw.setdefault("class_map", {})
         raw["class_map"] = {**raw["class_map"], name.strip(): state.strip().lower()}
+    if getattr(args, "detector_only", False):
+        raw["wells_model_dir"] = None
+    elif getattr(args, "wells_model", None) is not None:
+        raw["wells_model_dir"] = args.wells_model
+    if getattr(args, "max_unread", None) is not None:
+        raw["review"] = {**dict(raw.get("review") or {}), "max_unread_fraction": args.max_unread}
     if args.engine_cache is not None:
         if raw["type"] != "tensorrt":
             raise ValueError("--engine-cache only applies to --backend tensorrt")
         raw["engine_cache_dir"] = args.engine_cache
     return TypeAdapter(DetectorSettings).validate_python(raw)
+
+
+def reading_mode(args: argparse.Namespace, grid: CalibrationGrid | None, appliance: Any) -> Any:
+    """--reading, else the calibration's, else the appliance's runtime default, else tilted."""
+    if args.reading:
+        return args.reading
+    if grid is not None and grid.reading:
+        return grid.reading
+    runtime = getattr(appliance, "runtime", None)
+    return getattr(runtime, "reading", None) or "tilted"
 
 
 def load_grid(
@@ -144,6 +195,13 @@ def render_table(image: Path, reading: PlateReading, out: TextIO) -> None:
         f"{reading.timings_ms['total']:.0f} ms",
         file=out,
     )
+    how = f"classifier, {reading.reading}" if reading.reader == "classifier" else "detector"
+    print(f"  read by: {how}", file=out)
+    if reading.needs_review:
+        print(
+            f"  NEEDS REVIEW ({', '.join(reading.review_reasons)}): no row is counted",
+            file=out,
+        )
     header = "     " + "".join(f"{c:>3}" for c in fmt.col_labels) + "   end  titre  flags"
     print(header, file=out)
     for row in reading.rows:
@@ -180,10 +238,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (ValidationError, CalibrationError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 2
+    from edge.detect.classifier import create_classifier
+
     try:
         detector = create_detector(settings)
     except DetectorError as exc:
         print(f"error: the detector cannot start: {exc}", file=err)
+        return 2
+    try:
+        wells = create_classifier(settings) if grid is not None else None
+    except DetectorError as exc:
+        detector.close()
+        print(f"error: the well classifier cannot start: {exc}", file=err)
         return 2
     failed = 0
     try:
@@ -193,7 +259,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             grid_source=grid_source,
             min_confidence=args.min_confidence,
             dilution=dilution,
+            wells=wells,
+            reading=reading_mode(args, grid, appliance),
         )
+        if args.reading and grid is not None:
+            reader.reading = args.reading  # the command line wins over the calibration
         for image in args.images:
             try:
                 reading = reader.read_file(image)
@@ -214,6 +284,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
     finally:
         detector.close()
+        if wells is not None:
+            wells.close()
     if failed:
         print(f"{failed} of {len(args.images)} image(s) could not be read", file=err)
         return 1

@@ -63,6 +63,7 @@ class Appliance(PlateOps):
         *,
         detector: Any | None = None,
         source: CaptureSource | None = None,
+        wells: Any | None = None,
     ) -> None:
         self.settings = settings
         self.events = EventBus()
@@ -71,6 +72,8 @@ class Appliance(PlateOps):
         self.images_dir = settings.resolved_images_dir
         self.share_dir = settings.share_dir
         self.detector: Any | None = detector
+        self.wells: Any | None = wells  # WellClassifier: reads calibrated plates crop by crop
+        self._own_wells = False  # loaded here (closed at stop), not handed in
         self._injected_detector = detector is not None
         self.detector_error = ""
         self.source = source or create_source(settings.capture)
@@ -180,6 +183,10 @@ class Appliance(PlateOps):
             if callable(close):
                 close()
             self.detector = None
+        if self.wells is not None and self._own_wells:
+            self.wells.close()
+            self.wells = None
+            self._own_wells = False
         self._started = False
         self.store.close()
         logger.info("appliance stopped")
@@ -193,6 +200,20 @@ class Appliance(PlateOps):
 
     def load_detector(self) -> None:
         self.detector = self._create_detector()
+        if self.wells is None:
+            from pydantic import TypeAdapter
+
+            from edge.detect.classifier import create_classifier
+            from edge.detect.settings import DetectorSettings
+
+            det_settings = TypeAdapter(DetectorSettings).validate_python(self.settings.detector)
+            try:
+                self.wells = create_classifier(det_settings)
+            except BaseException:
+                self.detector.close()
+                self.detector = None
+                raise
+            self._own_wells = self.wells is not None
 
     def _create_detector(self) -> Any:
         from pydantic import TypeAdapter
@@ -281,7 +302,20 @@ class Appliance(PlateOps):
             ),
             calibration_id=self._grid.grid_id if self._grid else None,
             started_at=self.started_at,
+            classifier=self.classifier_info,
         )
+
+    @property
+    def classifier_info(self) -> dict[str, str] | None:
+        wells = self.wells
+        if wells is None:
+            return None
+        return {
+            "name": wells.model.name,
+            "version": wells.model.version,
+            "backend": wells.backend,
+            "precision": wells.precision,
+        }
 
     @property
     def model_info(self) -> dict[str, str]:

@@ -72,6 +72,7 @@ def describe(store: Store, grid: CalibrationGrid | None) -> CalibrationOut | Non
         rows=list(grid.rows),
         image_width=grid.image_width,
         image_height=grid.image_height,
+        reading=grid.reading,
         updated_at=updated_at,
         updated_by=row[1] if row else "file",
     )

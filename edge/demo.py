@@ -8,6 +8,7 @@ logged). `--once` processes the images, prints the results and exits.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -98,9 +99,26 @@ def calibration_for(image: Path) -> Any | None:
     for candidate in (image.with_suffix(".calibration.json"), image.with_suffix(".json")):
         if candidate.is_file():
             try:
-                return CalibrationGrid.from_json(candidate.read_text(encoding="utf-8"))
+                grid = CalibrationGrid.from_json(candidate.read_text(encoding="utf-8"))
             except (CalibrationError, OSError) as exc:
                 logger.warning("ignoring calibration %s: %s", candidate.name, exc)
+                continue
+            reading = grid.reading or reading_for(image)
+            return grid.model_copy(update={"reading": reading}) if reading else grid
+    return None
+
+
+def reading_for(image: Path) -> str | None:
+    """The reading mode `index.json` beside the bundled plates gives this one (tilted or
+    untilted), if any: the demo shows both modes, each plate read in its own."""
+    try:
+        index = json.loads((image.parent / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for entry in index if isinstance(index, list) else []:
+        if isinstance(entry, dict) and entry.get("image") == image.name:
+            reading = entry.get("reading")
+            return reading if reading in ("tilted", "untilted") else None
     return None
 
 

@@ -46,7 +46,10 @@ def run_message(settings: EdgeSettings, rec: RunRecord, result: PlateResult) -> 
         plate_format=result.fmt.n_wells,
         dilution=result.dilution,
         min_confidence=result.min_confidence,
-        supersedes=UUID(rec.supersedes) if rec.supersedes else None,
+        supersedes=UUID(rec.supersedes) if rec.supersedes and not rec.needs_review else None,
+        needs_review=rec.needs_review,
+        review_reasons=tuple(rec.review_reasons),
+        reading=rec.reading,
         images=tuple(
             ImageRef(
                 role=role,  # type: ignore[arg-type]

@@ -409,6 +409,9 @@ class Pipeline:
             image_dir=run_dir.name,
             image_bytes=nbytes + sum(len(v) for v in derived.values()),
             image_files=image_files,
+            needs_review=result.needs_review,
+            review_reasons=tuple(result.review_reasons),
+            reading=result.reading,
         )
         t_write = time.perf_counter()
         commit_timings: dict[str, float] = {}
@@ -424,7 +427,13 @@ class Pipeline:
         t_commit = t_csv - commit_timings.get("csv publish", 0.0) / 1e3
         app.events.publish(
             "run.created",
-            {"run_id": run_id, "sample_number": rec.sample_number, "plate_id": plate_id},
+            {
+                "run_id": run_id,
+                "sample_number": rec.sample_number,
+                "plate_id": plate_id,
+                "needs_review": rec.needs_review,
+                "review_reasons": list(rec.review_reasons),
+            },
         )
         for old in superseded:
             app.events.publish(

@@ -20,7 +20,7 @@ import numpy as np
 from edge import images, pending_images, queries, repo
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
-from edge.reading import PlateResult, read_plate
+from edge.reading import PlateResult, make_reader, read_plate
 from edge.reading import decode as decode_frame
 from edge.schemas import (
     Page,
@@ -60,6 +60,7 @@ class PlateOps:
     exporter: Exporter
     source: CaptureSource
     detector: Any | None
+    wells: Any | None  # the WellClassifier, when one is loaded
     detector_error: str
     images_dir: Path
     spool: Spool
@@ -324,10 +325,11 @@ class PlateOps:
         """Decode (unless the camera gave pixels) and read one plate with today's settings."""
         detector = self._detector()
         params = self.get_runtime_settings()
+        reader = make_reader(detector, grid=self._grid, params=params, wells=self.wells)
         if frame_image is not None:
-            return read_plate(detector, frame_image, grid=self._grid, params=params)
+            return read_plate(detector, frame_image, grid=self._grid, params=params, reader=reader)
         image, factor, full, decode_ms = decode_frame(
-            detector, data, min_width=self.settings.annotated_max_width
+            detector, data, reader, min_width=self.settings.annotated_max_width
         )
         return read_plate(
             detector,
@@ -337,6 +339,7 @@ class PlateOps:
             reduced_by=factor,
             full_size=full,
             decode_ms=decode_ms,
+            reader=reader,
         )
 
     def commit_run(
@@ -358,11 +361,16 @@ class PlateOps:
             staged: list[Any] = []
             try:
                 with self.store.write() as db:
-                    olds = db.execute(
-                        "SELECT run_id, edit FROM runs WHERE plate_id = ? "
-                        "AND superseded_by IS NULL AND deleted_at IS NULL",
-                        [rec.plate_id],
-                    ).fetchall()
+                    # A run held for review supersedes nothing (repo.insert_run).
+                    olds = (
+                        []
+                        if rec.needs_review
+                        else db.execute(
+                            "SELECT run_id, edit FROM runs WHERE plate_id = ? "
+                            "AND superseded_by IS NULL AND deleted_at IS NULL",
+                            [rec.plate_id],
+                        ).fetchall()
+                    )
                     events = {
                         o[0]: run_event(
                             o[0],
@@ -389,7 +397,17 @@ class PlateOps:
                             "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
                             [rec.run_id, name, data],
                         )
-                    moved = self._recompute_plates(db, [rec.plate_id], rec.sample_number, staged)
+                    moved: set[str] = set()
+                    if not rec.needs_review:
+                        moved = self._recompute_plates(
+                            db, [rec.plate_id], rec.sample_number, staged
+                        )
+                    elif not repo.sample_exists(db, rec.sample_number):
+                        # A run held for review counts no row: an existing sample's summary and
+                        # CSV stay as they were. A sample seen only through held reads is still
+                        # listed (0 plates) so the operator finds it, with no CSV due.
+                        self._recompute(db, rec.sample_number)
+                        repo.mark_csv_done(db, rec.sample_number)
             except BaseException:
                 self.exporter.discard(staged)
                 raise

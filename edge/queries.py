@@ -24,7 +24,8 @@ from edge.schemas import (
 _RUN_COLS = (
     "run_id, plate_id, sample_number, submission_number, description, operator, source, "
     "filename, captured_at, processed_at, distribution, rows_counted, rows_excluded, "
-    "flagged_wells, supersedes, superseded_by, image_sha256, deleted_at"
+    "flagged_wells, supersedes, superseded_by, image_sha256, deleted_at, needs_review, "
+    "review_reasons, reading"
 )
 
 
@@ -56,6 +57,9 @@ def _summary(r: tuple[Any, ...]) -> RunSummary:
         superseded_by=r[15],
         image_sha256=r[16],
         status=_status(r[15], r[17]),  # type: ignore[arg-type]
+        needs_review=bool(r[18]),
+        review_reasons=json.loads(r[19]),
+        reading=r[20],
     )
 
 

@@ -42,6 +42,12 @@ class PlateResult:
     min_confidence: float = 0.0
     model: dict[str, str] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The plate-quality gate: a read that needs review is stored and shown, counts no row and
+    # writes no CSV (see edge.detect.gate).
+    needs_review: bool = False
+    review_reasons: tuple[str, ...] = ()
+    reader: str = "detector"
+    reading: str | None = None
 
 
 def dilution_of(params: RuntimeSettings) -> DilutionSettings:
@@ -53,9 +59,11 @@ def dilution_of(params: RuntimeSettings) -> DilutionSettings:
 
 
 def decode(
-    detector: Any, data: bytes, *, min_width: int = 0
+    detector: Any, data: bytes, reader: Any | None = None, *, min_width: int = 0
 ) -> tuple[np.ndarray, int, tuple[int, int] | None, float]:
     """(frame, reduction factor, full (w, h) or None, decode ms); a bad file -> InvalidInput.
+    With `reader` (a PlateReader) the reduction suits its path (classifier crops or the
+    detector's input).
 
     The frame is also what the annotated image is drawn on, so it is decoded at least
     `min_width` wide (or at full size if narrower): a frame reduced only for the model left a
@@ -69,7 +77,12 @@ def decode(
         # The fake backend's scripted boxes are in the pixels of the frame it is given, so it
         # must see the full frame; real models see a letterboxed tensor either way.
         fake = getattr(detector, "backend", "") == "fake"
-        factor = 1 if fake else reduction_for(data, spec.height, spec.width)
+        if fake:
+            factor = 1
+        elif reader is not None:
+            factor = reader.reduction(data)
+        else:
+            factor = reduction_for(data, spec.height, spec.width)
         if factor > 1 and min_width > 0:
             fmt = image_format(data)
             size = header_size(data, fmt) if fmt else None
@@ -87,6 +100,25 @@ def decode(
     return image, factor, full, (time.perf_counter() - t0) * 1000.0
 
 
+def make_reader(
+    detector: Any, *, grid: CalibrationGrid | None, params: RuntimeSettings, wells: Any = None
+) -> Any:
+    """A PlateReader for today's settings: the classifier path when a grid and `wells` (a
+    WellClassifier) are there, in the calibration's reading mode or the runtime setting."""
+    from edge.detect.reader import PlateReader
+
+    return PlateReader(
+        detector,
+        grid=grid,
+        min_confidence=params.min_confidence,
+        dilution=dilution_of(params),
+        protective_titre=params.protective_titre,
+        wells=wells,
+        reading=params.reading,
+        well_threshold=params.well_threshold,
+    )
+
+
 def read_plate(
     detector: Any,
     image: np.ndarray,
@@ -96,17 +128,11 @@ def read_plate(
     reduced_by: int = 1,
     full_size: tuple[int, int] | None = None,
     decode_ms: float = 0.0,
+    wells: Any = None,
+    reader: Any = None,
 ) -> PlateResult:
-    from edge.detect.reader import PlateReader
-
-    dil = dilution_of(params)
-    reader = PlateReader(
-        detector,
-        grid=grid,
-        min_confidence=params.min_confidence,
-        dilution=dil,
-        protective_titre=params.protective_titre,
-    )
+    reader = reader or make_reader(detector, grid=grid, params=params, wells=wells)
+    dil = reader.dilution
     reading = reader.read(image, decode_ms=decode_ms, reduced_by=reduced_by, full_size=full_size)
     return PlateResult(
         wells=reading.wells,
@@ -119,9 +145,16 @@ def read_plate(
         dilution=dil,
         image=image,
         scale=image.shape[1] / reading.image_width,
-        min_confidence=params.min_confidence,
+        # The threshold that decided the calls: the classifier's, or the detector's.
+        min_confidence=reader.well_threshold
+        if reading.reader == "classifier"
+        else params.min_confidence,
         model={**reading.model, "backend": reading.backend},
         timings_ms=dict(reading.timings_ms),
+        needs_review=reading.needs_review,
+        review_reasons=reading.review_reasons,
+        reader=reading.reader,
+        reading=reading.reading,
     )
 
 

@@ -45,6 +45,10 @@ class RunRecord:
     image_bytes: int
     # role (raw/annotated/thumbnail) -> (file name, sha256, size): the wire message's ImageRefs
     image_files: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    # The plate-quality gate: held for review (rows not counted, no CSV, supersedes nothing).
+    needs_review: bool = False
+    review_reasons: tuple[str, ...] = ()
+    reading: str | None = None
 
 
 def dumps(value: Any) -> str:
@@ -88,8 +92,10 @@ def insert_run(
 ) -> list[str]:
     """Insert the run and supersede earlier current reads of the same plate.
 
-    `superseded_events` maps an earlier run_id to the outbox payload announcing it was
-    superseded (built by the caller from `core.wire`). Returns the run ids superseded.
+    A run that needs review supersedes nothing: the earlier read stays the plate's current one
+    until an operator re-reads the plate. `superseded_events` maps an earlier run_id to the
+    outbox payload announcing it was superseded (built by the caller from `core.wire`). Returns
+    the run ids superseded.
     """
     counted = sum(1 for r in rows if r.counted)
     flagged = sum(1 for w in wells.values() if w.flags or w.state in ("unread", "invalid"))
@@ -97,8 +103,9 @@ def insert_run(
         "INSERT INTO runs (run_id, plate_id, sample_number, submission_number, description, "
         "operator, source, filename, image_sha256, captured_at, processed_at, supersedes, "
         "distribution, statistics, rows_counted, rows_excluded, flagged_wells, model, "
-        "calibration_id, dilution, timings, image_dir, image_bytes) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "calibration_id, dilution, timings, image_dir, image_bytes, needs_review, "
+        "review_reasons, reading) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             rec.run_id,
             rec.plate_id,
@@ -123,6 +130,9 @@ def insert_run(
             dumps(rec.timings_ms),
             rec.image_dir,
             rec.image_bytes,
+            int(rec.needs_review),
+            dumps(list(rec.review_reasons)),
+            rec.reading,
         ],
     )
     db.conn.executemany(
@@ -162,14 +172,18 @@ def insert_run(
             for r in rows
         ],
     )
-    superseded = [
-        row[0]
-        for row in db.execute(
-            "SELECT run_id FROM runs WHERE plate_id = ? AND run_id != ? "
-            "AND superseded_by IS NULL AND deleted_at IS NULL",
-            [rec.plate_id, rec.run_id],
-        ).fetchall()
-    ]
+    superseded = (
+        []
+        if rec.needs_review
+        else [
+            row[0]
+            for row in db.execute(
+                "SELECT run_id FROM runs WHERE plate_id = ? AND run_id != ? "
+                "AND superseded_by IS NULL AND deleted_at IS NULL",
+                [rec.plate_id, rec.run_id],
+            ).fetchall()
+        ]
+    )
     for old in superseded:
         db.execute(
             "UPDATE runs SET superseded_by = ?, edit = edit + 1 WHERE run_id = ?",
@@ -187,7 +201,9 @@ _READ_COLUMNS = "run_id, plate_id, sample_number, processed_at, superseded_by, d
 
 def _reads(db: Database, where: str, params: list[Any]) -> list[PlateRead]:
     runs = db.execute(
-        f"SELECT {_READ_COLUMNS} FROM runs WHERE {where}",  # noqa: S608 (fixed clauses only)
+        # Runs held for review are not part of any sample until re-read: they supersede
+        # nothing and count nothing (the plate's earlier read stays current).
+        f"SELECT {_READ_COLUMNS} FROM runs WHERE ({where}) AND needs_review = 0",  # noqa: S608 (fixed clauses only)
         params,
     ).fetchall()
     reads = []
@@ -253,6 +269,16 @@ def recompute_sample(
         ],
     )
     return summary
+
+
+def sample_exists(db: Database, sample_number: str) -> bool:
+    row = db.execute("SELECT 1 FROM samples WHERE sample_number = ?", [sample_number])
+    return row.fetchone() is not None
+
+
+def mark_csv_done(db: Database, sample_number: str) -> None:
+    """No CSV is due for the sample (it holds nothing counted yet)."""
+    db.execute("UPDATE samples SET csv_dirty = 0 WHERE sample_number = ?", [sample_number])
 
 
 def mark_deleted(db: Database, run_id: str, *, actor: str, reason: str, payload: str) -> None:

@@ -25,6 +25,8 @@ def defaults(settings: EdgeSettings) -> RuntimeSettings:
         min_confidence=r.min_confidence,
         protective_titre=r.protective_titre,
         language=r.language,
+        reading=r.reading,
+        well_threshold=r.well_threshold,
     )
 
 

@@ -118,6 +118,8 @@ class ApplianceStatus(_Out):
     queue: QueueStatus
     calibration_id: str | None = None
     started_at: datetime | None = None
+    # The well classifier reading calibrated plates (None: the detector reads every plate).
+    classifier: dict[str, str] | None = None
 
 
 class Page(BaseModel, Generic[T]):
@@ -179,6 +181,10 @@ class RunSummary(_Out):
     supersedes: str | None = None
     superseded_by: str | None = None
     image_sha256: str
+    # The plate-quality gate: shown with a banner, counts no row, writes no CSV.
+    needs_review: bool = False
+    review_reasons: list[str] = Field(default_factory=list)
+    reading: str | None = None
 
 
 class RunDetail(RunSummary):
@@ -219,6 +225,7 @@ class CalibrationOut(_Out):
     image_height: int
     updated_at: datetime
     updated_by: str
+    reading: Literal["tilted", "untilted"] | None = None  # None: the runtime setting decides
 
 
 class RuntimeSettings(_Out):
@@ -229,6 +236,8 @@ class RuntimeSettings(_Out):
     min_confidence: float = Field(ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
     language: Literal["en", "th"]
+    reading: Literal["tilted", "untilted"] = "tilted"
+    well_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class RuntimeSettingsPatch(_Out):
@@ -241,6 +250,8 @@ class RuntimeSettingsPatch(_Out):
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
     language: Literal["en", "th"] | None = None
+    reading: Literal["tilted", "untilted"] | None = None
+    well_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class AuditEntry(_Out):

@@ -120,6 +120,12 @@ class RuntimeDefaults(_Strict):
     min_confidence: float = Field(default=0.25, ge=0.0, le=1.0)
     protective_titre: int | None = Field(default=None, ge=1)
     language: Literal["en", "th"] = "en"
+    # How plates are read when the calibration does not say: tilted V-bottom (tear-drops) or
+    # untilted U-bottom (buttons and mats); see core/README.md, "Reading modes".
+    reading: Literal["tilted", "untilted"] = "tilted"
+    # The well classifier's threshold: a crop whose best class probability is below it is
+    # `unread` (min_confidence is the detector's, whose scores are on another scale).
+    well_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class ShareSettings(_Strict):

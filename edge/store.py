@@ -166,9 +166,24 @@ def _m002_pending_images(db: Database) -> None:
     )
 
 
+def _m003_review(db: Database) -> None:
+    # The plate-quality gate's verdict: a run that needs review is stored and shown but counts
+    # no row, writes no CSV and supersedes nothing. `reading` is the classifier's reading mode
+    # (NULL: read by the detector, or stored before this migration).
+    db.executescript(
+        """
+        ALTER TABLE runs ADD COLUMN needs_review INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN review_reasons TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE runs ADD COLUMN reading TEXT;
+        CREATE INDEX runs_review ON runs(needs_review, processed_at);
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("initial schema", _m001_initial),
     ("pending display images", _m002_pending_images),
+    ("plate-quality gate: needs_review, review_reasons, reading", _m003_review),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

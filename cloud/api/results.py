@@ -151,6 +151,26 @@ def _run_or_404(session: SessionDep, scope: ScopeDep, run_id: uuid.UUID) -> Run:
     return run
 
 
+RunStatus = Literal["current", "superseded", "deleted", "needs_review"]
+
+
+@router.get("/runs", responses={422: {}})
+def list_runs(
+    scope: ScopeDep,
+    session: SessionDep,
+    run_status: Annotated[RunStatus | None, Query(alias="status")] = None,
+    site_id: uuid.UUID | None = None,
+    device_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[RunSummary]:
+    """Runs in the caller's sites, newest first; `status=needs_review` lists the reads the
+    appliances' plate-quality gate held for review (they count in no sample)."""
+    runs = queries.list_runs(
+        session, scope=scope, status=run_status, site_id=site_id, device_id=device_id, limit=limit
+    )
+    return [RunSummary.model_validate(r) for r in runs]
+
+
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={404: {}})
 def get_run(run_id: uuid.UUID, claims: AccessClaims, state: StateDep) -> Response:
     body = fastread.read(

@@ -143,7 +143,8 @@ _RUN_SQL = text(
     """
     SELECT r.run_id, r.edit, r.site_id, r.device_id, r.sample_id, r.plate_id,
            r.sample_number, r.submission_number, r.read_at, r.status, r.superseded_by,
-           r.flags, r.n_rows, r.n_cols, r.extra::text AS extra, r.image_keys,
+           r.flags, r.review_reasons, r.n_rows, r.n_cols, r.extra::text AS extra,
+           r.image_keys,
            coalesce((SELECT w.wells::text FROM run_wells w WHERE w.run_id = r.run_id),
                     '[]') AS wells,
            (SELECT coalesce(json_agg(json_build_object(

@@ -128,6 +128,27 @@ def sample_runs(session: Session, *, sample: Sample, scope: Scope) -> list[Run]:
     return list(session.scalars(query))
 
 
+def list_runs(
+    session: Session,
+    *,
+    scope: Scope,
+    status: str | None = None,
+    site_id: uuid.UUID | None = None,
+    device_id: uuid.UUID | None = None,
+    limit: int = 50,
+) -> list[Run]:
+    """Runs across the scope's sites, newest first (e.g. status needs_review: runs to review)."""
+    query = select(Run).where(scope.clause(Run.site_id))
+    if status is not None:
+        query = query.where(Run.status == status)
+    if site_id is not None:
+        query = query.where(Run.site_id == site_id)
+    if device_id is not None:
+        query = query.where(Run.device_id == device_id)
+    query = query.order_by(Run.read_at.desc(), Run.run_id).limit(limit)
+    return list(session.scalars(query))
+
+
 def get_run(session: Session, *, run_id: uuid.UUID, scope: Scope) -> Run | None:
     run = session.get(Run, run_id)
     if run is None or not scope.allows(run.site_id):

@@ -30,6 +30,9 @@ from core.wire import DeviceStatus, RunEvent, RunMessage
 
 logger = logging.getLogger(__name__)
 
+# Run statuses that never count in a sample (and that pooling does not rewrite).
+HELD = ("deleted", "needs_review")
+
 
 class ResultError(ValueError):
     """A message that cannot be applied (wrong device, unknown run); safe to show or nack."""
@@ -107,6 +110,7 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
             "min_confidence",
             "distribution",
             "supersedes",
+            "reading",
         },
     )
     fields = {
@@ -121,12 +125,14 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
         "n_rows": fmt.rows,
         "n_cols": fmt.cols,
         "flags": list(message.flags),
+        "review_reasons": list(message.review_reasons),
         "extra": extra,
         "image_keys": {img.role: img.key for img in message.images},
         "received_at": utcnow(),
     }
     if existing is None:
-        run = Run(run_id=message.run_id, status="current", **fields)
+        status = "needs_review" if message.needs_review else "current"
+        run = Run(run_id=message.run_id, status=status, **fields)
         session.add(run)
     else:
         run = existing
@@ -134,6 +140,10 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
         for key, value in fields.items():
             setattr(run, key, value)
         if run.status == "superseded" and run.superseded_by is None:
+            run.status = "current"
+        if run.status != "deleted" and message.needs_review:
+            run.status = "needs_review"
+        elif run.status == "needs_review":
             run.status = "current"
         session.execute(delete(RunWell).where(RunWell.run_id == run.run_id))
         session.execute(delete(RunRow).where(RunRow.run_id == run.run_id))
@@ -330,7 +340,8 @@ def _reads(session: Session, runs: list[Run]) -> list[PlateRead]:
             read_at=run.read_at,
             rows=tuple(rows_by_run[run.run_id]),
             superseded_by=run.superseded_by,
-            deleted=run.status == "deleted",
+            # A run held for review is shown but never pooled (like a deleted one).
+            deleted=run.status in HELD,
             device=str(run.device_id),
         )
         for run in runs
@@ -371,7 +382,7 @@ def recompute_sample(session: Session, *, sample_id: uuid.UUID) -> SampleSummary
     current = counted | set(summary.held_run_ids)
     flags: set[str] = set()
     for run in own:
-        if run.status != "deleted":
+        if run.status not in HELD:
             run.status = "current" if run.run_id in current else "superseded"
         if run.run_id in current:  # a held run's flags (e.g. why it is held) show too
             flags.update(run.flags)

@@ -48,10 +48,12 @@ EXTRA_FIELDS = {
     "min_confidence",
     "distribution",
     "supersedes",
+    "reading",
 }
 _RUN_COLUMNS = (
     "run_id, edit, site_id, device_id, sample_id, plate_id, sample_number, submission_number, "
-    "read_at, n_rows, n_cols, status, superseded_by, flags, extra, image_keys, received_at"
+    "read_at, n_rows, n_cols, status, superseded_by, flags, extra, image_keys, received_at, "
+    "review_reasons"
 )
 
 
@@ -119,12 +121,13 @@ def insert_plain_runs(
                     msg.captured_at,
                     fmt.rows,
                     fmt.cols,
-                    "current",
+                    "needs_review" if msg.needs_review else "current",
                     None,
                     list(msg.flags),
                     msg.model_dump(mode="json", include=EXTRA_FIELDS),
                     {img.role: img.key for img in msg.images},
                     now,
+                    list(msg.review_reasons),
                 )
             )
         )

@@ -98,7 +98,7 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
                 read_at=r.read_at,
                 rows=tuple(rows.get(r.run_id, ())),
                 superseded_by=r.superseded_by,
-                deleted=r.status == "deleted",
+                deleted=r.status in ("deleted", "needs_review"),
                 device=str(r.device_id),
             )
             for r in mine + related
@@ -110,10 +110,11 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
         flags: set[str] = set()
         live_times = []
         for r in mine:
-            if r.status != "deleted":
+            if r.status not in ("deleted", "needs_review"):
                 status = "current" if r.run_id in current else "superseded"
                 if status != r.status:
                     status_updates.append({"run_id": r.run_id, "status": status})
+            if r.status != "deleted":
                 live_times.append(r.read_at)
             if r.run_id in current:  # a held run's flags (e.g. why it is held) show too
                 flags.update(r.flags)

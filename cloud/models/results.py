@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     literal_column,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -66,6 +67,12 @@ class Run(Base):
         Index("ix_runs_sample_read", "sample_id", "read_at"),
         Index("ix_runs_device_read", "device_id", "read_at"),
         Index("ix_runs_plate", "plate_id"),
+        Index(
+            "ix_runs_needs_review",
+            "site_id",
+            "read_at",
+            postgresql_where=text("status = 'needs_review'"),
+        ),
     )
 
     run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -79,8 +86,12 @@ class Run(Base):
     read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     n_rows: Mapped[int] = mapped_column(SmallInteger, default=8)
     n_cols: Mapped[int] = mapped_column(SmallInteger, default=12)
-    # current | superseded (same plate re-read later) | deleted (by the edge or a manager)
+    # current | superseded (same plate re-read later) | deleted (by the edge or a manager) |
+    # needs_review (the edge's plate-quality gate held it: shown, never pooled; s003)
     status: Mapped[str] = mapped_column(String(16), default="current")
+    review_reasons: Mapped[list[str]] = mapped_column(
+        ARRAY(String(40)), default=list, server_default="{}"
+    )
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
     flags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
     # Everything else of the wire message (dilution, model, calibration ...) kept verbatim.

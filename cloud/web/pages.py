@@ -304,6 +304,17 @@ async def sample_export(request: Request, sample_id: uuid.UUID, template: str = 
     return api.finish(Response(resp.content, media_type="text/csv; charset=utf-8", headers=headers))
 
 
+@router.get("/review")
+async def review(request: Request) -> Response:
+    """Reads the appliances' plate-quality gate held for review (they count in no sample)."""
+    api, me = await signed_in(request)
+    runs = await api.call("GET", "/api/v1/runs", params={"status": "needs_review", "limit": 200})
+    devices = await api.call("GET", "/api/v1/devices")
+    names = {d["id"]: d.get("name") or d.get("slug") or d["id"] for d in devices}
+    context = {"me": me, "runs": runs, "device_names": names}
+    return render(request, "review.html", context, api=api)
+
+
 @router.get("/runs/{run_id}")
 async def run_detail(request: Request, run_id: uuid.UUID) -> Response:
     api, me = await signed_in(request)

@@ -14,8 +14,62 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The shipped model lives beside the `edge` package in the repository and in an installed wheel.
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "hi-plate"
+# The well classifier (task well-classification): reads calibrated plates crop by crop.
+SHIPPED_WELLS_DIR = Path(__file__).resolve().parents[2] / "models" / "hi-wells"
 
 WELL_STATES = ("flowing", "agglutinated", "invalid")
+
+
+class ReviewSettings(BaseModel):
+    """The plate-quality gate (`edge.detect.gate`): when a read is marked `needs_review`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_unread_fraction: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="More unread wells than this share of the plate: too_many_unread.",
+    )
+    max_nowell: int = Field(
+        default=4,
+        ge=0,
+        le=384,
+        description="More crops than this with no well centred in them: grid_misfit.",
+    )
+    not_a_plate_fraction: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="At least this share of crops without a well (or a blank frame): not_a_plate.",
+    )
+    max_off_centre_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Detector path: more wells than this share whose box centre is over a "
+        "quarter pitch from its cell centre: grid_misfit.",
+    )
+    cross_check_precision: bool = Field(
+        default=False,
+        description="Run the classifier's fp32 and int8 files on every plate (about twice the "
+        "inference time); below min_precision_agreement: precision_disagreement.",
+    )
+    min_precision_agreement: float = Field(default=0.98, ge=0.0, le=1.0)
+    cross_check_detector: bool = Field(
+        default=False,
+        description="Classifier path: also run the detector on every plate (its inference "
+        "time again): its boxes check the grid (off-centre wells: grid_misfit) and its calls "
+        "the classifier's (below min_detector_agreement: detector_disagreement).",
+    )
+    min_detector_agreement: float = Field(default=0.9, ge=0.0, le=1.0)
+    blank_frame_std: float = Field(
+        default=4.0,
+        ge=0.0,
+        le=255.0,
+        description="A frame whose grey levels vary less than this (standard deviation) is "
+        "blank: not_a_plate. Real plate photos measure 25-70; 0 turns the check off.",
+    )
 
 
 class _CommonDetectorSettings(BaseModel):
@@ -25,6 +79,12 @@ class _CommonDetectorSettings(BaseModel):
         default=SHIPPED_MODEL_DIR,
         description="Directory holding model.onnx and manifest.json (or a user's own ONNX export).",
     )
+    wells_model_dir: Path | None = Field(
+        default=SHIPPED_WELLS_DIR,
+        description="The well classifier (manifest task well-classification) that reads "
+        "calibrated plates; None: the detector reads every plate.",
+    )
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     class_map: dict[str, Literal["flowing", "agglutinated", "invalid"]] = Field(
         default_factory=dict,
         description="Model class name -> well state, for names the defaults do not know.",
@@ -114,6 +174,8 @@ class FakeDetectorSettings(_CommonDetectorSettings):
     """Scripted detections for tests and demos without a model: frame i gets frames[i % n]."""
 
     type: Literal["fake"] = "fake"
+    # Scripted detections are the reading: no classifier unless a test names one.
+    wells_model_dir: Path | None = None
     classes: list[str] = Field(default_factory=lambda: list(WELL_STATES), min_length=1)
     frames: list[list[FakeBox]] = Field(default_factory=_one_empty_frame, min_length=1)
     input_size: int = Field(default=512, ge=32, le=4096)

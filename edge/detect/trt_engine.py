@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # (phase name, steps done, steps in the phase); what a CLI turns into a progress bar.
 ProgressCallback = Callable[[str, int, int], None]
+# input name -> (min, opt, max) shapes: an optimisation profile for a dynamic dimension.
+Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -268,6 +270,7 @@ def build_engine(
     calibration_images: Path | None = None,
     calibration_cache: Path | None = None,
     progress: ProgressCallback | None = None,
+    profile: Profile | None = None,
     trt: Any = None,
     cuda: Any = None,
 ) -> bytes:
@@ -290,6 +293,12 @@ def build_engine(
     if progress is not None:
         monitor = _make_progress_monitor(trt, progress)
         config.progress_monitor = monitor
+    if profile:
+        # A dynamic batch (the well classifier's crops): one profile covering 1..max.
+        shapes = builder.create_optimization_profile()
+        for name, (low, opt, high) in profile.items():
+            shapes.set_shape(name, low, opt, high)
+        config.add_optimization_profile(shapes)
     config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers that need it
     calibrator = None
     if precision == "int8":
@@ -331,6 +340,7 @@ def ensure_engine(
     workspace_mb: int = 1024,
     calibration_images: Path | None = None,
     progress: ProgressCallback | None = None,
+    profile: Profile | None = None,
     trt: Any = None,
     cuda: Any = None,
 ) -> Path:
@@ -353,6 +363,7 @@ def ensure_engine(
         calibration_images=calibration_images,
         calibration_cache=calib_cache,
         progress=progress,
+        profile=profile,
         trt=trt,
         cuda=cuda,
     )

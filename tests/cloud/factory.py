@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from core.plate import PLATE_96
-from core.titre import DilutionSettings, row_results
+from core.titre import DilutionSettings, hold_for_review, row_results
 from core.wells import WellCall
 from core.wire import ModelInfo, RunEvent, RunMessage, build_run_message
 
@@ -48,14 +48,19 @@ def run_message(
     captured_at: datetime | None = None,
     submission_number: str | None = None,
     supersedes: uuid.UUID | None = None,
+    review_reasons: Sequence[str] = (),
 ) -> RunMessage:
+    """A run as an appliance sends it; `review_reasons`: held by its plate-quality gate."""
     calls = plate_calls(endpoints)
     dilution = DilutionSettings()
     when = captured_at or datetime.now(timezone.utc)
     run_id = run_id or uuid.uuid4()
+    rows = row_results(calls, PLATE_96, dilution=dilution)
     return build_run_message(
         calls=calls,
-        rows=row_results(calls, PLATE_96, dilution=dilution),
+        rows=hold_for_review(rows) if review_reasons else rows,
+        needs_review=bool(review_reasons),
+        review_reasons=tuple(review_reasons),
         run_id=run_id,
         plate_id=plate_id or uuid.uuid4(),
         edit=edit,

@@ -119,6 +119,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/samples/{sample_id}"): Rule("user_scoped"),
     ("GET", "/api/v1/samples/{sample_id}/runs"): Rule("user_scoped"),
     ("GET", "/api/v1/samples/{sample_id}/export.csv"): Rule("user_scoped"),
+    ("GET", "/api/v1/runs"): Rule("user"),
     ("GET", "/api/v1/runs/{run_id}"): Rule("user_scoped"),
     ("GET", "/api/v1/runs/{run_id}/image"): Rule("user_scoped"),
     ("DELETE", "/api/v1/runs/{run_id}"): Rule("manager_scoped", ok=204, fresh=("run_id",)),

@@ -92,7 +92,10 @@ def run_capture(args: argparse.Namespace) -> tuple[int, str, str]:
 def test_json_with_legacy_calibration_reads_every_well(tmp_path: Path, plate: Path):
     grid = CalibrationGrid.from_json(LEGACY_GRID.read_text()).scaled(850, 600)
     model = scripted_model(tmp_path / "model", grid, plate_calls())
-    code, out, err = run_capture(args_for(plate, calibration=LEGACY_GRID, model=model, json=True))
+    # The scripted detector is what this test reads with, so the well classifier stays out.
+    code, out, err = run_capture(
+        args_for(plate, calibration=LEGACY_GRID, model=model, json=True, detector_only=True)
+    )
     assert code == 0, err
     [line] = out.splitlines()
     result = json.loads(line)
@@ -199,7 +202,7 @@ def test_saved_calibration_from_settings_is_used(tmp_path: Path, plate: Path, mo
         detector={"type": "onnx", "threads": 1}, resolved_calibration_path=saved
     )
     monkeypatch.setattr(analyze, "_appliance_settings", lambda: appliance)
-    code, out, _ = run_capture(args_for(plate, model=model, json=True))
+    code, out, _ = run_capture(args_for(plate, model=model, json=True, detector_only=True))
     assert code == 0
     result = json.loads(out)
     assert result["calibration"]["source"] == f"saved {saved}"
@@ -249,26 +252,38 @@ SAMPLES = ROOT / "models" / "samples"
     reason="the shipped model and sample plates are not in this checkout yet",
 )
 def test_shipped_model_reads_the_bundled_samples():
+    """The default path (calibrated plate -> well classifier, each plate in its reading mode)
+    over the bundled generator plates: clean reads, no wrong titre counted, the endpoints right.
+    The classifier's own accuracy figures are in models/hi-wells/MODEL_CARD.md."""
+    if not (ROOT / "models" / "hi-wells" / "manifest.json").is_file():
+        pytest.skip("the well classifier (models/hi-wells) is not in this checkout yet")
     index = json.loads((SAMPLES / "index.json").read_text())
     assert index, "no sample plates listed"
     right = total = exact_rows = rows = 0
     for entry in index:
         image = SAMPLES / entry["image"]
-        code, out, err = run_capture(
-            args_for(image, calibration=SAMPLES / entry["calibration"], json=True)
+        args = args_for(
+            image,
+            calibration=SAMPLES / entry["calibration"],
+            reading=entry.get("reading", "tilted"),
+            json=True,
         )
+        code, out, err = run_capture(args)
         assert code == 0, err
         got = json.loads(out)
+        assert got["reader"] == "classifier" and got["reading"] == entry.get("reading", "tilted")
+        assert got["needs_review"] is False, (entry["image"], got["review_reasons"])
         truth = json.loads((SAMPLES / entry["truth"]).read_text())
-        plate_right = sum(got["wells"][w["well_id"]]["call"] == w["state"] for w in truth["wells"])
-        assert plate_right / len(truth["wells"]) >= 0.95, (entry["image"], plate_right)
-        right += plate_right
+        right += sum(got["wells"][w["well_id"]]["call"] == w["state"] for w in truth["wells"])
         total += len(truth["wells"])
         for row in truth["rows"]:
             rows += 1
-            exact_rows += got["rows"][row["label"]]["endpoint"] == row["endpoint"]
-    assert right / total >= 0.98, f"well accuracy {right}/{total}"
-    assert exact_rows / rows >= 0.9, f"exact endpoints {exact_rows}/{rows}"
+            read = got["rows"][row["label"]]
+            exact_rows += read["endpoint"] == row["endpoint"]
+            # A counted row is a titre the lab receives: it must be the true one.
+            assert not read["counted"] or read["endpoint"] == row["endpoint"], (image, row)
+    assert exact_rows / rows >= 0.95, f"exact endpoints {exact_rows}/{rows}"
+    assert right / total >= 0.9, f"well accuracy {right}/{total}"
 
 
 def test_users_own_export_with_class_map(tmp_path: Path, plate: Path):
@@ -298,3 +313,37 @@ def test_users_own_export_with_class_map(tmp_path: Path, plate: Path):
     code, out, err = run_capture(args)
     assert code == 0, err
     assert {k: v["endpoint"] for k, v in json.loads(out)["rows"].items()} == ENDPOINTS
+
+
+def test_json_gives_every_image_the_gates_verdict(tmp_path: Path):
+    from tests.edge import plates
+    from tests.edge.detect.wells_models import wells_dir
+
+    wells = wells_dir(tmp_path / "hi-wells")
+    grid = CalibrationGrid.uniform(plates.WIDTH, plates.HEIGHT, PLATE_96, plates.MARGIN)
+    calibration = tmp_path / "grid.json"
+    calibration.write_text(grid.model_copy(update={"reading": "untilted"}).to_json())
+    good = tmp_path / "plate.jpg"
+    grey = tmp_path / "grey.jpg"
+    cv2.imwrite(str(good), plates.plate_image([3, 5, 7, 2, 9, 4, 6, 8]))
+    cv2.imwrite(str(grey), np.full((plates.HEIGHT, plates.WIDTH, 3), 128, np.uint8))
+    args = args_for(good, grey, calibration=calibration, wells_model=wells, json=True)
+    code, out, err = run_capture(args)
+    assert code == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["reader"] == "classifier" and first["reading"] == "untilted"
+    assert first["needs_review"] is False and first["review_reasons"] == []
+    assert [r["endpoint"] for r in first["rows"].values()] == [3, 5, 7, 2, 9, 4, 6, 8]
+    assert second["needs_review"] is True and "not_a_plate" in second["review_reasons"]
+    assert not any(r["counted"] for r in second["rows"].values())
+    # --reading wins over the calibration; the table says how the plate was read.
+    code, out, _ = run_capture(
+        args_for(grey, calibration=calibration, wells_model=wells, reading="tilted")
+    )
+    assert code == 0
+    assert "read by: classifier, tilted" in out and "NEEDS REVIEW (not_a_plate" in out
+    # The unread threshold is a setting: with every well allowed unread only the frame fails.
+    code, out, _ = run_capture(
+        args_for(grey, calibration=calibration, wells_model=wells, max_unread=1.0, json=True)
+    )
+    assert json.loads(out)["review_reasons"] == ["not_a_plate"]

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from core.plate import PLATE_96
-from core.titre import DilutionSettings, row_results
+from core.titre import DilutionSettings, hold_for_review, row_results
 from core.wells import WellCall
 from core.wire import RunMessage, build_run_message
 from tests.sync.conftest import cloud_database
@@ -27,7 +27,7 @@ QUERIES = {
     "runs": (
         "SELECT r.run_id, r.edit, s.slug, d.slug, smp.sample_number, r.plate_id, "
         "r.sample_number, r.submission_number, r.read_at, r.n_rows, r.n_cols, r.status, "
-        "r.superseded_by, r.flags, r.extra, r.image_keys FROM runs r "
+        "r.superseded_by, r.flags, r.extra, r.image_keys, r.review_reasons FROM runs r "
         "JOIN sites s ON s.id = r.site_id JOIN devices d ON d.id = r.device_id "
         "JOIN samples smp ON smp.id = r.sample_id ORDER BY r.run_id"
     ),
@@ -60,9 +60,13 @@ def varied_message(site: str, device: str, i: int, *, sample: str, plate: uuid.U
             )  # fmt: skip
     dilution = DilutionSettings(start_dilution=8)
     at = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc) + timedelta(minutes=i)
+    rows = row_results(calls, PLATE_96, dilution=dilution)
+    held = i % 7 == 5  # the appliance's plate-quality gate held this read
     return build_run_message(
         calls=calls,
-        rows=row_results(calls, PLATE_96, dilution=dilution),
+        rows=hold_for_review(rows) if held else rows,
+        needs_review=held,
+        review_reasons=("grid_misfit",) if held else (),
         run_id=uuid.uuid4(),
         plate_id=plate,
         device_id=device,

@@ -136,7 +136,8 @@
   document.getElementById("save-grid").addEventListener("click", async () => {
     hideBanner();
     try {
-      const out = await api("PUT", "/api/calibration", { ...copy(grid), format_version: 3 });
+      const reading = document.getElementById("cal-reading").value;
+      const out = await api("PUT", "/api/calibration", { ...copy(grid), format_version: 3, ...(reading ? { reading } : {}) });
       saved = { columns: out.columns, rows: out.rows, image_width: out.image_width, image_height: out.image_height };
       grid = copy(saved);
       draw();
@@ -175,6 +176,7 @@
     } catch (err) {
       if (err.code !== "no_calibration") showError(err);
     }
+    document.getElementById("cal-reading").value = (current && current.reading) || "";
     if (current) {
       saved = fitToFrame({ columns: current.columns, rows: current.rows, image_width: current.image_width, image_height: current.image_height });
     } else {

@@ -15,8 +15,9 @@
   function render() {
     document.getElementById("r-sample").textContent = run.sample_number;
     const status = document.getElementById("r-status");
-    status.textContent = t(`status.${run.status}`);
-    status.className = `chip ${run.status}`;
+    const shown = run.needs_review && run.status === "current" ? "needs_review" : run.status;
+    status.textContent = t(`status.${shown}`);
+    status.className = `chip ${shown}`;
     const meta = [];
     if (run.submission_number) meta.push(`${t("result.submission")}: ${run.submission_number}`);
     if (run.description) meta.push(run.description);
@@ -43,6 +44,13 @@
     document.getElementById("r-csv").textContent = `${t("result.csv")}: ${csvState(run.csv)}`;
     const thumbKind = run.images.thumbnail ? "thumbnail" : run.images.annotated ? "annotated" : "raw";
     document.getElementById("thumb").src = `/api/runs/${encodeURIComponent(runId)}/images/${thumbKind}`;
+    const review = document.getElementById("r-review");
+    review.hidden = !run.needs_review;
+    if (run.needs_review) {
+      const reasons = (run.review_reasons || []).map((r) => t(`review.${r}`));
+      review.replaceChildren(el("strong", { text: t("result.needs_review") }),
+        reasons.length ? el("span", { text: ` (${reasons.join("; ")})` }) : null);
+    }
     const notice = document.getElementById("r-notice");
     const gone = run.status === "deleted";
     document.getElementById("reread").disabled = gone;

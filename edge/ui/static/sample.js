@@ -20,7 +20,8 @@
       el("dt", { text: k.startsWith("stat.") ? t(k) : k }), el("dd", { text: v, "data-stat": k })]));
     document.getElementById("runs").replaceChildren(...s.runs.map((r) => el("li", {},
       el("a", { class: "row-link", href: `/ui/runs/${encodeURIComponent(r.run_id)}`, "data-run": r.run_id },
-        el("span", { class: `chip ${r.status}`, text: t(`status.${r.status}`) }),
+        el("span", { class: `chip ${r.needs_review && r.status === "current" ? "needs_review" : r.status}`,
+          text: t(`status.${r.needs_review && r.status === "current" ? "needs_review" : r.status}`) }),
         el("span", { class: "cell", text: when(r.captured_at) }),
         el("span", { class: "cell meta", text: r.submission_number || "" })))));
     document.getElementById("s-csv").textContent = `${t("sample.csv")}: ${csvState(s.csv)}`;

@@ -1,4 +1,4 @@
-/* Settings (supervisor): template, dilution, thresholds, language. Only changed fields are sent. */
+/* Settings (supervisor): template, dilution, thresholds, reading mode, language. Only changed fields are sent. */
 "use strict";
 (() => {
   const { t, el, api, showError, showBanner, hideBanner } = MP;
@@ -12,6 +12,8 @@
     form.start_dilution.value = s.start_dilution;
     form.dilution_factor.value = s.dilution_factor;
     form.min_confidence.value = s.min_confidence;
+    form.reading.value = s.reading;
+    form.well_threshold.value = s.well_threshold;
     form.protective_titre.value = s.protective_titre ?? "";
     const lang = form.language;
     if (![...lang.options].some((o) => o.value === s.language)) lang.append(el("option", { value: s.language, text: s.language }));
@@ -30,6 +32,8 @@
       start_dilution: Number(form.start_dilution.value),
       dilution_factor: Number(form.dilution_factor.value),
       min_confidence: Number(form.min_confidence.value),
+      reading: form.reading.value,
+      well_threshold: Number(form.well_threshold.value),
       protective_titre: protective === "" ? null : Number(protective),
       language: form.language.value,
       control_columns: toggles.filter((b) => b.getAttribute("aria-pressed") === "true").map((b) => Number(b.dataset.col)),

@@ -36,7 +36,9 @@
     set("st-camera", t(`status.cam.${s.camera.state}`), s.camera.state === "ok" ? "good" : s.camera.state === "unavailable" ? "bad" : "");
     set("st-camera-detail", [s.camera.source, s.camera.detail].filter(Boolean).join(" · "));
     set("st-model", s.model.loaded ? t("status.model_loaded") : t("status.model_not_loaded"), s.model.loaded ? "good" : "bad");
-    set("st-backend", [`${t("status.backend")}: ${s.model.backend || "—"}`, [s.model.name, s.model.version].filter(Boolean).join(" "), s.model.detail].filter(Boolean).join(" · "));
+    const c = s.classifier;
+    set("st-backend", [`${t("status.backend")}: ${s.model.backend || "—"}`, [s.model.name, s.model.version].filter(Boolean).join(" "), s.model.detail,
+      c ? `${t("status.classifier")}: ${c.name} ${c.version} (${c.backend} ${c.precision})` : null].filter(Boolean).join(" · "));
     sync = { ...s.sync, ...(sync.fromEvent ? sync : {}) };
     renderSync();
     set("st-disk", t("status.free", { free: bytes(s.disk.free_bytes), total: bytes(s.disk.total_bytes) }), s.disk.ok ? "good" : "bad");

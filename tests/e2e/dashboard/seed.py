@@ -43,6 +43,7 @@ class Seeded:
     sample_b: str
     reads_a: list[PlateRead] = field(default_factory=list)
     run_with_image: uuid.UUID | None = None
+    held_run: uuid.UUID | None = None
 
 
 def annotated_jpeg(endpoints: tuple[int | None, ...]) -> bytes:
@@ -165,6 +166,16 @@ def seed(settings: CloudSettings) -> Seeded:
                         captured_at=now - timedelta(weeks=week, hours=1),
                     )
                     results.upsert_run(session, msg, device=dev)
+            # A read the appliance's plate-quality gate held for review (counts nowhere).
+            held = run_message(
+                site=a.slug,
+                device=dev_a1.slug,
+                sample_number=f"S-REV-{tag}",
+                captured_at=now - timedelta(minutes=10),
+                review_reasons=("grid_misfit", "too_many_unread"),
+            )
+            results.upsert_run(session, held, device=dev_a1)
+            seeded.held_run = held.run_id
             # Site B's own sample: a manager of site A must never see it.
             results.upsert_run(
                 session,

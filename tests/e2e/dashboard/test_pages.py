@@ -237,3 +237,26 @@ def test_unusable_session_goes_to_sign_in(page, cloud: Cloud) -> None:
     assert _cookie(page, "mp_refresh") is None
     resp = page.goto("/ui/no-such-page")
     assert resp is not None and resp.status == 404
+
+
+def test_reads_held_for_review_are_listed_and_flagged(page, cloud: Cloud) -> None:
+    held = str(cloud.data.held_run)
+    sign_in(page, cloud, "manager")
+    page.get_by_role("link", name="To review").click()
+    page.wait_for_url("**/ui/review")
+    rows = page.get_by_test_id("review-row")
+    mine = [
+        rows.nth(i) for i in range(rows.count()) if rows.nth(i).get_attribute("data-run") == held
+    ]
+    assert len(mine) == 1
+    assert "grid misfit" in mine[0].inner_text() and "too many unread" in mine[0].inner_text()
+    mine[0].get_by_role("link").click()
+    page.wait_for_url(f"**/ui/runs/{held}")
+    banner = page.get_by_test_id("review-banner").inner_text()
+    assert "Needs review" in banner and "grid_misfit" in banner
+    shot(page, "20-run-needs-review")
+    # A manager of the other site never sees it.
+    page.context.clear_cookies()
+    sign_in(page, cloud, "manager_b")
+    page.goto("/ui/review")
+    assert held not in page.content()

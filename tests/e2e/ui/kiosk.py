@@ -65,12 +65,19 @@ class Kiosk:
 
 
 def _sample_plates(folder: Path) -> tuple[list[Path], dict[str, Any]]:
-    """Distinct frames of the bundled plates that share one frame size, and the calibration
-    of the first. Each copy differs from the original in one corner pixel."""
+    """Distinct frames of the bundled plates that sit on the first plate's grid, and that
+    calibration. Each copy differs from the original in one corner pixel. (The bundled plates
+    are photographed from different angles: read through another plate's grid, the appliance's
+    plate-quality gate rightly holds them for review.)"""
     index = json.loads((SAMPLES_DIR / "index.json").read_text(encoding="utf-8"))
-    size = index[0]["size"]
-    chosen = [entry for entry in index if entry["size"] == size]
-    grid = json.loads((SAMPLES_DIR / chosen[0]["calibration"]).read_text(encoding="utf-8"))
+    first = json.loads((SAMPLES_DIR / index[0]["calibration"]).read_text(encoding="utf-8"))
+    chosen = [
+        entry
+        for entry in index
+        if json.loads((SAMPLES_DIR / entry["calibration"]).read_text(encoding="utf-8"))["columns"]
+        == first["columns"]
+    ]
+    grid = first
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(DISTINCT_FRAMES):

@@ -427,3 +427,23 @@ def test_proposed_grid_is_shown_for_review_not_saved(page: Any, kiosk: Kiosk) ->
     # Only Save stores it: the grid in use is unchanged until then.
     after = page.context.request.get(f"{kiosk.url}/api/calibration").json()
     assert after["grid_id"] == before["grid_id"]
+
+
+def test_a_read_held_for_review_shows_a_banner(page: Any, kiosk: Kiosk) -> None:
+    import cv2
+    import numpy as np
+
+    from edge.schemas import RunRequest
+
+    grey = cv2.imencode(".jpg", np.full((600, 800, 3), 128, np.uint8))[1].tobytes()
+    ticket = kiosk.appliance.submit_image(grey, "grey.jpg", RunRequest(sample_number="S-REVIEW"))
+    state = kiosk.appliance.wait(ticket.id, READ_TIMEOUT_MS / 1000)
+    assert state.state == "done" and state.run_id, state
+    page.goto(f"{kiosk.url}/ui/runs/{state.run_id}")
+    page.wait_for_selector("#r-review:not([hidden])")
+    banner = page.inner_text("#r-review")
+    assert banner.startswith("Needs review") and "does not look like a plate" in banner
+    assert page.inner_text("#r-status") == "needs review"
+    assert page.locator("#rows tbody tr.excluded").count() == 8
+    run = run_json(page, kiosk, state.run_id)
+    assert run["needs_review"] and run["rows_counted"] == 0

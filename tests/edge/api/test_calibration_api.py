@@ -62,3 +62,18 @@ def test_proposal_round_trips_through_put(supervisor: TestClient) -> None:
     proposal = res.json()
     assert len(proposal["columns"]) == 13 and len(proposal["rows"]) == 9
     assert supervisor.put("/api/calibration", json=proposal).status_code == 200
+
+
+def test_the_grid_may_name_its_reading_mode(
+    operator: TestClient, supervisor: TestClient, appliance: Appliance
+) -> None:
+    legacy = json.loads(REFERENCE.read_text())
+    res = supervisor.put("/api/calibration", json={**legacy, "reading": "untilted"})
+    assert res.status_code == 200, res.text
+    assert operator.get("/api/calibration").json()["reading"] == "untilted"
+    saved = json.loads(appliance.settings.resolved_calibration_path.read_text())
+    assert saved["reading"] == "untilted" and saved["format_version"] == 3
+    res = supervisor.put("/api/calibration", json={**legacy, "reading": "sideways"})
+    assert res.status_code == 422 and "reading" in error_of(res)["message"]
+    res = supervisor.put("/api/calibration", json=legacy)
+    assert res.json()["reading"] is None  # the appliance's runtime setting decides again

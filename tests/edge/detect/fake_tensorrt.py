@@ -136,10 +136,12 @@ class BuildStats:
     builds = 0
     calibration_batches = 0
     phases: ClassVar[list[tuple[str, int]]] = []
+    profiles: ClassVar[list[dict[str, Any]]] = []
     fail_build = False
 
     @classmethod
     def reset(cls) -> None:
+        cls.profiles = []
         cls.builds = 0
         cls.calibration_batches = 0
         cls.phases = []
@@ -204,12 +206,25 @@ class OnnxParser:
         return self.errors[index]
 
 
+class OptimizationProfile:
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+    def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
+        self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+
 class BuilderConfig:
     def __init__(self) -> None:
         self.flags: set[str] = set()
         self.pools: dict[str, int] = {}
         self.int8_calibrator: Any = None
         self.progress_monitor: Any = None
+        self.profiles: list[OptimizationProfile] = []
+
+    def add_optimization_profile(self, profile: OptimizationProfile) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
 
     def set_flag(self, flag: str) -> None:
         self.flags.add(flag)
@@ -227,6 +242,9 @@ class Builder:
 
     def create_builder_config(self) -> BuilderConfig:
         return BuilderConfig()
+
+    def create_optimization_profile(self) -> OptimizationProfile:
+        return OptimizationProfile()
 
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes | None:
         if BuildStats.fail_build or network.onnx is None:
@@ -249,12 +267,18 @@ class Builder:
                 calibrator.write_calibration_cache(b"calibration-table")
         BuildStats.builds += 1
         version = sys.modules["tensorrt"].__version__
-        header = json.dumps({"flags": sorted(config.flags), "version": version}).encode()
+        profiles = [{k: list(v) for k, v in p.shapes.items()} for p in config.profiles]
+        BuildStats.profiles = profiles
+        header = json.dumps(
+            {"flags": sorted(config.flags), "version": version, "profiles": profiles}
+        ).encode()
         return MAGIC + header + b"\n" + network.onnx
 
 
 class Engine:
-    def __init__(self, onnx_bytes: bytes) -> None:
+    def __init__(self, onnx_bytes: bytes, profiles: list[dict[str, Any]] | None = None) -> None:
+        # A dynamic dimension is only usable with an optimisation profile, as in TensorRT.
+        self.profiles = profiles or []
         self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
         self.inputs = self.session.get_inputs()
         self.outputs = self.session.get_outputs()
@@ -285,6 +309,26 @@ class ExecutionContext:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.addresses: dict[str, int] = {}
+        self.input_shapes: dict[str, tuple[int, ...]] = {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        profile = self.engine.profiles[0] if self.engine.profiles else {}
+        if name not in profile:
+            return False
+        low, _, high = profile[name]
+        if len(shape) != len(low) or any(
+            not lo <= d <= hi for d, lo, hi in zip(shape, low, high, strict=True)
+        ):
+            return False
+        self.input_shapes[name] = tuple(int(d) for d in shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        if name in self.input_shapes:
+            return self.input_shapes[name]
+        batch = next(iter(self.input_shapes.values()), (-1,))[0]
+        shape = self.engine.get_tensor_shape(name)
+        return tuple(batch if d < 0 else d for d in shape)
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
         assert isinstance(ptr, int)
@@ -296,7 +340,9 @@ class ExecutionContext:
             raise LaunchError("cuLaunchKernel failed: unspecified launch failure")
         feeds = {}
         for t in self.engine.inputs:
-            shape = self.engine.shapes[t.name]
+            shape = self.input_shapes.get(t.name) or self.engine.shapes[t.name]
+            if any(not isinstance(d, int) or d < 0 for d in shape):
+                raise LaunchError(f"input {t.name!r} has a dynamic shape that was never set")
             n = int(np.prod(shape))
             raw = CudaState.memory[self.addresses[t.name]][: n * 4]
             feeds[t.name] = raw.view(np.float32).reshape(shape)
@@ -314,9 +360,10 @@ class Runtime:
         if not data.startswith(MAGIC):
             return None
         header, _, body = data[len(MAGIC) :].partition(b"\n")
-        if json.loads(header)["version"] != sys.modules["tensorrt"].__version__:
+        meta = json.loads(header)
+        if meta["version"] != sys.modules["tensorrt"].__version__:
             return None
-        return Engine(body)
+        return Engine(body, meta.get("profiles"))
 
 
 def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:

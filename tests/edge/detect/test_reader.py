@@ -14,7 +14,7 @@ from core.titre import DilutionSettings
 from edge.detect.base import create_detector
 from edge.detect.errors import DetectorError, ImageDecodeError
 from edge.detect.reader import PlateReader, _full_size
-from edge.detect.settings import FakeBox, FakeDetectorSettings
+from edge.detect.settings import FakeBox, FakeDetectorSettings, ReviewSettings
 
 LEGACY = Path(__file__).resolve().parents[2] / "core" / "data" / "roi_calibration.json"
 
@@ -28,7 +28,19 @@ def box_in(grid: CalibrationGrid, well: str, cls: str, conf: float = 0.9, dx: fl
     )
 
 
+# These tests are about single wells on blank frames: the plate-quality gate (test_gate.py)
+# is opened so that it holds no row back.
+OPEN_GATE = ReviewSettings(
+    max_unread_fraction=1.0,
+    max_nowell=384,
+    not_a_plate_fraction=1.0,
+    max_off_centre_fraction=1.0,
+    blank_frame_std=0.0,
+)
+
+
 def reader_for(boxes: list[FakeBox], classes=None, class_map=None, **kw) -> PlateReader:
+    kw.setdefault("review", OPEN_GATE)
     settings = FakeDetectorSettings(
         frames=[boxes],
         classes=classes or ["flowing", "agglutinated", "invalid"],

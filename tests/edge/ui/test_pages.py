@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from core.titre import ROW_FLAGS
 from core.wells import WellFlag, WellState
 from edge.app import Appliance
+from edge.detect.gate import REVIEW_REASONS
 from edge.schemas import CameraStatus, RunStatus
 from edge.ui import i18n, mount_ui
 from edge.ui.pages import CSP, appliance_languages
@@ -189,6 +190,8 @@ def test_every_key_the_pages_use_exists() -> None:
         ("flag.", (*ROW_FLAGS, *get_args(WellFlag))),
         ("status.", get_args(RunStatus)),
         ("status.cam.", get_args(CameraStatus.model_fields["state"].annotation)),
+        ("review.", REVIEW_REASONS),
+        ("status.", ("needs_review",)),
     ],
 )
 def test_computed_keys_cover_every_value_the_appliance_sends(

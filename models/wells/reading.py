@@ -1,0 +1,106 @@
+"""Reading a plate with a hi-wells model the way the product does (evaluation side).
+
+Crops come from ``edge.detect.wellcrops.crop_wells`` with the manifest's size and scale; a well
+is called only when its best probability reaches the threshold (else ``unread``); a ``nowell``
+call is an unreadable well (``unread``); rows come from ``core.titre.row_results``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.calibration import CalibrationGrid
+from core.plate import PLATE_96
+from core.titre import DilutionSettings, RowResult, row_results
+from core.wells import DEFAULT_MIN_CONFIDENCE, WellCall, WellState
+from edge.detect.wellcrops import crop_wells
+
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+
+
+@dataclass
+class WellsModel:
+    """One mode's network of a hi-wells model directory, in one precision."""
+
+    directory: Path
+    mode: str
+    precision: str
+    classes: list[str]
+    size: int
+    scale: float
+    session: Any
+
+    @classmethod
+    def load(cls, directory: Path, mode: str, precision: str) -> WellsModel:
+        import onnxruntime as ort
+
+        manifest = json.loads((directory / "manifest.json").read_text())
+        entry = manifest["modes"][mode]
+        path = directory / entry["files"][precision]["path"]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return cls(
+            directory,
+            mode,
+            precision,
+            list(entry["classes"]),
+            int(manifest["input"]["size"]),
+            float(manifest["input"]["crop_scale"]),
+            session,
+        )
+
+    def probs(self, image_bgr: np.ndarray, grid: CalibrationGrid) -> np.ndarray:
+        crops = crop_wells(image_bgr, grid, size=self.size, scale=self.scale)
+        name = self.session.get_inputs()[0].name
+        return np.asarray(self.session.run(None, {name: crops})[0])
+
+
+def calls_from_probs(
+    probs: np.ndarray, classes: list[str], threshold: float = DEFAULT_MIN_CONFIDENCE
+) -> dict[str, WellCall]:
+    calls: dict[str, WellCall] = {}
+    for i, p in enumerate(probs):
+        row, col = divmod(i, PLATE_96.cols)
+        k = int(np.argmax(p))
+        name = classes[k]
+        conf = float(p[k])
+        state: WellState
+        flags: tuple[str, ...] = ()
+        if conf < threshold:
+            state, flags = "unread", ("low_confidence",)
+        elif name == "nowell":
+            state = "unread"
+        else:
+            state = name  # type: ignore[assignment]
+        well_id = PLATE_96.well_id(row, col)
+        calls[well_id] = WellCall(
+            well_id=well_id,
+            row=row,
+            col=col,
+            state=state,
+            confidence=min(1.0, max(0.0, conf)),
+            class_name=name,
+            flags=flags,  # type: ignore[arg-type]
+        )
+    return calls
+
+
+def calls_from_states(states: list[str]) -> dict[str, WellCall]:
+    calls: dict[str, WellCall] = {}
+    for i, s in enumerate(states):
+        row, col = divmod(i, PLATE_96.cols)
+        well_id = PLATE_96.well_id(row, col)
+        calls[well_id] = WellCall(well_id=well_id, row=row, col=col, state=s)  # type: ignore[arg-type]
+    return calls
+
+
+def rows_of(
+    calls: dict[str, WellCall], dilution: DilutionSettings | None = None
+) -> list[RowResult]:
+    return row_results(calls, PLATE_96, dilution=dilution)

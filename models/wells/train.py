@@ -1,0 +1,199 @@
+"""Train one hi-wells network for one reading mode on generator v2 crops (CPU, torch).
+
+    PYTHONPATH=. /path/to/torch-venv/bin/python -m models.wells.train --mode tilted \
+        --plates 600 --seed 101 --cache /tmp/hiwells-data --out /tmp/hiwells-run/tilted
+
+Writes ``weights.pt`` (state dict), ``model.onnx`` (fp32, opset 17, dynamic batch, probabilities
+out) and ``run_info.json`` into ``--out``. Data: crops of ``--plates`` plates of stream
+``--seed`` (cached as ``.npz`` under ``--cache``; a second run with the same arguments reuses
+them). Validation: crops of plates from the separate stream ``--seed + 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.synth.look import READING_MODES
+from models.wells.dataset import CLASSES, CropSet, build
+from models.wells.net import WellNet
+
+logger = logging.getLogger(__name__)
+
+
+def cached_crops(cache: Path, seed: int, n: int, mode: str, size: int, scale: float) -> CropSet:
+    from models.synth.render2 import GENERATOR_V2_VERSION
+
+    name = f"crops_g{GENERATOR_V2_VERSION}_{mode}_s{seed}_n{n}_{size}px_x{scale:g}.npz"
+    path = cache / name
+    if path.exists():
+        return CropSet.load(path)
+    t0 = time.monotonic()
+    crops = build(seed, 0, n, mode, size=size, scale=scale)
+    crops.save(path)
+    logger.info(
+        "%s: %d crops from %d plates in %.0f s", path.name, len(crops), n, time.monotonic() - t0
+    )
+    return crops
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Photometric jitter per crop and mirror images; the generator already varies geometry."""
+    n = x.shape[0]
+    gain = 0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)
+    tint = 0.92 + 0.16 * torch.rand(n, 3, 1, 1, generator=gen)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = 0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)
+    x = (x - mean) * contrast + mean
+    x = x * gain * tint
+    x = x + 0.02 * torch.rand(n, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x.clamp(0.0, 1.0)
+
+
+def evaluate(model: nn.Module, crops: CropSet, batch: int = 1024) -> tuple[float, np.ndarray]:
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(crops), batch):
+            xb = torch.from_numpy(crops.x[i : i + batch]).float() / 255.0
+            preds.append(model.logits(xb).argmax(1).numpy())
+    pred = np.concatenate(preds)
+    conf = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    np.add.at(conf, (crops.y, pred), 1)
+    return float((pred == crops.y).mean()), conf
+
+
+def export_onnx(model: nn.Module, path: Path, size: int) -> None:
+    model.eval()
+    dummy = torch.zeros(2, 3, size, size)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        input_names=["crops"],
+        output_names=["probs"],
+        dynamic_axes={"crops": {0: "n"}, "probs": {0: "n"}},
+        opset_version=17,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def train(args: argparse.Namespace) -> dict[str, object]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    data = cached_crops(args.cache, args.seed, args.plates, args.mode, args.size, args.scale)
+    val = cached_crops(args.cache, args.seed + 1, args.val_plates, args.mode, args.size, args.scale)
+    counts = np.bincount(data.y, minlength=len(CLASSES))
+    logger.info("train crops %d %s, val crops %d", len(data), counts.tolist(), len(val))
+    model = WellNet(len(CLASSES), args.width)
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
+    # Rare classes (invalid) weigh more, so the loss does not ignore them.
+    weights = torch.tensor(
+        (counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32
+    )
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.02)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * ((len(data) + args.batch - 1) // args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=steps, pct_start=0.15
+    )
+    x_all = torch.from_numpy(data.x)
+    y_all = torch.from_numpy(data.y)
+    t0 = time.monotonic()
+    history = []
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(data), generator=gen)
+        total = 0.0
+        for i in range(0, len(order), args.batch):
+            idx = order[i : i + args.batch]
+            xb = augment(x_all[idx].float() / 255.0, gen)
+            loss = loss_fn(model.logits(xb), y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        acc, _ = evaluate(model, val)
+        history.append({"epoch": epoch + 1, "loss": total / len(data), "val_acc": acc})
+        logger.info(
+            "epoch %d: loss %.4f, val %.4f (%.0f s)",
+            epoch + 1,
+            total / len(data),
+            acc,
+            time.monotonic() - t0,
+        )
+    acc, conf = evaluate(model, val)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out / "weights.pt")
+    export_onnx(model, args.out / "model.onnx", args.size)
+    from models.synth.render2 import GENERATOR_V2_VERSION
+
+    info: dict[str, object] = {
+        "mode": args.mode,
+        "generator_version": GENERATOR_V2_VERSION,
+        "classes": list(CLASSES),
+        "size": args.size,
+        "crop_scale": args.scale,
+        "width": args.width,
+        "seed": args.seed,
+        "plates": args.plates,
+        "val_plates": args.val_plates,
+        "epochs": args.epochs,
+        "init": str(args.init) if args.init is not None else None,
+        "batch": args.batch,
+        "lr": args.lr,
+        "threads": args.threads,
+        "train_crops": len(data),
+        "train_class_counts": counts.tolist(),
+        "val_accuracy": acc,
+        "val_confusion": conf.tolist(),
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "history": history,
+        "torch": torch.__version__,
+    }
+    (args.out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.wells.train", description=__doc__)
+    parser.add_argument("--mode", choices=READING_MODES, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "hiwells-data")
+    parser.add_argument("--plates", type=int, default=600)
+    parser.add_argument("--val-plates", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=101)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights")
+    args = parser.parse_args(argv)
+    if args.plates < 1 or args.val_plates < 1 or args.epochs < 1:
+        parser.error("--plates, --val-plates and --epochs must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    info = train(args)
+    logger.info("val accuracy %.4f", info["val_accuracy"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

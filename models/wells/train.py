@@ -1,7 +1,9 @@
 """Train one hi-wells network for one reading mode on generator v2 crops (CPU, torch).
 
     PYTHONPATH=. /path/to/torch-venv/bin/python -m models.wells.train --mode tilted \
-        --plates 600 --seed 101 --cache /tmp/hiwells-data --out /tmp/hiwells-run/tilted
+        --plates 500 --seed 111 --out /tmp/hiwells-run/tilted [--init WEIGHTS.pt]
+
+(the exact calls that made the shipped files are in ``models/hi-wells/MODEL_CARD.md``).
 
 Writes ``weights.pt`` (state dict), ``model.onnx`` (fp32, opset 17, dynamic batch, probabilities
 out) and ``run_info.json`` into ``--out``. Data: crops of ``--plates`` plates of stream

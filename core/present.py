@@ -54,9 +54,11 @@ FLAG_LABELS: dict[str, str] = {
     "no_inhibition": "no inhibition",
     "all_inhibited": "all inhibited",
     "unread": "unread well",
+    "review": "held for review",
     # well flags (core.wells.WELL_FLAGS)
     "multiple": "several boxes",
     "low_confidence": "low confidence",
+    "no_well": "no well here",
 }
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")

@@ -73,11 +73,12 @@ def test_real_full_disk_refuses_and_keeps_what_is_stored(
     assert all(stored)
     before = app.get_sample("D-1")
     filler = small_disk / "filler"
-    with open(filler, "wb") as fh:  # fill the disk to the last block
+    # Fill the disk to the last block. Unbuffered: a buffered file keeps the chunk that did not
+    # fit and raises ENOSPC once more when it is closed.
+    with open(filler, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     # Refused at the spool, or failed at the image write: either way said clearly.

@@ -79,6 +79,7 @@ class Job:
     raw_folder: images.RawFolder | None = None
     on_done: Callable[[TicketState], None] | None = None
     created_at: float = field(default_factory=time.monotonic)
+    needs_review: bool = False  # the stored run was held by the plate-quality gate
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -285,7 +286,9 @@ class Pipeline:
             job.raw_folder = None
 
     def _done(self, job: Job, run_id: str, t0: float) -> TicketState:
-        self.app.metrics.runs_total.labels(status="done").inc()
+        # Held runs are counted apart: the fleet alerts on the share of plates held for review.
+        status = "needs_review" if job.needs_review else "done"
+        self.app.metrics.runs_total.labels(status=status).inc()
         self.app.metrics.pipeline_seconds.observe(time.perf_counter() - t0)
         return self._set(job.ticket_id, "done", stage="done", run_id=run_id)
 
@@ -418,6 +421,7 @@ class Pipeline:
         try:
             # The transaction, and the sample's CSV: staged alongside, published after it.
             superseded = app.commit_run(rec, result, derived, commit_timings)
+            job.needs_review = rec.needs_review
         except BaseException as exc:
             images.remove_run_dir(run_dir)
             if is_disk_full(exc):

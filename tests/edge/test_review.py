@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from core.calibration import CalibrationGrid
 from core.plate import PLATE_96
@@ -91,6 +92,10 @@ def test_a_held_read_is_stored_and_shown_but_changes_nothing(app: Appliance) -> 
     assert msg.run_id.hex == held_id.replace("-", "")
     assert msg.needs_review and "not_a_plate" in msg.review_reasons
     assert not any(r.counted for r in msg.rows)
+    # The fleet's alert on the share of held plates reads this counter.
+    text = generate_latest(app.metrics.registry).decode()
+    assert 'microplate_runs_total{status="done"} 1.0' in text
+    assert 'microplate_runs_total{status="needs_review"} 1.0' in text
 
 
 def test_status_names_the_classifier(app: Appliance) -> None:

@@ -114,5 +114,7 @@ def test_each_ingest_instance_has_its_own_stable_client_id() -> None:
     [exec_start] = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
     argv = exec_start.removeprefix("ExecStart=").split()
     assert argv[0].endswith("microplate-cloud") and argv[1] == "ingest"
-    args = build_parser().parse_args(argv[1:])
+    # systemd expands a bare %i (the metrics port offset) to the instance name, a number here.
+    args = build_parser().parse_args(["1" if a == "%i" else a for a in argv[1:]])
+    assert args.metrics_port_offset == 1
     assert "%i" in args.client_id and "%H" in args.client_id

@@ -35,7 +35,7 @@
       scales: { x: { time: true } },
       cursor: { drag: { x: true, y: false } },
       series: [{
-        label: key === "series" ? "Day" : "Week",
+        label: figure.getAttribute("data-chart-x") || (key === "series" ? "Day" : "Week"),
         value: function (u, v, s, i) { return i == null ? "–" : labels[i]; }
       }].concat(series.map(function (s, i) {
         return {

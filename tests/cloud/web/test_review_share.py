@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cloud.crud import results
-from cloud.models import Device, Site
+from cloud.models import Device, Run, Site
 from cloud.web.chart_data import week_start
 from cloud.web.data import week_label
 from core.wire import ModelInfo
@@ -25,17 +25,19 @@ NEW_MODEL = ModelInfo(name="hi-wells", version="2.1", sha256="1" * 64)
 _TODAY = datetime.now(timezone.utc).replace(hour=9, minute=0, second=0, microsecond=0)
 WEEK_1 = _TODAY - timedelta(days=_TODAY.weekday() + 21)
 WEEK_2 = WEEK_1 + timedelta(weeks=1)
-# (site, week, model, held, deleted): each one run.
+# (site, week, model, held, fate): each one run; fate "deleted": deleted later (counts nowhere),
+# "supersedes": a re-read that supersedes the run before it (which still counts, as held).
 READS = [
-    *[("a", WEEK_1, MODEL, False, False)] * 3,
-    ("a", WEEK_1, MODEL, True, False),
-    *[("a", WEEK_1, NEW_MODEL, True, False)] * 2,
-    ("a", WEEK_1, NEW_MODEL, False, False),
-    ("a", WEEK_1, NEW_MODEL, True, True),  # deleted later: counts nowhere
-    *[("a", WEEK_2, NEW_MODEL, False, False)] * 4,
-    ("a", WEEK_2, NEW_MODEL, True, False),
-    *[("b", WEEK_1, MODEL, True, False)] * 2,  # site B: only admins see it
-    ("b", WEEK_2, MODEL, False, False),
+    *[("a", WEEK_1, MODEL, False, "")] * 3,
+    ("a", WEEK_1, MODEL, True, ""),
+    *[("a", WEEK_1, NEW_MODEL, True, "")] * 2,
+    ("a", WEEK_1, NEW_MODEL, False, ""),
+    ("a", WEEK_1, NEW_MODEL, True, "deleted"),
+    *[("a", WEEK_2, NEW_MODEL, False, "")] * 3,
+    ("a", WEEK_2, NEW_MODEL, True, ""),
+    ("a", WEEK_2, NEW_MODEL, False, "supersedes"),
+    *[("b", WEEK_1, MODEL, True, "")] * 2,  # site B: only admins see it
+    ("b", WEEK_2, MODEL, False, ""),
 ]
 
 
@@ -53,7 +55,8 @@ def world(
                 key: session.get(Site, site_id).name  # type: ignore[union-attr]
                 for key, site_id in (("a", w.site_a), ("b", w.site_b))
             }
-            for i, (site, when, model, held, deleted) in enumerate(READS):
+            before = None
+            for i, (site, when, model, held, fate) in enumerate(READS):
                 device = session.get(Device, w.device_a if site == "a" else w.device_b)
                 assert device is not None
                 message = run_message(
@@ -62,10 +65,16 @@ def world(
                     sample_number=f"S-{i}",
                     captured_at=when + timedelta(minutes=i),
                     review_reasons=("grid_misfit",) if held else (),
+                    supersedes=before.run_id if before and fate == "supersedes" else None,
                 ).model_copy(update={"model": model})
                 results.upsert_run(session, message, device=device)
-                if deleted:
+                if fate == "deleted":
                     results.apply_event(session, deleted_event(message.run_id, 1), device=device)
+                if fate == "supersedes":
+                    assert before is not None
+                    older = session.get(Run, before.run_id)
+                    assert older is not None and older.status == "superseded"
+                before = message
             session.commit()
         w.extra["site_names"] = names
         yield w
@@ -88,8 +97,8 @@ def _expected(sites: set[str], label) -> dict[str, dict[str, tuple[int, int]]]: 
     """Series name -> week -> (held, reads), counted from READS in Python."""
     held: Counter[tuple[str, str]] = Counter()
     reads: Counter[tuple[str, str]] = Counter()
-    for site, when, model, is_held, deleted in READS:
-        if site not in sites or deleted:
+    for site, when, model, is_held, fate in READS:
+        if site not in sites or fate == "deleted":
             continue
         key = (label(site, model), week_label(when))
         reads[key] += 1

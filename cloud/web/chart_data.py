@@ -14,11 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import Date, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.crud.scope import Scope
-from cloud.models import Run, Site
+from cloud.models import Device, Run, Site
 from cloud.web import data
 from cloud.web.pages import TREND_DAYS, _query, _state, signed_in
 from cloud.web.render import PageRoute, secure_headers
@@ -86,6 +86,77 @@ def plates_per_day(
     ]
     x = [int(datetime.fromisoformat(k).replace(tzinfo=timezone.utc).timestamp()) for k in keys]
     return {"x": x, "labels": keys, "series": series}
+
+
+REVIEW_BY = ("device", "model")
+
+
+def review_share(
+    session: Session,
+    *,
+    scope: Scope,
+    by: str,
+    site_id: uuid.UUID | None,
+    since: date,
+    until: date | None,
+) -> dict[str, Any]:
+    """Share of plate reads the appliance's plate-quality gate held, per ISO week and per device
+    (`by="device"`) or per model name and version (`by="model"`).
+
+    A read counts as held when it is `needs_review` or carries review reasons (a held read a
+    later good read superseded was still held); reads deleted by the edge or a manager count
+    nowhere. Series carry their `held` and `reads` per week so the share can be checked.
+    """
+    model = Run.extra["model"]
+    # Device slugs repeat across sites (each site may have a reader-1): name them with the site.
+    key: Any = (
+        func.concat_ws(" · ", Site.name, Device.slug)
+        if by == "device"
+        else func.concat_ws(" ", model["name"].astext, model["version"].astext)
+    )
+    day = cast(func.timezone("UTC", Run.read_at), Date)
+    held = or_(Run.status == "needs_review", func.cardinality(Run.review_reasons) > 0)
+    reads_in = (
+        select(key.label("key"), day.label("day"), held.label("held"))
+        .join(Site, Site.id == Run.site_id)
+        .join(Device, Device.id == Run.device_id)
+        .where(
+            scope.clause(Run.site_id),
+            Run.status != "deleted",
+            Run.read_at >= datetime.combine(since, datetime.min.time(), timezone.utc),
+        )
+    )
+    if until is not None:
+        end = datetime.combine(until + timedelta(days=1), datetime.min.time(), timezone.utc)
+        reads_in = reads_in.where(Run.read_at < end)
+    if site_id is not None:
+        reads_in = reads_in.where(Run.site_id == site_id)
+    # Grouped outside: the key expressions carry bound parameters, which Postgres would not
+    # match between SELECT and GROUP BY.
+    sub = reads_in.subquery()
+    query = select(sub.c.key, sub.c.day, func.count(), func.count(case((sub.c.held, 1)))).group_by(
+        sub.c.key, sub.c.day
+    )
+    reads: dict[str, dict[str, list[int]]] = {}
+    for name, when, n, n_held in session.execute(query):
+        label = str(name or "") or "unknown model"
+        week = data.week_label(datetime.combine(when, datetime.min.time(), timezone.utc))
+        counts = reads.setdefault(label, {}).setdefault(week, [0, 0])
+        counts[0] += int(n_held)
+        counts[1] += int(n)
+    weeks = sorted({w for by_week in reads.values() for w in by_week})
+    series = []
+    for label, by_week in sorted(reads.items()):
+        pairs = [by_week.get(w) for w in weeks]
+        series.append(
+            {
+                "name": label,
+                "values": [None if p is None else round(p[0] / p[1], 4) for p in pairs],
+                "held": [None if p is None else p[0] for p in pairs],
+                "reads": [None if p is None else p[1] for p in pairs],
+            }
+        )
+    return {"x": [week_start(w) for w in weeks], "labels": weeks, "by": by, "series": series}
 
 
 def _json(body: dict[str, Any]) -> JSONResponse:
@@ -160,5 +231,31 @@ async def plates(
     def load() -> dict[str, Any]:
         with _state(request).sessions() as session:
             return plates_per_day(session, scope=scope, site_id=site, since=since, until=end)
+
+    return _json(await _query(load))
+
+
+@router.get("/review-share.json")
+async def review(
+    request: Request,
+    by: Filter = "device",
+    site_id: Filter = "",
+    read_from: Filter = "",
+    read_to: Filter = "",
+) -> JSONResponse:
+    """Weekly share of reads held for review, per device or per model version."""
+    _, me = await signed_in(request)
+    try:
+        if by not in REVIEW_BY:
+            raise BadFilter("by is device or model")
+        site, start, end = _filters(site_id, read_from, read_to)
+    except BadFilter as exc:
+        return _bad(exc)
+    scope = data.scope_from_me(me)
+    since = start or (datetime.now(timezone.utc).date() - timedelta(days=TREND_DAYS))
+
+    def load() -> dict[str, Any]:
+        with _state(request).sessions() as session:
+            return review_share(session, scope=scope, by=by, site_id=site, since=since, until=end)
 
     return _json(await _query(load))

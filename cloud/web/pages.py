@@ -311,7 +311,7 @@ async def review(request: Request) -> Response:
     runs = await api.call("GET", "/api/v1/runs", params={"status": "needs_review", "limit": 200})
     devices = await api.call("GET", "/api/v1/devices")
     names = {d["id"]: d.get("name") or d.get("slug") or d["id"] for d in devices}
-    context = {"me": me, "runs": runs, "device_names": names}
+    context = {"me": me, "runs": runs, "device_names": names, "chart_days": TREND_DAYS}
     return render(request, "review.html", context, api=api)
 
 

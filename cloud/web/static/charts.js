@@ -18,6 +18,16 @@
     };
   }
 
+  // A share with the counts behind it ("33.3 % (1 of 3)") where the series carries them.
+  function counted(fmt, s) {
+    if (!s.held || !s.reads) { return fmt; }
+    return function (u, v, si, i) {
+      var text = fmt(u, v);
+      if (i == null || s.reads[i] == null) { return text; }
+      return text + " (" + s.held[i] + " of " + s.reads[i] + ")";
+    };
+  }
+
   function draw(figure, body) {
     var key = figure.getAttribute("data-chart-key");
     var kind = figure.getAttribute("data-chart-fmt") || "num";
@@ -35,7 +45,7 @@
       scales: { x: { time: true } },
       cursor: { drag: { x: true, y: false } },
       series: [{
-        label: key === "series" ? "Day" : "Week",
+        label: figure.getAttribute("data-chart-x") || (key === "series" ? "Day" : "Week"),
         value: function (u, v, s, i) { return i == null ? "–" : labels[i]; }
       }].concat(series.map(function (s, i) {
         return {
@@ -44,7 +54,7 @@
           width: 2,
           spanGaps: true,
           points: { show: true, size: 6 },
-          value: formatter(kind)
+          value: counted(formatter(kind), s)
         };
       })),
       axes: [{}, {

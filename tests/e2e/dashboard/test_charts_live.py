@@ -3,6 +3,7 @@ the server-drawn fallback), and uPlot in Chromium (drawn, hover values, legend t
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -103,4 +104,52 @@ def test_charts_are_interactive(page, cloud: Cloud) -> None:
     over.dblclick()
     assert x_range() == full
     shot(page, "10-samples-uplot")
+    assert not [e for e in errors if "Content Security Policy" in e or "uPlot" in e], errors
+
+
+def test_review_share_charts_draw_in_scope(page, cloud: Cloud) -> None:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, cloud, "manager")
+    by_device = page.request.get("/ui/charts/review-share.json?by=device").json()
+    by_model = page.request.get("/ui/charts/review-share.json?by=model").json()
+    names = [s["name"] for s in by_device["series"]]
+    assert names and all(n.startswith(f"{cloud.data.site_a_name} · ") for n in names), names
+    since = datetime.now(timezone.utc).date() - timedelta(days=182)
+    with psycopg.connect(cloud.settings.database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'needs_review') FROM runs"
+            " WHERE site_id = %s AND status <> 'deleted' AND read_at >= %s",
+            (cloud.data.site_a, since),
+        ).fetchone()
+    assert row is not None and row[1] > 0
+    for body in (by_device, by_model):
+        reads = sum(n for s in body["series"] for n in s["reads"] if n is not None)
+        held = sum(n for s in body["series"] for n in s["held"] if n is not None)
+        assert (reads, held) == (row[0], row[1])
+
+    page.goto("/ui/review")
+    ready = page.locator("figure[data-chart-state=ready]")
+    ready.nth(1).wait_for()
+    assert ready.count() == 2  # per appliance, per model version
+    for by, body in (("device", by_device), ("model", by_model)):
+        figure = page.locator(f"figure:has(#held-{by}-cap)")
+        assert figure.locator(".chart-fallback").is_hidden()
+        assert figure.locator(".uplot canvas").count() == 1
+        legend = figure.locator(".u-legend .u-series .u-label").all_inner_texts()
+        assert legend == ["Week"] + [s["name"] for s in body["series"]]
+    # Hover over the newest week: the legend shows a share in per cent, with its counts.
+    figure = page.locator("figure:has(#held-device-cap)")
+    over = figure.locator(".u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    assert box is not None
+    middle = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.5, middle)
+    page.mouse.move(box["x"] + box["width"] * 0.99, middle, steps=3)
+    values = figure.locator(".u-legend .u-series .u-value").all_inner_texts()
+    assert "-W" in values[0] and any(
+        re.fullmatch(r"[\d.]+ % \(\d+ of \d+\)", v) for v in values[1:]
+    ), values
+    shot(page, "11-review-share-uplot")
     assert not [e for e in errors if "Content Security Policy" in e or "uPlot" in e], errors

@@ -55,6 +55,7 @@ def test_no_page_scrolls_sideways(browser, cloud: Cloud, size: str) -> None:  # 
             "samples": "/ui/samples",
             "sample": f"/ui/samples/{_sample_id(cloud)}",
             "run": f"/ui/runs/{cloud.data.run_with_image}",
+            "review": "/ui/review",
             "devices": "/ui/devices",
             "users": "/ui/users",
             "audit": "/ui/audit",
@@ -86,5 +87,15 @@ def test_no_page_scrolls_sideways(browser, cloud: Cloud, size: str) -> None:  # 
         heading = page.locator("table.grid thead th").first.inner_text()
         assert label == heading.strip()
         assert display == ("block" if width <= 820 else "table-row"), (size, display)
+
+        # The review page's held-share charts fit the screen too once drawn.
+        page.goto("/ui/review")
+        drawn = page.locator("figure[data-chart-state=ready] .uplot")
+        drawn.nth(1).wait_for()
+        for chart in drawn.all():
+            box = chart.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        assert page.evaluate(OVERFLOW)["scroll"] <= width
+        page.screenshot(path=str(out / f"{size}-review-charts.png"), full_page=True)
     finally:
         context.close()

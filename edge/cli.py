@@ -11,14 +11,14 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+from edge.signals import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -101,30 +101,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             app.stop()
     return 0
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    raise _Stop(signum)
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal with the handlers it
-    found. Ours turn it into an exception, so the appliance still stops in order (plates in
-    hand finished, workers joined, database closed) and the exit status is 0."""
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in signals}
-    try:
-        yield
-    except _Stop:
-        logger.info("stopped by a signal")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def cmd_export_csv(args: argparse.Namespace) -> int:

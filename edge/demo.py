@@ -224,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
         except ImportError:
             print("The HTTP API is not part of this build; the results above are stored.")
             return 0
-        from edge.cli import stop_on_signals
+        from edge.signals import stop_on_signals
 
         with stop_on_signals():
             serve(app, args.host, args.port)

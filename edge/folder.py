@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.config import FolderCaptureSettings
 from edge.errors import ApplianceError, Busy, DiskFull
 from edge.schemas import RunRequest, TicketState
-from edge.settings import FolderCaptureSettings
 
 if TYPE_CHECKING:
     from edge.ports import IntakeHost

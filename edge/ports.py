@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge import repo
+    from edge.config import EdgeSettings
     from edge.events import EventBus
     from edge.metrics import Metrics
     from edge.reading import PlateResult
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
         RuntimeSettingsPatch,
         Ticket,
     )
-    from edge.settings import EdgeSettings
     from edge.store import Store
 
 

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.config import SyncSettings
 from edge.sync.config import ConfigApplier
-from edge.sync.settings import SyncSettings
 from edge.sync.uploader import ImageUploader
 from edge.sync.worker import SyncWorker
 

@@ -55,6 +55,7 @@ def render_config(path: Path, db: Path, s3: S3Server, *, secret: str | None = No
             microplate_edge_litestream_sync_interval=f"{SYNC_INTERVAL_S:g}s",
             microplate_edge_litestream_snapshot_interval="1h",
             microplate_edge_litestream_retention="24h",
+            microplate_edge_litestream_metrics_addr="",  # the role default: no metrics listener
         ),
         encoding="utf-8",
     )

@@ -20,6 +20,7 @@ from core.calibration import CalibrationGrid
 from edge import __version__, calibration, images, outbox, repo, runtime
 from edge.capture import CaptureSource, create_source
 from edge.config import EdgeSettings, FolderCaptureSettings
+from edge.detect.plate import model_info
 from edge.errors import (
     CaptureUnavailable,
     DiskFull,
@@ -31,7 +32,6 @@ from edge.fsutil import clean_partials, disk_usage
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.plates import PlateOps
-from edge.reading import model_info
 from edge.schemas import (
     ApplianceStatus,
     CalibrationOut,
@@ -368,7 +368,7 @@ class Appliance(PlateOps):
         return self.propose_from_image(image)
 
     def propose_from_image(self, image: np.ndarray) -> CalibrationGrid:
-        from edge.reading import detect
+        from edge.detect.plate import detect
 
         detections, _ = detect(self._detector(), image)
         return calibration.propose(detections, image.shape[1], image.shape[0])

@@ -10,7 +10,7 @@ from core.wire import ImageRef, RunEvent, build_run_message, encode_message
 
 if TYPE_CHECKING:
     from edge.config import EdgeSettings
-    from edge.reading import PlateResult
+    from edge.detect.plate import PlateResult
     from edge.repo import RunRecord
 
 _UNKNOWN_SHA = "0" * 64

@@ -48,8 +48,8 @@ from edge.errors import ApplianceError, Busy, DiskFull, InvalidInput
 from edge.schemas import ErrorOut, RunRequest, Ticket, TicketState
 
 if TYPE_CHECKING:
+    from edge.detect.plate import PlateResult
     from edge.ports import PipelineHost
-    from edge.reading import PlateResult
 
 logger = logging.getLogger(__name__)
 

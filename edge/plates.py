@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge import images, pending_images, queries, repo
+from edge.detect.plate import PlateResult, make_reader, read_plate
+from edge.detect.plate import decode as decode_frame
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
-from edge.reading import PlateResult, make_reader, read_plate
-from edge.reading import decode as decode_frame
 from edge.schemas import (
     Page,
     RunDetail,

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
     from edge import repo
     from edge.config import EdgeSettings
+    from edge.detect.plate import PlateResult
     from edge.events import EventBus
     from edge.metrics import Metrics
-    from edge.reading import PlateResult
     from edge.schemas import (
         ApplianceStatus,
         RunRequest,

@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.app import Appliance  # noqa: E402
+from edge.config import EdgeSettings  # noqa: E402
 from edge.pipeline import Job, sha256_of  # noqa: E402
 from edge.schemas import RunRequest  # noqa: E402
-from edge.settings import EdgeSettings  # noqa: E402
 
 
 def synthetic_plate(seed: int, width: int = 1700, height: int = 1200) -> bytes:
@@ -108,7 +108,7 @@ def main() -> int:
         queue_size=max(8, args.plates + 1),
     )
     data = plate_bytes(args.plates)
-    app = Appliance.from_settings(settings)
+    app = Appliance(settings)
     app.start()
     det = app.detector
     console.print(
@@ -216,7 +216,7 @@ def main() -> int:
             "capture": {"type": "folder", "inbox": str(inbox), "stable_s": 0.0, "poll_s": 0.05},
         }
     )
-    app = Appliance.from_settings(folder_settings)
+    app = Appliance(folder_settings)
     app.start()
     t0 = time.perf_counter()
     for i, blob in enumerate(data):

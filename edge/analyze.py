@@ -106,7 +106,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _appliance_settings() -> Any | None:
     """The appliance's settings when they load here; analyze works without them."""
     try:
-        from edge.settings import EdgeSettings
+        from edge.config import EdgeSettings
     except ImportError:
         return None
     try:
@@ -119,8 +119,9 @@ def _appliance_settings() -> Any | None:
 def detector_settings(args: argparse.Namespace, appliance: Any | None) -> Any:
     raw: dict[str, Any] = {"type": "onnx"}
     configured = getattr(appliance, "detector", None)
-    if isinstance(configured, dict) and configured.get("type") in ("onnx", "tensorrt"):
-        raw = dict(configured)
+    if getattr(configured, "type", None) in ("onnx", "tensorrt"):
+        # what the configuration named, as it named it (defaults stay defaults)
+        raw = {**configured.model_dump(exclude_unset=True), "type": configured.type}
     if args.backend and args.backend != raw.get("type"):
         keep = {
             "model_dir",

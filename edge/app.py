@@ -2,7 +2,7 @@
 
 `start()` reads as a list: folders, store, migrations, crash clean-up, detector (warm-up),
 capture source, pipeline worker, folder watcher, CSV retry and retention workers. `stop()`
-joins them in reverse. See `/docs` of the brief `edge-facade.md` for the contract.
+joins them in reverse. Its contract for callers is in docs/edge.md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import numpy as np
 from core.calibration import CalibrationGrid
 from edge import __version__, calibration, images, outbox, repo, runtime
 from edge.capture import CaptureSource, create_source
+from edge.config import EdgeSettings, FolderCaptureSettings
+from edge.detect.plate import model_info
 from edge.errors import (
     CaptureUnavailable,
     DiskFull,
@@ -30,7 +32,6 @@ from edge.fsutil import clean_partials, disk_usage
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.plates import PlateOps
-from edge.reading import model_info
 from edge.schemas import (
     ApplianceStatus,
     CalibrationOut,
@@ -43,7 +44,6 @@ from edge.schemas import (
     RuntimeSettingsPatch,
     SyncStatus,
 )
-from edge.settings import EdgeSettings, FolderCaptureSettings
 from edge.spool import Spool
 from edge.store import Store
 from edge.workers import Worker
@@ -99,10 +99,6 @@ class Appliance(PlateOps):
             disk_floor=lambda: float(self.floor_bytes),
         )
 
-    @classmethod
-    def from_settings(cls, settings: EdgeSettings) -> Appliance:
-        return cls(settings)
-
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
@@ -130,6 +126,11 @@ class Appliance(PlateOps):
                 self.detector_error = str(exc)
                 self.store.close()  # nothing half-started stays behind
                 raise
+        # Imported before anything starts taking plates (the MQTT and HTTP clients take a while
+        # to load), started last; neither is loaded when sync is not configured.
+        build_sync = None
+        if s.sync is not None and s.sync.enabled:
+            from edge.sync import build_sync_worker as build_sync
         self.source.start()
         self.pipeline.start()
         self._started = True
@@ -148,9 +149,8 @@ class Appliance(PlateOps):
         ]
         for worker in self._workers:
             worker.start()
-        from edge.sync import build_sync_worker
-
-        self.sync = build_sync_worker(self)  # None when no broker is configured
+        if build_sync is not None:
+            self.sync = build_sync(self)
         if self.sync is not None:
             self.sync.start()
         logger.info("appliance started (db %s, share %s)", self.store.path, self.share_dir)
@@ -201,14 +201,10 @@ class Appliance(PlateOps):
     def load_detector(self) -> None:
         self.detector = self._create_detector()
         if self.wells is None:
-            from pydantic import TypeAdapter
-
             from edge.detect.classifier import create_classifier
-            from edge.detect.settings import DetectorSettings
 
-            det_settings = TypeAdapter(DetectorSettings).validate_python(self.settings.detector)
             try:
-                self.wells = create_classifier(det_settings)
+                self.wells = create_classifier(self.settings.detector)
             except BaseException:
                 self.detector.close()
                 self.detector = None
@@ -216,13 +212,9 @@ class Appliance(PlateOps):
             self._own_wells = self.wells is not None
 
     def _create_detector(self) -> Any:
-        from pydantic import TypeAdapter
-
         from edge.detect.base import create_detector
-        from edge.detect.settings import DetectorSettings
 
-        det_settings = TypeAdapter(DetectorSettings).validate_python(self.settings.detector)
-        return create_detector(det_settings)
+        return create_detector(self.settings.detector)
 
     def _remove_orphan_images(self) -> None:
         """Image folders whose run never committed (a crash between images and commit)."""
@@ -376,7 +368,7 @@ class Appliance(PlateOps):
         return self.propose_from_image(image)
 
     def propose_from_image(self, image: np.ndarray) -> CalibrationGrid:
-        from edge.reading import detect
+        from edge.detect.plate import detect
 
         detections, _ = detect(self._detector(), image)
         return calibration.propose(detections, image.shape[1], image.shape[0])

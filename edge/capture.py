@@ -25,15 +25,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.errors import CaptureUnavailable
-from edge.images import encode_jpeg
-from edge.settings import (
+from edge.config import (
     FakeCaptureSettings,
     FilesCaptureSettings,
     FolderCaptureSettings,
     OpenCVCaptureSettings,
     Picamera2CaptureSettings,
 )
+from edge.errors import CaptureUnavailable
+from edge.images import encode_jpeg
 
 logger = logging.getLogger(__name__)
 

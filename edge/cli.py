@@ -11,14 +11,14 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+from edge.signals import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class UserError(Exception):
 
 
 def _settings() -> Any:
-    from edge.settings import EdgeSettings, describe_validation_error
+    from edge.config import EdgeSettings, describe_validation_error
 
     try:
         return EdgeSettings()
@@ -51,18 +51,8 @@ def _console() -> Any:
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_validate_config(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = _settings()  # the detector section included: EdgeSettings validates it
     problems = []
-    try:
-        from pydantic import TypeAdapter
-
-        from edge.detect.settings import DetectorSettings
-
-        TypeAdapter(DetectorSettings).validate_python(settings.detector)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            problems.append(f"detector.{loc}: {err.get('msg', 'invalid')}")
     if settings.mode == "production":
         auth = settings.auth
         if auth.operator_secret is None and auth.operator_secret_file is None:
@@ -80,7 +70,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 def _appliance(settings: Any) -> Any:
     from edge.app import Appliance
 
-    return Appliance.from_settings(settings)
+    return Appliance(settings)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -101,30 +91,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             app.stop()
     return 0
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    raise _Stop(signum)
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal with the handlers it
-    found. Ours turn it into an exception, so the appliance still stops in order (plates in
-    hand finished, workers joined, database closed) and the exit status is 0."""
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in signals}
-    try:
-        yield
-    except _Stop:
-        logger.info("stopped by a signal")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def cmd_export_csv(args: argparse.Namespace) -> int:
@@ -199,8 +165,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from edge.config import CONFIG_FILE_ENV
     from edge.enroll import EnrollError, enroll, read_bundle, summary
-    from edge.settings import CONFIG_FILE_ENV
 
     config = os.environ.get(CONFIG_FILE_ENV)
     if not config:

@@ -15,9 +15,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from edge.config import AuthSettings, EdgeSettings, FilesCaptureSettings, HttpSettings
 from edge.errors import ApplianceError
 from edge.schemas import RunRequest
-from edge.settings import AuthSettings, EdgeSettings, FilesCaptureSettings, HttpSettings
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     settings = demo_settings(args, data_dir, images)
     cred_file = data_dir / "credentials.txt"
-    app = Appliance.from_settings(settings)
+    app = Appliance(settings)
     app.start()
     try:
         results = process_all(app, images)
@@ -224,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
         except ImportError:
             print("The HTTP API is not part of this build; the results above are stored.")
             return 0
-        from edge.cli import stop_on_signals
+        from edge.signals import stop_on_signals
 
         with stop_on_signals():
             serve(app, args.host, args.port)

@@ -141,8 +141,7 @@ def enroll(
 
 
 def _check_sync(sync: dict[str, Any]) -> None:
-    from edge.settings import describe_validation_error
-    from edge.sync.settings import SyncSettings
+    from edge.config import SyncSettings, describe_validation_error
 
     try:
         SyncSettings.model_validate(sync)

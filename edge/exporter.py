@@ -18,13 +18,13 @@ from edge.errors import NotFound
 from edge.share import ShareError, StagedCsv, WrittenCsv, write_sample_csv
 
 if TYPE_CHECKING:
-    from edge.app import Appliance
+    from edge.ports import ExportHost
 
 logger = logging.getLogger(__name__)
 
 
 class Exporter:
-    def __init__(self, app: Appliance) -> None:
+    def __init__(self, app: ExportHost) -> None:
         self.app = app
         self._lock = threading.Lock()  # one CSV writer: files of one sample never interleave
 

@@ -19,12 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.config import FolderCaptureSettings
 from edge.errors import ApplianceError, Busy, DiskFull
 from edge.schemas import RunRequest, TicketState
-from edge.settings import FolderCaptureSettings
 
 if TYPE_CHECKING:
-    from edge.app import Appliance
+    from edge.ports import IntakeHost
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def sample_from_name(path: Path) -> str:
 
 
 class FolderWatcher:
-    def __init__(self, app: Appliance, settings: FolderCaptureSettings) -> None:
+    def __init__(self, app: IntakeHost, settings: FolderCaptureSettings) -> None:
         self.app = app
         self.settings = settings
         self.inbox = settings.inbox

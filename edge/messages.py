@@ -9,9 +9,9 @@ from uuid import UUID
 from core.wire import ImageRef, RunEvent, build_run_message, encode_message
 
 if TYPE_CHECKING:
-    from edge.reading import PlateResult
+    from edge.config import EdgeSettings
+    from edge.detect.plate import PlateResult
     from edge.repo import RunRecord
-    from edge.settings import EdgeSettings
 
 _UNKNOWN_SHA = "0" * 64
 

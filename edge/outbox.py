@@ -1,7 +1,7 @@
 """The durable outbox: `core.wire` messages waiting for the cloud's acknowledgement.
 
 Entries are added inside the same transaction as the change they describe (see `edge.repo`);
-the sync worker (a later issue) drains them with `pending`, then `mark_delivered` on the cloud's
+the sync worker (`edge.sync`) drains them with `pending`, then `mark_delivered` on the cloud's
 ack or `mark_rejected` when the cloud refuses a message for good.
 """
 

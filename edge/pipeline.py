@@ -48,8 +48,8 @@ from edge.errors import ApplianceError, Busy, DiskFull, InvalidInput
 from edge.schemas import ErrorOut, RunRequest, Ticket, TicketState
 
 if TYPE_CHECKING:
-    from edge.app import Appliance
-    from edge.reading import PlateResult
+    from edge.detect.plate import PlateResult
+    from edge.ports import PipelineHost
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 class Pipeline:
-    def __init__(self, app: Appliance, capacity: int) -> None:
+    def __init__(self, app: PipelineHost, capacity: int) -> None:
         self.app = app
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
         self.capacity = capacity

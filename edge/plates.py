@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge import images, pending_images, queries, repo
+from edge.detect.plate import PlateResult, make_reader, read_plate
+from edge.detect.plate import decode as decode_frame
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
-from edge.reading import PlateResult, make_reader, read_plate
-from edge.reading import decode as decode_frame
 from edge.schemas import (
     Page,
     RunDetail,
@@ -37,11 +37,11 @@ if TYPE_CHECKING:
     from core.calibration import CalibrationGrid
     from core.pooling import SampleSummary
     from edge.capture import CaptureSource
+    from edge.config import EdgeSettings
     from edge.events import EventBus
     from edge.exporter import Exporter
     from edge.pipeline import Pipeline
     from edge.schemas import RuntimeSettings
-    from edge.settings import EdgeSettings
     from edge.spool import Spool
     from edge.store import Store
 
@@ -444,9 +444,6 @@ class PlateOps:
             if one is not None:
                 staged.append(one)
         return samples
-
-    def export_sample_quietly(self, sample_number: str) -> None:
-        self.exporter.export_quietly(sample_number)
 
     def export_csv(self, sample_number: str) -> Path:
         return self.exporter.export(sample_number)

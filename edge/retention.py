@@ -20,7 +20,7 @@ from edge.fsutil import disk_usage
 from edge.store import utcnow
 
 if TYPE_CHECKING:
-    from edge.app import Appliance
+    from edge.ports import RetentionHost
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def select_runs(
     return [r.run_id for r in chosen][:limit]
 
 
-def candidates(app: Appliance) -> list[Candidate]:
+def candidates(app: RetentionHost) -> list[Candidate]:
     rows = (
         app.store.read()
         .execute(
@@ -81,7 +81,7 @@ def candidates(app: Appliance) -> list[Candidate]:
     ]
 
 
-def run_once(app: Appliance) -> list[str]:
+def run_once(app: RetentionHost) -> list[str]:
     cfg = app.settings.retention
     free, _ = disk_usage(app.settings.data_dir)
     doomed = select_runs(

@@ -8,8 +8,8 @@ import logging
 from typing import Any
 
 from edge import repo
+from edge.config import EdgeSettings
 from edge.schemas import RuntimeSettings, RuntimeSettingsPatch
-from edge.settings import EdgeSettings
 from edge.store import Store, iso
 
 logger = logging.getLogger(__name__)

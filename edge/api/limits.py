@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 
 
 @dataclass(frozen=True)

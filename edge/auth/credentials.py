@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from edge.errors import ConfigError
 
 if TYPE_CHECKING:  # only for the annotation: keeps this module importable on its own
-    from edge.settings import EdgeSettings
+    from edge.config import EdgeSettings
 
 logger = logging.getLogger(__name__)
 

@@ -16,20 +16,20 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.config import SyncSettings
 from edge.sync.config import ConfigApplier
-from edge.sync.settings import SyncSettings
 from edge.sync.uploader import ImageUploader
 from edge.sync.worker import SyncWorker
 
 if TYPE_CHECKING:
-    from edge.app import Appliance
+    from edge.ports import SyncHost
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ConfigApplier", "ImageUploader", "SyncSettings", "SyncWorker", "build_sync_worker"]
 
 
-def build_sync_worker(app: Appliance) -> SyncWorker | None:
+def build_sync_worker(app: SyncHost) -> SyncWorker | None:
     """A SyncWorker wired to the appliance's store, events, status and runtime settings."""
     settings: SyncSettings | None = getattr(app.settings, "sync", None)
     if settings is None or not settings.enabled:

@@ -27,9 +27,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.config import SyncSettings
 from edge.sync import reasons
 from edge.sync.backoff import Backoff
-from edge.sync.settings import SyncSettings
 
 logger = logging.getLogger(__name__)
 

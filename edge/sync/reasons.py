@@ -13,7 +13,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-from edge.sync.settings import SyncSettings
+from edge.config import SyncSettings
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from edge.sync.settings import SyncSettings
+from edge.config import SyncSettings
 
 logger = logging.getLogger(__name__)
 

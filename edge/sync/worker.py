@@ -36,11 +36,11 @@ from core.wire import (
     parse_message,
 )
 from edge import __version__, outbox
+from edge.config import SyncSettings
 from edge.store import Store, StoreError
 from edge.sync import queue, reasons
 from edge.sync.config import ConfigApplier
 from edge.sync.link import MqttLink
-from edge.sync.settings import SyncSettings
 from edge.sync.uploader import ImageUploader
 from edge.sync.window import Window
 

@@ -20,8 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+import edge.ui.i18n as i18n
 from edge.api.deps import bearer_token, principal_for
-from edge.ui import i18n
 
 logger = logging.getLogger(__name__)
 

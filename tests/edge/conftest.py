@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edge.app import Appliance
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 from tests.edge.plates import PLATE_A, fake_detector
 
 SettingsFactory = Callable[..., EdgeSettings]

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 from edge.app import Appliance
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 
 
 def main() -> None:
     settings = EdgeSettings(**json.loads(Path(sys.argv[1]).read_text()))
-    app = Appliance.from_settings(settings)
+    app = Appliance(settings)
     app.start()
     print("READY", flush=True)
     while True:

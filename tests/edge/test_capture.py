@@ -13,9 +13,9 @@ import pytest
 
 from edge.app import Appliance
 from edge.capture import CameraSource, FilesSource, OpenCVSource
+from edge.config import FilesCaptureSettings, OpenCVCaptureSettings
 from edge.errors import Busy, CaptureUnavailable
 from edge.schemas import RunRequest
-from edge.settings import FilesCaptureSettings, OpenCVCaptureSettings
 from tests.edge.conftest import SettingsFactory
 from tests.edge.plates import PLATE_A, jpeg, plate_image
 

@@ -14,8 +14,8 @@ import pytest
 from core.calibration import CalibrationGrid
 from edge.app import Appliance
 from edge.cli import build_parser, main
+from edge.config import EdgeSettings
 from edge.schemas import RunRequest
-from edge.settings import EdgeSettings
 from tests.edge.plates import PLATE_A, PLATE_B, fake_detector, jpeg, plate_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_db_commands(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_export_csv_writes_the_current_summary(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = Appliance.from_settings(EdgeSettings())
+    app = Appliance(EdgeSettings())
     app.start()
     t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S-9"))
     assert app.wait(t.id, 30).state == "done"

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from edge.cli import build_parser
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "edge.md").read_text(encoding="utf-8")
 

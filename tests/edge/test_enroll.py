@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

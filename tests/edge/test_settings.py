@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge.settings import EdgeSettings, FolderCaptureSettings, describe_validation_error
+from edge.config import EdgeSettings, FolderCaptureSettings, describe_validation_error
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +57,15 @@ def test_detector_needs_a_type(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as err:
         EdgeSettings(data_dir=tmp_path, share_dir=tmp_path / "s", detector={"model_dir": "x"})
     assert "detector" in describe_validation_error(err.value)
+
+
+def test_loading_the_settings_imports_no_io_library() -> None:
+    """`edge.config` is settings only: the CLI validates a configuration without paho or httpx."""
+    import subprocess
+    import sys
+
+    code = "import sys, edge.config; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.strip().strip("[]").replace("'", "").split(", "))
+    assert "pydantic" in loaded
+    assert not loaded & {"paho", "httpx", "fastapi", "numpy"}, loaded & {"paho", "httpx"}

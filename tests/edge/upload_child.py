@@ -14,10 +14,10 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from edge.app import Appliance
+from edge.config import EdgeSettings
 from edge.detect.base import create_detector
 from edge.detect.settings import DetectorSettings
 from edge.schemas import RunRequest
-from edge.settings import EdgeSettings
 from tests.edge.plates import PLATE_A, jpeg, plate_image
 
 

@@ -127,10 +127,8 @@ def test_litestream_config_parses(provisioned: Provisioned) -> None:
 def test_edge_settings_accept_the_rendered_config(
     provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """edge.settings loads edge.json; edge.auth finds the credentials where systemd puts them."""
-    settings = pytest.importorskip(
-        "edge.settings", reason="edge.settings lands with the edge issue"
-    )
+    """edge.config loads edge.json; edge.auth finds the credentials where systemd puts them."""
+    settings = pytest.importorskip("edge.config", reason="edge.config lands with the edge issue")
     credentials = pytest.importorskip("edge.auth.credentials", reason="lands with the edge API")
     monkeypatch.setenv(
         "MICROPLATE_EDGE_CONFIG_FILE", str(provisioned.root / "etc/microplate/edge.json")
@@ -152,7 +150,7 @@ def test_edge_settings_accept_the_rendered_config(
     assert (creds_dir / "mqtt-password").read_text() == SECRETS["mqtt_device"]
     assert (creds_dir / "device-token").read_text() == SECRETS["device_token"]
     assert (creds_dir / "broker-ca.pem").read_text() == FAKE_CA
-    assert loaded.detector["type"] == "tensorrt"
+    assert loaded.detector.type == "tensorrt"
     creds = credentials.load_credentials(credentials.AuthConfig.from_settings(loaded))
     assert creds.operator_secret.get_secret_value() == SECRETS["operator"]
     assert creds.supervisor_pin_hash.get_secret_value() == PIN_HASH

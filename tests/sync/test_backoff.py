@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
+from edge.config import SyncSettings
 from edge.sync.backoff import Backoff
-from edge.sync.settings import SyncSettings
 
 OUTAGE_S = 74.0  # the outage of the report: the old back-off resumed 49 s after it ended
 DEVICES = 200

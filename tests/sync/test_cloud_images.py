@@ -114,8 +114,8 @@ def test_the_cloud_names_only_images_it_holds(
 ) -> None:
     from edge import outbox
     from edge.app import Appliance
+    from edge.config import EdgeSettings
     from edge.schemas import RunRequest
-    from edge.settings import EdgeSettings
 
     for key in list(__import__("os").environ):
         if key.startswith("MICROPLATE_EDGE_"):

@@ -10,8 +10,8 @@ import pytest
 
 from core.titre import CountingPolicy, DilutionSettings
 from core.wire import DesiredConfig
+from edge.config import SyncSettings
 from edge.sync.config import ConfigApplier, config_patch
-from edge.sync.settings import SyncSettings
 
 
 def config(revision: int, **fields: Any) -> DesiredConfig:

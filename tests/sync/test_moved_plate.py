@@ -77,8 +77,8 @@ def test_both_sides_show_the_same_numbers(
 ) -> None:
     from edge import outbox
     from edge.app import Appliance
+    from edge.config import EdgeSettings
     from edge.schemas import RunRequest
-    from edge.settings import EdgeSettings
 
     for key in list(__import__("os").environ):
         if key.startswith("MICROPLATE_EDGE_"):

@@ -86,7 +86,7 @@ def s3_object(s3: S3Server, key: str) -> bytes:
 
 
 def test_images_are_uploaded_with_checksums_and_referenced(cloud: Cloud, tmp_path: Path) -> None:
-    from edge.sync.settings import SyncSettings
+    from edge.config import SyncSettings
     from edge.sync.uploader import ImageUploader
 
     annotated = tmp_path / "annotated.jpg"
@@ -125,7 +125,7 @@ def test_images_are_uploaded_with_checksums_and_referenced(cloud: Cloud, tmp_pat
 
 
 def test_a_wrong_token_is_a_permanent_failure(cloud: Cloud, tmp_path: Path) -> None:
-    from edge.sync.settings import SyncSettings
+    from edge.config import SyncSettings
     from edge.sync.uploader import ImageUploader, UploadError
 
     image = tmp_path / "a.jpg"
@@ -143,7 +143,7 @@ def test_a_wrong_token_is_a_permanent_failure(cloud: Cloud, tmp_path: Path) -> N
 
 
 def test_an_unreachable_api_is_retried_then_reported(tmp_path: Path) -> None:
-    from edge.sync.settings import SyncSettings
+    from edge.config import SyncSettings
     from edge.sync.uploader import ImageUploader, UploadError
 
     image = tmp_path / "a.jpg"

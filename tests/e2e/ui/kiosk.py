@@ -26,7 +26,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from core.calibration import CalibrationGrid
 from edge.api import create_app
 from edge.app import Appliance
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 from edge.ui import mount_ui
 from tests.edge import plates
 
@@ -138,7 +138,7 @@ def start_kiosk(tmp: Path, *, calibrate: bool = True, real: bool | None = None) 
         auth={"operator_secret": OPERATOR_SECRET, "supervisor_pin_hash": PIN_HASH},
         retention={"disk_floor_mb": 0},
     )
-    appliance = Appliance.from_settings(settings)
+    appliance = Appliance(settings)
     appliance.start()
     try:
         if calibrate:

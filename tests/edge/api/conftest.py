@@ -15,7 +15,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 
 from edge.api import create_app
 from edge.app import Appliance
-from edge.settings import EdgeSettings
+from edge.config import EdgeSettings
 from tests.edge import plates
 
 OPERATOR_SECRET = "test-operator-secret-0123456789"
@@ -62,7 +62,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def appliance(tmp_path: Path) -> Iterator[Appliance]:
-    app = Appliance.from_settings(make_settings(tmp_path))
+    app = Appliance(make_settings(tmp_path))
     app.start()
     try:
         yield app

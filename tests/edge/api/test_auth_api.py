@@ -188,7 +188,7 @@ def test_development_mode_generates_credentials_that_work(tmp_path) -> None:  # 
     from tests.edge.api.conftest import make_settings
 
     settings = make_settings(tmp_path, auth={})
-    appliance = Appliance.from_settings(settings)
+    appliance = Appliance(settings)
     appliance.start()
     try:
         app = create_app(appliance)
@@ -209,7 +209,7 @@ def test_production_mode_refuses_generated_or_default_credentials(tmp_path) -> N
     from tests.edge.api.conftest import PIN_HASH, make_settings
 
     for auth in ({}, {"operator_secret": "changeme", "supervisor_pin_hash": PIN_HASH}):
-        appliance = Appliance.from_settings(make_settings(tmp_path, mode="production", auth=auth))
+        appliance = Appliance(make_settings(tmp_path, mode="production", auth=auth))
         with pytest.raises(AuthConfigError):
             create_app(appliance)
     assert not (tmp_path / "data" / "credentials").exists()

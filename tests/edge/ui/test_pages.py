@@ -38,7 +38,7 @@ SAME_IN_EVERY_LANGUAGE = {
 
 @pytest.fixture
 def appliance(tmp_path: Path) -> Iterator[Appliance]:
-    app = Appliance.from_settings(make_settings(tmp_path))
+    app = Appliance(make_settings(tmp_path))
     app.start()
     try:
         yield app

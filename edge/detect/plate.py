@@ -70,6 +70,7 @@ def decode(
     1700 px photo annotated at 425 px, too small to check a well by eye."""
     from edge.detect.errors import ImageDecodeError
     from edge.detect.imageio import decode_image, header_size, image_format, reduction_for
+    from edge.detect.reader import _full_size
 
     t0 = time.perf_counter()
     spec = detector.model.input
@@ -91,12 +92,8 @@ def decode(
         image = decode_image(data, reduce=factor)
     except ImageDecodeError as exc:
         raise InvalidInput(code="bad_image", message=f"The image cannot be read: {exc}") from exc
-    full: tuple[int, int] | None = None
-    if factor != 1:
-        fmt = image_format(data)
-        size = header_size(data, fmt) if fmt else None
-        h, w = image.shape[:2]
-        full = size if size and -(-size[0] // factor) == w else (w * factor, h * factor)
+    # the same full size as PlateReader.read_bytes, EXIF rotation allowed for
+    full = _full_size(data, image, factor)
     return image, factor, full, (time.perf_counter() - t0) * 1000.0
 
 

@@ -1,0 +1,1 @@
+"""Detection backends and plate reading (see README.md here); imports nothing on its own."""

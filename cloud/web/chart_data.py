@@ -170,9 +170,10 @@ class BadFilter(ValueError):
 
 
 def _filters(
-    site_id: str, read_from: str, read_to: str
-) -> tuple[uuid.UUID | None, date | None, date | None]:
-    """The page's own filter values (empty = not set), as the samples page sends them."""
+    site_id: str, read_from: str, read_to: str, *, days: int
+) -> tuple[uuid.UUID | None, date, date | None]:
+    """The page's own filter values (empty = not set), as the samples page sends them; with no
+    `read_from` the window starts `days` ago."""
     try:
         site = uuid.UUID(site_id) if site_id.strip() else None
     except ValueError:
@@ -183,7 +184,8 @@ def _filters(
             dates.append(date.fromisoformat(value.strip()) if value.strip() else None)
         except ValueError:
             raise BadFilter(f"{name} is not a date (YYYY-MM-DD)") from None
-    return site, dates[0], dates[1]
+    since = dates[0] or (datetime.now(timezone.utc).date() - timedelta(days=days))
+    return site, since, dates[1]
 
 
 Filter = Annotated[str, Query(max_length=64)]
@@ -202,11 +204,10 @@ async def trends(
     """GMT and protective share per site and ISO week (the samples page's trend charts)."""
     _, me = await signed_in(request)
     try:
-        site, start, end = _filters(site_id, read_from, read_to)
+        site, since, end = _filters(site_id, read_from, read_to, days=TREND_DAYS)
     except BadFilter as exc:
         return _bad(exc)
     scope = data.scope_from_me(me)
-    since = start or (datetime.now(timezone.utc).date() - timedelta(days=TREND_DAYS))
 
     def load() -> list[tuple[str, datetime, dict[str, Any]]]:
         with _state(request).sessions() as session:
@@ -222,11 +223,10 @@ async def plates(
     """Current plates per site and UTC day (default: the last PLATES_DAYS days)."""
     _, me = await signed_in(request)
     try:
-        site, start, end = _filters(site_id, read_from, read_to)
+        site, since, end = _filters(site_id, read_from, read_to, days=PLATES_DAYS)
     except BadFilter as exc:
         return _bad(exc)
     scope = data.scope_from_me(me)
-    since = start or (datetime.now(timezone.utc).date() - timedelta(days=PLATES_DAYS))
 
     def load() -> dict[str, Any]:
         with _state(request).sessions() as session:
@@ -248,11 +248,10 @@ async def review(
     try:
         if by not in REVIEW_BY:
             raise BadFilter("by is device or model")
-        site, start, end = _filters(site_id, read_from, read_to)
+        site, since, end = _filters(site_id, read_from, read_to, days=TREND_DAYS)
     except BadFilter as exc:
         return _bad(exc)
     scope = data.scope_from_me(me)
-    since = start or (datetime.now(timezone.utc).date() - timedelta(days=TREND_DAYS))
 
     def load() -> dict[str, Any]:
         with _state(request).sessions() as session:

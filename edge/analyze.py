@@ -119,7 +119,7 @@ def _appliance_settings() -> Any | None:
 def detector_settings(args: argparse.Namespace, appliance: Any | None) -> Any:
     raw: dict[str, Any] = {"type": "onnx"}
     configured = getattr(appliance, "detector", None)
-    if getattr(configured, "type", None) in ("onnx", "tensorrt"):
+    if configured is not None and getattr(configured, "type", None) in ("onnx", "tensorrt"):
         # what the configuration named, as it named it (defaults stay defaults)
         raw = {**configured.model_dump(exclude_unset=True), "type": configured.type}
     if args.backend and args.backend != raw.get("type"):

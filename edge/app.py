@@ -49,6 +49,9 @@ from edge.store import Store
 from edge.workers import Worker
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edge.ports import SyncHost
     from edge.sync import SyncWorker
 
 logger = logging.getLogger(__name__)
@@ -128,9 +131,11 @@ class Appliance(PlateOps):
                 raise
         # Imported before anything starts taking plates (the MQTT and HTTP clients take a while
         # to load), started last; neither is loaded when sync is not configured.
-        build_sync = None
+        build_sync: Callable[[SyncHost], SyncWorker | None] | None = None
         if s.sync is not None and s.sync.enabled:
-            from edge.sync import build_sync_worker as build_sync
+            from edge.sync import build_sync_worker
+
+            build_sync = build_sync_worker
         self.source.start()
         self.pipeline.start()
         self._started = True
@@ -260,7 +265,7 @@ class Appliance(PlateOps):
             device_id=self.settings.device_id,
             camera=CameraStatus(
                 source=self.source.name,
-                state=self.source.state,  # type: ignore[arg-type]
+                state=self.source.state,
                 detail=self.source.detail,
             ),
             model=ModelStatus(

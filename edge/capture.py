@@ -263,7 +263,7 @@ class Picamera2Source(CameraSource):
 
     def _open(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError as exc:
             raise OSError(
                 "picamera2 is not installed (install the [jetson] extra on the device)"

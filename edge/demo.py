@@ -67,7 +67,7 @@ def credentials(data_dir: Path) -> tuple[Path, str, str]:
 def pin_hash(pin: str) -> str:
     from pwdlib import PasswordHash
 
-    return PasswordHash.recommended().hash(pin)
+    return str(PasswordHash.recommended().hash(pin))
 
 
 def demo_settings(args: argparse.Namespace, data_dir: Path, images: list[Path]) -> EdgeSettings:
@@ -125,7 +125,7 @@ def reading_for(image: Path) -> str | None:
 def process_all(app: Any, images: list[Path]) -> list[dict[str, Any]]:
     from rich.progress import Progress
 
-    results = []
+    results: list[dict[str, Any]] = []
     with Progress(transient=True) as progress:
         task = progress.add_task("reading plates", total=len(images))
         for i, path in enumerate(images):

@@ -111,7 +111,9 @@ def enroll(
             "Ask an administrator to revoke the device and provision it again for a fresh one."
         )
     seen = (config.get("site_id"), config.get("device_id"))
-    previous = seen if all(seen) and seen != (bundle.site, bundle.device) else None
+    previous: tuple[str, str] | None = None
+    if seen[0] and seen[1] and seen != (bundle.site, bundle.device):
+        previous = (str(seen[0]), str(seen[1]))
     changed = False
     cred_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for name, value in secrets.items():

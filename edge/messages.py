@@ -52,7 +52,7 @@ def run_message(settings: EdgeSettings, rec: RunRecord, result: PlateResult) -> 
         reading=rec.reading,
         images=tuple(
             ImageRef(
-                role=role,  # type: ignore[arg-type]
+                role=role,
                 key=image_key(settings, rec.run_id, name),
                 sha256=sha,
                 size_bytes=size,
@@ -73,7 +73,7 @@ def run_event(
     at: datetime | None = None,
 ) -> str:
     event = RunEvent(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         run_id=UUID(run_id),
         edit=edit,
         at=at or datetime.now(timezone.utc),

@@ -102,15 +102,19 @@ class Pipeline:
         self.running = False  # True while a plate is being processed (preview backs off)
         self.last_stages_ms: dict[str, float] = {}
         self._stop = threading.Event()
+
         # Writes committed display images into run folders after the commit and the CSV.
-        self.image_writer = images.BackgroundWriter(app.flush_pending_images)
+        def write_images(run_id: str) -> None:
+            app.flush_pending_images(run_id)
+
+        self.image_writer = images.BackgroundWriter(write_images)
 
     # -- tickets --------------------------------------------------------------------------
     def _set(self, ticket_id: str, state: str, **kw: Any) -> TicketState:
         with self._cond:
             ts = TicketState(
                 ticket_id=ticket_id,
-                state=state,  # type: ignore[arg-type]
+                state=state,
                 updated_at=datetime.now(timezone.utc),
                 **kw,
             )
@@ -260,6 +264,7 @@ class Pipeline:
             outcome = self._guard(job, self.store, job, outcome)
         if isinstance(outcome, str):
             outcome = self._done(job, outcome, t0)
+        assert isinstance(outcome, TicketState)
         self._finish(job, outcome)
         return outcome
 

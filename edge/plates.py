@@ -34,12 +34,15 @@ from edge.schemas import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.calibration import CalibrationGrid
     from core.pooling import SampleSummary
     from edge.capture import CaptureSource
     from edge.config import EdgeSettings
     from edge.events import EventBus
     from edge.exporter import Exporter
+    from edge.metrics import Metrics
     from edge.pipeline import Pipeline
     from edge.schemas import RuntimeSettings
     from edge.spool import Spool
@@ -56,6 +59,7 @@ class PlateOps:
     settings: EdgeSettings
     store: Store
     events: EventBus
+    metrics: Metrics
     pipeline: Pipeline
     exporter: Exporter
     source: CaptureSource
@@ -69,6 +73,8 @@ class PlateOps:
 
     if TYPE_CHECKING:  # provided by Appliance
 
+        @property
+        def floor_bytes(self) -> int: ...
         def _require_started(self) -> None: ...
         def check_disk(self) -> None: ...
         def disk_full_message(self) -> str: ...
@@ -144,6 +150,12 @@ class PlateOps:
         with self._spool_lock:
             return self._replay_spool()
 
+    def _unspool(self, ticket_id: str) -> Callable[[TicketState], None]:
+        def remove(ts: TicketState) -> None:
+            self.spool.remove(ticket_id)
+
+        return remove
+
     def _replay_spool(self) -> int:
         queued = 0
         for entry in self.spool.entries():
@@ -158,7 +170,7 @@ class PlateOps:
                 source=entry.source,
                 sha256=sha256_of(data),
                 captured_at=entry.captured_at,
-                on_done=lambda ts, tid=entry.ticket_id: self.spool.remove(tid),
+                on_done=self._unspool(entry.ticket_id),
             )
             try:
                 self.pipeline.submit(job)

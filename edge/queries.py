@@ -56,7 +56,7 @@ def _summary(r: tuple[Any, ...]) -> RunSummary:
         supersedes=r[14],
         superseded_by=r[15],
         image_sha256=r[16],
-        status=_status(r[15], r[17]),  # type: ignore[arg-type]
+        status=_status(r[15], r[17]),
         needs_review=bool(r[18]),
         review_reasons=json.loads(r[19]),
         reading=r[20],

@@ -135,7 +135,7 @@ class TensorRTBatchRunner(BatchRunner):
         self._lock = threading.Lock()
         self.max_batch = max_batch
         self._input_name = input_name
-        profile = {
+        profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
             input_name: (
                 (1, *sample_shape),
                 (min(opt_batch, max_batch), *sample_shape),
@@ -224,7 +224,8 @@ class TensorRTBatchRunner(BatchRunner):
                 size = n * self.num_classes
                 cuda.memcpy_dtoh_async(self._host_out[:size], self._dev_out, self._stream)
                 self._stream.synchronize()
-                return self._host_out[:size].reshape(n, self.num_classes).copy()
+                out: np.ndarray = self._host_out[:size].reshape(n, self.num_classes).copy()
+                return out
             except DetectorError:
                 raise
             except Exception as exc:

@@ -83,4 +83,6 @@ def crop_wells(
         crop_square(image_bgr, cx, cy, side, size) for cx, cy, side in well_boxes(grid, scale=scale)
     ]
     batch = np.stack(crops)[..., ::-1]  # BGR -> RGB
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+    chw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+    scaled: np.ndarray = chw / np.float32(255.0)
+    return scaled

@@ -80,7 +80,8 @@ class MqttLink:
             )
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
-        client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_min_s)
+        # paho sleeps for these delays, so fractions of a second work although it annotates int
+        client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_min_s)  # type: ignore[arg-type]
         # paho's own queue holds what the broker has not PUBACKed; our window bounds it.
         client.max_inflight_messages_set(max(20, settings.window + 10))
         client.max_queued_messages_set(0)
@@ -94,7 +95,7 @@ class MqttLink:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.session_expiry_s
         self.client.connect_async(
             self.settings.host,

@@ -15,9 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
+
+
+_E = TypeVar("_E", bound="EntryLike")
 
 
 class EntryLike(Protocol):
@@ -57,14 +60,14 @@ class Window:
         self.flights.clear()
         self._by_key.clear()
 
-    def select(self, pending: Sequence[EntryLike], *, skip: Iterable[int] = ()) -> list[EntryLike]:
+    def select(self, pending: Sequence[_E], *, skip: Iterable[int] = ()) -> list[_E]:
         """Entries of `pending` (oldest first) to publish now.
 
         `skip`: entries that cannot go yet for another reason (their images are still
         uploading); like in-flight entries they hold back later entries of the same run.
         """
         skipped = set(skip)
-        chosen: list[EntryLike] = []
+        chosen: list[_E] = []
         blocked_runs: set[str] = set()
         room = self.free
         for entry in pending:
@@ -105,7 +108,8 @@ class Window:
                     del self._by_key[(flight.run_id, flight.edit)]
 
     def timeout_for(self, attempts: int) -> float:
-        return min(self.ack_timeout_max_s, self.ack_timeout_s * 2 ** max(0, attempts - 1))
+        backoff: float = self.ack_timeout_s * 2.0 ** max(0, attempts - 1)
+        return min(self.ack_timeout_max_s, backoff)
 
     def expired(self, now: float) -> list[Flight]:
         """Flights whose ack is overdue, oldest entry first."""

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    def publish(self, type: str, payload: dict[str, Any]) -> None: ...
+    def publish(self, type: str, payload: dict[str, Any]) -> object: ...
 
 
 StatusInfo = Callable[[], dict[str, Any]]

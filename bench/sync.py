@@ -249,7 +249,7 @@ def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work) -> tuple[float
 
 
 def drain_rate(pg, broker, devices, ingest_pw, n, work) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    from edge import outbox
+    from edge.db import outbox
     from edge.sync import SyncWorker
 
     url = fresh_db(pg, "drain", devices)

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.calibration import CalibrationGrid
-from edge import __version__, calibration, images, outbox, repo, runtime
+from edge import __version__, calibration, images, runtime
 from edge.capture import CaptureSource, create_source
 from edge.config import EdgeSettings, FolderCaptureSettings
+from edge.db import admin, outbox, runs
+from edge.db.store import Store
 from edge.detect.plate import model_info
 from edge.errors import (
     CaptureUnavailable,
@@ -45,7 +47,6 @@ from edge.schemas import (
     SyncStatus,
 )
 from edge.spool import Spool
-from edge.store import Store
 from edge.workers import Worker
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ class Appliance(PlateOps):
         """Image folders whose run never committed (a crash between images and commit)."""
         if not self.images_dir.is_dir():
             return
-        known = {r[0] for r in self.store.read().execute("SELECT image_dir FROM runs").fetchall()}
+        known = runs.image_dirs(self.store.read())
         for child in self.images_dir.iterdir():
             if child.is_dir() and not child.name.startswith(".") and child.name not in known:
                 logger.info("removing image folder %s of a run that never committed", child.name)
@@ -235,7 +236,7 @@ class Appliance(PlateOps):
     def readiness(self) -> Readiness:
         checks: dict[str, str] = {}
         try:
-            self.store.read().execute("SELECT 1").fetchone()
+            self.store.ping()
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
             checks["database"] = f"error: {exc}"
@@ -351,7 +352,7 @@ class Appliance(PlateOps):
         calibration.save(self.settings.resolved_calibration_path, grid)
         with self.store.write() as db:
             calibration.record(db, grid, actor)
-            repo.audit(db, actor=actor, action="calibration.set", detail={"grid_id": grid.grid_id})
+            admin.audit(db, actor=actor, action="calibration.set", detail={"grid_id": grid.grid_id})
         self._grid = grid
         self.events.publish("calibration.updated", {"grid_id": grid.grid_id})
         out = self.get_calibration()
@@ -362,7 +363,7 @@ class Appliance(PlateOps):
         calibration.remove(self.settings.resolved_calibration_path)
         with self.store.write() as db:
             calibration.record(db, None, actor)
-            repo.audit(db, actor=actor, action="calibration.delete", detail={})
+            admin.audit(db, actor=actor, action="calibration.delete", detail={})
         self._grid = None
         self.events.publish("calibration.updated", {"grid_id": None})
 
@@ -409,7 +410,7 @@ class Appliance(PlateOps):
 
     def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         with self.store.write() as db:
-            repo.audit(db, actor=actor, action=action, detail=detail)
+            admin.audit(db, actor=actor, action=action, detail=detail)
 
 
 __all__ = ["Appliance", "CaptureUnavailable"]

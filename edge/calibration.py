@@ -16,10 +16,11 @@ from sqlite_utils import Database
 
 from core.calibration import CalibrationError, CalibrationGrid
 from core.plate import PLATE_96, PlateFormat
+from edge.db import admin
+from edge.db.store import Store
 from edge.errors import InvalidInput
 from edge.fsutil import atomic_write
 from edge.schemas import CalibrationOut
-from edge.store import Store, iso
 
 logger = logging.getLogger(__name__)
 
@@ -45,24 +46,15 @@ def remove(path: Path) -> None:
 
 
 def record(db: Database, grid: CalibrationGrid | None, actor: str) -> None:
-    db.execute(
-        "INSERT INTO calibration_history (grid_id, grid, updated_at, updated_by) VALUES (?,?,?,?)",
-        [grid.grid_id if grid else None, grid.to_json() if grid else None, iso(), actor],
+    admin.record_calibration(
+        db, grid.grid_id if grid else None, grid.to_json() if grid else None, actor
     )
 
 
 def describe(store: Store, grid: CalibrationGrid | None) -> CalibrationOut | None:
     if grid is None:
         return None
-    row = (
-        store.read()
-        .execute(
-            "SELECT updated_at, updated_by FROM calibration_history WHERE grid_id = ? "
-            "ORDER BY id DESC LIMIT 1",
-            [grid.grid_id],
-        )
-        .fetchone()
-    )
+    row = admin.calibration_change(store.read(), grid.grid_id)
     updated_at = (
         datetime.fromisoformat(row[0]) if row else grid.updated_at or datetime.now(timezone.utc)
     )

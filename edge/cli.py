@@ -136,7 +136,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from edge.store import Store
+    from edge.db.store import Store
 
     settings = _settings()
     store = Store(settings.resolved_db_path, settings.resolved_backup_dir)
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = dbsub.add_parser("backup", help="consistent online copy of the database")
     b.add_argument("--output", "-o", help="backup file (default: backups/ beside the db)")
     p.set_defaults(func=cmd_db)
-    from edge.litestream import add_restore_drill
+    from edge.db.litestream import add_restore_drill
 
     add_restore_drill(dbsub)  # its own func: restore from the Litestream replica and compare
 

@@ -7,7 +7,7 @@ first: constructor arguments, environment (`MICROPLATE_EDGE_SHARE_DIR=...`,
 
 Settings a supervisor may change at runtime (template, dilution, thresholds, language) start
 from the values here and are then overridden by what is stored in the database
-(`edge.store`, table `runtime_settings`).
+(`edge.db.store`, table `runtime_settings`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.pooling import SampleSummary
-from edge import repo
+from edge.db import samples
 from edge.errors import NotFound
 from edge.share import ShareError, StagedCsv, WrittenCsv, write_sample_csv
 
@@ -32,12 +32,10 @@ class Exporter:
         """Write the sample's current CSV now; returns the file written."""
         with self._lock:
             db = self.app.store.read()
-            row = db.execute(
-                "SELECT summary FROM samples WHERE sample_number = ?", [sample_number]
-            ).fetchone()
-            if row is None:
+            # one read: the CSV and the dirty mark refer to the same state
+            summary_json = samples.summary_json(db, sample_number)
+            if summary_json is None:
                 raise NotFound(message=f"There is no sample {sample_number!r} to export.")
-            summary_json = row[0]  # one read: the CSV and the dirty mark refer to the same state
             summary = SampleSummary.model_validate_json(summary_json)
             template = self.app.get_runtime_settings().csv_template
             written = write_sample_csv(
@@ -111,7 +109,7 @@ class Exporter:
 
     def _record(self, written: WrittenCsv, summary_json: str) -> None:
         with self.app.store.write(durable=False) as wdb:
-            repo.record_csv(
+            samples.record_csv(
                 wdb,
                 sample_number=written.sample_number,
                 file_name=written.path.name,
@@ -138,6 +136,6 @@ class Exporter:
 
     def export_dirty(self) -> int:
         done = 0
-        for sample in repo.dirty_samples(self.app.store.read()):
+        for sample in samples.dirty_samples(self.app.store.read()):
             done += int(self.export_quietly(sample))
         return done

@@ -10,8 +10,8 @@ from core.wire import ImageRef, RunEvent, build_run_message, encode_message
 
 if TYPE_CHECKING:
     from edge.config import EdgeSettings
+    from edge.db.runs import RunRecord
     from edge.detect.plate import PlateResult
-    from edge.repo import RunRecord
 
 _UNKNOWN_SHA = "0" * 64
 

@@ -10,28 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge import images
+from edge.db import runs
 
 if TYPE_CHECKING:
-    from edge.store import Store
+    from edge.db.store import Store
 
 logger = logging.getLogger(__name__)
 
 # One writer at a time (background writer, start, a reader asking for an image).
 _LOCK = threading.Lock()
-_SQL = (
-    "SELECT p.run_id, r.image_dir, p.name, p.data FROM pending_images p JOIN runs r USING (run_id)"
-)
 
 
 def flush(store: Store, images_dir: Path, run_id: str | None = None) -> int:
     """Write one run's pending images (or all) and drop them from the database; returns the
     number of runs written."""
     with _LOCK:
-        db = store.read()
-        if run_id:
-            rows = db.execute(_SQL + " WHERE p.run_id = ?", [run_id]).fetchall()
-        else:
-            rows = db.execute(_SQL).fetchall()
+        rows = runs.pending_images(store.read(), run_id)
         by_run: dict[str, tuple[str, dict[str, bytes]]] = {}
         for rid, image_dir, name, data in rows:
             by_run.setdefault(rid, (image_dir, {}))[1][name] = data
@@ -43,5 +37,5 @@ def flush(store: Store, images_dir: Path, run_id: str | None = None) -> int:
                 logger.info("images of run %s are gone; its pending ones are dropped", rid)
             # Not durable: if this is lost, the same files are written again on start.
             with store.write(durable=False) as wdb:
-                wdb.execute("DELETE FROM pending_images WHERE run_id = ?", [rid])
+                runs.drop_pending_images(wdb, rid)
     return len(by_run)

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge import images, repo
+from edge import images
+from edge.db import runs
 from edge.errors import ApplianceError, Busy, DiskFull, InvalidInput
 from edge.schemas import ErrorOut, RunRequest, Ticket, TicketState
 
@@ -166,7 +167,7 @@ class Pipeline:
     def submit(self, job: Job) -> Ticket:
         now = datetime.now(timezone.utc)
         if not job.force:
-            existing = repo.current_run_for_image(
+            existing = runs.current_run_for_image(
                 self.app.store.read(), job.sha256, job.req.sample_number
             )
             if existing is not None:
@@ -309,7 +310,7 @@ class Pipeline:
         self.app.metrics.runs_total.labels(status="failed").inc()
         try:
             with self.app.store.write() as db:
-                repo.record_failure(
+                runs.record_failure(
                     db,
                     ticket_id=job.ticket_id,
                     source=job.source,
@@ -330,7 +331,7 @@ class Pipeline:
         app = self.app
         self._set(job.ticket_id, "running", stage="decode")
         if not job.force:
-            existing = repo.current_run_for_image(
+            existing = runs.current_run_for_image(
                 app.store.read(), job.sha256, job.req.sample_number
             )
             if existing is not None:
@@ -359,7 +360,7 @@ class Pipeline:
         app = self.app
         if not job.force:
             # The same bytes may have been committed while this plate waited for the disk.
-            existing = repo.current_run_for_image(
+            existing = runs.current_run_for_image(
                 app.store.read(), job.sha256, job.req.sample_number
             )
             if existing is not None:
@@ -397,7 +398,7 @@ class Pipeline:
                 raise DiskFull(message=app.disk_full_message()) from exc
             raise
         job.raw_folder = None  # from here the folder is removed below if the commit fails
-        rec = repo.RunRecord(
+        rec = runs.RunRecord(
             run_id=run_id,
             plate_id=plate_id,
             sample_number=job.req.sample_number,

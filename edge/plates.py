@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge import images, pending_images, queries, repo
+from edge import images, pending_images
+from edge.db import admin, queries, runs, samples
 from edge.detect.plate import PlateResult, make_reader, read_plate
 from edge.detect.plate import decode as decode_frame
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
@@ -40,13 +41,13 @@ if TYPE_CHECKING:
     from core.pooling import SampleSummary
     from edge.capture import CaptureSource
     from edge.config import EdgeSettings
+    from edge.db.store import Store
     from edge.events import EventBus
     from edge.exporter import Exporter
     from edge.metrics import Metrics
     from edge.pipeline import Pipeline
     from edge.schemas import RuntimeSettings
     from edge.spool import Spool
-    from edge.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -250,19 +251,15 @@ class PlateOps:
             staged: list[Any] = []
             try:
                 with self.store.write() as db:
-                    row = db.execute(
-                        "SELECT sample_number, deleted_at, edit, plate_id FROM runs "
-                        "WHERE run_id = ?",
-                        [run_id],
-                    ).fetchone()
+                    row = runs.deletion_target(db, run_id)
                     if row is None:
                         raise NotFound(message=f"There is no run {run_id}.")
                     if row[1] is not None:
                         return  # deleting twice is harmless
                     payload = run_event(run_id, "deleted", edit=row[2] + 1, reason=reason)
-                    repo.mark_deleted(db, run_id, actor=actor, reason=reason[:500], payload=payload)
-                    samples = self._recompute_plates(db, [row[3]], row[0], staged)
-                    repo.audit(
+                    runs.mark_deleted(db, run_id, actor=actor, reason=reason[:500], payload=payload)
+                    recomputed = self._recompute_plates(db, [row[3]], row[0], staged)
+                    admin.audit(
                         db,
                         actor=actor,
                         action="run.delete",
@@ -273,7 +270,7 @@ class PlateOps:
                 raise
             self.exporter.publish_all(staged)
         self.events.publish("run.deleted", {"run_id": run_id, "sample_number": row[0]})
-        for sample in samples:
+        for sample in recomputed:
             self.events.publish("sample.updated", {"sample_number": sample})
 
     def list_runs(
@@ -356,7 +353,7 @@ class PlateOps:
 
     def commit_run(
         self,
-        rec: repo.RunRecord,
+        rec: runs.RunRecord,
         result: PlateResult,
         pending: dict[str, bytes] | None = None,
         timings: dict[str, float] | None = None,
@@ -373,16 +370,8 @@ class PlateOps:
             staged: list[Any] = []
             try:
                 with self.store.write() as db:
-                    # A run held for review supersedes nothing (repo.insert_run).
-                    olds = (
-                        []
-                        if rec.needs_review
-                        else db.execute(
-                            "SELECT run_id, edit FROM runs WHERE plate_id = ? "
-                            "AND superseded_by IS NULL AND deleted_at IS NULL",
-                            [rec.plate_id],
-                        ).fetchall()
-                    )
+                    # A run held for review supersedes nothing (runs.insert_run).
+                    olds = [] if rec.needs_review else runs.current_reads_of_plate(db, rec.plate_id)
                     events = {
                         o[0]: run_event(
                             o[0],
@@ -394,7 +383,7 @@ class PlateOps:
                         for o in olds
                     }
                     message = run_message(self.settings, rec, result)
-                    superseded = repo.insert_run(
+                    superseded = runs.insert_run(
                         db,
                         rec,
                         wells=result.wells,
@@ -404,22 +393,18 @@ class PlateOps:
                         message_json=message,
                         superseded_events=events,
                     )
-                    for name, data in (pending or {}).items():
-                        db.execute(
-                            "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
-                            [rec.run_id, name, data],
-                        )
+                    runs.add_pending_images(db, rec.run_id, pending or {})
                     moved: set[str] = set()
                     if not rec.needs_review:
                         moved = self._recompute_plates(
                             db, [rec.plate_id], rec.sample_number, staged
                         )
-                    elif not repo.sample_exists(db, rec.sample_number):
+                    elif not samples.sample_exists(db, rec.sample_number):
                         # A run held for review counts no row: an existing sample's summary and
                         # CSV stay as they were. A sample seen only through held reads is still
                         # listed (0 plates) so the operator finds it, with no CSV due.
                         self._recompute(db, rec.sample_number)
-                        repo.mark_csv_done(db, rec.sample_number)
+                        samples.mark_csv_done(db, rec.sample_number)
             except BaseException:
                 self.exporter.discard(staged)
                 raise
@@ -438,7 +423,7 @@ class PlateOps:
     def _recompute(self, db: Any, sample_number: str) -> SampleSummary:
         params = self.get_runtime_settings()
         n_cols = self._grid.plate_format.cols if self._grid else 12
-        return repo.recompute_sample(
+        return samples.recompute_sample(
             db, sample_number, n_cols=n_cols, protective_titre=params.protective_titre
         )
 
@@ -449,13 +434,13 @@ class PlateOps:
         current read of these plates (a plate moved to a corrected sample number leaves the
         old one), and stage each one's CSV (`staged`, published by the caller after the
         commit). Returns the sample numbers recomputed."""
-        samples = repo.samples_of_plates(db, plate_ids) | {sample_number}
-        for sample in sorted(samples):
+        recomputed = samples.samples_of_plates(db, plate_ids) | {sample_number}
+        for sample in sorted(recomputed):
             summary = self._recompute(db, sample)
             one = self.exporter.stage(summary, summary.model_dump_json())
             if one is not None:
                 staged.append(one)
-        return samples
+        return recomputed
 
     def export_csv(self, sample_number: str) -> Path:
         return self.exporter.export(sample_number)

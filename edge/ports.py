@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-    from edge import repo
     from edge.config import EdgeSettings
+    from edge.db import runs
+    from edge.db.store import Store
     from edge.detect.plate import PlateResult
     from edge.events import EventBus
     from edge.metrics import Metrics
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
         RuntimeSettingsPatch,
         Ticket,
     )
-    from edge.store import Store
 
 
 class Host(Protocol):
@@ -60,7 +60,7 @@ class PipelineHost(Host, Protocol):
     def read_frame(self, frame_image: np.ndarray | None, data: bytes) -> PlateResult: ...
     def commit_run(
         self,
-        rec: repo.RunRecord,
+        rec: runs.RunRecord,
         result: PlateResult,
         pending: dict[str, bytes] | None = None,
         timings: dict[str, float] | None = None,

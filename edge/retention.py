@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from edge import images
+from edge.db import runs
+from edge.db.store import utcnow
 from edge.fsutil import disk_usage
-from edge.store import utcnow
 
 if TYPE_CHECKING:
     from edge.ports import RetentionHost
@@ -65,19 +66,9 @@ def select_runs(
 
 
 def candidates(app: RetentionHost) -> list[Candidate]:
-    rows = (
-        app.store.read()
-        .execute(
-            "SELECT r.run_id, r.processed_at, r.image_bytes, "
-            "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id "
-            "AND o.delivered_at IS NULL), "
-            "r.superseded_by IS NULL AND r.deleted_at IS NULL FROM runs r"
-        )
-        .fetchall()
-    )
     return [
-        Candidate(r[0], datetime.fromisoformat(r[1]), int(r[2]), bool(r[3]), bool(r[4]))
-        for r in rows
+        Candidate(run_id, datetime.fromisoformat(at), size, settled, current)
+        for run_id, at, size, settled, current in runs.retention_rows(app.store.read())
     ]
 
 
@@ -95,23 +86,10 @@ def run_once(app: RetentionHost) -> list[str]:
     removed: list[str] = []
     for run_id in doomed:
         with app.store.write() as db:
-            row = db.execute(
-                "SELECT image_dir, superseded_by IS NULL AND deleted_at IS NULL FROM runs "
-                "WHERE run_id = ?",
-                [run_id],
-            ).fetchone()
-            if row is None:
-                continue
-            if row[1]:
-                db.execute("UPDATE runs SET image_bytes = 0 WHERE run_id = ?", [run_id])
-            else:
-                # wells/rows cascade; delivered outbox entries have served their purpose.
-                db.execute(
-                    "DELETE FROM outbox WHERE run_id = ? AND delivered_at IS NOT NULL", [run_id]
-                )
-                db.execute("UPDATE runs SET supersedes = NULL WHERE supersedes = ?", [run_id])
-                db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-        images.remove_run_dir(app.images_dir / row[0])
+            image_dir = runs.release(db, run_id)
+        if image_dir is None:
+            continue
+        images.remove_run_dir(app.images_dir / image_dir)
         app.metrics.retention_deleted_total.inc()
         removed.append(run_id)
     if removed:

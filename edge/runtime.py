@@ -3,14 +3,13 @@ over the defaults in `EdgeSettings.runtime`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from edge import repo
 from edge.config import EdgeSettings
+from edge.db import admin
+from edge.db.store import Store
 from edge.schemas import RuntimeSettings, RuntimeSettingsPatch
-from edge.store import Store, iso
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +31,9 @@ def defaults(settings: EdgeSettings) -> RuntimeSettings:
 
 def load(store: Store, settings: EdgeSettings) -> RuntimeSettings:
     base = defaults(settings).model_dump()
-    for key, value in store.read().execute("SELECT key, value FROM runtime_settings").fetchall():
+    for key, value in admin.runtime_settings(store.read()).items():
         if key in base:
-            base[key] = json.loads(value)
+            base[key] = value
     try:
         return RuntimeSettings.model_validate(base)
     except ValueError:
@@ -52,13 +51,7 @@ def save(store: Store, new: RuntimeSettings, patch: RuntimeSettingsPatch, actor:
     changed = patch.model_dump(exclude_unset=True)
     values = new.model_dump()
     with store.write() as db:
-        for key in changed:
-            db.execute(
-                "INSERT INTO runtime_settings (key, value, updated_at, updated_by) "
-                "VALUES (?,?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
-                "updated_at=excluded.updated_at, updated_by=excluded.updated_by",
-                [key, json.dumps(values[key]), iso(), actor],
-            )
-        repo.audit(
+        admin.save_runtime_settings(db, {key: values[key] for key in changed}, actor)
+        admin.audit(
             db, actor=actor, action="settings.update", detail={k: values[k] for k in changed}
         )

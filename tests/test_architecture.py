@@ -48,7 +48,7 @@ def test_package_respects_dependency_rule(package: str) -> None:
 
 def test_checker_sees_forbidden_imports(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
-    sample.write_text("import edge.store\nfrom cloud import api\nfrom . import local\n")
+    sample.write_text("import edge.db.store\nfrom cloud import api\nfrom . import local\n")
     assert imported_top_levels(sample) == {"edge", "cloud"}
 
 

@@ -6,7 +6,7 @@ One thread does the work (`while not stop.wait(...)`-style, woken early by acks,
 1. settle acks: `accepted` -> `outbox.mark_delivered` (one transaction per round),
    `rejected` -> `outbox.mark_rejected` (kept for a person, never sent again);
 2. after a (re)connect, everything unacknowledged goes out again (the cloud is idempotent);
-3. resend entries whose ack is overdue, then fill the window (`edge.sync.queue`);
+3. resend entries whose ack is overdue, then fill the window (`edge.db.outbox`);
 4. publish the retained status (online, version, model, backlog, oldest age, disk) every
    `status_interval_s` and a `sync.status` event for the UI when something changed.
 """
@@ -35,10 +35,11 @@ from core.wire import (
     encode_message,
     parse_message,
 )
-from edge import __version__, outbox
+from edge import __version__
 from edge.config import SyncSettings
-from edge.store import Store, StoreError
-from edge.sync import queue, reasons
+from edge.db import outbox
+from edge.db.store import Store, StoreError
+from edge.sync import reasons
 from edge.sync.config import ConfigApplier
 from edge.sync.link import MqttLink
 from edge.sync.uploader import ImageUploader
@@ -207,7 +208,7 @@ class SyncWorker:
             ack = self._acks.popleft()
             ids = self.window.acked(str(ack.run_id), ack.edit)
             if not ids:
-                ids = queue.unsettled_for(self.store, str(ack.run_id), ack.edit)
+                ids = outbox.unsettled_for(self.store, str(ack.run_id), ack.edit)
             for entry_id in ids:
                 self._with_images.pop(entry_id, None)
             if ack.status == "accepted":
@@ -231,7 +232,7 @@ class SyncWorker:
         late = self.window.expired(now)
         if not late:
             return
-        texts = queue.payloads(self.store, [f.entry_id for f in late])
+        texts = outbox.payloads(self.store, [f.entry_id for f in late])
         for flight in late:
             text = self._wire_text(flight.entry_id, texts.get(flight.entry_id))
             if text is None:  # gone (retention): nothing left to send
@@ -244,19 +245,19 @@ class SyncWorker:
             self.published_total += 1
             self.resent_total += 1
         timeout = self.window.timeout_for(max(f.attempts for f in late) - 1)
-        queue.note_resent(self.store, [f.entry_id for f in late], f"no ack within {timeout:.0f} s")
+        outbox.note_resent(self.store, [f.entry_id for f in late], f"no ack within {timeout:.0f} s")
         logger.info("%d entries without an ack were sent again", len(late))
 
     def _fill(self, now: float) -> None:
         # Refill in chunks, not one slot per ack: each refill reads the outbox.
         if self.window.free < max(1, self.window.size // 4) and len(self.window) > 0:
             return
-        pending = queue.heads(self.store, limit=self.window.size * 2)
+        pending = outbox.heads(self.store, limit=self.window.size * 2)
         waiting: set[int] = set()
         if self.uploader is not None:
             waiting = {h.id for h in pending if h.kind == "run" and not self._images_ready(h)}
         chosen = self.window.select(pending, skip=waiting)
-        texts = queue.payloads(self.store, [h.id for h in chosen])
+        texts = outbox.payloads(self.store, [h.id for h in chosen])
         for head in chosen:
             text = self._wire_text(head.id, texts.get(head.id))
             if text is None:
@@ -269,7 +270,7 @@ class SyncWorker:
             self.window.sent(head.id, head.run_id, head.edit, now)
             self.published_total += 1
 
-    def _images_ready(self, head: queue.Head) -> bool:
+    def _images_ready(self, head: outbox.Head) -> bool:
         """True when the run may go: its images are uploaded (refs added) or given up."""
         assert self.uploader is not None
         if head.id in self._with_images:
@@ -277,7 +278,7 @@ class SyncWorker:
         refs = self.uploader.refs_for(head.run_id, head.created_at)
         if refs is None:
             return False
-        text = queue.payloads(self.store, [head.id]).get(head.id)
+        text = outbox.payloads(self.store, [head.id]).get(head.id)
         if text is None:
             return False
         self._with_images[head.id] = only_uploaded(text, refs)

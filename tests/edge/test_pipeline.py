@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.wire import RunEvent, RunMessage, parse_message
-from edge import outbox
 from edge.app import Appliance
+from edge.db import outbox
 from edge.errors import InvalidInput, NotFound
 from edge.schemas import RunRequest, RuntimeSettingsPatch
 from tests.edge.conftest import SettingsFactory

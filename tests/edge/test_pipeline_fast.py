@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from core.wire import RunMessage, parse_message
-from edge import outbox
 from edge.app import Appliance
+from edge.db import outbox
 from edge.schemas import RunRequest
 from tests.edge.conftest import SettingsFactory
 from tests.edge.plates import PLATE_A, jpeg, plate_image

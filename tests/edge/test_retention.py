@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from edge import outbox, retention
+from edge import retention
 from edge.app import Appliance
+from edge.db import outbox
 from edge.retention import Candidate, select_runs
 from edge.schemas import RunRequest
 from tests.edge.conftest import SettingsFactory

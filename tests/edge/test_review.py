@@ -15,10 +15,10 @@ from prometheus_client import generate_latest
 from core.calibration import CalibrationGrid
 from core.plate import PLATE_96
 from core.wire import RunMessage, parse_message
-from edge import outbox
 from edge.app import Appliance
+from edge.db import outbox
+from edge.db.store import SCHEMA_VERSION, Store
 from edge.schemas import RunRequest, RuntimeSettingsPatch
-from edge.store import SCHEMA_VERSION, Store
 from tests.edge.conftest import SettingsFactory
 from tests.edge.detect.wells_models import wells_dir
 from tests.edge.plates import HEIGHT, MARGIN, PLATE_A, WIDTH, jpeg, plate_image

@@ -1,9 +1,9 @@
-"""The appliance's own writer, driven fast: one plate per SQLite transaction through `edge.store`.
+"""The appliance's own writer, driven fast: one plate per SQLite transaction (`edge.db.store`).
 
 Run as ``python -m tests.ops.sqlite_writer DB PLATES_PER_SECOND``; it writes until killed, or
 until SIGTERM, which finishes the plate being written and closes the store (a clean stop). Each
 plate goes through the real store (migrations, WAL, one writer, `BEGIN IMMEDIATE`) and
-`edge.repo.insert_run` (run + 96 wells + 8 rows + the outbox entry), exactly as the pipeline
+`edge.db.runs.insert_run` (run + 96 wells + 8 rows + the outbox entry), exactly as the pipeline
 stores a read; only the image and detector are skipped. The plate's sequence number is kept in
 `description` so the drill test can check that a restored copy is a gap-free prefix.
 """
@@ -23,8 +23,8 @@ from core.plate import PLATE_96
 from core.stats import compute_statistics, distribution
 from core.titre import row_results
 from core.wells import call_wells
-from edge.repo import RunRecord, insert_run
-from edge.store import Store
+from edge.db.runs import RunRecord, insert_run
+from edge.db.store import Store
 
 WELLS_PER_PLATE = 96
 ROWS_PER_PLATE = 8

@@ -1,6 +1,6 @@
 """Litestream against a real S3 server: replicate, crash, restore, measure what was lost (RPO).
 
-The writer is the appliance's own store (`edge.store` + `edge.repo.insert_run`, see
+The writer is the appliance's own store (`edge.db.store` + `edge.db.runs.insert_run`, see
 `sqlite_writer.py`).
 
 The configuration is rendered from the Ansible role's template, so the file the appliance gets
@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from edge.litestream import litestream_env, restore_drill
+from edge.db.litestream import litestream_env, restore_drill
 from tests.ops.conftest import S3Server, find_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,7 +204,7 @@ def test_cli_json_and_exit_codes(replicated: tuple[Path, Path, Path], s3_server:
         litestream.wait(10)
         if writer.proc.poll() is None:
             writer.kill()
-    cli = [sys.executable, "-m", "edge.litestream", "db", "restore-drill", "--db", str(db)]
+    cli = [sys.executable, "-m", "edge.db.litestream", "db", "restore-drill", "--db", str(db)]
     cli += ["--litestream", str(LITESTREAM)]
     ok = subprocess.run([*cli, "--config", str(config), "--json"], cwd=REPO, capture_output=True,
                         text=True, timeout=120, check=False)  # fmt: skip

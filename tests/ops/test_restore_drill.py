@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.litestream import (
+from edge.db.litestream import (
     DrillError,
     add_db_commands,
     add_restore_drill,

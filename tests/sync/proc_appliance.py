@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from core.wire import encode_message
-    from edge import outbox
+    from edge.db import outbox
     from edge.sync import SyncWorker
     from tests.sync.world import (
         PROC_PASSWORD_ENV,

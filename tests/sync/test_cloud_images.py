@@ -112,9 +112,9 @@ def test_the_cloud_names_only_images_it_holds(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from edge import outbox
     from edge.app import Appliance
     from edge.config import EdgeSettings
+    from edge.db import outbox
     from edge.schemas import RunRequest
 
     for key in list(__import__("os").environ):

@@ -62,7 +62,7 @@ def scalar(url: str, sql: str, **params: object) -> object:
 def test_runs_and_deletions_reach_postgres_and_are_acked(
     broker: Broker, cloud_db: str, ingest: object, tmp_path: Path
 ) -> None:
-    from edge import outbox
+    from edge.db import outbox
     from edge.sync import SyncWorker
 
     acc = broker.devices[0]
@@ -101,7 +101,7 @@ def test_runs_and_deletions_reach_postgres_and_are_acked(
 def test_a_run_the_cloud_refuses_is_rejected_and_not_retried(
     broker: Broker, cloud_db: str, ingest: object, tmp_path: Path
 ) -> None:
-    from edge import outbox
+    from edge.db import outbox
     from edge.sync import SyncWorker
 
     acc, other = broker.devices[0], broker.devices[1]

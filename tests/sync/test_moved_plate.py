@@ -75,9 +75,9 @@ def cloud_samples(url: str, site: str) -> dict[str, dict[str, Any]]:
 def test_both_sides_show_the_same_numbers(
     broker: Broker, cloud_db: str, ingest: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edge import outbox
     from edge.app import Appliance
     from edge.config import EdgeSettings
+    from edge.db import outbox
     from edge.schemas import RunRequest
 
     for key in list(__import__("os").environ):

@@ -156,7 +156,7 @@ def register_devices(database_url: str, devices: list[DeviceAccount]) -> None:
 
 # -- simulated appliance -----------------------------------------------------------------------
 def open_store(path: Path):  # type: ignore[no-untyped-def]
-    from edge.store import Store
+    from edge.db.store import Store
 
     store = Store(path)
     store.open()
@@ -166,7 +166,7 @@ def open_store(path: Path):  # type: ignore[no-untyped-def]
 
 def queue_runs(store, messages: list[RunMessage]) -> None:  # type: ignore[no-untyped-def]
     """Outbox entries for `messages` (one transaction), as the pipeline would add them."""
-    from edge import outbox
+    from edge.db import outbox
 
     with store.write() as db:
         for msg in messages:
@@ -174,7 +174,7 @@ def queue_runs(store, messages: list[RunMessage]) -> None:  # type: ignore[no-un
 
 
 def queue_events(store, events: list[RunEvent]) -> None:  # type: ignore[no-untyped-def]
-    from edge import outbox
+    from edge.db import outbox
 
     with store.write() as db:
         for ev in events:

@@ -84,7 +84,7 @@ def ingest(cloud: Cloud, broker: int) -> Iterator[object]:
 def test_a_plate_synced_from_an_appliance_appears_live(
     page, cloud: Cloud, broker: int, ingest: object, tmp_path: Path
 ) -> None:
-    from edge import outbox
+    from edge.db import outbox
     from edge.sync import SyncSettings, SyncWorker
     from tests.sync.world import new_run, open_store, queue_runs, template_message
 

@@ -1,6 +1,6 @@
 """The durable outbox: `core.wire` messages waiting for the cloud's acknowledgement.
 
-Entries are added inside the same transaction as the change they describe (see `edge.repo`);
+Entries are added inside the same transaction as the change they describe (see `edge.db.runs`);
 the sync worker (`edge.sync`) drains them with `pending`, then `mark_delivered` on the cloud's
 ack or `mark_rejected` when the cloud refuses a message for good.
 """
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlite_utils import Database
 
-from edge.store import Store, iso, utcnow
+from edge.db.store import Store, iso, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +117,77 @@ def rejected_count(store: Store) -> int:
         .fetchone()
     )
     return int(row[0])
+
+
+def drop_delivered(db: Database, run_id: str) -> None:
+    """Forget the run's delivered entries (retention, when it deletes the run)."""
+    db.execute("DELETE FROM outbox WHERE run_id = ? AND delivered_at IS NOT NULL", [run_id])
+
+
+@dataclass(frozen=True)
+class Head:
+    id: int
+    run_id: str
+    kind: str
+    edit: int
+    created_at: datetime
+
+
+def heads(store: Store, limit: int) -> list[Head]:
+    """Unsettled entries, oldest first, without their payloads."""
+    rows = (
+        store.read()
+        .execute(
+            "SELECT id, run_id, kind, COALESCE(json_extract(payload, '$.edit'), 0), created_at "
+            "FROM outbox WHERE delivered_at IS NULL AND rejected_reason IS NULL "
+            "ORDER BY id LIMIT ?",
+            [max(0, int(limit))],
+        )
+        .fetchall()
+    )
+    out = []
+    for r in rows:
+        try:
+            edit = int(r[3])
+        except (TypeError, ValueError):
+            edit = 0
+        out.append(Head(int(r[0]), str(r[1]), str(r[2]), edit, datetime.fromisoformat(r[4])))
+    return out
+
+
+def payloads(store: Store, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    marks = ",".join("?" for _ in ids)
+    rows = (
+        store.read()
+        .execute(f"SELECT id, payload FROM outbox WHERE id IN ({marks})", ids)  # noqa: S608
+        .fetchall()
+    )
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def unsettled_for(store: Store, run_id: str, edit: int) -> list[int]:
+    """Unsettled entries of `(run_id, edit)`: an ack for something sent before a restart."""
+    rows = (
+        store.read()
+        .execute(
+            "SELECT id FROM outbox WHERE run_id = ? AND delivered_at IS NULL "
+            "AND rejected_reason IS NULL AND COALESCE(json_extract(payload, '$.edit'), 0) = ?",
+            [run_id, edit],
+        )
+        .fetchall()
+    )
+    return [int(r[0]) for r in rows]
+
+
+def note_resent(store: Store, ids: list[int], error: str) -> None:
+    """Count one more attempt for `ids` and say why (shown with the outbox in the UI)."""
+    if not ids:
+        return
+    marks = ",".join("?" for _ in ids)
+    with store.write() as db:
+        db.execute(
+            f"UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id IN ({marks})",  # noqa: S608
+            [error[:1000], *ids],
+        )

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge import outbox
-from edge.store import Store
+from edge.db import outbox
+from edge.db.store import Store
 
 
 def test_pending_delivered_rejected_backlog(tmp_path: Path) -> None:

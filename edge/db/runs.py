@@ -11,14 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from sqlite_utils import Database
 
-from core.pooling import PlateRead, SampleSummary, affected_samples, pool_sample
 from core.titre import RowResult
-from edge import outbox
-from edge.store import iso
+from edge.db import outbox
+from edge.db.store import iso
 
 logger = logging.getLogger(__name__)
 
@@ -196,91 +194,6 @@ def insert_run(
     return superseded
 
 
-_READ_COLUMNS = "run_id, plate_id, sample_number, processed_at, superseded_by, deleted_at"
-
-
-def _reads(db: Database, where: str, params: list[Any]) -> list[PlateRead]:
-    runs = db.execute(
-        # Runs held for review are not part of any sample until re-read: they supersede
-        # nothing and count nothing (the plate's earlier read stays current).
-        f"SELECT {_READ_COLUMNS} FROM runs WHERE ({where}) AND needs_review = 0",  # noqa: S608 (fixed clauses only)
-        params,
-    ).fetchall()
-    reads = []
-    for run_id, plate_id, sample_number, processed_at, superseded_by, deleted_at in runs:
-        rows = tuple(
-            RowResult.model_validate_json(r[0])
-            for r in db.execute(
-                "SELECT data FROM rows WHERE run_id = ? ORDER BY row", [run_id]
-            ).fetchall()
-        )
-        reads.append(
-            PlateRead(
-                run_id=UUID(run_id),
-                sample_number=sample_number,
-                plate_id=UUID(plate_id),
-                read_at=datetime.fromisoformat(processed_at),
-                rows=rows,
-                superseded_by=UUID(superseded_by) if superseded_by else None,
-                deleted=deleted_at is not None,
-            )
-        )
-    return reads
-
-
-def sample_reads(db: Database, sample_number: str) -> list[PlateRead]:
-    """The sample's own reads and every other read of the same plates: `core.pooling`
-    decides which read of a plate is current before matching the sample number."""
-    return _reads(
-        db,
-        "sample_number = ? OR plate_id IN (SELECT plate_id FROM runs WHERE sample_number = ?)",
-        [sample_number, sample_number],
-    )
-
-
-def samples_of_plates(db: Database, plate_ids: list[str]) -> set[str]:
-    """Every sample holding a read of these plates (`core.pooling.affected_samples`): the
-    samples a new read, a supersede or a delete of them must recompute."""
-    if not plate_ids:
-        return set()
-    marks = ",".join("?" * len(plate_ids))
-    reads = _reads(db, f"plate_id IN ({marks})", list(plate_ids))
-    return affected_samples(reads, [("", UUID(p)) for p in plate_ids])
-
-
-def recompute_sample(
-    db: Database, sample_number: str, *, n_cols: int, protective_titre: float | None
-) -> SampleSummary:
-    """Pool the sample from its stored reads and mark its CSV as due."""
-    reads = sample_reads(db, sample_number)
-    summary = pool_sample(sample_number, reads, n_cols=n_cols, protective_titre=protective_titre)
-    db.execute(
-        "INSERT INTO samples (sample_number, summary, plates, runs, rows_total, updated_at, "
-        "csv_dirty) VALUES (?,?,?,?,?,?,1) ON CONFLICT(sample_number) DO UPDATE SET "
-        "summary=excluded.summary, plates=excluded.plates, runs=excluded.runs, "
-        "rows_total=excluded.rows_total, updated_at=excluded.updated_at, csv_dirty=1",
-        [
-            sample_number,
-            summary.model_dump_json(),
-            summary.plates,
-            sum(1 for r in reads if r.sample_number == sample_number),
-            summary.rows_total,
-            iso(),
-        ],
-    )
-    return summary
-
-
-def sample_exists(db: Database, sample_number: str) -> bool:
-    row = db.execute("SELECT 1 FROM samples WHERE sample_number = ?", [sample_number])
-    return row.fetchone() is not None
-
-
-def mark_csv_done(db: Database, sample_number: str) -> None:
-    """No CSV is due for the sample (it holds nothing counted yet)."""
-    db.execute("UPDATE samples SET csv_dirty = 0 WHERE sample_number = ?", [sample_number])
-
-
 def mark_deleted(db: Database, run_id: str, *, actor: str, reason: str, payload: str) -> None:
     db.execute(
         "UPDATE runs SET deleted_at = ?, deleted_by = ?, deleted_reason = ?, edit = edit + 1 "
@@ -288,37 +201,6 @@ def mark_deleted(db: Database, run_id: str, *, actor: str, reason: str, payload:
         [iso(), actor, reason, run_id],
     )
     outbox.add(db, run_id=run_id, kind="deleted", payload=payload)
-
-
-def dirty_samples(db: Database) -> list[str]:
-    return [
-        r[0]
-        for r in db.execute(
-            "SELECT sample_number FROM samples WHERE csv_dirty = 1 ORDER BY updated_at"
-        ).fetchall()
-    ]
-
-
-def record_csv(
-    db: Database,
-    *,
-    sample_number: str,
-    file_name: str,
-    template: str,
-    sha256: str,
-    written_at: datetime,
-    summary_at_write: str,
-) -> None:
-    """Log the file and clear the dirty mark unless the sample changed meanwhile."""
-    db.execute(
-        "INSERT INTO csv_files (sample_number, file_name, template, sha256, written_at) "
-        "VALUES (?,?,?,?,?)",
-        [sample_number, file_name, template, sha256, iso(written_at)],
-    )
-    db.execute(
-        "UPDATE samples SET csv_dirty = 0 WHERE sample_number = ? AND summary = ?",
-        [sample_number, summary_at_write],
-    )
 
 
 def record_failure(
@@ -338,8 +220,80 @@ def record_failure(
     )
 
 
-def audit(db: Database, *, actor: str, action: str, detail: dict[str, Any]) -> None:
-    db.execute(
-        "INSERT INTO audit (at, actor, action, detail) VALUES (?,?,?,?)",
-        [iso(), actor[:128], action[:128], dumps(detail)],
+def deletion_target(db: Database, run_id: str) -> tuple[str, str | None, int, str] | None:
+    """(sample_number, deleted_at, edit, plate_id) of the run, or None when there is none."""
+    row = db.execute(
+        "SELECT sample_number, deleted_at, edit, plate_id FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    return (row[0], row[1], int(row[2]), row[3]) if row else None
+
+
+def current_reads_of_plate(db: Database, plate_id: str) -> list[tuple[str, int]]:
+    """(run_id, edit) of the plate's reads that are neither superseded nor deleted."""
+    rows = db.execute(
+        "SELECT run_id, edit FROM runs WHERE plate_id = ? "
+        "AND superseded_by IS NULL AND deleted_at IS NULL",
+        [plate_id],
+    ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+def add_pending_images(db: Database, run_id: str, images: dict[str, bytes]) -> None:
+    """Display images committed with their run, written into its folder after the commit."""
+    for name, data in images.items():
+        db.execute(
+            "INSERT INTO pending_images (run_id, name, data) VALUES (?, ?, ?)",
+            [run_id, name, data],
+        )
+
+
+def pending_images(db: Database, run_id: str | None = None) -> list[tuple[str, str, str, bytes]]:
+    """(run_id, image_dir, name, data) of display images not yet written (of one run, or all)."""
+    sql = (
+        "SELECT p.run_id, r.image_dir, p.name, p.data "
+        "FROM pending_images p JOIN runs r USING (run_id)"
     )
+    rows = (
+        db.execute(sql + " WHERE p.run_id = ?", [run_id]) if run_id else db.execute(sql)
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+
+def drop_pending_images(db: Database, run_id: str) -> None:
+    db.execute("DELETE FROM pending_images WHERE run_id = ?", [run_id])
+
+
+def image_dirs(db: Database) -> set[str]:
+    """The image folder of every stored run."""
+    return {str(r[0]) for r in db.execute("SELECT image_dir FROM runs").fetchall()}
+
+
+def retention_rows(db: Database) -> list[tuple[str, str, int, bool, bool]]:
+    """Per run: (run_id, processed_at, image_bytes, its outbox is settled, it is current)."""
+    rows = db.execute(
+        "SELECT r.run_id, r.processed_at, r.image_bytes, "
+        "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id "
+        "AND o.delivered_at IS NULL), "
+        "r.superseded_by IS NULL AND r.deleted_at IS NULL FROM runs r"
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), int(r[2]), bool(r[3]), bool(r[4])) for r in rows]
+
+
+def release(db: Database, run_id: str) -> str | None:
+    """Retention of one run: a current run keeps its record and loses its images
+    (`image_bytes` 0); a superseded or deleted one is deleted (wells and rows cascade, its
+    delivered outbox entries have served their purpose). Returns the run's image folder (for
+    the caller to remove), or None when there is no such run."""
+    row = db.execute(
+        "SELECT image_dir, superseded_by IS NULL AND deleted_at IS NULL FROM runs WHERE run_id = ?",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        return None
+    if row[1]:
+        db.execute("UPDATE runs SET image_bytes = 0 WHERE run_id = ?", [run_id])
+    else:
+        outbox.drop_delivered(db, run_id)
+        db.execute("UPDATE runs SET supersedes = NULL WHERE supersedes = ?", [run_id])
+        db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+    return str(row[0])

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import store as store_mod
-from edge.store import Store, StoreError
+from edge.db import store as store_mod
+from edge.db.store import Store, StoreError
 
 
 def test_migrate_sets_wal_foreign_keys_and_strict(tmp_path: Path) -> None:

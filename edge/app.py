@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.calibration import CalibrationGrid
-from edge import __version__, calibration, images, runtime
+from edge import __version__, calibration, runtime
 from edge.capture import CaptureSource, create_source
 from edge.config import EdgeSettings, FolderCaptureSettings
 from edge.db import admin, outbox, runs
@@ -30,7 +30,9 @@ from edge.errors import (
 )
 from edge.events import EventBus
 from edge.exporter import Exporter
-from edge.fsutil import clean_partials, disk_usage
+from edge.files import images
+from edge.files.fsutil import clean_partials, disk_usage
+from edge.files.spool import Spool
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.plates import PlateOps
@@ -46,7 +48,6 @@ from edge.schemas import (
     RuntimeSettingsPatch,
     SyncStatus,
 )
-from edge.spool import Spool
 from edge.workers import Worker
 
 if TYPE_CHECKING:

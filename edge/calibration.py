@@ -19,7 +19,7 @@ from core.plate import PLATE_96, PlateFormat
 from edge.db import admin
 from edge.db.store import Store
 from edge.errors import InvalidInput
-from edge.fsutil import atomic_write
+from edge.files.fsutil import atomic_write
 from edge.schemas import CalibrationOut
 
 logger = logging.getLogger(__name__)

@@ -119,7 +119,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         grid: CalibrationGrid = app.propose_from_image(image)
     text = json.dumps(grid.to_legacy(), indent=2)
     if args.output:
-        from edge.fsutil import atomic_write
+        from edge.files.fsutil import atomic_write
 
         atomic_write(Path(args.output), text.encode("utf-8"))
         print(f"Saved the proposed grid to {args.output}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from core.pooling import SampleSummary
 from edge.db import samples
 from edge.errors import NotFound
-from edge.share import ShareError, StagedCsv, WrittenCsv, write_sample_csv
+from edge.files.share import ShareError, StagedCsv, WrittenCsv, write_sample_csv
 
 if TYPE_CHECKING:
     from edge.ports import ExportHost

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge import images
 from edge.db import runs
+from edge.files import images
 
 if TYPE_CHECKING:
     from edge.db.store import Store

@@ -15,7 +15,7 @@ commits; an image folder without a run is removed on start (`Appliance.start`). 
 are durable in the commit; those a crash left unwritten are written on start (or on demand by
 `run_image`). A committed change whose CSV was not written yet keeps `samples.csv_dirty = 1`
 and is exported on start and by the retry worker. A plate that is queued but not yet committed
-survives a crash in its source: uploads and captures are in the spool (`edge.spool`) before
+survives a crash in its source: uploads and captures are in the spool (`edge.files.spool`) before
 their ticket is handed out, and the folder source moves a file only after its run is committed.
 
 Two worker threads: `read` (decode, detect, well calls: one inference at a time) hands each
@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge import images
 from edge.db import runs
 from edge.errors import ApplianceError, Busy, DiskFull, InvalidInput
+from edge.files import images
 from edge.schemas import ErrorOut, RunRequest, Ticket, TicketState
 
 if TYPE_CHECKING:

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge import images, pending_images
+from edge import pending_images
 from edge.db import admin, queries, runs, samples
 from edge.detect.plate import PlateResult, make_reader, read_plate
 from edge.detect.plate import decode as decode_frame
 from edge.errors import ApplianceError, DiskFull, InvalidInput, NotFound
+from edge.files import images
 from edge.pipeline import Job, check_request, is_disk_full, sha256_of
 from edge.schemas import (
     Page,
@@ -44,10 +45,10 @@ if TYPE_CHECKING:
     from edge.db.store import Store
     from edge.events import EventBus
     from edge.exporter import Exporter
+    from edge.files.spool import Spool
     from edge.metrics import Metrics
     from edge.pipeline import Pipeline
     from edge.schemas import RuntimeSettings
-    from edge.spool import Spool
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from edge import images
 from edge.db import runs
 from edge.db.store import utcnow
-from edge.fsutil import disk_usage
+from edge.files import images
+from edge.files.fsutil import disk_usage
 
 if TYPE_CHECKING:
     from edge.ports import RetentionHost

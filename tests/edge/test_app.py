@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from edge.app import Appliance
-from edge.images import annotate
+from edge.files.images import annotate
 from edge.schemas import RunRequest
 from tests.edge.conftest import SettingsFactory
 from tests.edge.plates import PLATE_A, jpeg, plate_image

@@ -11,7 +11,7 @@ import numpy as np
 
 from core.wire import RunEvent, RunMessage, encode_message, parse_message
 from edge.detect.plate import decode
-from edge.images import display_images
+from edge.files.images import display_images
 from edge.sync.worker import only_uploaded
 from tests.cloud.factory import deleted_event, run_message
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge import images
 from edge.app import Appliance
 from edge.errors import DiskFull
+from edge.files import images
 from edge.schemas import RunRequest
 from tests.edge.conftest import SettingsFactory
 from tests.edge.plates import PLATE_A, jpeg, plate_image

@@ -13,13 +13,13 @@ from pathlib import Path
 from uuid import uuid4
 
 from edge.app import Appliance
-from edge.fsutil import tmp_name_for
+from edge.files.fsutil import tmp_name_for
+from edge.files.spool import Spool
 from edge.schemas import RunRequest
-from edge.spool import Spool
 from tests.edge.conftest import SettingsFactory
 from tests.edge.plates import PLATE_A, fake_detector
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 
 

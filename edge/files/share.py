@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from core import labware
 from core.sanitize import clean_sample_number, safe_sample_number
-from edge.fsutil import atomic_write, fsync_dir, io_pool, tmp_name_for
+from edge.files.fsutil import atomic_write, fsync_dir, io_pool, tmp_name_for
 
 logger = logging.getLogger(__name__)
 

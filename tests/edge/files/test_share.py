@@ -12,8 +12,8 @@ import pytest
 
 from core.pooling import PlateRead, pool_sample
 from core.titre import RowResult
-from edge import fsutil
-from edge.share import ShareError, target_path, write_sample_csv
+from edge.files import fsutil
+from edge.files.share import ShareError, target_path, write_sample_csv
 
 WHEN = datetime(2026, 11, 26, 9, 30, 0, 123000, tzinfo=timezone.utc)
 

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.fsutil import TMP_MARK, fsync_dir, io_pool
+from edge.files.fsutil import TMP_MARK, fsync_dir, io_pool
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from edge.fsutil import atomic_write
+from edge.files.fsutil import atomic_write
 from edge.schemas import RunRequest
 
 logger = logging.getLogger(__name__)

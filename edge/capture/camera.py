@@ -1,132 +1,25 @@
-"""Capture sources, chosen by `settings.capture.type`.
-
-- `picamera2`: CSI camera through the picamera2 API (imported lazily; Raspberry Pi / Jetson).
-- `opencv`: a V4L2 device index or a GStreamer pipeline string (Jetson CSI: nvarguscamerasrc).
-- `files`: cycles through given image files (the demo).
-- `fake`: tests (an image file or a generated blank plate; can simulate a lost camera).
-- `folder`: a plate reader drops files; see `edge.folder`, which feeds the pipeline itself.
-
-A camera that disappears is reported (`state`, `detail`) and reopened on the next grab after a
-back-off, never fatal to the appliance.
-"""
+"""Real cameras: picamera2 (CSI, imported lazily) and OpenCV (a V4L2 index or a GStreamer
+pipeline). A camera that disappears is reported (`state`, `detail`) and reopened on the next
+grab after a back-off, never fatal to the appliance."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from abc import abstractmethod
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.config import (
-    FakeCaptureSettings,
-    FilesCaptureSettings,
-    FolderCaptureSettings,
-    OpenCVCaptureSettings,
-    Picamera2CaptureSettings,
-)
+from edge.capture.base import CaptureSource, Frame
+from edge.config import OpenCVCaptureSettings, Picamera2CaptureSettings
 from edge.errors import CaptureUnavailable
-from edge.images import encode_jpeg
+from edge.files.images import encode_jpeg
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Frame:
-    """One captured plate: the encoded bytes we store as `raw`, and the pixels if known."""
-
-    data: bytes
-    filename: str
-    source: str
-    captured_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    image: np.ndarray | None = None
-
-
-class CaptureSource(ABC):
-    name = "none"
-
-    def __init__(self) -> None:
-        self.state = "idle"
-        self.detail = ""
-
-    def start(self) -> None:  # noqa: B027 - sources without hardware need no start
-        """Open the device (failures are reported, not raised: it is retried on grab)."""
-
-    def stop(self) -> None:  # noqa: B027
-        """Release the device."""
-
-    @abstractmethod
-    def grab(self) -> Frame:
-        """A fresh frame, or `CaptureUnavailable` with an operator message."""
-
-    def preview_frame(self) -> np.ndarray | None:
-        """A recent frame for the live preview; None when the source has no live view."""
-        return None
-
-    @property
-    def can_capture(self) -> bool:
-        return True
-
-
-class FakeSource(CaptureSource):
-    name = "fake"
-
-    def __init__(self, settings: FakeCaptureSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.fail = settings.fail
-        self.state = "ok"
-
-    def _bytes(self) -> tuple[bytes, str]:
-        if self.settings.image is not None:
-            return self.settings.image.read_bytes(), self.settings.image.name
-        return encode_jpeg(blank_plate()), "fake.jpg"
-
-    def grab(self) -> Frame:
-        if self.fail:
-            self.state, self.detail = "unavailable", "the fake camera is set to fail"
-            raise CaptureUnavailable(
-                message="The camera is not answering. Check its cable; the appliance retries."
-            )
-        data, name = self._bytes()
-        self.state, self.detail = "ok", ""
-        return Frame(data=data, filename=name, source=self.name)
-
-
-class FilesSource(CaptureSource):
-    name = "files"
-
-    def __init__(self, settings: FilesCaptureSettings) -> None:
-        super().__init__()
-        paths: list[Path] = []
-        for p in settings.paths:
-            if p.is_dir():
-                paths.extend(sorted(x for x in p.glob(settings.glob) if x.is_file()))
-            else:
-                paths.append(p)
-        self.paths = paths
-        self._cycle = itertools.cycle(paths) if paths else None
-        self._lock = threading.Lock()
-        self.state = "ok" if paths else "unavailable"
-        self.detail = "" if paths else "no image files configured"
-
-    def grab(self) -> Frame:
-        if self._cycle is None:
-            raise CaptureUnavailable(message="No image files are configured for the files source.")
-        with self._lock:
-            path = next(self._cycle)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CaptureUnavailable(message=f"Cannot read {path.name}: {exc.strerror}.") from exc
-        return Frame(data=data, filename=path.name, source=self.name)
 
 
 class CameraSource(CaptureSource):
@@ -295,51 +188,3 @@ class Picamera2Source(CameraSource):
             logger.warning("picamera2 capture failed", exc_info=True)
             return None
         return np.ascontiguousarray(image[:, :, :3])
-
-
-class FolderSource(CaptureSource):
-    """Placeholder for on-demand capture: the folder source feeds the pipeline by itself."""
-
-    name = "folder"
-
-    def __init__(self, settings: FolderCaptureSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.state = "ok"
-
-    @property
-    def can_capture(self) -> bool:
-        return False
-
-    def grab(self) -> Frame:
-        raise CaptureUnavailable(
-            message="This appliance reads plates from a watched folder: drop the image file into "
-            f"{self.settings.inbox} or upload it instead of pressing capture."
-        )
-
-
-def create_source(settings: Any) -> CaptureSource:
-    if isinstance(settings, FakeCaptureSettings):
-        return FakeSource(settings)
-    if isinstance(settings, FilesCaptureSettings):
-        return FilesSource(settings)
-    if isinstance(settings, OpenCVCaptureSettings):
-        return OpenCVSource(settings)
-    if isinstance(settings, Picamera2CaptureSettings):
-        return Picamera2Source(settings)
-    if isinstance(settings, FolderCaptureSettings):
-        return FolderSource(settings)
-    raise ValueError(f"unknown capture source {settings!r}")
-
-
-def blank_plate(width: int = 1200, height: int = 800) -> np.ndarray:
-    """A plain grey plate image (the fake camera's default frame)."""
-    image = np.full((height, width, 3), 235, dtype=np.uint8)
-    for r in range(8):
-        for c in range(12):
-            cx = int(width * (0.03 + 0.94 * (c + 0.5) / 12))
-            cy = int(height * (0.03 + 0.94 * (r + 0.5) / 8))
-            cv2.circle(
-                image, (cx, cy), int(min(width / 12, height / 8) * 0.35), (200, 200, 220), -1
-            )
-    return image

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from edge.app import Appliance  # noqa: E402
 from edge.config import EdgeSettings  # noqa: E402
-from edge.pipeline import Job, sha256_of  # noqa: E402
 from edge.schemas import RunRequest  # noqa: E402
+from edge.services.pipeline import Job, sha256_of  # noqa: E402
 
 
 def synthetic_plate(seed: int, width: int = 1700, height: int = 1200) -> bytes:
@@ -110,12 +110,12 @@ def main() -> int:
     data = plate_bytes(args.plates)
     app = Appliance(settings)
     app.start()
-    det = app.detector
+    det = app.reading.detector
     console.print(
-        f"detector: {app.model_info}  plates: {args.plates}  work dir: {work}"
+        f"detector: {app.reading.model_info()}  plates: {args.plates}  work dir: {work}"
         + ("  (fsync disabled)" if args.no_fsync else "")
     )
-    app.pipeline.stop()  # run jobs in this thread: nothing else competes for the CPU
+    app.intake.pipeline.stop()  # run jobs in this thread: nothing else competes for the CPU
 
     detect_ms, e2e_ms, detect_cpu, e2e_cpu = [], [], [], []
     stages: dict[str, list[float]] = {}
@@ -135,15 +135,15 @@ def main() -> int:
             captured_at=datetime.now(timezone.utc),
         )
         t0, c0 = time.perf_counter(), time.process_time()
-        state = app.pipeline.run_job(job)
+        state = app.intake.pipeline.run_job(job)
         e2e_ms.append((time.perf_counter() - t0) * 1e3)
         e2e_cpu.append((time.process_time() - c0) * 1e3)
         assert state.state == "done", state
-        writer = getattr(app.pipeline, "image_writer", None)  # absent before the change
+        writer = getattr(app.intake.pipeline, "image_writer", None)  # absent before the change
         if writer is not None:
             writer.drain()  # off the critical path: not timed, never overlapping the next plate
             stages.setdefault("(after) display image files", []).append(writer.last_ms)
-        for name, ms in app.pipeline.last_stages_ms.items():
+        for name, ms in app.intake.pipeline.last_stages_ms.items():
             stages.setdefault(name, []).append(ms)
     app.stop()
 

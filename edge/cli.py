@@ -1,6 +1,6 @@
 """`microplate-edge`: the appliance's command line.
 
-Commands: serve, analyze (edge.analyze), demo, enroll, export-csv, calibrate,
+Commands: serve, analyze (edge.services.analyze), demo, enroll, export-csv, calibrate,
 db migrate|check|backup|restore-drill, validate-config. A user error prints one clear message
 and exits non-zero; never a traceback.
 """
@@ -99,7 +99,7 @@ def cmd_export_csv(args: argparse.Namespace) -> int:
         raise UserError(f"There is no database at {app.store.path} yet: nothing to export.")
     app.open_offline()
     try:
-        path = app.export_csv(args.sample)
+        path = app.runs.export_csv(args.sample)
     finally:
         app.close_offline()
     print(f"Wrote {path}")
@@ -115,8 +115,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     image = read_image(Path(args.image))
     console = _console()
     with console.status("loading the detector and reading the plate..."):
-        app.load_detector()
-        grid: CalibrationGrid = app.propose_from_image(image)
+        app.reading.load()
+        grid: CalibrationGrid = app.calibration.propose_from_image(image)
     text = json.dumps(grid.to_legacy(), indent=2)
     if args.output:
         from edge.files.fsutil import atomic_write
@@ -126,7 +126,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     elif args.save:
         app.open_offline()
         try:
-            app.set_calibration(grid, actor="cli")
+            app.calibration.set(grid, actor="cli")
         finally:
             app.close_offline()
         print(f"Saved the proposed grid as the appliance's calibration ({grid.grid_id[:12]})")
@@ -166,7 +166,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from edge.config import CONFIG_FILE_ENV
-    from edge.enroll import EnrollError, enroll, read_bundle, summary
+    from edge.services.enroll import EnrollError, enroll, read_bundle, summary
 
     config = os.environ.get(CONFIG_FILE_ENV)
     if not config:
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_analyze(sub: Any) -> None:
     try:
-        from edge import analyze
+        from edge.services import analyze
     except ImportError:  # the detect helper's module is not in this build
         return
     p = analyze.add_parser(sub)

@@ -134,12 +134,12 @@ def process_all(app: Any, images: list[Path]) -> list[dict[str, Any]]:
             # its grid; a real appliance has one fixed camera and one calibration.
             grid = calibration_for(path)
             if grid is not None:
-                current = app.get_calibration()
+                current = app.calibration.get()
                 if current is None or current.grid_id != grid.grid_id:
-                    app.set_calibration(grid, actor="demo")
+                    app.calibration.set(grid, actor="demo")
             try:
-                ticket = app.capture(req)  # the files source hands out the images in order
-                state = app.wait(ticket.id, timeout=120.0)
+                ticket = app.intake.capture(req)  # the files source hands out the images in order
+                state = app.intake.wait(ticket.id, timeout=120.0)
             except ApplianceError as exc:
                 results.append({"file": path.name, "error": exc.message})
             else:
@@ -166,7 +166,7 @@ def print_report(app: Any, results: list[dict[str, Any]], cred_file: Path, url: 
         table.add_column(col)
     for r in results:
         if r.get("run_id"):
-            run = app.get_run(r["run_id"])
+            run = app.runs.get_run(r["run_id"])
             table.add_row(
                 r["file"],
                 run.sample_number,
@@ -181,7 +181,7 @@ def print_report(app: Any, results: list[dict[str, Any]], cred_file: Path, url: 
     samples = Table(title="Samples (pooled over their current plates)")
     for col in ("sample", "plates", "N", "GMT", "CSV in the share"):
         samples.add_column(col)
-    for s in app.list_samples(limit=100).items:
+    for s in app.runs.list_samples(limit=100).items:
         gmt = s.statistics.get("gmt")
         samples.add_row(
             s.sample_number,
@@ -191,7 +191,7 @@ def print_report(app: Any, results: list[dict[str, Any]], cred_file: Path, url: 
             s.csv.file_name if s.csv else "-",
         )
     console.print(samples)
-    console.print(f"LabWare share:  {app.share_dir}")
+    console.print(f"LabWare share:  {app.settings.share_dir}")
     console.print(f"Database:       {app.store.path}")
     console.print(f"Credentials:    {cred_file} (operator secret and supervisor PIN)")
     if url:

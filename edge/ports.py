@@ -1,36 +1,34 @@
-"""Narrow ports: what each worker needs from the appliance, and nothing more.
+"""Narrow ports: what each service needs from the others, and nothing more.
 
-`Pipeline`, `Exporter`, `FolderWatcher`, retention and the sync wiring each take one of these
-`Protocol`s instead of `Appliance`, so none of them imports `edge.app` (not even for typing) and
-the composition root is the only module that knows all of them. `Appliance` satisfies every
-port structurally; a test may hand in any smaller object that does.
+Every service in `edge.services` (and the sync wiring) takes the `Protocol`s below instead of
+the appliance, so none of them imports `edge.app` (not even for typing) and the composition root
+is the only module that knows all of them. A test may hand in any smaller object that fits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from core.calibration import CalibrationGrid
     from edge.config import EdgeSettings
     from edge.db import runs
     from edge.db.store import Store
     from edge.detect.plate import PlateResult
     from edge.events import EventBus
     from edge.metrics import Metrics
-    from edge.schemas import (
-        ApplianceStatus,
-        RunRequest,
-        RuntimeSettings,
-        RuntimeSettingsPatch,
-        Ticket,
-    )
+    from edge.schemas import RunRequest, RuntimeSettings, Ticket, TicketState
+
+ImageKind = Literal["raw", "annotated", "thumbnail"]
 
 
 class Host(Protocol):
-    """The state every worker shares: settings, the store, the event bus and the metrics."""
+    """The parts every service shares: settings, the store, the event bus and the metrics."""
 
     @property
     def settings(self) -> EdgeSettings: ...
@@ -42,22 +40,51 @@ class Host(Protocol):
     def metrics(self) -> Metrics: ...
 
 
-class ExportHost(Host, Protocol):
-    """What `Exporter` writes CSVs with."""
+class Gate(Protocol):
+    """Refuses work while the appliance is starting or stopping."""
+
+    def require_started(self) -> None: ...
+
+
+class DiskGuard(Protocol):
+    """The free-space floor below which no plate is taken."""
 
     @property
-    def share_dir(self) -> Path: ...
-    def get_runtime_settings(self) -> RuntimeSettings: ...
-
-
-class PipelineHost(Host, Protocol):
-    """What `Pipeline` reads a plate and commits its run with."""
-
-    @property
-    def images_dir(self) -> Path: ...
+    def floor_bytes(self) -> int: ...
     def check_disk(self) -> None: ...
     def disk_full_message(self) -> str: ...
+
+
+class RuntimeSource(Protocol):
+    """Today's runtime settings (CSV template, dilution, thresholds)."""
+
+    def get(self) -> RuntimeSettings: ...
+
+
+class GridSource(Protocol):
+    """The calibration grid in force, if any."""
+
+    @property
+    def grid(self) -> CalibrationGrid | None: ...
+
+
+class PlateReading(Protocol):
+    """Reads one plate's pixels or bytes with the loaded detector."""
+
     def read_frame(self, frame_image: np.ndarray | None, data: bytes) -> PlateResult: ...
+    def decode(self, data: bytes) -> np.ndarray: ...
+
+
+class Detecting(Protocol):
+    """The loaded detector itself (calibration proposals), and the full-size decode."""
+
+    def require_detector(self) -> Any: ...
+    def decode(self, data: bytes) -> np.ndarray: ...
+
+
+class RunCommit(Protocol):
+    """The run's one transaction, then its display images."""
+
     def commit_run(
         self,
         rec: runs.RunRecord,
@@ -68,29 +95,26 @@ class PipelineHost(Host, Protocol):
     def flush_pending_images(self, run_id: str | None = None) -> int: ...
 
 
-class RetentionHost(Host, Protocol):
-    """What retention deletes old runs with."""
-
-    @property
-    def images_dir(self) -> Path: ...
-    @property
-    def floor_bytes(self) -> int: ...
-
-
 class _Queue(Protocol):
     def full(self) -> bool: ...
 
 
-class _HasQueue(Protocol):
+class Tickets(Protocol):
+    """The pipeline as intake and the run service use it: a bounded queue of jobs."""
+
     @property
     def queue(self) -> _Queue: ...
+    def submit(self, job: Any) -> Ticket: ...
+    def knows(self, ticket_id: str) -> bool: ...
+    def wait(self, ticket_id: str, timeout: float) -> TicketState | None: ...
+    def refuse_busy(self) -> None: ...
 
 
-class IntakeHost(Protocol):
+class IntakePort(Protocol):
     """What `FolderWatcher` submits dropped images through."""
 
     @property
-    def pipeline(self) -> _HasQueue: ...
+    def pipeline(self) -> Tickets: ...
     def submit_bytes(
         self,
         data: bytes,
@@ -98,15 +122,34 @@ class IntakeHost(Protocol):
         req: RunRequest,
         *,
         source: str,
-        on_done: Any | None = None,
+        on_done: Callable[[TicketState], None] | None = None,
     ) -> Ticket: ...
 
 
-class SyncHost(Host, Protocol):
-    """What the sync worker is wired from: status, run images and runtime settings."""
+class OutboxHead(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def edit(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
 
-    def status(self) -> ApplianceStatus: ...
-    def run_image(self, run_id: str, kind: Literal["raw", "annotated", "thumbnail"]) -> Path: ...
-    def update_runtime_settings(
-        self, patch: RuntimeSettingsPatch, actor: str
-    ) -> RuntimeSettings: ...
+
+class OutboxPort(Protocol):
+    """The outbox as the sync worker drains it (`edge.db.outbox.Outbox`)."""
+
+    @property
+    def folder(self) -> Path: ...
+    def heads(self, limit: int) -> Sequence[OutboxHead]: ...
+    def payloads(self, ids: list[int]) -> dict[int, str]: ...
+    def unsettled_for(self, run_id: str, edit: int) -> list[int]: ...
+    def note_resent(self, ids: list[int], error: str) -> None: ...
+    def mark_delivered(self, ids: list[int]) -> int: ...
+    def mark_rejected(self, entry_id: int, reason: str) -> None: ...
+    def backlog(self) -> tuple[int, float | None]: ...
+    def backlog_if_open(self) -> tuple[int, float | None]: ...
+    def rejected_count(self) -> int: ...

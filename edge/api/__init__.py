@@ -47,7 +47,7 @@ def create_app(
     )
     app.state.appliance = appliance
     app.state.limits = limits
-    app.state.authenticator = Authenticator(config, credentials, appliance.audit)
+    app.state.authenticator = Authenticator(config, credentials, appliance.audit.record)
     # Where development credentials were generated (None otherwise): the demo prints it.
     app.state.generated_credentials = credentials.generated_in
     app.state.preview_slots = PreviewSlots(

@@ -37,7 +37,7 @@ LEGACY_EXAMPLE = {
 
 @router.get("", summary="The grid in use")
 def get_calibration(appliance: ApplianceDep) -> CalibrationOut:
-    current = appliance.get_calibration()
+    current = appliance.calibration.get()
     if current is None:
         raise ApiError(
             404,
@@ -55,12 +55,12 @@ def put_calibration(
 ) -> CalibrationOut:
     # CalibrationError (a ValueError naming the bad value) becomes a 422 in edge.api.errors.
     parsed = CalibrationGrid.from_legacy(grid)
-    return appliance.set_calibration(parsed, actor=user.actor)
+    return appliance.calibration.set(parsed, actor=user.actor)
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, summary="Remove the grid (supervisor)")
 def delete_calibration(appliance: ApplianceDep, user: SupervisorUser) -> None:
-    appliance.delete_calibration(actor=user.actor)
+    appliance.calibration.delete(actor=user.actor)
 
 
 @router.post(
@@ -70,5 +70,5 @@ def delete_calibration(appliance: ApplianceDep, user: SupervisorUser) -> None:
 def propose_calibration(appliance: ApplianceDep, _: SupervisorUser) -> dict[str, Any]:
     # Returned in the same file format PUT accepts, so the UI can show it, let the supervisor
     # adjust it, and send it back.
-    grid = appliance.propose_calibration()
+    grid = appliance.calibration.propose()
     return grid.to_legacy()

@@ -87,7 +87,7 @@ def _no_preview() -> ApiError:
     "", status_code=status.HTTP_202_ACCEPTED, summary="Capture a plate from the configured source"
 )
 def capture(req: RunRequest, appliance: ApplianceDep, _: OperatorUser) -> Ticket:
-    return appliance.capture(req)
+    return appliance.intake.capture(req)
 
 
 @router.get(
@@ -97,7 +97,7 @@ def capture(req: RunRequest, appliance: ApplianceDep, _: OperatorUser) -> Ticket
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 async def preview_frame(appliance: ApplianceDep) -> Response:
-    frame = await run_in_threadpool(appliance.preview_jpeg)
+    frame = await run_in_threadpool(appliance.intake.preview_jpeg)
     if frame is None:
         raise _no_preview()
     return Response(frame, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -128,7 +128,7 @@ async def preview_stream(
             {"Retry-After": "5"},
         )
     try:
-        first = await run_in_threadpool(appliance.preview_jpeg)
+        first = await run_in_threadpool(appliance.intake.preview_jpeg)
     except BaseException:
         slots.release(lease)
         raise
@@ -146,7 +146,7 @@ async def preview_stream(
             while auth.session_for(token) is not None:
                 slots.renew(lease)
                 if frame is None:
-                    frame = await run_in_threadpool(appliance.preview_jpeg)
+                    frame = await run_in_threadpool(appliance.intake.preview_jpeg)
                 if frame is not None:
                     yield (
                         (

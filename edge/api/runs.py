@@ -79,7 +79,7 @@ def list_runs(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[RunSummary]:
-    return appliance.list_runs(sample_number=sample_number, limit=limit, offset=offset)
+    return appliance.runs.list_runs(sample_number=sample_number, limit=limit, offset=offset)
 
 
 @router.post(
@@ -134,12 +134,12 @@ async def upload_run(
         raise ApiError(
             422, "invalid_input", f"The run details are not valid ({problems})."
         ) from exc
-    return await run_in_threadpool(appliance.submit_image, data, filename, req)
+    return await run_in_threadpool(appliance.intake.submit_image, data, filename, req)
 
 
 @router.get("/runs/{run_id}", summary="One run with wells, rows, flags, images and CSV state")
 def get_run(run_id: RunId, appliance: ApplianceDep) -> RunDetail:
-    return appliance.get_run(run_id)
+    return appliance.runs.get_run(run_id)
 
 
 @router.post(
@@ -148,7 +148,7 @@ def get_run(run_id: RunId, appliance: ApplianceDep) -> RunDetail:
     summary="Read the same plate again; the new run supersedes this one",
 )
 def reread_run(run_id: RunId, appliance: ApplianceDep, user: OperatorUser) -> Ticket:
-    return appliance.reread(run_id, actor=user.actor)
+    return appliance.runs.reread(run_id, actor=user.actor)
 
 
 @router.delete(
@@ -162,7 +162,7 @@ def delete_run(
     user: SupervisorUser,
     reason: Annotated[str, Query(min_length=3, max_length=500)],
 ) -> None:
-    appliance.delete_run(run_id, actor=user.actor, reason=reason)
+    appliance.runs.delete_run(run_id, actor=user.actor, reason=reason)
 
 
 @router.get("/runs/{run_id}/images/{kind}", summary="A run's raw, annotated or thumbnail image")
@@ -171,7 +171,7 @@ def run_image(
     kind: Literal["raw", "annotated", "thumbnail"],
     appliance: ApplianceDep,
 ) -> FileResponse:
-    path = appliance.run_image(run_id, kind)
+    path = appliance.runs.run_image(run_id, kind)
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -182,4 +182,4 @@ def ticket_state(
     limits: LimitsDep,
     wait: Annotated[float, Query(ge=0, le=120)] = 0.0,
 ) -> TicketState:
-    return appliance.wait(ticket_id, timeout=min(wait, limits.ticket_wait_max_s))
+    return appliance.intake.wait(ticket_id, timeout=min(wait, limits.ticket_wait_max_s))

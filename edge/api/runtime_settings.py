@@ -16,7 +16,7 @@ router = APIRouter(
 
 @router.get("", summary="The runtime settings in force")
 def get_settings(appliance: ApplianceDep) -> RuntimeSettings:
-    return appliance.get_runtime_settings()
+    return appliance.runtime.get()
 
 
 @router.patch("", summary="Change runtime settings (supervisor); only the fields given change")
@@ -24,7 +24,7 @@ def patch_settings(
     patch: RuntimeSettingsPatch, appliance: ApplianceDep, user: SupervisorUser
 ) -> RuntimeSettings:
     # In a patch, null means "clear"; only an optional setting can be cleared.
-    current = appliance.get_runtime_settings()
+    current = appliance.runtime.get()
     cleared = sorted(
         name
         for name in patch.model_fields_set
@@ -36,7 +36,7 @@ def patch_settings(
             "invalid_input",
             f"{', '.join(cleared)} cannot be empty: leave a setting out to keep its value.",
         )
-    return appliance.update_runtime_settings(patch, actor=user.actor)
+    return appliance.runtime.update(patch, actor=user.actor)
 
 
 def _optional(model: type[BaseModel], name: str) -> bool:

@@ -21,11 +21,11 @@ def list_samples(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Page[SampleSummaryOut]:
-    return appliance.list_samples(query=query, limit=limit, offset=offset)
+    return appliance.runs.list_samples(query=query, limit=limit, offset=offset)
 
 
 @router.get("/{sample_number}", summary="One sample: distribution, statistics, runs, CSV state")
 def get_sample(
     sample_number: Annotated[str, Path(min_length=1, max_length=64)], appliance: ApplianceDep
 ) -> SampleDetail:
-    return appliance.get_sample(sample_number)
+    return appliance.runs.get_sample(sample_number)

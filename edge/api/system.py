@@ -34,7 +34,7 @@ def health() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "not ready"}},
 )
 def ready(appliance: ApplianceDep, _: ScraperUser) -> Any:
-    readiness = appliance.readiness()
+    readiness = appliance.health.readiness()
     if not readiness.ready:
         return JSONResponse(readiness.model_dump(mode="json"), status_code=503)
     return readiness
@@ -55,7 +55,7 @@ async def metrics(appliance: ApplianceDep, _: ScraperUser) -> Response:
 
 @operator_router.get("/api/status", summary="Camera, model, sync backlog, disk, version")
 def appliance_status(appliance: ApplianceDep) -> ApplianceStatus:
-    return appliance.status()
+    return appliance.health.status()
 
 
 docs_router = APIRouter(dependencies=[Depends(require_operator)], include_in_schema=False)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from sqlite_utils import Database
 
-from edge.db.store import Store, iso, utcnow
+from edge.db.store import Store, StoreError, iso, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +193,46 @@ def note_resent(store: Store, ids: list[int], error: str) -> None:
             f"UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id IN ({marks})",  # noqa: S608
             [error[:1000], *ids],
         )
+
+
+class Outbox:
+    """The outbox of one store, as the sync worker drains it (`edge.ports.OutboxPort`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the database (the sync worker keeps its state beside it)."""
+        return self.store.path.parent
+
+    def heads(self, limit: int) -> list[Head]:
+        return heads(self.store, limit)
+
+    def payloads(self, ids: list[int]) -> dict[int, str]:
+        return payloads(self.store, ids)
+
+    def unsettled_for(self, run_id: str, edit: int) -> list[int]:
+        return unsettled_for(self.store, run_id, edit)
+
+    def note_resent(self, ids: list[int], error: str) -> None:
+        note_resent(self.store, ids, error)
+
+    def mark_delivered(self, ids: list[int]) -> int:
+        return mark_delivered(self.store, ids)
+
+    def mark_rejected(self, entry_id: int, reason: str) -> None:
+        mark_rejected(self.store, entry_id, reason)
+
+    def backlog(self) -> tuple[int, float | None]:
+        return backlog(self.store)
+
+    def backlog_if_open(self) -> tuple[int, float | None]:
+        """`backlog`, or (0, None) while the store is not open (the MQTT will is built early)."""
+        try:
+            return backlog(self.store)
+        except (StoreError, OSError, sqlite3.Error):
+            return 0, None
+
+    def rejected_count(self) -> int:
+        return rejected_count(self.store)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.enrollment import identity_problem
 from core.wire import (
@@ -37,13 +36,14 @@ from core.wire import (
 )
 from edge import __version__
 from edge.config import SyncSettings
-from edge.db import outbox
-from edge.db.store import Store, StoreError
 from edge.sync import reasons
 from edge.sync.config import ConfigApplier
 from edge.sync.link import MqttLink
 from edge.sync.uploader import ImageUploader
 from edge.sync.window import Window
+
+if TYPE_CHECKING:
+    from edge.ports import OutboxHead, OutboxPort
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class SyncWorker:
         self,
         settings: SyncSettings,
         *,
-        store: Store,
+        outbox: OutboxPort,
         site_id: str,
         device_id: str,
         events: EventSink | None = None,
@@ -84,14 +84,14 @@ class SyncWorker:
         data_dir: Path | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.outbox = outbox
         self.topics = Topics(site_id, device_id)
         self.site_id, self.device_id = site_id, device_id
         self.events = events
         self._status_info = status_info or (lambda: {})
         self.config_applier = config_applier
         self.uploader = uploader
-        self._data_dir = data_dir or store.path.parent
+        self._data_dir = data_dir or outbox.folder
         self.window = Window(settings.window, settings.ack_timeout_s, settings.ack_timeout_max_s)
         self._acks: deque[Ack] = deque()
         self._configs: deque[DesiredConfig] = deque()
@@ -208,17 +208,17 @@ class SyncWorker:
             ack = self._acks.popleft()
             ids = self.window.acked(str(ack.run_id), ack.edit)
             if not ids:
-                ids = outbox.unsettled_for(self.store, str(ack.run_id), ack.edit)
+                ids = self.outbox.unsettled_for(str(ack.run_id), ack.edit)
             for entry_id in ids:
                 self._with_images.pop(entry_id, None)
             if ack.status == "accepted":
                 delivered.extend(ids)
             else:
                 for entry_id in ids:
-                    outbox.mark_rejected(self.store, entry_id, ack.reason or "rejected")
+                    self.outbox.mark_rejected(entry_id, ack.reason or "rejected")
                     self.rejected_total += 1
         if delivered:
-            self.delivered_total += outbox.mark_delivered(self.store, delivered)
+            self.delivered_total += self.outbox.mark_delivered(delivered)
 
     def _apply_configs(self) -> None:
         while self._configs:
@@ -232,7 +232,7 @@ class SyncWorker:
         late = self.window.expired(now)
         if not late:
             return
-        texts = outbox.payloads(self.store, [f.entry_id for f in late])
+        texts = self.outbox.payloads([f.entry_id for f in late])
         for flight in late:
             text = self._wire_text(flight.entry_id, texts.get(flight.entry_id))
             if text is None:  # gone (retention): nothing left to send
@@ -245,19 +245,19 @@ class SyncWorker:
             self.published_total += 1
             self.resent_total += 1
         timeout = self.window.timeout_for(max(f.attempts for f in late) - 1)
-        outbox.note_resent(self.store, [f.entry_id for f in late], f"no ack within {timeout:.0f} s")
+        self.outbox.note_resent([f.entry_id for f in late], f"no ack within {timeout:.0f} s")
         logger.info("%d entries without an ack were sent again", len(late))
 
     def _fill(self, now: float) -> None:
         # Refill in chunks, not one slot per ack: each refill reads the outbox.
         if self.window.free < max(1, self.window.size // 4) and len(self.window) > 0:
             return
-        pending = outbox.heads(self.store, limit=self.window.size * 2)
+        pending = self.outbox.heads(limit=self.window.size * 2)
         waiting: set[int] = set()
         if self.uploader is not None:
             waiting = {h.id for h in pending if h.kind == "run" and not self._images_ready(h)}
         chosen = self.window.select(pending, skip=waiting)
-        texts = outbox.payloads(self.store, [h.id for h in chosen])
+        texts = self.outbox.payloads([h.id for h in chosen])
         for head in chosen:
             text = self._wire_text(head.id, texts.get(head.id))
             if text is None:
@@ -270,7 +270,7 @@ class SyncWorker:
             self.window.sent(head.id, head.run_id, head.edit, now)
             self.published_total += 1
 
-    def _images_ready(self, head: outbox.Head) -> bool:
+    def _images_ready(self, head: OutboxHead) -> bool:
         """True when the run may go: its images are uploaded (refs added) or given up."""
         assert self.uploader is not None
         if head.id in self._with_images:
@@ -278,7 +278,7 @@ class SyncWorker:
         refs = self.uploader.refs_for(head.run_id, head.created_at)
         if refs is None:
             return False
-        text = outbox.payloads(self.store, [head.id]).get(head.id)
+        text = self.outbox.payloads([head.id]).get(head.id)
         if text is None:
             return False
         self._with_images[head.id] = only_uploaded(text, refs)
@@ -331,10 +331,7 @@ class SyncWorker:
     def _status(self, *, online: bool) -> DeviceStatus:
         info = self._status_info()
         current = self.reason_log.current
-        try:
-            count, oldest = outbox.backlog(self.store)
-        except (StoreError, OSError, sqlite3.Error):
-            count, oldest = 0, None  # the will is built before the store may be open
+        count, oldest = self.outbox.backlog_if_open()  # the will is built before the store opens
         disk_free = info.get("disk_free_bytes")
         if disk_free is None:
             disk_free = shutil.disk_usage(self._data_dir).free
@@ -359,7 +356,7 @@ class SyncWorker:
 
     def snapshot(self) -> dict[str, Any]:
         """What the UI shows (also sent as the `sync.status` event)."""
-        count, oldest = outbox.backlog(self.store)
+        count, oldest = self.outbox.backlog()
         current = self.reason_log.current or self.reason()
         return {
             "connected": self.link.connected,
@@ -367,7 +364,7 @@ class SyncWorker:
             "backlog": count,
             "oldest_age_s": None if oldest is None else round(oldest, 1),
             "in_flight": len(self.window),
-            "rejected": outbox.rejected_count(self.store),
+            "rejected": self.outbox.rejected_count(),
             "last_error": self.link.last_error,
             "reason": current.code,
             "message": current.message,

@@ -60,7 +60,7 @@ def mount_ui(app: FastAPI, appliance: Any) -> None:
 def _language(request: Request) -> str:
     appliance = getattr(request.app.state, "ui_appliance", None)
     # The kiosk's cookie wins; else the appliance's runtime default, if the UI speaks it.
-    runtime = appliance.get_runtime_settings() if appliance is not None else None
+    runtime = appliance.runtime.get() if appliance is not None else None
     return i18n.choose(request.cookies.get(i18n.LANG_COOKIE), getattr(runtime, "language", None))
 
 

@@ -48,7 +48,7 @@ def make_app(make_settings: SettingsFactory) -> Iterator[Callable[..., Appliance
 
     yield factory
     for app in reversed(started):
-        if app._started:
+        if app.health.started:
             app.stop()
 
 

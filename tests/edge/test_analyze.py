@@ -18,8 +18,8 @@ from onnx import numpy_helper
 
 from core.calibration import CalibrationGrid
 from core.plate import PLATE_96
-from edge import analyze
 from edge.detect.processing import letterbox
+from edge.services import analyze
 from tests.edge.detect.onnx_models import constant_head, model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,8 +213,8 @@ def test_module_entry_point(tmp_path: Path, plate: Path):
     grid = CalibrationGrid.uniform(850, 600, PLATE_96)
     model = scripted_model(tmp_path / "model", grid, plate_calls())
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.analyze", "analyze", str(plate), "--model", str(model),
-         "--json"],
+        [sys.executable, "-m", "edge.services.analyze", "analyze", str(plate),
+         "--model", str(model), "--json"],
         capture_output=True,
         text=True,
         cwd=ROOT,

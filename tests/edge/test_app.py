@@ -29,11 +29,13 @@ def test_missing_model_fails_start_with_a_clear_message(
 
 
 def test_status_readiness_and_metrics(app: Appliance) -> None:
-    t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="M-1"))
-    assert app.wait(t.id, 30).state == "done"
-    ready = app.readiness()
+    t = app.intake.submit_image(
+        jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="M-1")
+    )
+    assert app.intake.wait(t.id, 30).state == "done"
+    ready = app.health.readiness()
     assert ready.ready and set(ready.checks) >= {"database", "detector", "disk", "share"}
-    status = app.status()
+    status = app.health.status()
     assert status.sync.backlog == 1 and status.model.loaded and status.model.backend == "fake"
     assert status.queue.capacity == app.settings.queue_size
     text = generate_latest(app.metrics.registry).decode()
@@ -48,17 +50,19 @@ def test_status_readiness_and_metrics(app: Appliance) -> None:
 
 
 def test_missing_share_is_not_ready_and_the_csv_waits_for_it(app: Appliance) -> None:
-    share = app.share_dir
+    share = app.settings.share_dir
     share.rmdir()  # as if the share was unmounted
-    t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="M-2"))
-    assert app.wait(t.id, 30).state == "done"  # the run is stored regardless
+    t = app.intake.submit_image(
+        jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="M-2")
+    )
+    assert app.intake.wait(t.id, 30).state == "done"  # the run is stored regardless
     assert not share.exists()  # never created behind the LIMS's back
-    assert app.readiness().checks["share"] != "ok"
-    sample = app.get_sample("M-2")
+    assert app.health.readiness().checks["share"] != "ok"
+    sample = app.runs.get_sample("M-2")
     assert sample.csv is not None and sample.csv.pending
     share.mkdir()
-    assert app.exporter.export_dirty() == 1  # what the retry worker does
-    assert not app.get_sample("M-2").csv.pending  # type: ignore[union-attr]
+    assert app.runs.exporter.export_dirty() == 1  # what the retry worker does
+    assert not app.runs.get_sample("M-2").csv.pending  # type: ignore[union-attr]
     assert (share / "M-2.csv").is_file()
 
 

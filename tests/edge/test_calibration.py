@@ -8,9 +8,9 @@ import pytest
 from core.calibration import CalibrationGrid
 from core.detection import Detection
 from edge.app import Appliance
-from edge.calibration import propose
 from edge.errors import InvalidInput
 from edge.schemas import RunRequest
+from edge.services.calibration import propose
 from tests.edge.plates import HEIGHT, PLATE_A, WIDTH, frame_boxes, jpeg, plate_image
 
 REFERENCE = {
@@ -39,18 +39,18 @@ REFERENCE = {
 
 
 def test_set_get_delete_calibration_persists_in_old_format(app: Appliance) -> None:
-    assert app.get_calibration() is None
+    assert app.calibration.get() is None
     grid = CalibrationGrid.from_legacy(REFERENCE)
-    out = app.set_calibration(grid, actor="sup")
+    out = app.calibration.set(grid, actor="sup")
     assert out.grid_id == grid.grid_id and out.updated_by == "sup"
     saved = json.loads(app.settings.resolved_calibration_path.read_text())
     assert saved["format_version"] == 3 and saved["columns"] == REFERENCE["columns"]
     # A 1200x800 plate is read with the grid scaled from 1700x1200.
-    t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="C"))
-    run = app.get_run(app.wait(t.id, 30).run_id or "")
+    t = app.intake.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="C"))
+    run = app.runs.get_run(app.intake.wait(t.id, 30).run_id or "")
     assert run.calibration_id == grid.scaled(WIDTH, HEIGHT).grid_id
-    app.delete_calibration(actor="sup")
-    assert app.get_calibration() is None
+    app.calibration.delete(actor="sup")
+    assert app.calibration.get() is None
     assert not app.settings.resolved_calibration_path.exists()
     actions = [r[0] for r in app.store.read().execute("SELECT action FROM audit").fetchall()]
     assert actions == ["calibration.set", "calibration.delete"]
@@ -70,5 +70,5 @@ def test_propose_refuses_too_few_wells() -> None:
 
 
 def test_appliance_proposes_from_a_captured_frame(app: Appliance, tmp_path: Path) -> None:
-    grid = app.propose_calibration()  # fake camera frame + the fake detector's plate
+    grid = app.calibration.propose()  # fake camera frame + the fake detector's plate
     assert grid.plate_format.n_wells == 96

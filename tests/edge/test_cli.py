@@ -78,8 +78,10 @@ def test_export_csv_writes_the_current_summary(
 ) -> None:
     app = Appliance(EdgeSettings())
     app.start()
-    t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S-9"))
-    assert app.wait(t.id, 30).state == "done"
+    t = app.intake.submit_image(
+        jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S-9")
+    )
+    assert app.intake.wait(t.id, 30).state == "done"
     app.stop()
     current = env / "share" / "S-9.csv"  # share.naming per_sample: rewritten in place
     current.unlink()

@@ -47,13 +47,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def submit(app: Appliance, seed: int) -> tuple[str, str | None, str]:
     """(state, run id, error code); `refused` when the upload was refused before queueing."""
     try:
-        t = app.submit_image(
+        t = app.intake.submit_image(
             jpeg(plate_image(PLATE_A, seed=seed)), f"{seed}.jpg", RunRequest(sample_number="D-1")
         )
     except DiskFull as exc:
         assert "disk is full" in exc.message and "nothing was lost" in exc.message
         return "refused", None, exc.code
-    st = app.wait(t.id, 30)
+    st = app.intake.wait(t.id, 30)
     if st.error is not None:
         assert "disk is full" in st.error.message and "nothing was lost" in st.error.message
     return st.state, st.run_id, st.error.code if st.error else ""
@@ -71,7 +71,7 @@ def test_real_full_disk_refuses_and_keeps_what_is_stored(
     app = make_app(settings)
     stored = [submit(app, i)[1] for i in range(3)]
     assert all(stored)
-    before = app.get_sample("D-1")
+    before = app.runs.get_sample("D-1")
     filler = small_disk / "filler"
     # Fill the disk to the last block. Unbuffered: a buffered file keeps the chunk that did not
     # fit and raises ENOSPC once more when it is closed.
@@ -93,11 +93,11 @@ def test_real_full_disk_refuses_and_keeps_what_is_stored(
     assert not list(spool.glob("*.plate"))
 
     assert app.store.check() == []
-    assert [r.run_id for r in app.list_runs(limit=10).items] == list(reversed(stored))
-    assert app.get_sample("D-1").distribution == before.distribution
+    assert [r.run_id for r in app.runs.list_runs(limit=10).items] == list(reversed(stored))
+    assert app.runs.get_sample("D-1").distribution == before.distribution
     for run_id in stored:
-        assert app.run_image(run_id or "", "raw").stat().st_size > 0
-    assert not [p for p in (app.images_dir).iterdir() if p.name.startswith(".")]
+        assert app.runs.run_image(run_id or "", "raw").stat().st_size > 0
+    assert not [p for p in (app.settings.resolved_images_dir).iterdir() if p.name.startswith(".")]
 
     filler.unlink()  # space again: the appliance carries on
     assert submit(app, 200)[0] == "done"
@@ -111,12 +111,14 @@ def test_floor_above_free_space_refuses_capture_before_any_work(
     assert submit(app, 1)[0] == "done"
     app.settings.retention.disk_floor_mb = 10**9  # far above any real free space
     with pytest.raises(DiskFull) as err:
-        app.submit_image(jpeg(plate_image(PLATE_A, seed=2)), "b.jpg", RunRequest(sample_number="D"))
+        app.intake.submit_image(
+            jpeg(plate_image(PLATE_A, seed=2)), "b.jpg", RunRequest(sample_number="D")
+        )
     assert err.value.http_status == 507 and "supervisor" in err.value.message
     with pytest.raises(DiskFull):
-        app.capture(RunRequest(sample_number="D"))
-    assert not app.readiness().ready
-    assert app.list_runs(limit=10).total == 1
+        app.intake.capture(RunRequest(sample_number="D"))
+    assert not app.health.readiness().ready
+    assert app.runs.list_runs(limit=10).total == 1
 
 
 def test_injected_enospc_at_the_image_write_fails_the_run_and_loses_nothing(
@@ -143,7 +145,9 @@ def test_injected_enospc_at_the_image_write_fails_the_run_and_loses_nothing(
     state, run_id, code = submit(app, 2)
     assert (state, run_id, code) == ("failed", None, "disk_full")
     monkeypatch.setattr(images, "write_run_images", real_write)
-    assert app.list_runs(limit=10).total == 1 and app.get_run(kept or "").status == "current"
-    assert not [p for p in app.images_dir.iterdir() if p.name.startswith(".")]
+    assert (
+        app.runs.list_runs(limit=10).total == 1 and app.runs.get_run(kept or "").status == "current"
+    )
+    assert not [p for p in app.settings.resolved_images_dir.iterdir() if p.name.startswith(".")]
     assert app.store.check() == []
     assert submit(app, 3)[0] == "done"

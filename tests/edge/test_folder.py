@@ -49,8 +49,8 @@ def test_files_are_processed_and_moved(
         reason = (inbox / "failed" / f"{name}.reason.txt").read_text()
         assert "image" in reason.lower() and "Traceback" not in reason, reason
     assert (inbox / "notes.txt").exists()
-    assert app.list_runs(sample_number="S-101", limit=10).total == 0
-    sample = app.get_sample("S-100")
+    assert app.runs.list_runs(sample_number="S-101", limit=10).total == 0
+    sample = app.runs.get_sample("S-100")
     assert sample.plates == 2
     assert {r.source for r in sample.runs} == {"folder"}
 
@@ -70,7 +70,7 @@ def test_growing_file_waits_until_complete(
             time.sleep(0.25)
     wait_for(lambda: (inbox / "processed" / "S-5.jpg").exists())
     assert list((inbox / "failed").iterdir()) == []
-    assert app.get_sample("S-5").plates == 1
+    assert app.runs.get_sample("S-5").plates == 1
 
 
 def test_file_left_in_inbox_after_a_crash_is_not_counted_twice(
@@ -88,5 +88,5 @@ def test_file_left_in_inbox_after_a_crash_is_not_counted_twice(
     (inbox / "processed" / "S-7.jpg").rename(inbox / "S-7.jpg")
     app2 = make_app(settings)
     wait_for(lambda: (inbox / "processed" / "S-7.jpg").exists())
-    assert app2.get_sample("S-7").plates == 1
-    assert app2.list_runs(limit=10).total == 1
+    assert app2.runs.get_sample("S-7").plates == 1
+    assert app2.runs.list_runs(limit=10).total == 1

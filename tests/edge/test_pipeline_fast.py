@@ -21,8 +21,8 @@ from tests.edge.plates import PLATE_A, jpeg, plate_image
 
 
 def submit(app: Appliance, data: bytes, name: str = "p.jpg") -> Any:
-    ticket = app.submit_image(data, name, RunRequest(sample_number="S-001", operator="ann"))
-    return app.wait(ticket.id, timeout=30)
+    ticket = app.intake.submit_image(data, name, RunRequest(sample_number="S-001", operator="ann"))
+    return app.intake.wait(ticket.id, timeout=30)
 
 
 def image_refs(app: Appliance, run_id: str) -> dict[str, tuple[str, str, int]]:
@@ -54,10 +54,10 @@ def test_display_images_left_pending_by_a_crash_are_written_on_start(
     settings = make_settings()
     app = make_app(settings)
     # The background writer never runs: as if the process died right after the commit.
-    app.pipeline.image_writer.submit = lambda run_id: None  # type: ignore[method-assign]
+    app.intake.pipeline.image_writer.submit = lambda run_id: None  # type: ignore[method-assign]
     state = submit(app, jpeg(plate_image(PLATE_A, seed=3)))
     assert state.state == "done", state
-    folder = app.images_dir / state.run_id
+    folder = app.settings.resolved_images_dir / state.run_id
     assert {p.name for p in folder.iterdir()} == {"raw.jpg"}
     refs = image_refs(app, state.run_id)
     app.stop()
@@ -69,13 +69,13 @@ def test_display_images_left_pending_by_a_crash_are_written_on_start(
         blob = (folder / name).read_bytes()
         assert (hashlib.sha256(blob).hexdigest(), len(blob)) == (sha, size)
     assert pending_rows(settings.resolved_db_path) == 0
-    assert again.run_image(state.run_id, "annotated") == folder / "annotated.jpg"
+    assert again.runs.run_image(state.run_id, "annotated") == folder / "annotated.jpg"
 
 
 def test_a_pending_display_image_is_written_when_asked_for(app: Appliance) -> None:
-    app.pipeline.image_writer.submit = lambda run_id: None  # type: ignore[method-assign]
+    app.intake.pipeline.image_writer.submit = lambda run_id: None  # type: ignore[method-assign]
     state = submit(app, jpeg(plate_image(PLATE_A, seed=4)))
-    path = app.run_image(state.run_id, "thumbnail")
+    path = app.runs.run_image(state.run_id, "thumbnail")
     name, sha, size = image_refs(app, state.run_id)["thumbnail"]
     assert path.name == name
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha and path.stat().st_size == size
@@ -83,8 +83,8 @@ def test_a_pending_display_image_is_written_when_asked_for(app: Appliance) -> No
 
 def test_images_written_by_the_background_writer_match_the_message(app: Appliance) -> None:
     state = submit(app, jpeg(plate_image(PLATE_A, seed=5)))
-    app.pipeline.image_writer.drain()
-    folder = app.images_dir / state.run_id
+    app.intake.pipeline.image_writer.drain()
+    folder = app.settings.resolved_images_dir / state.run_id
     for name, sha, size in image_refs(app, state.run_id).values():
         blob = (folder / name).read_bytes()
         assert (hashlib.sha256(blob).hexdigest(), len(blob)) == (sha, size)
@@ -94,7 +94,7 @@ def test_images_written_by_the_background_writer_match_the_message(app: Applianc
 def test_a_commit_that_fails_after_the_csv_was_staged_leaves_nothing(
     app: Appliance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_stage = app.exporter.stage
+    real_stage = app.runs.exporter.stage
     staged: list[Any] = []
 
     def stage_then_doom_the_commit(*args: Any) -> Any:
@@ -107,24 +107,26 @@ def test_a_commit_that_fails_after_the_csv_was_staged_leaves_nothing(
         db.execute("INSERT INTO pending_images (run_id, name, data) VALUES ('none', 'x', x'00')")
         return out
 
-    monkeypatch.setattr(app.exporter, "stage", stage_then_doom_the_commit)
+    monkeypatch.setattr(app.runs.exporter, "stage", stage_then_doom_the_commit)
     state = submit(app, jpeg(plate_image(PLATE_A, seed=6)))
     assert state.state == "failed" and staged
-    assert list(app.share_dir.iterdir()) == [], "a CSV (or its temp file) of an uncommitted run"
-    assert [p for p in app.images_dir.iterdir() if p.is_dir()] == []
+    assert list(app.settings.share_dir.iterdir()) == [], (
+        "a CSV (or its temp file) of an uncommitted run"
+    )
+    assert [p for p in app.settings.resolved_images_dir.iterdir() if p.is_dir()] == []
     assert app.store.read().execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
 
-    monkeypatch.setattr(app.exporter, "stage", real_stage)
+    monkeypatch.setattr(app.runs.exporter, "stage", real_stage)
     state = submit(app, jpeg(plate_image(PLATE_A, seed=7)))
     assert state.state == "done"
-    assert len(list(app.share_dir.glob("*.csv"))) == 1
+    assert len(list(app.settings.share_dir.glob("*.csv"))) == 1
 
 
 def test_a_plate_that_fails_to_read_leaves_no_image_folder(app: Appliance) -> None:
     good = jpeg(plate_image(PLATE_A, seed=8))
     state = submit(app, good[: len(good) // 2], "cut.jpg")  # truncated: fails at decode
     assert state.state == "failed"
-    assert list(app.images_dir.iterdir()) == []
+    assert list(app.settings.resolved_images_dir.iterdir()) == []
 
 
 def test_a_csv_that_cannot_be_staged_is_written_by_the_retry(
@@ -137,5 +139,5 @@ def test_a_csv_that_cannot_be_staged_is_written_by_the_retry(
     state = submit(app, jpeg(plate_image(PLATE_A, seed=9)))
     assert state.state == "done"
     (tmp_path / "unmounted").rename(share)
-    assert app.exporter.export_dirty() == 1
+    assert app.runs.exporter.export_dirty() == 1
     assert len(list(share.glob("*.csv"))) == 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from edge import retention
 from edge.app import Appliance
 from edge.db import outbox
-from edge.retention import Candidate, select_runs
 from edge.schemas import RunRequest
+from edge.services import retention
+from edge.services.retention import Candidate, select_runs
 from tests.edge.conftest import SettingsFactory
 from tests.edge.plates import PLATE_A, jpeg, plate_image
 
@@ -49,21 +49,23 @@ def test_run_once_prunes_images_of_current_runs_and_keeps_their_numbers(
     make_app: Callable[..., Appliance], make_settings: SettingsFactory
 ) -> None:
     app = make_app(make_settings(retention={"disk_floor_mb": 1, "max_age_days": 1}))
-    t1 = app.submit_image(jpeg(plate_image(PLATE_A, 1)), "a.jpg", RunRequest(sample_number="R"))
-    run1 = app.wait(t1.id, 30).run_id
+    t1 = app.intake.submit_image(
+        jpeg(plate_image(PLATE_A, 1)), "a.jpg", RunRequest(sample_number="R")
+    )
+    run1 = app.intake.wait(t1.id, 30).run_id
     assert run1
-    t2 = app.reread(run1, actor="s")
-    run2 = app.wait(t2.id, 30).run_id
+    t2 = app.runs.reread(run1, actor="s")
+    run2 = app.intake.wait(t2.id, 30).run_id
     assert run2
     with app.store.write() as db:  # age both runs past max_age
         db.execute("UPDATE runs SET processed_at = '2020-01-01T00:00:00+00:00'")
-    assert retention.run_once(app) == []  # nothing acknowledged yet
+    assert retention.run_once(app, app.health.disk.floor_bytes) == []  # nothing acknowledged yet
     ids = [e.id for e in outbox.pending(app.store)]
     outbox.mark_delivered(app.store, ids)
-    before = app.get_sample("R").distribution
-    removed = retention.run_once(app)
+    before = app.runs.get_sample("R").distribution
+    removed = retention.run_once(app, app.health.disk.floor_bytes)
     assert set(removed) == {run1, run2}
-    assert [r.run_id for r in app.list_runs(limit=10).items] == [run2]  # superseded one gone
-    assert app.get_sample("R").distribution == before
-    assert not (app.images_dir / run2).exists()
+    assert [r.run_id for r in app.runs.list_runs(limit=10).items] == [run2]  # superseded one gone
+    assert app.runs.get_sample("R").distribution == before
+    assert not (app.settings.resolved_images_dir / run2).exists()
     assert app.store.check() == []

@@ -25,8 +25,10 @@ from tests.edge.plates import HEIGHT, MARGIN, PLATE_A, WIDTH, jpeg, plate_image
 
 
 def submit(app: Appliance, data: bytes, sample: str = "S-001") -> str:
-    ticket = app.submit_image(data, "p.jpg", RunRequest(sample_number=sample, operator="ann"))
-    state = app.wait(ticket.id, timeout=30)
+    ticket = app.intake.submit_image(
+        data, "p.jpg", RunRequest(sample_number=sample, operator="ann")
+    )
+    state = app.intake.wait(ticket.id, timeout=30)
     assert state.state == "done", state
     assert state.run_id
     return state.run_id
@@ -46,7 +48,7 @@ def app(
     wells = wells_dir(tmp_path / "hi-wells")
     settings = make_settings(detector={"type": "fake", "wells_model_dir": str(wells)})
     app = make_app(settings)
-    app.set_calibration(GRID, actor="sup")
+    app.calibration.set(GRID, actor="sup")
     return app
 
 
@@ -58,35 +60,35 @@ def last_run_message(app: Appliance) -> RunMessage:
 
 
 def test_a_held_read_is_stored_and_shown_but_changes_nothing(app: Appliance) -> None:
-    assert app.wells is not None
+    assert app.reading.wells is not None
     first = submit(app, jpeg(plate_image(PLATE_A)))
-    clean = app.get_run(first)
+    clean = app.runs.get_run(first)
     assert not clean.needs_review and clean.rows_counted == 8
     assert clean.model.get("reading") == "tilted" and clean.reading == "tilted"
     clean_msg = last_run_message(app)
     assert not clean_msg.needs_review and clean_msg.reading == "tilted"
     # The threshold that decided the calls travels with them: the classifier's well threshold.
-    assert clean_msg.min_confidence == app.get_runtime_settings().well_threshold == 0.5
+    assert clean_msg.min_confidence == app.runtime.get().well_threshold == 0.5
     share = app.settings.share_dir
     before_csv = share_state(share)
     assert before_csv, "the clean read wrote the sample's CSV"
-    before = app.get_sample("S-001")
+    before = app.runs.get_sample("S-001")
 
     grey = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
     held_id = submit(app, jpeg(grey))
-    held = app.get_run(held_id)
+    held = app.runs.get_run(held_id)
     assert held.needs_review and "not_a_plate" in held.review_reasons
     assert held.status == "current" and held.rows_counted == 0 and len(held.rows) == 8
     assert all("review" in r.flags and not r.counted for r in held.rows)
-    assert app.get_run(first).status == "current"  # the clean read still stands
-    after = app.get_sample("S-001")
+    assert app.runs.get_run(first).status == "current"  # the clean read still stands
+    after = app.runs.get_sample("S-001")
     assert (after.plates, after.rows_total, after.distribution) == (
         before.plates,
         before.rows_total,
         before.distribution,
     )
     assert share_state(share) == before_csv  # no LabWare CSV for the held read
-    listed = {r.run_id: r for r in app.list_runs(limit=10).items}
+    listed = {r.run_id: r for r in app.runs.list_runs(limit=10).items}
     assert listed[held_id].needs_review and listed[held_id].review_reasons == held.review_reasons
     msg = last_run_message(app)
     assert msg.run_id.hex == held_id.replace("-", "")
@@ -99,7 +101,7 @@ def test_a_held_read_is_stored_and_shown_but_changes_nothing(app: Appliance) -> 
 
 
 def test_status_names_the_classifier(app: Appliance) -> None:
-    status = app.status()
+    status = app.health.status()
     assert status.classifier is not None
     assert status.classifier["name"] == "test-wells" and status.classifier["backend"] == "onnx"
     assert status.classifier["precision"] == "int8"  # auto, on the CPU
@@ -116,26 +118,26 @@ def test_a_held_reread_supersedes_nothing(app: Appliance) -> None:
         image_width=WIDTH + 100,
         image_height=HEIGHT,
     )
-    app.set_calibration(moved.scaled(WIDTH, HEIGHT), actor="sup")
-    ticket = app.reread(first, actor="sup")
-    state = app.wait(ticket.id, 30)
+    app.calibration.set(moved.scaled(WIDTH, HEIGHT), actor="sup")
+    ticket = app.runs.reread(first, actor="sup")
+    state = app.intake.wait(ticket.id, 30)
     assert state.state == "done" and state.run_id
-    again = app.get_run(state.run_id)
+    again = app.runs.get_run(state.run_id)
     assert again.needs_review and again.rows_counted == 0
-    old = app.get_run(first)
+    old = app.runs.get_run(first)
     assert old.status == "current" and old.superseded_by is None
     assert [e.kind for e in outbox.pending(app.store)] == ["run", "run"]
     assert last_run_message(app).supersedes is None
     assert share_state(app.settings.share_dir) == before_csv
-    assert app.get_sample("S-001").plates == 1
+    assert app.runs.get_sample("S-001").plates == 1
 
 
 def test_reading_mode_is_a_runtime_setting_and_the_calibration_wins(app: Appliance) -> None:
-    app.update_runtime_settings(RuntimeSettingsPatch(reading="untilted"), actor="sup")
-    run = app.get_run(submit(app, jpeg(plate_image(PLATE_A))))
+    app.runtime.update(RuntimeSettingsPatch(reading="untilted"), actor="sup")
+    run = app.runs.get_run(submit(app, jpeg(plate_image(PLATE_A))))
     assert run.reading == "untilted"
-    app.set_calibration(GRID.model_copy(update={"reading": "tilted"}), actor="sup")
-    run = app.get_run(submit(app, jpeg(plate_image([1] * 8)), sample="S-002"))
+    app.calibration.set(GRID.model_copy(update={"reading": "tilted"}), actor="sup")
+    run = app.runs.get_run(submit(app, jpeg(plate_image([1] * 8)), sample="S-002"))
     assert run.reading == "tilted"
 
 
@@ -164,7 +166,7 @@ def test_migration_3_keeps_older_runs_counted(tmp_path: Path) -> None:
 
 def test_a_sample_seen_only_through_held_reads_is_listed_without_a_csv(app: Appliance) -> None:
     held = submit(app, jpeg(np.full((HEIGHT, WIDTH, 3), 90, np.uint8)), sample="S-HELD")
-    sample = app.get_sample("S-HELD")
+    sample = app.runs.get_sample("S-HELD")
     assert sample.plates == 0 and sample.rows_total == 0
     assert [r.run_id for r in sample.runs] == [held] and sample.runs[0].needs_review
     assert sample.csv is not None and not sample.csv.pending

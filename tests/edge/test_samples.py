@@ -39,18 +39,20 @@ def test_sample_plates_give_their_true_endpoints(
     make_app: Callable[..., Appliance], make_settings: SettingsFactory
 ) -> None:
     app = make_app(make_settings(detector={"type": "onnx", "model_dir": str(MODEL)}))
-    assert app.wells is not None, "the well classifier (models/hi-wells) is the default reader"
+    assert app.reading.wells is not None, (
+        "the well classifier (models/hi-wells) is the default reader"
+    )
     exact = total = wells_right = 0
     for entry in samples():
         grid = CalibrationGrid.from_json((SAMPLES / entry["calibration"]).read_text())
         # Each bundled plate is read in its own mode (index.json), as its holder's grid says.
         reading = entry.get("reading", "tilted")
-        app.set_calibration(grid.model_copy(update={"reading": reading}), actor="test")
+        app.calibration.set(grid.model_copy(update={"reading": reading}), actor="test")
         data = (SAMPLES / entry["image"]).read_bytes()
-        t = app.submit_image(data, entry["image"], RunRequest(sample_number="SMP-1"))
-        state = app.wait(t.id, 60)
+        t = app.intake.submit_image(data, entry["image"], RunRequest(sample_number="SMP-1"))
+        state = app.intake.wait(t.id, 60)
         assert state.state == "done", state
-        run = app.get_run(state.run_id or "")
+        run = app.runs.get_run(state.run_id or "")
         truth = json.loads((SAMPLES / entry["truth"]).read_text())
         assert run.model.get("sha256") and run.model.get("backend") == "onnx"
         assert run.reading == reading and not run.needs_review, (entry, run.review_reasons)
@@ -61,14 +63,14 @@ def test_sample_plates_give_their_true_endpoints(
             assert not row.counted or row.endpoint == true_row["endpoint"], (entry, row)
             calls = [w.state for w in run.wells if w.row == row.row]
             wells_right += sum(c == t for c, t in zip(calls, true_row["states"], strict=True))
-        assert app.run_image(run.run_id, "annotated").stat().st_size > 10_000
+        assert app.runs.run_image(run.run_id, "annotated").stat().st_size > 10_000
     assert total == 8 * len(samples())
     # The well classifier's accuracy is in its model card (hi-wells 2.0.0, the first one,
     # read 47/48 endpoints and 542/576 wells of these plates; the bars hold the product's
     # promise on rows, not one model's figures).
     assert exact / total >= 0.95, f"{exact}/{total} rows with the exact endpoint"
     assert wells_right / (12 * total) >= 0.9, f"{wells_right}/{12 * total} wells right"
-    sample = app.get_sample("SMP-1")
+    sample = app.runs.get_sample("SMP-1")
     assert sample.plates == len(samples()) and sample.csv and not sample.csv.pending
 
 

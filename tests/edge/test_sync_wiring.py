@@ -33,7 +33,7 @@ def _wait(check: Callable[[], bool], seconds: float) -> bool:
 
 def test_no_broker_no_worker(app: Appliance) -> None:
     assert app.sync is None
-    status = app.status().sync
+    status = app.health.status().sync
     assert (status.configured, status.connected) == (False, None)
 
 
@@ -54,11 +54,11 @@ def test_configured_sync_publishes_runs_and_reports_its_link(
         )
         app = make_app(settings)
         assert app.sync is not None
-        assert _wait(lambda: bool(app.status().sync.connected), 20), "never connected"
-        ticket = app.submit_image(
+        assert _wait(lambda: bool(app.health.status().sync.connected), 20), "never connected"
+        ticket = app.intake.submit_image(
             jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S-SYNC")
         )
-        state = app.wait(ticket.id, 30)
+        state = app.intake.wait(ticket.id, 30)
         assert state.state == "done"
         message = parse_message(received.get(timeout=30))
         assert isinstance(message, RunMessage)

@@ -17,7 +17,9 @@ def test_censored_titres_say_so(
 ) -> None:
     app = make_app(make_settings(detector=fake_detector(ENDPOINTS)))
     data = jpeg(plate_image(ENDPOINTS))
-    state = app.wait(app.submit_image(data, "p.jpg", RunRequest(sample_number="S-1")).id, 30)
+    state = app.intake.wait(
+        app.intake.submit_image(data, "p.jpg", RunRequest(sample_number="S-1")).id, 30
+    )
     assert state.state == "done" and state.run_id, state
-    rows = app.get_run(state.run_id).rows
+    rows = app.runs.get_run(state.run_id).rows
     assert [r.titre_text for r in rows[:3]] == ["≥ 20480", "< 10", "160"]

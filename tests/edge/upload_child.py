@@ -43,7 +43,7 @@ def main() -> None:
     app.start()
     for i in range(int(sys.argv[2])):
         data = jpeg(plate_image(PLATE_A, seed=500 + i))
-        ticket = app.submit_image(data, f"u{i}.jpg", RunRequest(sample_number="U-1"))
+        ticket = app.intake.submit_image(data, f"u{i}.jpg", RunRequest(sample_number="U-1"))
         print(ticket.id, flush=True)
     print("QUEUED", flush=True)
     while True:

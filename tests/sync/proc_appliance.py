@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.wire import encode_message
     from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
     from tests.sync.world import (
         PROC_PASSWORD_ENV,
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             ack_timeout_s=args.ack_timeout,
             ack_timeout_max_s=max(args.ack_timeout, 120.0),
         )
-        worker = SyncWorker(settings, store=store, site_id=args.site, device_id=args.device)
+        worker = SyncWorker(
+            settings, outbox=Outbox(store), site_id=args.site, device_id=args.device
+        )
         worker.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

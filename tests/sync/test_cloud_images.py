@@ -140,10 +140,10 @@ def test_the_cloud_names_only_images_it_holds(
     )
     app.start()
     try:
-        ticket = app.submit_image(
+        ticket = app.intake.submit_image(
             jpeg(plate_image(PLATE_A)), "p.jpg", RunRequest(sample_number="S1")
         )
-        state = app.wait(ticket.id, 30)
+        state = app.intake.wait(ticket.id, 30)
         assert state.state == "done" and state.run_id, state
         wait_for(lambda: outbox.backlog(app.store)[0] == 0, 60, "an empty outbox")
     finally:

@@ -63,6 +63,7 @@ def test_runs_and_deletions_reach_postgres_and_are_acked(
     broker: Broker, cloud_db: str, ingest: object, tmp_path: Path
 ) -> None:
     from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     acc = broker.devices[0]
@@ -72,7 +73,10 @@ def test_runs_and_deletions_reach_postgres_and_are_acked(
     queue_runs(store, runs)
     queue_events(store, [deletion(runs[3]), deletion(runs[4])])
     worker = SyncWorker(
-        sync_settings(broker.port, acc), store=store, site_id=acc.site, device_id=acc.device
+        sync_settings(broker.port, acc),
+        outbox=Outbox(store),
+        site_id=acc.site,
+        device_id=acc.device,
     )
     worker.start()
     try:
@@ -102,6 +106,7 @@ def test_a_run_the_cloud_refuses_is_rejected_and_not_retried(
     broker: Broker, cloud_db: str, ingest: object, tmp_path: Path
 ) -> None:
     from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     acc, other = broker.devices[0], broker.devices[1]
@@ -111,7 +116,10 @@ def test_a_run_the_cloud_refuses_is_rejected_and_not_retried(
     forged = new_run(template_message(other.site, other.device), "S-2")
     queue_runs(store, [forged, good])
     worker = SyncWorker(
-        sync_settings(broker.port, acc), store=store, site_id=acc.site, device_id=acc.device
+        sync_settings(broker.port, acc),
+        outbox=Outbox(store),
+        site_id=acc.site,
+        device_id=acc.device,
     )
     worker.start()
     try:
@@ -138,13 +146,14 @@ def test_a_run_the_cloud_refuses_is_rejected_and_not_retried(
 def test_status_is_recorded_and_the_will_marks_offline(
     broker: Broker, cloud_db: str, ingest: object, tmp_path: Path
 ) -> None:
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     acc = broker.devices[2]
     store = open_store(tmp_path / "edge.db")
     worker = SyncWorker(
         sync_settings(broker.port, acc),
-        store=store,
+        outbox=Outbox(store),
         site_id=acc.site,
         device_id=acc.device,
         status_info=lambda: {"model": "hi-yolo 1", "backend": "onnx"},

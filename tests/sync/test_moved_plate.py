@@ -97,20 +97,20 @@ def test_both_sides_show_the_same_numbers(
     app.start()
 
     def done(ticket_id: str) -> str:
-        state = app.wait(ticket_id, 30)
+        state = app.intake.wait(ticket_id, 30)
         assert state.state == "done" and state.run_id, state
         return state.run_id
 
     def capture(sample: str, seed: int, plate_id: str | None = None) -> str:
         req = RunRequest(sample_number=sample, plate_id=plate_id)
         data = jpeg(plate_image(PLATE_A, seed=seed))
-        return done(app.submit_image(data, f"{seed}.jpg", req).id)
+        return done(app.intake.submit_image(data, f"{seed}.jpg", req).id)
 
     def agree(expected: dict[str, int]) -> None:
         wait_for(lambda: outbox.backlog(app.store)[0] == 0, 30, "an empty outbox")
         cloud = cloud_samples(cloud_db, acc.site)
         for sample, plates in expected.items():
-            edge = app.get_sample(sample)
+            edge = app.runs.get_sample(sample)
             assert edge.plates == plates, (sample, "edge")
             assert cloud[sample]["plates"] == plates, (sample, "cloud")
             assert cloud[sample]["distribution"] == edge.distribution, sample
@@ -121,11 +121,11 @@ def test_both_sides_show_the_same_numbers(
         capture("S1", seed=2)
         agree({"S1": 2})
         # The operator fixes a mistyped sample number: the plate moves to S2.
-        moved = capture("S2", seed=3, plate_id=app.get_run(first).plate_id)
+        moved = capture("S2", seed=3, plate_id=app.runs.get_run(first).plate_id)
         agree({"S1": 1, "S2": 1})
-        again = done(app.reread(moved, actor="sup").id)
+        again = done(app.runs.reread(moved, actor="sup").id)
         agree({"S1": 1, "S2": 1})
-        app.delete_run(again, actor="sup", reason="cracked plate")
+        app.runs.delete_run(again, actor="sup", reason="cracked plate")
         agree({"S1": 1, "S2": 0})
     finally:
         app.stop()

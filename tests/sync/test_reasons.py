@@ -30,10 +30,13 @@ def wait_reason(worker, code: str, timeout: float = 20.0) -> reasons.Reason:  # 
 
 
 def start_worker(tmp_path: Path, settings, acc: DeviceAccount, device: str | None = None):  # type: ignore[no-untyped-def]
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     store = open_store(tmp_path / "edge.db")
-    worker = SyncWorker(settings, store=store, site_id=acc.site, device_id=device or acc.device)
+    worker = SyncWorker(
+        settings, outbox=Outbox(store), site_id=acc.site, device_id=device or acc.device
+    )
     worker.start()
     return worker, store
 

@@ -85,6 +85,7 @@ def test_a_plate_synced_from_an_appliance_appears_live(
     page, cloud: Cloud, broker: int, ingest: object, tmp_path: Path
 ) -> None:
     from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncSettings, SyncWorker
     from tests.sync.world import new_run, open_store, queue_runs, template_message
 
@@ -117,7 +118,9 @@ def test_a_plate_synced_from_an_appliance_appears_live(
             "reconnect_max_s": 2,
         }
     )
-    worker = SyncWorker(settings, store=store, site_id=bundle["site"], device_id=bundle["device"])
+    worker = SyncWorker(
+        settings, outbox=Outbox(store), site_id=bundle["site"], device_id=bundle["device"]
+    )
     worker.start()
     try:
         # Status and the run arrive through the broker and the ingest worker; the page,

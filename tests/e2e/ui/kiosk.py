@@ -142,7 +142,7 @@ def start_kiosk(tmp: Path, *, calibrate: bool = True, real: bool | None = None) 
     appliance.start()
     try:
         if calibrate:
-            appliance.set_calibration(CalibrationGrid.from_legacy(grid), actor="test-setup")
+            appliance.calibration.set(CalibrationGrid.from_legacy(grid), actor="test-setup")
         app = create_app(appliance)
         mount_ui(app, appliance)
         port = free_port()

@@ -236,7 +236,7 @@ def test_a_missing_camera_is_explained_in_the_chosen_language(
     def dead_camera() -> Any:
         raise CaptureUnavailable(message="The camera is not answering. Check its cable.")
 
-    monkeypatch.setattr(kiosk.appliance.source, "grab", dead_camera)
+    monkeypatch.setattr(kiosk.appliance.intake.source, "grab", dead_camera)
     page.context.add_cookies([{"name": "mp_lang", "value": "th", "url": kiosk.url}])
     page.goto(f"{kiosk.url}/ui/capture")
     page.fill("#sample", "S-400")
@@ -252,7 +252,7 @@ def test_live_preview_streams_mjpeg(
     page: Any, kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frame = plates.plate_image(plates.PLATE_A)
-    monkeypatch.setattr(kiosk.appliance.source, "preview_frame", lambda: frame)
+    monkeypatch.setattr(kiosk.appliance.intake.source, "preview_frame", lambda: frame)
     page.goto(f"{kiosk.url}/ui/capture")
     page.wait_for_selector("#preview:not([hidden])")
     assert page.get_attribute("#preview", "src") == "/api/capture/preview.mjpg"
@@ -381,7 +381,7 @@ def test_the_same_picture_twice_shows_the_earlier_result(
     first = capture(page, kiosk, "S-DUP,,")
     raw = page.context.request.get(f"{kiosk.url}/api/runs/{first}/images/raw").body()
     again = Frame(data=raw, filename="again.jpg", source="files")
-    monkeypatch.setattr(kiosk.appliance.source, "grab", lambda: again)
+    monkeypatch.setattr(kiosk.appliance.intake.source, "grab", lambda: again)
     page.goto(f"{kiosk.url}/ui/capture")
     page.fill("#sample", "S-DUP")
     page.click("#capture-btn")
@@ -436,8 +436,10 @@ def test_a_read_held_for_review_shows_a_banner(page: Any, kiosk: Kiosk) -> None:
     from edge.schemas import RunRequest
 
     grey = cv2.imencode(".jpg", np.full((600, 800, 3), 128, np.uint8))[1].tobytes()
-    ticket = kiosk.appliance.submit_image(grey, "grey.jpg", RunRequest(sample_number="S-REVIEW"))
-    state = kiosk.appliance.wait(ticket.id, READ_TIMEOUT_MS / 1000)
+    ticket = kiosk.appliance.intake.submit_image(
+        grey, "grey.jpg", RunRequest(sample_number="S-REVIEW")
+    )
+    state = kiosk.appliance.intake.wait(ticket.id, READ_TIMEOUT_MS / 1000)
     assert state.state == "done" and state.run_id, state
     page.goto(f"{kiosk.url}/ui/runs/{state.run_id}")
     page.wait_for_selector("#r-review:not([hidden])")

@@ -66,7 +66,7 @@ def test_appliance_refusals_map_to_statuses(
     def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
         raise error
 
-    monkeypatch.setattr(appliance, "capture", refuse)
+    monkeypatch.setattr(appliance.intake, "capture", refuse)
     res = operator.post("/api/capture", json={"sample_number": "S-1"})
     assert res.status_code == status
     err = error_of(res)
@@ -91,7 +91,7 @@ def test_a_bug_is_a_plain_500_without_a_trace(
     def broken(*_a, **_k):  # type: ignore[no-untyped-def]
         raise KeyError("internal detail")
 
-    monkeypatch.setattr(appliance, "list_runs", broken)
+    monkeypatch.setattr(appliance.runs, "list_runs", broken)
     client = TestClient(app, raise_server_exceptions=False)
     sign_in(client)
     res = client.get("/api/runs")

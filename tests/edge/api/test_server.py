@@ -35,7 +35,7 @@ def free_port() -> int:
 def base_url(appliance: Appliance) -> Iterator[str]:
     frame = np.zeros((120, 160, 3), dtype=np.uint8)
     cv2.rectangle(frame, (20, 20), (140, 100), (0, 200, 0), -1)
-    appliance.source.preview_frame = lambda: frame  # type: ignore[method-assign]
+    appliance.intake.source.preview_frame = lambda: frame  # type: ignore[method-assign]
     port = free_port()
     server = build_server(appliance, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -40,12 +40,12 @@ def test_ready_and_metrics_with_the_metrics_token(anon: TestClient, operator: Te
 def test_ready_says_503_when_not_ready(
     app: FastAPI, operator: TestClient, appliance: Appliance
 ) -> None:
-    detector = appliance.detector
-    appliance.detector = None
+    detector = appliance.reading.detector
+    appliance.reading.detector = None
     try:
         res = operator.get("/ready")
     finally:
-        appliance.detector = detector
+        appliance.reading.detector = detector
     assert res.status_code == 503
     assert res.json()["ready"] is False and res.json()["checks"]["detector"] != "ok"
 
@@ -89,7 +89,7 @@ def test_production_mode_without_secrets_refuses_to_start(appliance: Appliance) 
 def _fake_camera(appliance: Appliance) -> None:
     frame = np.zeros((120, 160, 3), dtype=np.uint8)
     cv2.circle(frame, (80, 60), 30, (0, 0, 255), -1)
-    appliance.source.preview_frame = lambda: frame  # type: ignore[method-assign]
+    appliance.intake.source.preview_frame = lambda: frame  # type: ignore[method-assign]
 
 
 def test_preview_jpeg_and_mjpeg(operator: TestClient, appliance: Appliance) -> None:

@@ -52,18 +52,18 @@ def test_camera_that_disappears_is_reported_and_reconnected(
 ) -> None:
     cam = FlakyCamera()
     app = make_app(source=cam)
-    t = app.capture(RunRequest(sample_number="C-1"))
-    assert app.wait(t.id, 30).state == "done"
+    t = app.intake.capture(RunRequest(sample_number="C-1"))
+    assert app.intake.wait(t.id, 30).state == "done"
     cam.plugged = False
     with pytest.raises(CaptureUnavailable) as err:
-        app.capture(RunRequest(sample_number="C-1"))
+        app.intake.capture(RunRequest(sample_number="C-1"))
     assert "camera" in err.value.message.lower()
-    assert app.status().camera.state == "unavailable"
-    assert app.readiness().ready  # the appliance itself is still ready (uploads work)
+    assert app.health.status().camera.state == "unavailable"
+    assert app.health.readiness().ready  # the appliance itself is still ready (uploads work)
     cam.plugged = True
-    t = app.capture(RunRequest(sample_number="C-1"))
-    assert app.wait(t.id, 30).state == "done"
-    assert cam.opened == 2 and app.status().camera.state == "ok"
+    t = app.intake.capture(RunRequest(sample_number="C-1"))
+    assert app.intake.wait(t.id, 30).state == "done"
+    assert cam.opened == 2 and app.health.status().camera.state == "ok"
 
 
 def test_opencv_source_without_device_is_unavailable_not_fatal() -> None:
@@ -87,14 +87,14 @@ def test_preview_is_throttled(
 ) -> None:
     cam = FlakyCamera()
     app = make_app(make_settings(preview_max_fps=2.0), source=cam)
-    first = app.preview_jpeg()
+    first = app.intake.preview_jpeg()
     assert first is not None and first[:2] == b"\xff\xd8"
     reads = cam.reads
     for _ in range(20):
-        assert app.preview_jpeg() == first
+        assert app.intake.preview_jpeg() == first
     assert cam.reads == reads  # no new frame within 0.5 s
     time.sleep(0.55)
-    app.preview_jpeg()
+    app.intake.preview_jpeg()
     assert cam.reads == reads + 1
 
 
@@ -130,10 +130,12 @@ def test_full_queue_says_busy_and_drops_nothing(
     with pytest.raises(Busy) as err:
         for i in range(10):
             data = jpeg(plate_image(PLATE_A, seed=100 + i))
-            tickets.append(app.submit_image(data, f"{i}.jpg", RunRequest(sample_number="B-1")))
+            tickets.append(
+                app.intake.submit_image(data, f"{i}.jpg", RunRequest(sample_number="B-1"))
+            )
     assert err.value.http_status == 503 and err.value.retry_after_s > 0
     assert "busy" in err.value.message.lower()
     assert 2 <= len(tickets) <= 3  # one in the detector, two waiting
     det.release.set()
-    assert all(app.wait(t.id, 30).state == "done" for t in tickets)
-    assert app.get_sample("B-1").plates == len(tickets)
+    assert all(app.intake.wait(t.id, 30).state == "done" for t in tickets)
+    assert app.runs.get_sample("B-1").plates == len(tickets)

@@ -46,9 +46,9 @@ echo "== 4. analyze through TensorRT (the well classifier's fp16 engine on calib
 for img in models/samples/*.jpg; do
   reading=$("$PY" -c "import json,sys; print(next((e.get('reading','tilted') for e in json.load(open('models/samples/index.json')) if e['image']==sys.argv[1]), 'tilted'))" "$(basename "$img")")
   common=(--calibration "${img%.jpg}.calibration.json" --reading "$reading" --json)
-  "$PY" -m edge.analyze analyze "$img" --backend tensorrt --engine-cache "$OUT/engines" \
+  "$PY" -m edge.services.analyze analyze "$img" --backend tensorrt --engine-cache "$OUT/engines" \
     "${common[@]}" >> "$OUT/analyze-tensorrt.jsonl" || status=1
-  "$PY" -m edge.analyze analyze "$img" --backend onnx "${common[@]}" \
+  "$PY" -m edge.services.analyze analyze "$img" --backend onnx "${common[@]}" \
     >> "$OUT/analyze-onnx.jsonl" || status=1
 done
 "$PY" - "$OUT/analyze-tensorrt.jsonl" "$OUT/analyze-onnx.jsonl" <<'PYEOF' || status=1

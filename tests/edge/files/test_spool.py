@@ -59,23 +59,23 @@ def test_start_removes_spool_leftovers_and_replay_leaves_writes_in_flight(
     leftover.write_bytes(b"half")  # cut short by a crash before this start
     app = make_app(settings)
     assert not leftover.exists()
-    in_flight = tmp_name_for(app.spool.path("writing"))
+    in_flight = tmp_name_for(app.intake.spool.path("writing"))
     in_flight.write_bytes(b"still being written")
-    app.replay_spool()
+    app.intake.replay_spool()
     assert in_flight.read_bytes() == b"still being written"
 
 
 def test_finished_plates_leave_the_spool(app: Appliance) -> None:
     from tests.edge.plates import jpeg, plate_image
 
-    t = app.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S"))
-    assert app.wait(t.id, 30).state == "done"
-    bad = app.submit_image(b"garbage", "b.jpg", RunRequest(sample_number="S"))
-    assert app.wait(bad.id, 30).state == "failed"
+    t = app.intake.submit_image(jpeg(plate_image(PLATE_A)), "a.jpg", RunRequest(sample_number="S"))
+    assert app.intake.wait(t.id, 30).state == "done"
+    bad = app.intake.submit_image(b"garbage", "b.jpg", RunRequest(sample_number="S"))
+    assert app.intake.wait(bad.id, 30).state == "failed"
     deadline = time.monotonic() + 5
-    while list(app.spool.folder.glob("*.plate")) and time.monotonic() < deadline:
+    while list(app.intake.spool.folder.glob("*.plate")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not list(app.spool.folder.glob("*.plate"))
+    assert not list(app.intake.spool.folder.glob("*.plate"))
 
 
 def test_uploads_accepted_before_a_kill_are_processed_after_restart(
@@ -105,10 +105,10 @@ def test_uploads_accepted_before_a_kill_are_processed_after_restart(
     assert len(list((settings.data_dir / "spool").glob("*.plate"))) == 4
 
     app = make_app(settings)  # the restart
-    states = [app.wait(t, 30) for t in tickets]  # the same ticket ids answer again
+    states = [app.intake.wait(t, 30) for t in tickets]  # the same ticket ids answer again
     assert [s.state for s in states] == ["done"] * 4
-    assert app.get_sample("U-1").plates == 4
+    assert app.runs.get_sample("U-1").plates == 4
     deadline = time.monotonic() + 5
-    while list(app.spool.folder.glob("*.plate")) and time.monotonic() < deadline:
+    while list(app.intake.spool.folder.glob("*.plate")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not list(app.spool.folder.glob("*.plate"))
+    assert not list(app.intake.spool.folder.glob("*.plate"))

@@ -1,4 +1,10 @@
-"""The watched-folder capture source: a plate reader drops image files into `inbox`.
+"""Intake: every way a plate comes in becomes a ticket on the pipeline's queue.
+
+`Intake` takes camera captures and uploads (each spooled to disk before it is queued, so an
+accepted plate survives a restart: `replay_spool`), files from the watched folder, and serves
+the throttled live preview.
+
+`FolderWatcher`, the watched-folder source: a plate reader drops image files into `inbox`.
 
 A file is submitted once its size and mtime have stayed the same for `stable_s` (the reader has
 finished writing it), and moved to `processed/` only after its run is committed (or to `failed/`
@@ -15,16 +21,24 @@ import logging
 import os
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.config import FolderCaptureSettings
-from edge.errors import ApplianceError, Busy, DiskFull
-from edge.schemas import RunRequest, TicketState
+from edge.errors import ApplianceError, Busy, DiskFull, InvalidInput, NotFound
+from edge.files import images
+from edge.schemas import RunRequest, Ticket, TicketState
+from edge.services.pipeline import Job, check_request, is_disk_full, sha256_of
 
 if TYPE_CHECKING:
-    from edge.ports import IntakeHost
+    from edge.capture import CaptureSource
+    from edge.config import EdgeSettings
+    from edge.files.spool import Spool
+    from edge.ports import DiskGuard, Gate, IntakePort
+    from edge.services.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +49,7 @@ def sample_from_name(path: Path) -> str:
 
 
 class FolderWatcher:
-    def __init__(self, app: IntakeHost, settings: FolderCaptureSettings) -> None:
+    def __init__(self, app: IntakePort, settings: FolderCaptureSettings) -> None:
         self.app = app
         self.settings = settings
         self.inbox = settings.inbox
@@ -156,15 +170,13 @@ class FolderWatcher:
         with self._lock:
             self._inflight.add(path)
         try:
-            from edge.pipeline import check_request
-
             req = check_request(req)
             self.app.submit_bytes(
                 data,
                 path.name,
                 req,
                 source="folder",
-                on_done=lambda ts, p=path: self._done(p, ts),
+                on_done=self._when_done(path),
             )
         except (Busy, DiskFull) as exc:
             with self._lock:
@@ -176,6 +188,12 @@ class FolderWatcher:
             with self._lock:
                 self._inflight.discard(path)
         return True
+
+    def _when_done(self, path: Path) -> Callable[[TicketState], None]:
+        def done(ts: TicketState) -> None:
+            self._done(path, ts)
+
+        return done
 
     def _done(self, path: Path, ts: TicketState) -> None:
         try:
@@ -205,3 +223,168 @@ class FolderWatcher:
             return
         self._seen.pop(path, None)
         logger.info("moved %s to %s", path.name, folder.name)
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        gate: Gate,
+        disk: DiskGuard,
+        pipeline: Pipeline,
+        spool: Spool,
+        source: CaptureSource,
+    ) -> None:
+        self._settings = settings
+        self._gate = gate
+        self._disk = disk
+        self.pipeline = pipeline
+        self.spool = spool
+        self.source = source
+        self._spool_lock = threading.Lock()
+        self._preview: tuple[float, bytes] | None = None
+        self._preview_lock = threading.Lock()
+
+    def capture(self, req: RunRequest) -> Ticket:
+        self._gate.require_started()
+        req = check_request(req)
+        self._disk.check_disk()
+        frame = self.source.grab()
+        return self._submit_spooled(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=frame.data,
+                filename=frame.filename,
+                source=frame.source,
+                sha256=sha256_of(frame.data),
+                captured_at=frame.captured_at,
+                image=frame.image,
+            )
+        )
+
+    def submit_image(self, data: bytes, filename: str, req: RunRequest) -> Ticket:
+        self._gate.require_started()
+        req = check_request(req)
+        if not data:
+            raise InvalidInput(code="empty_image", message="The uploaded file is empty.")
+        return self._submit_spooled(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=data,
+                filename=Path(filename or "upload").name,
+                source="upload",
+                sha256=sha256_of(data),
+                captured_at=datetime.now(timezone.utc),
+            )
+        )
+
+    def _submit_spooled(self, job: Job) -> Ticket:
+        """Queue a plate that exists only in memory, after putting it in the spool."""
+        if self.pipeline.queue.full():
+            self.pipeline.refuse_busy()  # before writing anything
+        self._disk.check_disk()
+        spool = self.spool
+        job.on_done = self._unspool(job.ticket_id)
+        # The lock keeps the spool-retry worker from replaying an entry between put and submit.
+        with self._spool_lock:
+            try:
+                spool.put(
+                    job.ticket_id,
+                    job.data,
+                    req=job.req,
+                    filename=job.filename,
+                    source=job.source,
+                    captured_at=job.captured_at,
+                )
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(message=self._disk.disk_full_message()) from exc
+                raise
+            try:
+                return self.pipeline.submit(job)
+            except ApplianceError:
+                spool.remove(job.ticket_id)
+                raise
+
+    def replay_spool(self) -> int:
+        """Queue again what a previous process had accepted but not finished."""
+        with self._spool_lock:
+            return self._replay_spool()
+
+    def _unspool(self, ticket_id: str) -> Callable[[TicketState], None]:
+        def remove(ts: TicketState) -> None:
+            self.spool.remove(ticket_id)
+
+        return remove
+
+    def _replay_spool(self) -> int:
+        queued = 0
+        for entry in self.spool.entries():
+            if self.pipeline.knows(entry.ticket_id):
+                continue
+            data = entry.data
+            job = Job(
+                ticket_id=entry.ticket_id,
+                req=entry.req,
+                data=data,
+                filename=entry.filename,
+                source=entry.source,
+                sha256=sha256_of(data),
+                captured_at=entry.captured_at,
+                on_done=self._unspool(entry.ticket_id),
+            )
+            try:
+                self.pipeline.submit(job)
+            except ApplianceError as exc:
+                logger.info("spooled plate %s waits: %s", entry.ticket_id, exc.message)
+                break
+            queued += 1
+        if queued:
+            logger.info("re-queued %d plate(s) accepted before a restart", queued)
+        return queued
+
+    def submit_bytes(
+        self,
+        data: bytes,
+        filename: str,
+        req: RunRequest,
+        *,
+        source: str,
+        on_done: Callable[[TicketState], None] | None = None,
+    ) -> Ticket:
+        return self.pipeline.submit(
+            Job(
+                ticket_id=str(uuid.uuid4()),
+                req=req,
+                data=data,
+                filename=filename,
+                source=source,
+                sha256=sha256_of(data),
+                captured_at=datetime.now(timezone.utc),
+                on_done=on_done,
+            )
+        )
+
+    def wait(self, ticket_id: str, timeout: float) -> TicketState:
+        ts = self.pipeline.wait(ticket_id, timeout)
+        if ts is None:
+            raise NotFound(message=f"There is no capture ticket {ticket_id}.")
+        return ts
+
+    def preview_jpeg(self) -> bytes | None:
+        """Throttled to `preview_max_fps`; while a plate is processed the last frame is reused
+        so the preview never takes CPU from inference."""
+        min_gap = 1.0 / self._settings.preview_max_fps
+        with self._preview_lock:
+            cached = self._preview
+            now = time.monotonic()
+            if cached and (now - cached[0] < min_gap or self.pipeline.running):
+                return cached[1]
+            frame = self.source.preview_frame()
+            if frame is None:
+                return cached[1] if cached else None
+            data = images.encode_jpeg(images.thumbnail(frame, self._settings.preview_width), 75)
+            self._preview = (now, data)
+            return data

@@ -18,14 +18,16 @@ from edge.errors import NotFound
 from edge.files.share import ShareError, StagedCsv, WrittenCsv, write_sample_csv
 
 if TYPE_CHECKING:
-    from edge.ports import ExportHost
+    from edge.ports import Host, RuntimeSource
 
 logger = logging.getLogger(__name__)
 
 
 class Exporter:
-    def __init__(self, app: ExportHost) -> None:
+    def __init__(self, app: Host, runtime: RuntimeSource) -> None:
         self.app = app
+        self.runtime = runtime
+        self.share_dir = app.settings.share_dir
         self._lock = threading.Lock()  # one CSV writer: files of one sample never interleave
 
     def export(self, sample_number: str) -> Path:
@@ -37,9 +39,9 @@ class Exporter:
             if summary_json is None:
                 raise NotFound(message=f"There is no sample {sample_number!r} to export.")
             summary = SampleSummary.model_validate_json(summary_json)
-            template = self.app.get_runtime_settings().csv_template
+            template = self.runtime.get().csv_template
             written = write_sample_csv(
-                self.app.share_dir,
+                self.share_dir,
                 summary,
                 template=template,
                 when=datetime.now(timezone.utc),
@@ -61,9 +63,9 @@ class Exporter:
         the sample stays due for the retry worker) when the share is not writable."""
         try:
             staged = StagedCsv(
-                self.app.share_dir,
+                self.share_dir,
                 summary,
-                template=self.app.get_runtime_settings().csv_template,
+                template=self.runtime.get().csv_template,
                 when=datetime.now(timezone.utc),
                 naming=self.app.settings.share.naming,
             )

@@ -4,6 +4,7 @@ over the defaults in `EdgeSettings.runtime`."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from edge.config import EdgeSettings
@@ -55,3 +56,29 @@ def save(store: Store, new: RuntimeSettings, patch: RuntimeSettingsPatch, actor:
         admin.audit(
             db, actor=actor, action="settings.update", detail={k: values[k] for k in changed}
         )
+
+
+class RuntimeSettingsService:
+    """The runtime settings in force: loaded when the store opens, changed by a supervisor (or
+    the cloud's desired config), each change stored and audited."""
+
+    def __init__(self, settings: EdgeSettings, store: Store) -> None:
+        self._settings = settings
+        self._store = store
+        self._current = defaults(settings)
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            self._current = load(self._store, self._settings)
+
+    def get(self) -> RuntimeSettings:
+        with self._lock:
+            return self._current
+
+    def update(self, patch: RuntimeSettingsPatch, actor: str) -> RuntimeSettings:
+        with self._lock:
+            new = apply(self._current, patch)
+            save(self._store, new, patch, actor)
+            self._current = new
+        return new

@@ -10,8 +10,9 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlite_utils import Database
 
 from core.calibration import CalibrationError, CalibrationGrid
@@ -21,6 +22,10 @@ from edge.db.store import Store
 from edge.errors import InvalidInput
 from edge.files.fsutil import atomic_write
 from edge.schemas import CalibrationOut
+
+if TYPE_CHECKING:
+    from edge.capture import CaptureSource
+    from edge.ports import Detecting, Gate, Host
 
 logger = logging.getLogger(__name__)
 
@@ -113,3 +118,63 @@ def propose(
             message=f"The detected wells do not form a regular grid ({exc}). Retry or calibrate "
             "by hand.",
         ) from exc
+
+
+class CalibrationService:
+    """The grid in force: loaded when the store opens, set or removed by a supervisor (file,
+    history row and audit together), or proposed from a frame's detections."""
+
+    def __init__(
+        self,
+        host: Host,
+        gate: Gate,
+        reading: Detecting,
+        source: CaptureSource,
+    ) -> None:
+        self._host = host
+        self._gate = gate
+        self._reading = reading
+        self._source = source
+        self.grid: CalibrationGrid | None = None
+
+    @property
+    def _path(self) -> Path:
+        return self._host.settings.resolved_calibration_path
+
+    def load(self) -> None:
+        self.grid = load(self._path)
+
+    def get(self) -> CalibrationOut | None:
+        return describe(self._host.store, self.grid)
+
+    def set(self, grid: CalibrationGrid, actor: str) -> CalibrationOut:
+        save(self._path, grid)
+        with self._host.store.write() as db:
+            record(db, grid, actor)
+            admin.audit(db, actor=actor, action="calibration.set", detail={"grid_id": grid.grid_id})
+        self.grid = grid
+        self._host.events.publish("calibration.updated", {"grid_id": grid.grid_id})
+        out = self.get()
+        assert out is not None
+        return out
+
+    def delete(self, actor: str) -> None:
+        remove(self._path)
+        with self._host.store.write() as db:
+            record(db, None, actor)
+            admin.audit(db, actor=actor, action="calibration.delete", detail={})
+        self.grid = None
+        self._host.events.publish("calibration.updated", {"grid_id": None})
+
+    def propose(self) -> CalibrationGrid:
+        """A grid from a fresh frame of the camera."""
+        self._gate.require_started()
+        frame = self._source.grab()
+        image = frame.image if frame.image is not None else self._reading.decode(frame.data)
+        return self.propose_from_image(image)
+
+    def propose_from_image(self, image: np.ndarray) -> CalibrationGrid:
+        from edge.detect.plate import detect
+
+        detections, _ = detect(self._reading.require_detector(), image)
+        return propose(detections, image.shape[1], image.shape[0])

@@ -50,7 +50,7 @@ from edge.schemas import ErrorOut, RunRequest, Ticket, TicketState
 
 if TYPE_CHECKING:
     from edge.detect.plate import PlateResult
-    from edge.ports import PipelineHost
+    from edge.ports import DiskGuard, Host, PlateReading, RunCommit
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,20 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 class Pipeline:
-    def __init__(self, app: PipelineHost, capacity: int) -> None:
+    def __init__(
+        self,
+        app: Host,
+        capacity: int,
+        *,
+        disk: DiskGuard,
+        reading: PlateReading,
+        commit: RunCommit,
+    ) -> None:
         self.app = app
+        self._disk = disk
+        self._reading = reading
+        self._commit = commit
+        self._images_dir = app.settings.resolved_images_dir
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
         self.capacity = capacity
         self._tickets: OrderedDict[str, TicketState] = OrderedDict()
@@ -106,7 +118,7 @@ class Pipeline:
 
         # Writes committed display images into run folders after the commit and the CSV.
         def write_images(run_id: str) -> None:
-            app.flush_pending_images(run_id)
+            commit.flush_pending_images(run_id)
 
         self.image_writer = images.BackgroundWriter(write_images)
 
@@ -184,7 +196,7 @@ class Pipeline:
                     sample_number=job.req.sample_number,
                     run_id=existing,
                 )
-        self.app.check_disk()
+        self._disk.check_disk()
         self._set(job.ticket_id, "queued", stage="queued")
         try:
             self.queue.put_nowait(job)
@@ -339,7 +351,7 @@ class Pipeline:
         # The raw image (bytes as received) is written and fsynced while the plate is read.
         job.run_id = str(uuid.uuid4())
         job.raw_folder = images.RawFolder(
-            app.images_dir,
+            self._images_dir,
             job.run_id,
             images.raw_name(Path(job.filename).suffix or ".jpg"),
             job.data,
@@ -348,7 +360,7 @@ class Pipeline:
         self.running = True
         try:
             t0 = time.perf_counter()
-            result = app.read_frame(job.image, job.data)
+            result = self._reading.read_frame(job.image, job.data)
             result.timings_ms["read"] = (time.perf_counter() - t0) * 1e3
         finally:
             self.running = False
@@ -366,7 +378,7 @@ class Pipeline:
             if existing is not None:
                 return existing
         self._set(job.ticket_id, "running", stage="store")
-        app.check_disk()
+        self._disk.check_disk()
         t_read = time.perf_counter()
         run_id = job.run_id
         plate_id = job.plate_id or (
@@ -395,7 +407,7 @@ class Pipeline:
         except OSError as exc:
             self._discard_raw(job)
             if is_disk_full(exc):
-                raise DiskFull(message=app.disk_full_message()) from exc
+                raise DiskFull(message=self._disk.disk_full_message()) from exc
             raise
         job.raw_folder = None  # from here the folder is removed below if the commit fails
         rec = runs.RunRecord(
@@ -426,12 +438,12 @@ class Pipeline:
         commit_timings: dict[str, float] = {}
         try:
             # The transaction, and the sample's CSV: staged alongside, published after it.
-            superseded = app.commit_run(rec, result, derived, commit_timings)
+            superseded = self._commit.commit_run(rec, result, derived, commit_timings)
             job.needs_review = rec.needs_review
         except BaseException as exc:
             images.remove_run_dir(run_dir)
             if is_disk_full(exc):
-                raise DiskFull(message=app.disk_full_message()) from exc
+                raise DiskFull(message=self._disk.disk_full_message()) from exc
             raise
         t_csv = time.perf_counter()
         t_commit = t_csv - commit_timings.get("csv publish", 0.0) / 1e3

@@ -21,7 +21,7 @@ from edge.files import images
 from edge.files.fsutil import disk_usage
 
 if TYPE_CHECKING:
-    from edge.ports import RetentionHost
+    from edge.ports import Host
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ def select_runs(
     return [r.run_id for r in chosen][:limit]
 
 
-def candidates(app: RetentionHost) -> list[Candidate]:
+def candidates(app: Host) -> list[Candidate]:
     return [
         Candidate(run_id, datetime.fromisoformat(at), size, settled, current)
         for run_id, at, size, settled, current in runs.retention_rows(app.store.read())
     ]
 
 
-def run_once(app: RetentionHost) -> list[str]:
+def run_once(app: Host, floor_bytes: int) -> list[str]:
     cfg = app.settings.retention
     free, _ = disk_usage(app.settings.data_dir)
     doomed = select_runs(
@@ -80,7 +80,7 @@ def run_once(app: RetentionHost) -> list[str]:
         now=utcnow(),
         max_age=timedelta(days=cfg.max_age_days),
         free_bytes=free,
-        floor_bytes=app.floor_bytes,
+        floor_bytes=floor_bytes,
         limit=cfg.chunk,
     )
     removed: list[str] = []
@@ -89,7 +89,7 @@ def run_once(app: RetentionHost) -> list[str]:
             image_dir = runs.release(db, run_id)
         if image_dir is None:
             continue
-        images.remove_run_dir(app.images_dir / image_dir)
+        images.remove_run_dir(app.settings.resolved_images_dir / image_dir)
         app.metrics.retention_deleted_total.inc()
         removed.append(run_id)
     if removed:

@@ -1,8 +1,9 @@
 """Narrow ports: what each service needs from the others, and nothing more.
 
-Every service in `edge.services` (and the sync wiring) takes the `Protocol`s below instead of
-the appliance, so none of them imports `edge.app` (not even for typing) and the composition root
-is the only module that knows all of them. A test may hand in any smaller object that fits.
+A service in `edge.services` takes the `Protocol`s below (or, where it needs one whole, a
+sibling service), never the appliance: none of them imports `edge.app`, not even for typing, and
+the composition root is the only module that knows all of them. `edge.sync` sees the database
+only as the `OutboxPort`. A test may hand in any smaller object that fits.
 """
 
 from __future__ import annotations

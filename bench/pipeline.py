@@ -180,6 +180,7 @@ class RunFigures:
     e2e_cpu: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     frames: set[str] = field(default_factory=set)
+    held: int = 0  # runs the plate-quality gate held for review (no CSV is written for them)
     path: str = ""
 
     def add_stage(self, name: str, ms: float) -> None:
@@ -296,7 +297,7 @@ def one_run(args: argparse.Namespace, plates: list[Plate], console: Console) -> 
             assert state.state == "done", state
             for name, ms in stages_of(app.pipeline.last_stages_ms, total).items():
                 figures.add_stage(name, ms)
-            check_precision(app, state.run_id, args)
+            figures.held += check_run(app, state.run_id, args)
             app.pipeline.image_writer.drain()  # not timed, never overlapping the next plate
             figures.add_stage(AFTER, app.pipeline.image_writer.last_ms)
     finally:
@@ -305,16 +306,20 @@ def one_run(args: argparse.Namespace, plates: list[Plate], console: Console) -> 
     return figures
 
 
-def check_precision(app: Appliance, run_id: str | None, args: argparse.Namespace) -> None:
-    """The stored run names the precision the bench pinned (the classifier reports it)."""
-    if args.fake or run_id is None:
-        return
-    row = app.store.read().execute("SELECT model FROM runs WHERE run_id = ?", [run_id]).fetchone()
+def check_run(app: Appliance, run_id: str | None, args: argparse.Namespace) -> bool:
+    """The stored run names the precision the bench pinned; returns whether the plate-quality
+    gate held it for review (a held run writes no CSV)."""
+    row = (
+        app.store.read()
+        .execute("SELECT model, needs_review FROM runs WHERE run_id = ?", [run_id])
+        .fetchone()
+    )
     model = json.loads(row[0])
-    if args.reader == "classifier":
+    if not args.fake and args.reader == "classifier":
         assert model.get("precision") == args.precision, (model, args.precision)
-    else:
+    elif not args.fake:
         assert app.detector.model.precision == args.precision, app.detector.model.precision
+    return bool(row[1])
 
 
 def folder_throughput(
@@ -389,7 +394,8 @@ def main() -> int:
     plates = plates_for(args.plates, args.reader)
     console.print(
         f"{args.runs} runs x {args.plates} plates, reader: {args.reader}, precision: "
-        f"{args.precision}, annotated_max_width {settings_for(args, Path('.')).annotated_max_width}"
+        f"{'fake detector' if args.fake else args.precision}, annotated_max_width "
+        f"{settings_for(args, Path('.')).annotated_max_width}"
         f", {os.cpu_count()} CPUs, load average {loadavg():.2f}"
         + ("  (fsync disabled)" if args.no_fsync else "")
     )
@@ -408,6 +414,13 @@ def main() -> int:
         f"detection measured: {runs[0].path}; frames decoded/photo: "
         + ", ".join(sorted(runs[0].frames))
     )
+    held = sum(r.held for r in runs)
+    if held:
+        console.print(
+            f"{held} of {args.runs * args.plates} runs held for review by the plate-quality gate "
+            "(no CSV is written for them)"
+            + (": without a calibration the grid is uniform" if args.reader == "detector" else "")
+        )
 
     table = Table(title=f"per plate, median of {args.runs} runs' medians (ms)")
     table.add_column("stage")

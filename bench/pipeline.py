@@ -131,7 +131,9 @@ def plates_for(n: int, reader: str, only_first: bool = False) -> list[Plate]:
         samples = samples[:1]
     out = []
     for i in range(n):
-        base = samples[i % len(samples)]
+        # Grouped by photo, so the calibration changes only between groups (not timed, but
+        # its durable writes would otherwise precede every timed plate).
+        base = samples[i * len(samples) // n]
         # Distinct bytes per plate (re-encoded with a one-pixel change) so none is a duplicate.
         img = cv2.imdecode(np.frombuffer(base.data, np.uint8), cv2.IMREAD_COLOR)
         img[0, 0] = (i % 256, i // 256 % 256, 7)

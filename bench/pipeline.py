@@ -74,6 +74,8 @@ STAGES = (
 )
 DETECTION = ("crop / letterbox", "inference", "calls / NMS")
 AFTER = "(after, background) display image files"
+CPU_IMAGES = "images (annotate + 2 JPEG encodes)"
+CPU_COMMIT = "SQLite commit + CSV publish (fsync waits left out)"
 
 
 @dataclass
@@ -181,12 +183,16 @@ class RunFigures:
     detect_cpu: list[float] = field(default_factory=list)
     e2e_cpu: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # CPU ms of stages, one thread
     frames: set[str] = field(default_factory=set)
     held: int = 0  # runs the plate-quality gate held for review (no CSV is written for them)
     path: str = ""
 
     def add_stage(self, name: str, ms: float) -> None:
         self.stages.setdefault(name, []).append(ms)
+
+    def add_cpu(self, name: str, ms: float) -> None:
+        self.cpu.setdefault(name, []).append(ms)
 
     def warm(self, values: list[float]) -> list[float]:
         return values[2:] or values  # the first plates pay for lazy set-up
@@ -237,14 +243,16 @@ def stages_of(last: dict[str, float], total_ms: float) -> dict[str, float]:
     return parts
 
 
-def detection_step(app: Appliance, plate: Plate) -> tuple[Callable[[], Any], str, str]:
+def detection_step(app: Appliance, plate: Plate) -> tuple[Callable[[], Any], str, str, float]:
     """(the detection step on the frame the pipeline would decode, its path's name, the
-    frame's size as decoded / the photo's)."""
+    frame's size as decoded / the photo's, the decode's CPU ms)."""
     det = app.detector
     reader = make_reader(det, grid=app._grid, params=app.get_runtime_settings(), wells=app.wells)
+    c0 = time.thread_time()
     frame, _factor, full, _ms = decode(
         det, plate.data, reader, min_width=app.settings.annotated_max_width
     )
+    decode_cpu = (time.thread_time() - c0) * 1e3
     width, height = full or (frame.shape[1], frame.shape[0])
     size = f"{frame.shape[1]}x{frame.shape[0]}/{width}x{height}"
     if reader.uses_classifier:
@@ -257,6 +265,7 @@ def detection_step(app: Appliance, plate: Plate) -> tuple[Callable[[], Any], str
             f"classifier {wells.model.name} {wells.model.version} {wells.precision} "
             f"({wells.backend})",
             size,
+            decode_cpu,
         )
     model = det.model
     return (
@@ -276,8 +285,9 @@ def one_run(args: argparse.Namespace, plates: list[Plate], console: Console) -> 
         for i, plate in enumerate(plates):
             if plate.grid is not None and app._grid != plate.grid:
                 app.set_calibration(plate.grid, "bench")  # not timed
-            step, figures.path, frame = detection_step(app, plate)
+            step, figures.path, frame, decode_cpu = detection_step(app, plate)
             figures.frames.add(frame)
+            figures.add_cpu("decode (alone)", decode_cpu)
             t0, c0 = time.perf_counter(), time.process_time()
             step()
             figures.detect_ms.append((time.perf_counter() - t0) * 1e3)
@@ -297,8 +307,11 @@ def one_run(args: argparse.Namespace, plates: list[Plate], console: Console) -> 
             figures.e2e_ms.append(total)
             figures.e2e_cpu.append((time.process_time() - c0) * 1e3)
             assert state.state == "done", state
-            for name, ms in stages_of(app.pipeline.last_stages_ms, total).items():
+            last = app.pipeline.last_stages_ms
+            for name, ms in stages_of(last, total).items():
                 figures.add_stage(name, ms)
+            figures.add_cpu(CPU_IMAGES, last.get("cpu.annotate+encode", float("nan")))
+            figures.add_cpu(CPU_COMMIT, last.get("cpu.commit+csv publish", float("nan")))
             figures.held += check_run(app, state.run_id, args)
             app.pipeline.image_writer.drain()  # not timed, never overlapping the next plate
             figures.add_stage(AFTER, app.pipeline.image_writer.last_ms)
@@ -440,6 +453,19 @@ def main() -> int:
     )
     table.add_row("end to end (CPU)", f"{med([med(r.warm(r.e2e_cpu)) for r in runs]):.1f}", "")
     console.print(table)
+    cpu_table = Table(title="CPU time outside the model, its own thread only (median ms)")
+    cpu_table.add_column("stage")
+    cpu_table.add_column("CPU ms", justify="right")
+    cpu_table.add_column("of detection (CPU)", justify="right")
+    detection_cpu = med([med(r.warm(r.detect_cpu)) for r in runs])
+    floor = 0.0
+    for name in ("decode (alone)", CPU_IMAGES, CPU_COMMIT):
+        ms = med([med(r.warm(r.cpu.get(name, []))) for r in runs])
+        floor += ms
+        cpu_table.add_row(name, f"{ms:.1f}", f"{ms / detection_cpu * 100:.0f} %")
+    cpu_table.add_row("these three", f"{floor:.1f}", f"{floor / detection_cpu * 100:.0f} %")
+    cpu_table.add_row("detection alone (all threads)", f"{detection_cpu:.1f}", "")
+    console.print(cpu_table)
 
     def summary(label: str, values: list[float]) -> str:
         return (

@@ -214,7 +214,7 @@ class BackgroundWriter:
     """One thread that runs `write(run_id)` for each submitted run, off the plate's critical
     path. Started on first use; `drain` waits until everything submitted is done."""
 
-    def __init__(self, write: Callable[[str], None]) -> None:
+    def __init__(self, write: Callable[[str], object]) -> None:
         self._write = write
         self._q: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None

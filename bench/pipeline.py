@@ -272,6 +272,7 @@ def detection_step(app: Appliance, plate: Plate) -> tuple[Callable[[], Any], str
         lambda: det.detect(frame),
         f"detector {model.name} {model.version} {getattr(model, 'precision', '?')} ({det.backend})",
         size,
+        decode_cpu,
     )
 
 

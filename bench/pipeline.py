@@ -2,6 +2,7 @@
 
     python bench/pipeline.py [--runs 3] [--plates 30] [--reader classifier|detector]
                              [--precision int8|fp32] [--no-fsync] [--no-folder] [--fake]
+                             [--annotated-max-width N]
 
 What "detection" is depends on the reading path, and the bench says which one it measures:
 - `classifier` (the default path: an appliance with a calibration and the shipped well
@@ -24,8 +25,11 @@ overhead = (end to end - detection) / detection, from the medians over the plate
 with detection measured alone on the same frames just before; the target is <= 25 %. Each of
 `--runs` runs starts a fresh appliance; the summary gives the median of the runs and their
 range, and the load average around each run (the machine may be shared: CPU-time figures are
-far less disturbed by other processes than wall time). Then the plates are dropped into a
-watched folder and the time until the last one is processed gives plates per minute.
+far less disturbed by other processes than wall time). A second table gives the CPU time of
+the three stages outside the model that every plate pays before it is acknowledged (decode,
+measured alone; the display images; the commit with the CSV publish, fsync waits left out)
+against detection's. Then the plates are dropped into a watched folder and the time until the
+last one is processed gives plates per minute.
 """
 
 from __future__ import annotations

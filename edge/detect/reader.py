@@ -231,7 +231,11 @@ class PlateReader:
         width, height = full_size or (frame_w * reduced_by, frame_h * reduced_by)
         grid = self.grid_for(width, height)
         result = self.wells.classify(
-            image_bgr, grid, mode=self.reading, min_confidence=self.well_threshold
+            image_bgr,
+            grid,
+            mode=self.reading,
+            min_confidence=self.well_threshold,
+            test_columns=self.dilution.test_columns(grid.plate_format),
         )
         blank = frame_is_blank(image_bgr, self.review.blank_frame_std)
         shifted = None
@@ -254,7 +258,8 @@ class PlateReader:
             det_agreement = call_agreement(result.calls, theirs)
             timings["cross-check"] = sum(checked.timings_ms.values())
         reasons = review_reasons(
-            result.calls,
+            # the gate judges the classifier's own calls, not the row decode's
+            result.well_calls or result.calls,
             settings=self.review,
             blank=blank,
             nowell=result.nowell,

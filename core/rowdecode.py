@@ -1,0 +1,315 @@
+"""Row decoding: settle a row's well calls with the HI pattern, and count it only when sure.
+
+A well classifier gives each well its own class probabilities. Read well by well, one
+uncertain well leaves its row ``unread`` (the row rule, core/README.md), and one confident
+mistake (an invalid well read as flowing) counts a wrong titre. The row decode reads the row as
+a whole, under an explicit model of the assay:
+
+* **Pattern.** A row is a two-fold dilution series: flowing up to the endpoint, agglutinated
+  after it (endpoint 0..n equally likely). With probability ``reversed_rate`` the row follows
+  the reversed pattern of an HA titration (agglutinated first, flowing after). Each readable
+  well departs from its row's pattern with probability ``skip_rate`` (a skipped well, a lone
+  flowing well past the endpoint), independently.
+* **Invalid wells.** Each well is invalid (empty, bubble, debris) with probability
+  ``invalid_rate``, whatever the pattern; a row with an invalid test well is ``unread``
+  (DOMAIN rule 3).
+* **Evidence.** The classifier's probabilities of ``flowing``, ``agglutinated``, ``invalid``
+  for the well, raised to ``evidence_weight`` (below 1 tempers an over-confident network), are
+  its likelihoods. A well called ``invalid`` at or above the well threshold is taken as invalid
+  (its row is ``unread``, as DOMAIN says); a crop with no well in it (``no_well``) carries no
+  evidence and stays ``unread``, so its row never counts.
+
+The posterior over the row's outcomes (endpoint 0..n with or without a skip, or ``unread``) is
+exact: given the pattern the wells are independent, so each outcome's mass is a product of
+per-well terms (O(n²) per row, pure Python). The most probable outcome **decides** the row only
+when its posterior reaches ``min_posterior`` and it is a readable outcome. Then the row's test
+wells take the most probable states that give that outcome (a well the decode settled or
+changed carries ``low_confidence``: its own crop did not decide it). A row that is not decided
+keeps its per-well calls, and when those would let the row count, its least certain well is made
+``unread`` + ``low_confidence``, so the row is not counted. ``core.titre`` then computes every
+row from the well calls, as it does without the decode: the decode decides wells, never rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.plate import PlateFormat
+from core.wells import WellCall, WellState
+
+# (flowing, agglutinated, invalid) probabilities of one well, from the classifier.
+Evidence = tuple[float, float, float]
+_READABLE = ("flowing", "agglutinated")
+_FLOOR = 1e-6  # no evidence is ever taken as impossible
+
+
+class RowDecodeSettings(BaseModel):
+    """The assay model of the row decode and its decision threshold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(
+        default=True,
+        description="Settle wells with the row's HI pattern; off: every well is read on its own.",
+    )
+    min_posterior: float = Field(
+        default=0.99,
+        gt=0.5,
+        le=1.0,
+        description="A row counts only when its decided outcome (endpoint, skip) has at least "
+        "this posterior probability.",
+    )
+    skip_rate: float = Field(
+        default=0.02,
+        gt=0.0,
+        lt=0.5,
+        description="Chance that a readable well departs from its row's pattern (a skip).",
+    )
+    reversed_rate: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of rows with the reversed (HA titration) pattern.",
+    )
+    invalid_rate: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="Prior chance that a well is invalid."
+    )
+    evidence_weight: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=4.0,
+        description="Exponent on the classifier's probabilities: below 1 trusts them less, "
+        "above 1 more (a network trained with label smoothing is under-confident).",
+    )
+
+
+@dataclass(frozen=True)
+class RowDecode:
+    """The posterior of one row and what the decode decided.
+
+    Positions are 1-based test-column positions (0: no well flows); ``test_columns`` maps them
+    to plate column numbers.
+    """
+
+    row: int
+    test_columns: tuple[int, ...]
+    endpoints: tuple[float, ...]  # P(all test wells readable, endpoint at position k), k = 0..n
+    skipped: tuple[float, ...]  # the part of ``endpoints[k]`` whose row has a skip
+    unread: float  # P(some test well invalid)
+    outcome: tuple[int, bool] | None  # most probable outcome (position, skipped); None: unread
+    posterior: float  # its posterior probability
+    decided: bool  # a readable outcome at or above ``min_posterior``, every well observed
+    states: tuple[WellState, ...] | None  # the decided test-well states, when decided
+
+    @property
+    def endpoint(self) -> int | None:
+        """The decided endpoint as a plate column number (0: none flows); None if undecided."""
+        if not self.decided or self.outcome is None:
+            return None
+        pos = self.outcome[0]
+        return self.test_columns[pos - 1] if pos else 0
+
+
+def _templates(n: int, settings: RowDecodeSettings) -> list[tuple[float, list[bool]]]:
+    """(prior weight, flowing-expected per position) for every pattern the prior allows."""
+    forward = [
+        ((1.0 - settings.reversed_rate) / (n + 1), [i < e for i in range(n)]) for e in range(n + 1)
+    ]
+    if settings.reversed_rate <= 0.0 or n < 2:
+        return forward
+    rev_w = settings.reversed_rate / (n - 1)
+    return forward + [(rev_w, [i >= e for i in range(n)]) for e in range(1, n)]
+
+
+def _likelihood(ev: Evidence | None, weight: float) -> tuple[float, float, float]:
+    if ev is None:
+        return (1.0, 1.0, 1.0)
+    f, a, v = (max(p, _FLOOR) ** weight for p in ev)
+    return (f, a, v)
+
+
+def decode_row(
+    evidence: Sequence[Evidence | None],
+    settings: RowDecodeSettings,
+    *,
+    pinned_invalid: Sequence[bool] | None = None,
+    row: int = 0,
+    test_columns: tuple[int, ...] | None = None,
+) -> RowDecode:
+    """Posterior and decision for one row's test wells (in dilution order).
+
+    ``evidence[i]``: the classifier's (flowing, agglutinated, invalid) probabilities, None for
+    no evidence (such a row is never decided). ``pinned_invalid[i]``: the well is taken as
+    invalid.
+    """
+    n = len(evidence)
+    if n == 0:
+        raise ValueError("a row needs at least one test well")
+    cols = test_columns if test_columns is not None else tuple(range(1, n + 1))
+    if len(cols) != n:
+        raise ValueError("test_columns must name one plate column per test well")
+    pins = list(pinned_invalid) if pinned_invalid is not None else [False] * n
+    q, eps = settings.invalid_rate, settings.skip_rate
+    lik = [_likelihood(ev, settings.evidence_weight) for ev in evidence]
+    ends = [0.0] * (n + 1)
+    skips = [0.0] * (n + 1)
+    total = 0.0
+    best_template: dict[tuple[int, bool], tuple[float, list[bool]]] = {}
+    templates = _templates(n, settings)
+    per_template: list[tuple[float, list[tuple[float, float, float]]]] = []
+    for weight, expect in templates:
+        terms: list[tuple[float, float, float]] = []
+        for i in range(n):
+            lf, la, li = lik[i]
+            pf = (1.0 - eps) if expect[i] else eps
+            if pins[i]:
+                terms.append((0.0, 0.0, q * li))
+            else:
+                terms.append(((1.0 - q) * pf * lf, (1.0 - q) * (1.0 - pf) * la, q * li))
+        z = weight * math.prod(f + a + v for f, a, v in terms)
+        per_template.append((z, terms))
+        total += z
+        # prefix products (flowing only / readable) and suffix products (agglutinated only)
+        pre_f = [1.0] * (n + 1)
+        pre_r = [1.0] * (n + 1)
+        for i, (f, a, _) in enumerate(terms):
+            pre_f[i + 1] = pre_f[i] * f
+            pre_r[i + 1] = pre_r[i] * (f + a)
+        suf_a = [1.0] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            suf_a[i] = suf_a[i + 1] * terms[i][1]
+        masses = {(0, False): weight * suf_a[0]}
+        for k in range(1, n + 1):
+            at = weight * terms[k - 1][0] * suf_a[k]
+            masses[(k, False)] = at * pre_f[k - 1]
+            masses[(k, True)] = at * max(pre_r[k - 1] - pre_f[k - 1], 0.0)
+        for (k, skip), mass in masses.items():
+            ends[k] += mass
+            if skip:
+                skips[k] += mass
+            held = best_template.get((k, skip))
+            if held is None or mass > held[0]:
+                best_template[(k, skip)] = (mass, expect)
+    if total <= 0.0:
+        total = 1.0
+    ends = [e / total for e in ends]
+    skips = [s / total for s in skips]
+    unread = max(0.0, 1.0 - sum(ends))
+    outcomes = {(k, False): ends[k] - skips[k] for k in range(n + 1)}
+    outcomes.update({(k, True): skips[k] for k in range(1, n + 1)})
+    outcome, posterior = max(outcomes.items(), key=lambda kv: kv[1])
+    chosen: tuple[int, bool] | None = outcome
+    if unread > posterior:
+        chosen, posterior = None, unread
+    observed = all(ev is not None for ev in evidence)
+    decided = chosen is not None and observed and posterior >= settings.min_posterior
+    states = None
+    if decided and chosen is not None:
+        states = _states_for(chosen, best_template[chosen][1], lik, eps)
+    return RowDecode(
+        row=row,
+        test_columns=cols,
+        endpoints=tuple(ends),
+        skipped=tuple(skips),
+        unread=unread,
+        outcome=chosen,
+        posterior=posterior,
+        decided=decided,
+        states=states,
+    )
+
+
+def _states_for(
+    outcome: tuple[int, bool],
+    expect: list[bool],
+    lik: list[tuple[float, float, float]],
+    eps: float,
+) -> tuple[WellState, ...]:
+    """The most probable readable states giving ``outcome`` under the pattern ``expect``."""
+    k, skip = outcome
+    n = len(lik)
+    states: list[WellState] = ["agglutinated"] * n
+    if k:
+        states[k - 1] = "flowing"
+        ratios = []
+        for i in range(k - 1):
+            pf = (1.0 - eps) if expect[i] else eps
+            f, a = pf * lik[i][0], (1.0 - pf) * lik[i][1]
+            ratios.append(a / f if f > 0 else math.inf)
+            states[i] = "agglutinated" if skip and a > f else "flowing"
+        if skip and "agglutinated" not in states[: k - 1]:
+            states[max(range(k - 1), key=lambda i: ratios[i])] = "agglutinated"
+    return tuple(states)
+
+
+def evidence_from_probs(probs: Mapping[str, float]) -> Evidence:
+    """(flowing, agglutinated, invalid) from a class -> probability mapping, renormalised over
+    those three (a ``nowell`` share is dropped)."""
+    f = float(probs.get("flowing", 0.0))
+    a = float(probs.get("agglutinated", 0.0))
+    v = float(probs.get("invalid", 0.0))
+    s = f + a + v
+    if not s > 0.0:
+        return (1 / 3, 1 / 3, 1 / 3)
+    return (f / s, a / s, v / s)
+
+
+def decode_plate(
+    calls: Mapping[str, WellCall],
+    evidence: Mapping[str, Evidence],
+    fmt: PlateFormat,
+    test_columns: Sequence[int],
+    settings: RowDecodeSettings,
+) -> tuple[dict[str, WellCall], list[RowDecode]]:
+    """The well calls after the row decode, and each row's posterior.
+
+    ``calls``: the per-well calls (threshold applied: ``unread`` + ``low_confidence`` below it,
+    ``unread`` + ``no_well`` for a crop without a well); ``evidence``: each well's classifier
+    probabilities (wells missing from it carry none). Control columns are left as they are.
+    """
+    out = dict(calls)
+    decodes: list[RowDecode] = []
+    cols = tuple(test_columns)
+    for row in range(fmt.rows):
+        ids = [fmt.well_id(row, c - 1) for c in cols]
+        evs: list[Evidence | None] = []
+        pins: list[bool] = []
+        for wid in ids:
+            call = calls.get(wid)
+            no_well = call is None or "no_well" in call.flags
+            evs.append(None if no_well else evidence.get(wid))
+            pins.append(call is not None and call.state == "invalid")
+        dec = decode_row(evs, settings, pinned_invalid=pins, row=row, test_columns=cols)
+        decodes.append(dec)
+        if dec.decided and dec.states is not None:
+            for wid, state in zip(ids, dec.states, strict=True):
+                call = calls[wid]
+                if call.state == state:
+                    continue
+                flags = (
+                    call.flags
+                    if "low_confidence" in call.flags
+                    else (*call.flags, "low_confidence")
+                )
+                out[wid] = call.model_copy(update={"state": state, "flags": flags})
+            continue
+        row_calls = [calls.get(wid) for wid in ids]
+        if all(c is not None and c.state in _READABLE for c in row_calls):
+            # Undecided, yet every per-well call is readable: core.titre would count the row.
+            weakest = min(ids, key=lambda wid: _support(evidence.get(wid), calls[wid].state))
+            call = calls[weakest]
+            out[weakest] = call.model_copy(
+                update={"state": "unread", "flags": (*call.flags, "low_confidence")}
+            )
+    return out, decodes
+
+
+def _support(ev: Evidence | None, state: WellState) -> float:
+    """How strongly a well's own evidence backs its call (the weakest well is demoted)."""
+    if ev is None:
+        return 0.0
+    return {"flowing": ev[0], "agglutinated": ev[1], "invalid": ev[2]}.get(state, 0.0)

@@ -21,8 +21,9 @@ a whole, under an explicit model of the assay:
 
 The posterior over the row's outcomes (endpoint 0..n with or without a skip, or ``unread``) is
 exact: given the pattern the wells are independent, so each outcome's mass is a product of
-per-well terms (O(n²) per row, pure Python). The most probable outcome **decides** the row only
-when its posterior reaches ``min_posterior`` and it is a readable outcome. Then the row's test
+per-well terms (O(n²) per row, pure Python). The most probable endpoint **decides** the row only
+when its posterior reaches ``min_posterior`` and it is readable (with ``skip_matters``, when
+the counting policy excludes skipped rows, the skip flag must be as sure). Then the row's test
 wells take the most probable states that give that outcome (a well the decode settled or
 changed carries ``low_confidence``: its own crop did not decide it). A row that is not decided
 keeps its per-well calls, and when those would let the row count, its least certain well is made
@@ -60,8 +61,8 @@ class RowDecodeSettings(BaseModel):
         default=0.99,
         gt=0.5,
         le=1.0,
-        description="A row counts only when its decided outcome (endpoint, skip) has at least "
-        "this posterior probability.",
+        description="A row counts only when its decided endpoint (and skip flag, where the "
+        "counting policy excludes skipped rows) has at least this posterior probability.",
     )
     skip_rate: float = Field(
         default=0.02,
@@ -101,7 +102,7 @@ class RowDecode:
     skipped: tuple[float, ...]  # the part of ``endpoints[k]`` whose row has a skip
     unread: float  # P(some test well invalid)
     outcome: tuple[int, bool] | None  # most probable outcome (position, skipped); None: unread
-    posterior: float  # its posterior probability
+    posterior: float  # its posterior (of the endpoint alone unless the skip matters)
     decided: bool  # a readable outcome at or above ``min_posterior``, every well observed
     states: tuple[WellState, ...] | None  # the decided test-well states, when decided
 
@@ -139,12 +140,14 @@ def decode_row(
     pinned_invalid: Sequence[bool] | None = None,
     row: int = 0,
     test_columns: tuple[int, ...] | None = None,
+    skip_matters: bool = False,
 ) -> RowDecode:
     """Posterior and decision for one row's test wells (in dilution order).
 
     ``evidence[i]``: the classifier's (flowing, agglutinated, invalid) probabilities, None for
     no evidence (such a row is never decided). ``pinned_invalid[i]``: the well is taken as
-    invalid.
+    invalid. The decision is on the endpoint (the skip flag is the more probable one), or on
+    (endpoint, skip) with ``skip_matters`` (the counting policy excludes skipped rows).
     """
     n = len(evidence)
     if n == 0:
@@ -199,8 +202,11 @@ def decode_row(
     ends = [e / total for e in ends]
     skips = [s / total for s in skips]
     unread = max(0.0, 1.0 - sum(ends))
-    outcomes = {(k, False): ends[k] - skips[k] for k in range(n + 1)}
-    outcomes.update({(k, True): skips[k] for k in range(1, n + 1)})
+    if skip_matters:  # the skip flag changes whether the row counts: it must be sure too
+        outcomes = {(k, False): ends[k] - skips[k] for k in range(n + 1)}
+        outcomes.update({(k, True): skips[k] for k in range(1, n + 1)})
+    else:  # only the endpoint changes what counts; the flag is the more probable one
+        outcomes = {(k, skips[k] > ends[k] - skips[k]): ends[k] for k in range(n + 1)}
     outcome, posterior = max(outcomes.items(), key=lambda kv: kv[1])
     chosen: tuple[int, bool] | None = outcome
     if unread > posterior:
@@ -264,6 +270,8 @@ def decode_plate(
     fmt: PlateFormat,
     test_columns: Sequence[int],
     settings: RowDecodeSettings,
+    *,
+    skip_matters: bool = False,
 ) -> tuple[dict[str, WellCall], list[RowDecode]]:
     """The well calls after the row decode, and each row's posterior.
 
@@ -283,7 +291,14 @@ def decode_plate(
             no_well = call is None or "no_well" in call.flags
             evs.append(None if no_well else evidence.get(wid))
             pins.append(call is not None and call.state == "invalid")
-        dec = decode_row(evs, settings, pinned_invalid=pins, row=row, test_columns=cols)
+        dec = decode_row(
+            evs,
+            settings,
+            pinned_invalid=pins,
+            row=row,
+            test_columns=cols,
+            skip_matters=skip_matters,
+        )
         decodes.append(dec)
         if dec.decided and dec.states is not None:
             for wid, state in zip(ids, dec.states, strict=True):

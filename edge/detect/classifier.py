@@ -138,11 +138,13 @@ class WellClassifier:
         mode: ReadingMode,
         min_confidence: float,
         test_columns: Sequence[int] | None = None,
+        skip_matters: bool = False,
         decode: bool = True,
     ) -> ClassifiedWells:
         """Call every well of `grid` (in full-size pixels); `image_bgr` may be a reduced frame.
         `test_columns`: the plate column numbers of the dilution series, which the row decode
-        reads (default: every column); `decode=False` skips the decode."""
+        reads (default: every column); `skip_matters`: the counting policy excludes skipped
+        rows, so the decode must be sure of the skip flag too; `decode=False`: no decode."""
         t0 = time.perf_counter()
         crops = crop_wells(image_bgr, grid, size=self.model.size, scale=self.model.crop_scale)
         t1 = time.perf_counter()
@@ -158,7 +160,12 @@ class WellClassifier:
                 tuple(test_columns) if test_columns is not None else tuple(range(1, fmt.cols + 1))
             )
             decoded, decodes = decode_plate(
-                well_calls, evidence_of(probs, net.classes, well_calls), fmt, cols, self.row_decode
+                well_calls,
+                evidence_of(probs, net.classes, well_calls),
+                fmt,
+                cols,
+                self.row_decode,
+                skip_matters=skip_matters,
             )
             calls, rows = decoded, tuple(decodes)
         agreement = None

@@ -236,6 +236,7 @@ class PlateReader:
             mode=self.reading,
             min_confidence=self.well_threshold,
             test_columns=self.dilution.test_columns(grid.plate_format),
+            skip_matters=self.policy.skipped == "exclude",
         )
         blank = frame_is_blank(image_bgr, self.review.blank_frame_std)
         shifted = None

@@ -104,6 +104,7 @@ def read_calls(
     *,
     decode: RowDecodeSettings | None = None,
     dilution: DilutionSettings | None = None,
+    skip_matters: bool = False,
 ) -> tuple[dict[str, WellCall], list[RowDecode]]:
     """The well calls per well (``decode`` None or disabled), or after the row decode; the
     row posteriors (empty per well). ``dilution`` names the test columns the decode reads."""
@@ -115,7 +116,7 @@ def read_calls(
         for well_id, p in zip(calls, probs, strict=True)
     }
     test_columns = (dilution or DilutionSettings()).test_columns(PLATE_96)
-    return decode_plate(calls, evidence, PLATE_96, test_columns, decode)
+    return decode_plate(calls, evidence, PLATE_96, test_columns, decode, skip_matters=skip_matters)
 
 
 def calls_from_states(states: list[str]) -> dict[str, WellCall]:

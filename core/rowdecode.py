@@ -101,6 +101,7 @@ class RowDecode:
     endpoints: tuple[float, ...]  # P(all test wells readable, endpoint at position k), k = 0..n
     skipped: tuple[float, ...]  # the part of ``endpoints[k]`` whose row has a skip
     unread: float  # P(some test well invalid)
+    wells: tuple[Evidence, ...]  # each test well's posterior (flowing, agglutinated, invalid)
     outcome: tuple[int, bool] | None  # most probable outcome (position, skipped); None: unread
     posterior: float  # its posterior (of the endpoint alone unless the skip matters)
     decided: bool  # a readable outcome at or above ``min_posterior``, every well observed
@@ -162,9 +163,8 @@ def decode_row(
     skips = [0.0] * (n + 1)
     total = 0.0
     best_template: dict[tuple[int, bool], tuple[float, list[bool]]] = {}
-    templates = _templates(n, settings)
-    per_template: list[tuple[float, list[tuple[float, float, float]]]] = []
-    for weight, expect in templates:
+    marg = [[0.0, 0.0, 0.0] for _ in range(n)]
+    for weight, expect in _templates(n, settings):
         terms: list[tuple[float, float, float]] = []
         for i in range(n):
             lf, la, li = lik[i]
@@ -174,8 +174,13 @@ def decode_row(
             else:
                 terms.append(((1.0 - q) * pf * lf, (1.0 - q) * (1.0 - pf) * la, q * li))
         z = weight * math.prod(f + a + v for f, a, v in terms)
-        per_template.append((z, terms))
         total += z
+        for i, (f, a, v) in enumerate(terms):
+            s = f + a + v
+            if s > 0.0:
+                marg[i][0] += z * f / s
+                marg[i][1] += z * a / s
+                marg[i][2] += z * v / s
         # prefix products (flowing only / readable) and suffix products (agglutinated only)
         pre_f = [1.0] * (n + 1)
         pre_r = [1.0] * (n + 1)
@@ -202,6 +207,7 @@ def decode_row(
     ends = [e / total for e in ends]
     skips = [s / total for s in skips]
     unread = max(0.0, 1.0 - sum(ends))
+    wells = tuple((m[0] / total, m[1] / total, m[2] / total) for m in marg)
     if skip_matters:  # the skip flag changes whether the row counts: it must be sure too
         outcomes = {(k, False): ends[k] - skips[k] for k in range(n + 1)}
         outcomes.update({(k, True): skips[k] for k in range(1, n + 1)})
@@ -222,6 +228,7 @@ def decode_row(
         endpoints=tuple(ends),
         skipped=tuple(skips),
         unread=unread,
+        wells=wells,
         outcome=chosen,
         posterior=posterior,
         decided=decided,
@@ -315,16 +322,21 @@ def decode_plate(
         row_calls = [calls.get(wid) for wid in ids]
         if all(c is not None and c.state in _READABLE for c in row_calls):
             # Undecided, yet every per-well call is readable: core.titre would count the row.
-            weakest = min(ids, key=lambda wid: _support(evidence.get(wid), calls[wid].state))
-            call = calls[weakest]
-            out[weakest] = call.model_copy(
+            # The call the row's posterior backs least loses it (most often the likely invalid
+            # well, or the uncertain one that moves the endpoint).
+            weakest = min(
+                range(len(ids)), key=lambda i: _support(dec.wells[i], calls[ids[i]].state)
+            )
+            wid = ids[weakest]
+            call = calls[wid]
+            out[wid] = call.model_copy(
                 update={"state": "unread", "flags": (*call.flags, "low_confidence")}
             )
     return out, decodes
 
 
-def _support(ev: Evidence | None, state: WellState) -> float:
-    """How strongly a well's own evidence backs its call (the weakest well is demoted)."""
-    if ev is None:
-        return 0.0
-    return {"flowing": ev[0], "agglutinated": ev[1], "invalid": ev[2]}.get(state, 0.0)
+def _support(posterior: Evidence, state: WellState) -> float:
+    """The posterior probability of a well's call."""
+    return {"flowing": posterior[0], "agglutinated": posterior[1], "invalid": posterior[2]}.get(
+        state, 0.0
+    )

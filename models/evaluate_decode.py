@@ -36,16 +36,35 @@ READS = ("per well", "row decode")
 
 
 def plate_probs(
-    models: list[WellsModel], seed: int, plates: int
+    models: list[WellsModel], seed: int, plates: int, cache: Path | None = None
 ) -> list[tuple[list[str], dict[str, np.ndarray]]]:
-    """Each plate's true states and every model's probabilities (rendered once)."""
+    """Each plate's true states and every model's probabilities (rendered once; kept in
+    ``cache``, an .npz, when given, and read back from it when it holds the same plates)."""
     out = []
     mode = models[0].mode
+    key = f"{mode}-{seed}-{plates}-" + "-".join(m.precision for m in models)
+    if cache is not None and cache.is_file():
+        held = np.load(cache, allow_pickle=False)
+        if f"{key}/states" in held:
+            states_all = held[f"{key}/states"]
+            return [
+                (
+                    [str(s) for s in states_all[i]],
+                    {m.precision: held[f"{key}/{m.precision}"][i] for m in models},
+                )
+                for i in range(plates)
+            ]
     for index in range(plates):
         sample = render_plate_v2(seed, index, mode=mode)
         grid = CalibrationGrid.from_legacy(sample.calibration)
         states = [w["state"] for w in sample.wells]
         out.append((states, {m.precision: m.probs(sample.image, grid) for m in models}))
+    if cache is not None:
+        arrays = dict(np.load(cache, allow_pickle=False)) if cache.is_file() else {}
+        arrays[f"{key}/states"] = np.array([s for s, _ in out])
+        for m in models:
+            arrays[f"{key}/{m.precision}"] = np.stack([p[m.precision] for _, p in out])
+        np.savez_compressed(cache, **arrays)
     return out
 
 
@@ -105,11 +124,11 @@ def tune(
     """Every combination of the sweep on the tuning stream, best first: fewest wrong counted
     titres (summed over modes and precisions), then most exact endpoints."""
     grid = {
-        "min_posterior": (0.9, 0.95, 0.98, 0.99, 0.995),
+        "min_posterior": (0.98, 0.99, 0.995, 0.999),
         "skip_rate": (0.01, 0.03),
-        "invalid_rate": (0.01, 0.03, 0.1),
-        "evidence_weight": (0.7, 1.0, 1.5, 2.0),
-        "reversed_rate": (0.0, 0.1),
+        "invalid_rate": (0.1, 0.2, 0.3),
+        "evidence_weight": (1.5, 2.0, 3.0),
+        "reversed_rate": (0.1,),
     }
     found = []
     for values in itertools.product(*grid.values()):
@@ -141,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=(*READING_MODES, "both"), default="both")
     parser.add_argument("--threshold", type=float, default=DEFAULT_MIN_CONFIDENCE)
     parser.add_argument("--tune", action="store_true", help="sweep on the tuning stream")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the probabilities (.npz)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.plates < 1:
@@ -151,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     per_mode = {}
     for mode in modes:
         models = [WellsModel.load(args.model, mode, p) for p in precisions]
-        per_mode[mode] = (models[0].classes, plate_probs(models, seeds[mode], args.plates))
+        data = plate_probs(models, seeds[mode], args.plates, args.cache)
+        per_mode[mode] = (models[0].classes, data)
     if args.tune:
+        for mode, (classes, data) in per_mode.items():
+            for precision in precisions:
+                r = score(data, precision, classes, args.threshold, None)
+                print(line(mode, precision, "per well", r))
         found = tune(per_mode, args.threshold)
         for f in found[:15]:
             print(json.dumps(f))

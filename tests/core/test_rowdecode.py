@@ -32,7 +32,7 @@ STATE = {"F": "flowing", "A": "agglutinated", "I": "invalid"}
 
 def brute_force(
     evidence: list[Evidence], s: RowDecodeSettings
-) -> tuple[dict[tuple[int, bool], float], float]:
+) -> tuple[dict[tuple[int, bool], float], float, list[list[float]]]:
     """Every (flowing | agglutinated | invalid)^n row under the same prior, outcome by the
     DOMAIN rule 3 reading of the states."""
     n = len(evidence)
@@ -40,6 +40,7 @@ def brute_force(
     templates += [(s.reversed_rate / (n - 1), [i >= e for i in range(n)]) for e in range(1, n)]
     outcomes: dict[tuple[int, bool], float] = {}
     unread = total = 0.0
+    wells = [[0.0, 0.0, 0.0] for _ in evidence]
     for seq in itertools.product("FAI", repeat=n):
         prior = 0.0
         for weight, expect in templates:
@@ -55,6 +56,8 @@ def brute_force(
         )
         mass = prior * lik
         total += mass
+        for i, x in enumerate(seq):
+            wells[i]["FAI".index(x)] += mass
         if "I" in seq:
             unread += mass
             continue
@@ -62,7 +65,8 @@ def brute_force(
         k = flowing[-1] if flowing else 0
         key = (k, "A" in seq[: max(k - 1, 0)])
         outcomes[key] = outcomes.get(key, 0.0) + mass
-    return {k: v / total for k, v in outcomes.items()}, unread / total
+    marginals = [[m / total for m in w] for w in wells]
+    return {k: v / total for k, v in outcomes.items()}, unread / total, marginals
 
 
 @pytest.mark.parametrize(
@@ -76,7 +80,7 @@ def brute_force(
 def test_posterior_is_the_models_exactly(evidence: list[Evidence]) -> None:
     s = RowDecodeSettings(skip_rate=0.05, invalid_rate=0.08, reversed_rate=0.2, evidence_weight=1.5)
     dec = decode_row(evidence, s)
-    want, unread = brute_force(evidence, s)
+    want, unread, marginals = brute_force(evidence, s)
     assert dec.unread == pytest.approx(unread, rel=1e-9, abs=1e-12)
     for k in range(len(evidence) + 1):
         assert dec.endpoints[k] == pytest.approx(
@@ -84,6 +88,8 @@ def test_posterior_is_the_models_exactly(evidence: list[Evidence]) -> None:
         )
         assert dec.skipped[k] == pytest.approx(want.get((k, True), 0.0), rel=1e-9, abs=1e-12)
     assert sum(dec.endpoints) + dec.unread == pytest.approx(1.0)
+    for got, wanted in zip(dec.wells, marginals, strict=True):
+        assert got == pytest.approx(tuple(wanted), rel=1e-9, abs=1e-12)
 
 
 def calls_of(

@@ -36,6 +36,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import mul
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,15 +118,13 @@ class RowDecode:
         return self.test_columns[pos - 1] if pos else 0
 
 
-def _templates(n: int, settings: RowDecodeSettings) -> list[tuple[float, list[bool]]]:
-    """(prior weight, flowing-expected per position) for every pattern the prior allows."""
-    forward = [
-        ((1.0 - settings.reversed_rate) / (n + 1), [i < e for i in range(n)]) for e in range(n + 1)
-    ]
+def _templates(n: int, settings: RowDecodeSettings) -> list[tuple[float, int, bool]]:
+    """(prior weight, boundary e, reversed) for every pattern the prior allows: forward rows
+    expect flowing at positions < e, reversed (HA) rows at positions >= e."""
+    forward = [((1.0 - settings.reversed_rate) / (n + 1), e, False) for e in range(n + 1)]
     if settings.reversed_rate <= 0.0 or n < 2:
         return forward
-    rev_w = settings.reversed_rate / (n - 1)
-    return forward + [(rev_w, [i >= e for i in range(n)]) for e in range(1, n)]
+    return forward + [(settings.reversed_rate / (n - 1), e, True) for e in range(1, n)]
 
 
 def _likelihood(ev: Evidence | None, weight: float) -> tuple[float, float, float]:
@@ -159,55 +159,51 @@ def decode_row(
     pins = list(pinned_invalid) if pinned_invalid is not None else [False] * n
     q, eps = settings.invalid_rate, settings.skip_rate
     lik = [_likelihood(ev, settings.evidence_weight) for ev in evidence]
+    # Each well's (flowing, agglutinated, invalid) prior x likelihood when its pattern expects
+    # flowing (exp_f) or agglutinated (exp_a); a pinned well can only be invalid.
+    exp_f: list[tuple[float, float, float]] = []
+    exp_a: list[tuple[float, float, float]] = []
+    for (lf, la, li), pin in zip(lik, pins, strict=True):
+        if pin:
+            exp_f.append((0.0, 0.0, q * li))
+            exp_a.append((0.0, 0.0, q * li))
+        else:
+            r = 1.0 - q
+            exp_f.append((r * (1.0 - eps) * lf, r * eps * la, q * li))
+            exp_a.append((r * eps * lf, r * (1.0 - eps) * la, q * li))
     ends = [0.0] * (n + 1)
     skips = [0.0] * (n + 1)
     total = 0.0
-    best_template: dict[tuple[int, bool], tuple[float, list[bool]]] = {}
-    marg = [[0.0, 0.0, 0.0] for _ in range(n)]
-    for weight, expect in _templates(n, settings):
-        terms: list[tuple[float, float, float]] = []
-        for i in range(n):
-            lf, la, li = lik[i]
-            pf = (1.0 - eps) if expect[i] else eps
-            if pins[i]:
-                terms.append((0.0, 0.0, q * li))
-            else:
-                terms.append(((1.0 - q) * pf * lf, (1.0 - q) * (1.0 - pf) * la, q * li))
-        z = weight * math.prod(f + a + v for f, a, v in terms)
+    uses_f = [0.0] * (n + 1)  # difference array: prior mass of the patterns expecting flowing
+    per_template: list[tuple[float, int, bool, list[float], list[float]]] = []
+    for weight, e, rev in _templates(n, settings):
+        terms = exp_a[:e] + exp_f[e:] if rev else exp_f[:e] + exp_a[e:]
+        fs = [t[0] for t in terms]
+        rs = [t[0] + t[1] for t in terms]
+        z = weight * math.prod(t[0] + t[1] + t[2] for t in terms)
         total += z
-        for i, (f, a, v) in enumerate(terms):
-            s = f + a + v
-            if s > 0.0:
-                marg[i][0] += z * f / s
-                marg[i][1] += z * a / s
-                marg[i][2] += z * v / s
-        # prefix products (flowing only / readable) and suffix products (agglutinated only)
-        pre_f = [1.0] * (n + 1)
-        pre_r = [1.0] * (n + 1)
-        for i, (f, a, _) in enumerate(terms):
-            pre_f[i + 1] = pre_f[i] * f
-            pre_r[i + 1] = pre_r[i] * (f + a)
-        suf_a = [1.0] * (n + 1)
-        for i in range(n - 1, -1, -1):
-            suf_a[i] = suf_a[i + 1] * terms[i][1]
-        masses = {(0, False): weight * suf_a[0]}
-        for k in range(1, n + 1):
-            at = weight * terms[k - 1][0] * suf_a[k]
-            masses[(k, False)] = at * pre_f[k - 1]
-            masses[(k, True)] = at * max(pre_r[k - 1] - pre_f[k - 1], 0.0)
-        for (k, skip), mass in masses.items():
-            ends[k] += mass
-            if skip:
-                skips[k] += mass
-            held = best_template.get((k, skip))
-            if held is None or mass > held[0]:
-                best_template[(k, skip)] = (mass, expect)
+        lo, hi = (e, n) if rev else (0, e)
+        uses_f[lo] += z
+        uses_f[hi] -= z
+        pre_f = list(accumulate(fs, mul, initial=1.0))  # pre_f[k] = product of fs[:k]
+        pre_r = list(accumulate(rs, mul, initial=1.0))
+        suf_a = list(accumulate(reversed([t[1] for t in terms]), mul, initial=1.0))[::-1]
+        # endpoint k (1..n): well k flows, every later one is agglutinated, earlier ones are
+        # all flowing (no skip) or readable with at least one agglutinated (skip)
+        at = [weight * f * sa for f, sa in zip(fs, suf_a[1:], strict=True)]
+        clean = [x * p for x, p in zip(at, pre_f, strict=False)]
+        skipped = [x * max(r - p, 0.0) for x, r, p in zip(at, pre_r, pre_f, strict=False)]
+        per_template.append((weight * suf_a[0], e, rev, clean, skipped))
+        ends[0] += weight * suf_a[0]
+        for k in range(n):
+            ends[k + 1] += clean[k] + skipped[k]
+            skips[k + 1] += skipped[k]
     if total <= 0.0:
         total = 1.0
-    ends = [e / total for e in ends]
-    skips = [s / total for s in skips]
+    ends = [x / total for x in ends]
+    skips = [x / total for x in skips]
     unread = max(0.0, 1.0 - sum(ends))
-    wells = tuple((m[0] / total, m[1] / total, m[2] / total) for m in marg)
+    wells = _marginals(exp_f, exp_a, list(accumulate(uses_f[:n])), total)
     if skip_matters:  # the skip flag changes whether the row counts: it must be sure too
         outcomes = {(k, False): ends[k] - skips[k] for k in range(n + 1)}
         outcomes.update({(k, True): skips[k] for k in range(1, n + 1)})
@@ -221,7 +217,14 @@ def decode_row(
     decided = chosen is not None and observed and posterior >= settings.min_posterior
     states = None
     if decided and chosen is not None:
-        states = _states_for(chosen, best_template[chosen][1], lik, eps)
+        k, skip = chosen
+        # the pattern that gives the decided outcome the most mass sets the other wells
+        best = max(
+            per_template,
+            key=lambda t: t[0] if k == 0 else (t[4] if skip else t[3])[k - 1],
+        )
+        expect = [(i >= best[1]) if best[2] else (i < best[1]) for i in range(n)]
+        states = _states_for(chosen, expect, lik, eps)
     return RowDecode(
         row=row,
         test_columns=cols,
@@ -234,6 +237,24 @@ def decode_row(
         decided=decided,
         states=states,
     )
+
+
+def _marginals(
+    exp_f: list[tuple[float, float, float]],
+    exp_a: list[tuple[float, float, float]],
+    uses_f: list[float],
+    total: float,
+) -> tuple[Evidence, ...]:
+    """Each well's posterior: given its pattern a well is independent of the others, so it
+    mixes its two normalised terms by the posterior mass of the patterns expecting each."""
+    out: list[Evidence] = []
+    for tf, ta, wf in zip(exp_f, exp_a, uses_f, strict=True):
+        sf, sa = sum(tf), sum(ta)
+        wa = total - wf
+        cf = wf / (sf * total) if sf > 0 else 0.0
+        ca = wa / (sa * total) if sa > 0 else 0.0
+        out.append((cf * tf[0] + ca * ta[0], cf * tf[1] + ca * ta[1], cf * tf[2] + ca * ta[2]))
+    return tuple(out)
 
 
 def _states_for(

@@ -81,6 +81,14 @@ class RowDecodeSettings(BaseModel):
     invalid_rate: float = Field(
         default=0.05, gt=0.0, lt=1.0, description="Prior chance that a well is invalid."
     )
+    invalid_pooling: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Invalid wells come plate by plate (a dry or bubbly plate): the plate's own "
+        "rate is estimated from all its wells' invalid probabilities, with invalid_rate worth "
+        "this many wells; 0 keeps invalid_rate for every plate.",
+    )
     evidence_weight: float = Field(
         default=1.0,
         gt=0.0,
@@ -310,6 +318,14 @@ def decode_plate(
     out = dict(calls)
     decodes: list[RowDecode] = []
     cols = tuple(test_columns)
+    if settings.invalid_pooling > 0.0 and evidence:
+        # the posterior mean of the plate's invalid rate under a Beta prior (mean invalid_rate,
+        # invalid_pooling wells' worth), given each well's probability of being invalid
+        expected = sum(ev[2] for ev in evidence.values())
+        rate = (settings.invalid_pooling * settings.invalid_rate + expected) / (
+            settings.invalid_pooling + len(evidence)
+        )
+        settings = settings.model_copy(update={"invalid_rate": min(max(rate, 1e-4), 0.5)})
     for row in range(fmt.rows):
         ids = [fmt.well_id(row, c - 1) for c in cols]
         evs: list[Evidence | None] = []

@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +121,11 @@ def line(mode: str, precision: str, read: str, r: dict[str, Any]) -> str:
 def tune(
     per_mode: dict[str, tuple[list[str], list[tuple[list[str], dict[str, np.ndarray]]]]],
     threshold: float,
+    grid: dict[str, Sequence[float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every combination of the sweep on the tuning stream, best first: fewest wrong counted
     titres (summed over modes and precisions), then most exact endpoints."""
-    grid = {
+    grid = grid or {
         "min_posterior": (0.98, 0.99, 0.995, 0.999),
         "skip_rate": (0.01, 0.03),
         "invalid_rate": (0.1, 0.2, 0.3),
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=DEFAULT_MIN_CONFIDENCE)
     parser.add_argument("--tune", action="store_true", help="sweep on the tuning stream")
     parser.add_argument("--cache", type=Path, default=None, help="keep the probabilities (.npz)")
+    parser.add_argument("--grid", type=json.loads, default=None, help="the sweep, as JSON")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.plates < 1:
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             for precision in precisions:
                 r = score(data, precision, classes, args.threshold, None)
                 print(line(mode, precision, "per well", r))
-        found = tune(per_mode, args.threshold)
+        found = tune(per_mode, args.threshold, args.grid)
         for f in found[:15]:
             print(json.dumps(f))
         if args.json is not None:

@@ -56,8 +56,9 @@ class RowDecodeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(
-        default=True,
-        description="Settle wells with the row's HI pattern; off: every well is read on its own.",
+        default=False,
+        description="Settle wells with the row's HI pattern; off (the default): every well is "
+        "read on its own.",
     )
     min_posterior: float = Field(
         default=0.99,
@@ -90,7 +91,7 @@ class RowDecodeSettings(BaseModel):
         "this many wells; 0 keeps invalid_rate for every plate.",
     )
     evidence_weight: float = Field(
-        default=1.0,
+        default=3.0,
         gt=0.0,
         le=4.0,
         description="Exponent on the classifier's probabilities: below 1 trusts them less, "

@@ -134,7 +134,7 @@ def tune(
     }
     found = []
     for values in itertools.product(*grid.values()):
-        settings = RowDecodeSettings(**dict(zip(grid, values, strict=True)))
+        settings = RowDecodeSettings(enabled=True, **dict(zip(grid, values, strict=True)))
         wrong = exact = counted = 0
         for classes, data in per_mode.values():
             for precision in data[0][1]:
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     report = []
     for mode, (classes, data) in per_mode.items():
         for precision in precisions:
-            for read, decode in zip(READS, (None, RowDecodeSettings()), strict=True):
+            for read, decode in zip(READS, (None, RowDecodeSettings(enabled=True)), strict=True):
                 r = score(data, precision, classes, args.threshold, decode)
                 print(line(mode, precision, read, r))
                 report.append(

@@ -17,7 +17,8 @@ every titre its ``?`` wells allow (each ``?`` read either way); a counted titre 
 is wrong. The empty plate has no countable row, so any counted row there is wrong.
 
 ``--read``: the wells read one by one (``per-well``), through the row decode
-(``row-decode``, ``core.rowdecode`` with its default settings), or both side by side (default).
+(``row-decode``, ``core.rowdecode`` switched on with its default settings), or both side by
+side (default).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REAL_DIR = REPO_ROOT.parent / "shared" / "real-plates"
 LETTER = {"F": "flowing", "A": "agglutinated", "I": "invalid"}
-READS = {"per-well": None, "row-decode": RowDecodeSettings()}
+READS = {"per-well": None, "row-decode": RowDecodeSettings(enabled=True)}
 
 
 @dataclass(frozen=True)

@@ -224,3 +224,13 @@ def test_settings_and_evidence_are_checked() -> None:
         0.0,
     )
     assert evidence_from_probs({"nowell": 1.0}) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+
+
+def test_the_skip_flag_must_be_sure_only_when_skipped_rows_are_excluded() -> None:
+    # Column 3 could be a skip or not (its own evidence is split); the endpoint (6) is sure.
+    ev = [F, F, (0.3, 0.68, 0.02), F, F, F, A, A, A, A, A, A]
+    counted = decode_row(ev, SETTINGS)
+    assert counted.decided and counted.endpoint == 6
+    assert 0.01 < counted.skipped[6] / counted.endpoints[6] < 0.99  # the flag itself is unsure
+    strict = decode_row(ev, SETTINGS, skip_matters=True)
+    assert not strict.decided and strict.posterior < counted.posterior

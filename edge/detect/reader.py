@@ -8,7 +8,9 @@
 Two ways to call the wells:
 - **classifier** (the default once a calibration grid is known and a well classifier is
   loaded): one crop per calibrated well through `WellClassifier` in the reading mode
-  (`tilted` | `untilted`: the calibration's `reading`, else the reader's).
+  (`tilted` | `untilted`: the calibration's `reading`, else the reader's); with
+  `detector.row_decode.enabled` each row's test wells are then decoded together
+  (`core.rowdecode`), and the gate still judges the per-well calls.
 - **detector** (no calibration, or no classifier): detect (any backend) ->
   `core.wells.call_wells` on the calibration grid scaled to the frame (a uniform grid over the
   frame when there is no calibration).

@@ -2,14 +2,17 @@
 
     python bench/real_plates.py [--wells models/hi-wells] [--real-dir ../shared/real-plates]
                                 [--precision int8|fp32|both] [--threshold 0.5]
+                                [--read per-well|row-decode|both]
 
 Same photos, readings by eye and scoring rules as `models/evaluate_real.py` (which it imports:
 plate list, reading modes, `SOURCES.md` parser, possible titres), but each photo goes through
 `PlateReader.read_bytes` exactly as the appliance reads it: file bytes -> reduced JPEG decode
 -> `crop_wells` -> the classifier via the edge's ONNX Runtime backend -> well calls -> the
 plate-quality gate -> rows (held rows are not counted) -> stats. So the figures include what the
-edge adds: decode reduction, the well threshold and the gate. The photos are third-party: read
-at run time only; nothing of them is written anywhere. Figures, never a pass/fail.
+edge adds: decode reduction, the well threshold, the row decode (`--read`: the appliance with
+`detector.row_decode.enabled` off or on; both by default) and the gate. The photos are
+third-party: read at run time only; nothing of them is written anywhere. Figures, never a
+pass/fail.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.calibration import CalibrationGrid  # noqa: E402
+from core.rowdecode import RowDecodeSettings  # noqa: E402
 from edge.detect.base import create_detector  # noqa: E402
 from edge.detect.classifier import create_classifier  # noqa: E402
 from edge.detect.reader import PlateReader  # noqa: E402
@@ -63,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-dir", type=Path, default=ROOT.parent / "shared" / "real-plates")
     parser.add_argument("--precision", choices=["int8", "fp32", "both"], default="both")
     parser.add_argument("--threshold", type=float, default=0.5, help="the well threshold")
+    parser.add_argument(
+        "--read", choices=["per-well", "row-decode", "both"], default="both", help="row decode"
+    )
     args = parser.parse_args(argv)
     if not (args.real_dir / "SOURCES.md").is_file():
         print(f"no real plate photos at {args.real_dir}: nothing to score")
@@ -72,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     letters = readings((args.real_dir / "SOURCES.md").read_text(encoding="utf-8"))
     detector = create_detector(FakeDetectorSettings())  # the classifier reads calibrated plates
     precisions = ["int8", "fp32"] if args.precision == "both" else [args.precision]
-    for precision in precisions:
+    reads = ["per-well", "row-decode"] if args.read == "both" else [args.read]
+    for precision, read in ((p, r) for p in precisions for r in reads):
         settings = OnnxDetectorSettings(
-            wells_model_dir=args.wells, device="cpu", precision=precision
+            wells_model_dir=args.wells,
+            device="cpu",
+            precision=precision,
+            row_decode=RowDecodeSettings(enabled=read == "row-decode"),
         )
         classifier = create_classifier(settings)
         assert classifier is not None
@@ -96,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             reading = reader.read_bytes((args.real_dir / plate.image).read_bytes())
             truths = possible_titres(letters[plate.name], dilution)
             results.append(score(plate, letters[plate.name], reading, truths))
-        print(f"\n{classifier.model.name} {classifier.model.version}, {precision}, edge path")
+        print(
+            f"\n{classifier.model.name} {classifier.model.version}, {precision}, {read}, edge path"
+        )
         print(
             f"{'plate':30} {'mode':8} {'wells right':>15} {'unread':>6} {'counted':>7} "
             f"{'right':>5} {'wrong titres':>12}  review"

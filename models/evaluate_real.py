@@ -1,6 +1,7 @@
 """Score a hi-wells model on the real plate photos (evaluation only; never trained on).
 
     python -m models.evaluate_real [--model models/hi-wells] [--precision fp32|int8|both]
+                                   [--read per-well|row-decode|both]
                                    [--real-dir ../shared/real-plates] [--json OUT]
 
 The photos and the readings by eye live outside the repository (``SOURCES.md`` in the real
@@ -14,6 +15,10 @@ counted rows, counted rows with a right titre, and **wrong counted titres**. Row
 by ``core.titre.row_results`` exactly as the product computes them. A row's true titre is
 every titre its ``?`` wells allow (each ``?`` read either way); a counted titre outside that set
 is wrong. The empty plate has no countable row, so any counted row there is wrong.
+
+``--read``: the wells read one by one (``per-well``), through the row decode
+(``row-decode``, ``core.rowdecode`` switched on with its default settings), or both side by
+side (default).
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ from typing import Any
 import cv2
 
 from core.calibration import CalibrationGrid
+from core.rowdecode import RowDecodeSettings
 from core.titre import DilutionSettings
 from core.wells import DEFAULT_MIN_CONFIDENCE
 from models.wells.reading import (
     PRECISIONS,
     WellsModel,
-    calls_from_probs,
     calls_from_states,
+    read_calls,
     rows_of,
 )
 
@@ -45,6 +51,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REAL_DIR = REPO_ROOT.parent / "shared" / "real-plates"
 LETTER = {"F": "flowing", "A": "agglutinated", "I": "invalid"}
+READS = {"per-well": None, "row-decode": RowDecodeSettings(enabled=True)}
 
 
 @dataclass(frozen=True)
@@ -120,14 +127,21 @@ def possible_titres(letters: list[str], dilution: DilutionSettings) -> list[set[
 
 
 def score_plate(
-    plate: RealPlate, letters: list[str], model: WellsModel, real_dir: Path, threshold: float
+    plate: RealPlate,
+    letters: list[str],
+    model: WellsModel,
+    real_dir: Path,
+    threshold: float,
+    decode: RowDecodeSettings | None = None,
 ) -> dict[str, Any]:
     image = cv2.imread(str(real_dir / plate.image), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"{plate.image}: cannot read the image")
     grid = CalibrationGrid.from_json((real_dir / f"{plate.name}.calibration.json").read_text())
-    calls = calls_from_probs(model.probs(image, grid), model.classes, threshold)
     dilution = dilution_for(plate)
+    calls, _ = read_calls(
+        model.probs(image, grid), model.classes, threshold, decode=decode, dilution=dilution
+    )
     scored = right = unread = 0
     confusion: dict[str, int] = {}
     for letter, call in zip(letters, calls.values(), strict=True):
@@ -157,6 +171,7 @@ def score_plate(
         "plate": plate.name,
         "mode": plate.mode,
         "precision": model.precision,
+        "read": "row-decode" if decode is not None and decode.enabled else "per-well",
         "scored_wells": scored,
         "right_wells": right,
         "unread_wells": unread,
@@ -170,7 +185,11 @@ def score_plate(
 
 
 def evaluate(
-    model_dir: Path, real_dir: Path, precision: str, threshold: float
+    model_dir: Path,
+    real_dir: Path,
+    precision: str,
+    threshold: float,
+    decode: RowDecodeSettings | None = None,
 ) -> list[dict[str, Any]]:
     letters = readings((real_dir / "SOURCES.md").read_text())
     models: dict[str, WellsModel] = {}
@@ -179,7 +198,7 @@ def evaluate(
         if plate.mode not in models:
             models[plate.mode] = WellsModel.load(model_dir, plate.mode, precision)
         results.append(
-            score_plate(plate, letters[plate.name], models[plate.mode], real_dir, threshold)
+            score_plate(plate, letters[plate.name], models[plate.mode], real_dir, threshold, decode)
         )
     return results
 
@@ -207,6 +226,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     head = ("plate", "mode", "prec", "wells right", "unread", "counted", "right", "wrong titres")
+    print(f"-- {results[0]['read'] if results else ''}")
     print("{:32} {:9} {:5} {:>14} {:>6} {:>7} {:>5} {:>12}".format(*head))
     for r in results:
         share = 100 * r["right_wells"] / max(r["scored_wells"], 1)
@@ -235,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR)
     parser.add_argument("--precision", choices=(*PRECISIONS, "both"), default="both")
     parser.add_argument("--threshold", type=float, default=DEFAULT_MIN_CONFIDENCE)
+    parser.add_argument("--read", choices=(*READS, "both"), default="both")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -245,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model} holds no manifest.json", file=sys.stderr)
         return 2
     precisions = PRECISIONS if args.precision == "both" else (args.precision,)
+    reads = list(READS) if args.read == "both" else [args.read]
     report: dict[str, Any] = {}
     for precision in precisions:
-        results = evaluate(args.model, args.real_dir, precision, args.threshold)
-        print_table(results)
-        report[precision] = {"plates": results, "summary": summary(results)}
+        for read in reads:
+            results = evaluate(args.model, args.real_dir, precision, args.threshold, READS[read])
+            print_table(results)
+            key = precision if args.read != "both" else f"{precision} {read}"
+            report[key] = {"plates": results, "summary": summary(results)}
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -2,19 +2,25 @@
 
     crops (wellcrops.crop_wells, the manifest's size and crop_scale)
       -> BatchRunner.run (ONNX Runtime or TensorRT; all wells in one batch)
-      -> probs [N, C] -> WellCall per well
+      -> probs [N, C] -> WellCall per well -> row decode (core.rowdecode)
 
 A well is called only when its best probability reaches the well threshold; below it the well
 is `unread` + `low_confidence` (class and probability kept for display). `nowell` (the crop is
 not centred on a plate well) is `unread` + `no_well`; the count of those feeds the
-plate-quality gate (`edge.detect.gate`). With `cross_check_precision` the fp32 and int8 files
-both run and the share of wells on which they agree is reported with the calls.
+plate-quality gate (`edge.detect.gate`). Then, unless `row_decode.enabled` is off, each row's
+test wells are decoded together with the HI pattern (`core.rowdecode`, rule in
+core/README.md): a row whose outcome reaches `row_decode.min_posterior` has its uncertain wells
+settled; any other row keeps (at least) one `unread` well, so `core.titre` does not count it.
+`ClassifiedWells.well_calls` keeps the per-well calls (what the gate judges). With
+`cross_check_precision` the fp32 and int8 files both run and the share of wells on which they
+agree is reported with the calls.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from core.calibration import CalibrationError, CalibrationGrid
+from core.rowdecode import Evidence, RowDecode, RowDecodeSettings, decode_plate
 from core.wells import WellCall, WellFlag, WellState
 from edge.detect.errors import DetectorError, ModelError
 from edge.detect.imageio import reduction_for
@@ -55,13 +62,15 @@ _STATES: dict[str, WellState] = {
 
 @dataclass(frozen=True)
 class ClassifiedWells:
-    calls: dict[str, WellCall]
+    calls: dict[str, WellCall]  # what the read reports: after the row decode when it runs
     mode: ReadingMode
     precision: str
     nowell: int
     # Share of wells whose call the other precision agrees with (None: only one ran).
     agreement: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    well_calls: dict[str, WellCall] = field(default_factory=dict)  # per well, before the decode
+    rows: tuple[RowDecode, ...] = ()  # each row's posterior (empty: no row decode)
 
 
 class WellClassifier:
@@ -75,8 +84,10 @@ class WellClassifier:
         *,
         precision: str,
         cross_precision: str | None = None,
+        row_decode: RowDecodeSettings | None = None,
     ) -> None:
         self.model = model
+        self.row_decode = row_decode if row_decode is not None else RowDecodeSettings()
         self._networks = networks
         self._runners = runners  # sha256 -> runner
         self.precision = precision
@@ -126,15 +137,37 @@ class WellClassifier:
         *,
         mode: ReadingMode,
         min_confidence: float,
+        test_columns: Sequence[int] | None = None,
+        skip_matters: bool = False,
+        decode: bool = True,
     ) -> ClassifiedWells:
-        """Call every well of `grid` (in full-size pixels); `image_bgr` may be a reduced frame."""
+        """Call every well of `grid` (in full-size pixels); `image_bgr` may be a reduced frame.
+        `test_columns`: the plate column numbers of the dilution series, which the row decode
+        reads (default: every column); `skip_matters`: the counting policy excludes skipped
+        rows, so the decode must be sure of the skip flag too; `decode=False`: no decode."""
         t0 = time.perf_counter()
         crops = crop_wells(image_bgr, grid, size=self.model.size, scale=self.model.crop_scale)
         t1 = time.perf_counter()
         net = self._networks[(mode, self.precision)]
         probs = self._run(net, crops)
         t2 = time.perf_counter()
-        calls, nowell = calls_from_probs(probs, net.classes, grid, min_confidence)
+        well_calls, nowell = calls_from_probs(probs, net.classes, grid, min_confidence)
+        calls: dict[str, WellCall] = well_calls
+        rows: tuple[RowDecode, ...] = ()
+        if decode and self.row_decode.enabled:
+            fmt = grid.plate_format
+            cols = (
+                tuple(test_columns) if test_columns is not None else tuple(range(1, fmt.cols + 1))
+            )
+            decoded, decodes = decode_plate(
+                well_calls,
+                evidence_of(probs, net.classes, well_calls),
+                fmt,
+                cols,
+                self.row_decode,
+                skip_matters=skip_matters,
+            )
+            calls, rows = decoded, tuple(decodes)
         agreement = None
         if self.cross_precision is not None:
             other = self._networks[(mode, self.cross_precision)]
@@ -152,6 +185,8 @@ class WellClassifier:
                 "infer": (t2 - t1) * 1e3,
                 "postprocess": (t3 - t2) * 1e3,
             },
+            well_calls=well_calls,
+            rows=rows,
         )
 
     def nowell_moved(
@@ -181,9 +216,10 @@ class WellClassifier:
                 )
             except CalibrationError:
                 continue  # no room in the frame for this move
-            counts.append(
-                self.classify(image_bgr, moved, mode=mode, min_confidence=min_confidence).nowell
+            found = self.classify(
+                image_bgr, moved, mode=mode, min_confidence=min_confidence, decode=False
             )
+            counts.append(found.nowell)
         return min(counts) if counts else None
 
     def close(self) -> None:
@@ -235,6 +271,23 @@ def calls_from_probs(
             n_detections=1,
         )
     return calls, nowell
+
+
+def evidence_of(
+    probs: np.ndarray, classes: tuple[str, ...], calls: dict[str, WellCall]
+) -> dict[str, Evidence]:
+    """Each well's (flowing, agglutinated, invalid) probabilities, renormalised over the three
+    (the `nowell` share dropped), in the order of `calls` (the crops' order)."""
+    three = np.zeros((probs.shape[0], 3), np.float64)
+    for k, name in enumerate(("flowing", "agglutinated", "invalid")):
+        if name in classes:  # a model may lack a class: no evidence for it
+            three[:, k] = probs[:, classes.index(name)]
+    sums = three.sum(axis=1, keepdims=True)
+    three = np.divide(three, sums, out=np.full_like(three, 1 / 3), where=sums > 0)
+    return {
+        well_id: (float(p[0]), float(p[1]), float(p[2]))
+        for well_id, p in zip(calls, three, strict=True)
+    }
 
 
 def _wells_dir(settings: Any) -> Path | None:
@@ -293,7 +346,14 @@ def create_classifier(settings: Any, *, warm_up: bool = True) -> WellClassifier 
         for net in networks.values():
             if net.sha256 not in runners:
                 runners[net.sha256] = _runner(settings, model, net)
-        classifier = WellClassifier(model, networks, runners, precision=main, cross_precision=cross)
+        classifier = WellClassifier(
+            model,
+            networks,
+            runners,
+            precision=main,
+            cross_precision=cross,
+            row_decode=getattr(settings, "row_decode", None),
+        )
         if warm_up:
             classifier.warm_up()
     except BaseException:

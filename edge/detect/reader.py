@@ -8,7 +8,9 @@
 Two ways to call the wells:
 - **classifier** (the default once a calibration grid is known and a well classifier is
   loaded): one crop per calibrated well through `WellClassifier` in the reading mode
-  (`tilted` | `untilted`: the calibration's `reading`, else the reader's).
+  (`tilted` | `untilted`: the calibration's `reading`, else the reader's); with
+  `detector.row_decode.enabled` each row's test wells are then decoded together
+  (`core.rowdecode`), and the gate still judges the per-well calls.
 - **detector** (no calibration, or no classifier): detect (any backend) ->
   `core.wells.call_wells` on the calibration grid scaled to the frame (a uniform grid over the
   frame when there is no calibration).
@@ -231,7 +233,12 @@ class PlateReader:
         width, height = full_size or (frame_w * reduced_by, frame_h * reduced_by)
         grid = self.grid_for(width, height)
         result = self.wells.classify(
-            image_bgr, grid, mode=self.reading, min_confidence=self.well_threshold
+            image_bgr,
+            grid,
+            mode=self.reading,
+            min_confidence=self.well_threshold,
+            test_columns=self.dilution.test_columns(grid.plate_format),
+            skip_matters=self.policy.skipped == "exclude",
         )
         blank = frame_is_blank(image_bgr, self.review.blank_frame_std)
         shifted = None
@@ -254,7 +261,8 @@ class PlateReader:
             det_agreement = call_agreement(result.calls, theirs)
             timings["cross-check"] = sum(checked.timings_ms.values())
         reasons = review_reasons(
-            result.calls,
+            # the gate judges the classifier's own calls, not the row decode's
+            result.well_calls or result.calls,
             settings=self.review,
             blank=blank,
             nowell=result.nowell,

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.rowdecode import RowDecodeSettings
+
 # The shipped model lives beside the `edge` package in the repository and in an installed wheel.
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "hi-plate"
 # The well classifier (task well-classification): reads calibrated plates crop by crop.
@@ -85,6 +87,11 @@ class _CommonDetectorSettings(BaseModel):
         "calibrated plates; None: the detector reads every plate.",
     )
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    row_decode: RowDecodeSettings = Field(
+        default_factory=RowDecodeSettings,
+        description="Classifier path: decode each row's wells with the HI pattern "
+        "(core.rowdecode); a row counts only when its outcome reaches min_posterior.",
+    )
     class_map: dict[str, Literal["flowing", "agglutinated", "invalid"]] = Field(
         default_factory=dict,
         description="Model class name -> well state, for names the defaults do not know.",

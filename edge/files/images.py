@@ -97,11 +97,14 @@ def thumbnail(image: np.ndarray, width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if w <= width:
         return image
-    # Halve with pyrDown (blur + decimate: no aliasing) while at least twice too wide, then a
-    # bilinear step under 2x; INTER_AREA at a non-integer ratio costs about 3x as much.
+    # Halve by 2x2 block means (INTER_AREA at exactly 1/2: OpenCV's vectorised fast path, no
+    # aliasing) while at least twice too wide, then one bilinear step under 2x. A chain of
+    # pyrDown (5x5 Gaussian) costs about 4x as much, INTER_AREA at other ratios 3-4x.
     while image.shape[1] >= 2 * width:
-        image = cv2.pyrDown(image)
+        image = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     h, w = image.shape[:2]
+    if w == width:
+        return image
     return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_LINEAR)
 
 
@@ -211,7 +214,7 @@ class BackgroundWriter:
     """One thread that runs `write(run_id)` for each submitted run, off the plate's critical
     path. Started on first use; `drain` waits until everything submitted is done."""
 
-    def __init__(self, write: Callable[[str], None]) -> None:
+    def __init__(self, write: Callable[[str], object]) -> None:
         self._write = write
         self._q: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None

@@ -3,6 +3,11 @@
 Crops come from ``edge.detect.wellcrops.crop_wells`` with the manifest's size and scale; a well
 is called only when its best probability reaches the threshold (else ``unread``); a ``nowell``
 call is an unreadable well (``unread``); rows come from ``core.titre.row_results``.
+
+Two ways to decide the wells, so evaluators can report both side by side: ``per well`` (each
+well on its own probabilities, the threshold deciding ``unread``) and ``row decode``
+(``core.rowdecode``: the per-well calls settled by the row's HI pattern, a row counted only when
+its outcome's posterior reaches ``min_posterior``). :func:`read_calls` does either.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 
 from core.calibration import CalibrationGrid
 from core.plate import PLATE_96
+from core.rowdecode import RowDecode, RowDecodeSettings, decode_plate, evidence_from_probs
 from core.titre import DilutionSettings, RowResult, row_results
 from core.wells import DEFAULT_MIN_CONFIDENCE, WellCall, WellState
 from edge.detect.wellcrops import crop_wells
@@ -72,10 +78,10 @@ def calls_from_probs(
         conf = float(p[k])
         state: WellState
         flags: tuple[str, ...] = ()
-        if conf < threshold:
+        if name == "nowell":  # as the edge: no well in the crop, whatever the confidence
+            state, flags = "unread", ("no_well",)
+        elif conf < threshold:
             state, flags = "unread", ("low_confidence",)
-        elif name == "nowell":
-            state = "unread"
         else:
             state = name  # type: ignore[assignment]
         well_id = PLATE_96.well_id(row, col)
@@ -89,6 +95,28 @@ def calls_from_probs(
             flags=flags,  # type: ignore[arg-type]
         )
     return calls
+
+
+def read_calls(
+    probs: np.ndarray,
+    classes: list[str],
+    threshold: float = DEFAULT_MIN_CONFIDENCE,
+    *,
+    decode: RowDecodeSettings | None = None,
+    dilution: DilutionSettings | None = None,
+    skip_matters: bool = False,
+) -> tuple[dict[str, WellCall], list[RowDecode]]:
+    """The well calls per well (``decode`` None or disabled), or after the row decode; the
+    row posteriors (empty per well). ``dilution`` names the test columns the decode reads."""
+    calls = calls_from_probs(probs, classes, threshold)
+    if decode is None or not decode.enabled:
+        return calls, []
+    evidence = {
+        well_id: evidence_from_probs(dict(zip(classes, map(float, p), strict=True)))
+        for well_id, p in zip(calls, probs, strict=True)
+    }
+    test_columns = (dilution or DilutionSettings()).test_columns(PLATE_96)
+    return decode_plate(calls, evidence, PLATE_96, test_columns, decode, skip_matters=skip_matters)
 
 
 def calls_from_states(states: list[str]) -> dict[str, WellCall]:

@@ -93,15 +93,15 @@ def test_plate_is_read_well_by_well(wells: Path) -> None:
     assert classifier is not None and classifier.precision == "int8"  # auto on the CPU
     image = plates.plate_image(ENDPOINTS)
     result = classifier.classify(image, grid_for(image), mode="tilted", min_confidence=0.5)
-    assert endpoints(result.calls) == ENDPOINTS
+    assert endpoints(result.well_calls) == ENDPOINTS
     assert result.nowell == 0 and result.agreement is None
-    a1 = result.calls["A1"]
+    a1 = result.well_calls["A1"]
     assert a1.state == "agglutinated" and a1.class_name == "agglutinated" and a1.box is not None
     assert 0.5 <= a1.confidence <= 1.0
     # A frame decoded at half size reads the same through the same full-size grid.
     small = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2))
     again = classifier.classify(small, grid_for(image), mode="tilted", min_confidence=0.5)
-    assert endpoints(again.calls) == ENDPOINTS
+    assert endpoints(again.well_calls) == ENDPOINTS
     classifier.close()
 
 
@@ -255,3 +255,51 @@ def test_real_tensorrt_classifier_matches_onnx_runtime(tmp_path: Path) -> None:
         trt.close()
         ort.close()
     assert same / total >= 0.98, f"{same}/{total} well calls agree"  # fp16 against fp32
+
+
+def test_the_row_decode_settles_an_uncertain_well_and_holds_an_unsure_row(wells: Path) -> None:
+    """Row D (endpoint 6) gets a well half way between a button and a mat in column 3, below
+    the well threshold: read well by well the row is `unread`; the row decode settles the well
+    from the row's pattern and the row counts. Column 6 of row F made just as uncertain sits at
+    the endpoint, where the pattern cannot tell: that row stays uncounted either way."""
+    from core.rowdecode import RowDecodeSettings
+    from edge.detect.base import create_detector
+    from edge.detect.reader import PlateReader
+
+    image = plates.plate_image(ENDPOINTS)
+    radius = int(min(plates.WIDTH / 12, plates.HEIGHT / 8) * 0.35)
+    for row, col in ((3, 2), (7, 4)):  # D3 inside the flowing run, H5 = row H's endpoint
+        cx, cy = plates._centre(row, col)
+        cv2.circle(image, (int(cx), int(cy)), radius, (55, 55, 205), -1)
+    # The disc classifier is a timid one (a button scores about 0.75): its evidence is
+    # sharpened and the row threshold lowered; the rule, not the tuning, is under test.
+    decode = RowDecodeSettings(min_posterior=0.9, evidence_weight=3.0)
+    reads = {}
+    for enabled in (False, True):
+        settings = OnnxDetectorSettings(
+            wells_model_dir=wells,
+            device="cpu",
+            row_decode=decode.model_copy(update={"enabled": enabled}),
+        )
+        classifier = create_classifier(settings)
+        assert classifier is not None
+        reader = PlateReader(
+            create_detector(FakeDetectorSettings()),
+            grid=grid_for(image),
+            wells=classifier,
+            well_threshold=0.6,
+        )
+        reads[enabled] = reader.read(image)
+        result = classifier.classify(image, grid_for(image), mode="tilted", min_confidence=0.6)
+        assert result.well_calls["D3"].state == "unread"  # per well, always
+        assert len(result.rows) == (8 if enabled else 0)
+        classifier.close()
+    per_well, decoded = reads[False], reads[True]
+    assert not per_well.needs_review and not decoded.needs_review
+    d_plain, d_decoded = per_well.rows[3], decoded.rows[3]
+    assert not d_plain.counted and "unread" in d_plain.flags
+    assert d_decoded.counted and d_decoded.endpoint == 6
+    assert decoded.wells["D3"].state == "flowing"
+    assert "low_confidence" in decoded.wells["D3"].flags
+    assert not per_well.rows[7].counted and not decoded.rows[7].counted
+    assert decoded.wells["H5"].state == "unread"

@@ -105,3 +105,65 @@ def test_frames_that_are_not_plates_are_held(parts, frame: str) -> None:  # type
         reading = reader(parts, grid, mode).read(image)
         assert reading.needs_review, (frame, mode)
         assert not any(r.counted for r in reading.rows)
+
+
+@pytest.fixture(scope="module")
+def appliance_parts():  # type: ignore[no-untyped-def]
+    """The classifier and runtime settings exactly as the appliance builds them from its
+    defaults (`EdgeSettings().detector`: ONNX Runtime, int8 on the CPU, the row decode on)."""
+    from edge.config import EdgeSettings
+    from edge.services import runtime
+
+    settings = EdgeSettings()
+    classifier = create_classifier(settings.detector)
+    assert classifier is not None and classifier.row_decode == settings.detector.row_decode
+    yield create_detector(FakeDetectorSettings()), classifier, runtime.defaults(settings)
+    classifier.close()  # type: ignore[union-attr]
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("case", ["grey", "noise", "slide", "half_well", "own_grid"])
+def test_the_done_when_cases_on_the_appliance_default_path(appliance_parts, case: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15's gate cases as the appliance reads them: file bytes -> `make_reader` with the
+    default runtime settings -> `read_bytes`. Each bad frame is `needs_review` with no counted
+    row; the bundled plate on its own grid is clean and counts no wrong endpoint."""
+    from edge.detect.plate import make_reader
+
+    detector, classifier, params = appliance_parts
+    for entry in samples()[:2]:  # one tilted and one untilted bundled plate
+        grid = CalibrationGrid.from_json((SAMPLES / entry["calibration"]).read_text())
+        mode = mode_of(entry, grid)
+        data = (SAMPLES / entry["image"]).read_bytes()
+        shape = (grid.image_height, grid.image_width, 3)
+        if case == "grey":
+            data = jpeg_bytes(np.full(shape, 128, np.uint8))
+        elif case == "noise":
+            data = jpeg_bytes(np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8))
+        elif case == "slide":
+            data = jpeg_bytes(slide(grid.image_width, grid.image_height))
+        read_grid = half_well_shift(grid) if case == "half_well" else grid
+        reader = make_reader(
+            detector,
+            grid=read_grid,
+            params=params.model_copy(update={"reading": mode}),
+            wells=classifier,
+        )
+        assert reader.uses_classifier
+        reading = reader.read_bytes(data)
+        if case == "own_grid":
+            assert not reading.needs_review, (entry["image"], reading.review_reasons)
+            truth = json.loads((SAMPLES / entry["truth"]).read_text())
+            for row in reading.rows:
+                if row.counted:
+                    assert row.endpoint == truth["rows"][row.row]["endpoint"], (entry, row)
+        else:
+            assert reading.needs_review, (case, entry["image"])
+            assert reading.review_reasons
+            assert not any(r.counted for r in reading.rows), (case, entry["image"])

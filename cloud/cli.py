@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_parser(sub)
 
+    from cloud.ota_cli import add_parser as add_models_parser
+
+    add_models_parser(sub)
+
     migrate = sub.add_parser("migrate", help="apply (or revert) database migrations")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
@@ -224,6 +228,10 @@ def _dispatch(settings: CloudSettings, args: argparse.Namespace) -> int:
         return _create_admin(settings, args)
     if args.command == "provision-device":
         return _provision(settings, args)
+    if args.command == "models":
+        from cloud.ota_cli import run_models
+
+        return run_models(settings, args)
     raise _CliError(f"unknown command {args.command}")
 
 

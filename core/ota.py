@@ -349,6 +349,8 @@ class ModelNotice(_Model):
     canary: bool
     shadow_plates: int = Field(ge=1, le=10_000)
     agreement_threshold: float = Field(ge=0.0, le=1.0)
+    # The admin confirmed the switch: switch after shadowing whatever the agreement.
+    switch_confirmed: bool = False
     issued_at: UtcDatetime
 
 

@@ -4,9 +4,11 @@ Revision ID: o001
 Revises: s003
 Create Date: 2026-12-06 23:00:00
 
-Signed model releases (`model_releases`), their assignment to a site or device group with a
-canary device (`model_assignments`), each device's progress (`model_rollouts`), and
-`sites.allow_training` ("allow corrected plates for training", off by default).
+Operator reviews on runs (`runs.reviewed_at`, `runs.n_corrected`: wells changed from the
+model's call), signed model releases (`model_releases`), their assignment to a site or
+device group with a canary device (`model_assignments`), each device's progress
+(`model_rollouts`), and `sites.allow_training` ("allow corrected plates for training", off
+by default).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("runs", sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "runs", sa.Column("n_corrected", sa.SmallInteger(), nullable=False, server_default="0")
+    )
+    op.create_index(
+        "ix_runs_reviewed",
+        "runs",
+        ["reviewed_at"],
+        postgresql_where=sa.text("reviewed_at IS NOT NULL"),
+    )
     op.add_column(
         "sites",
         sa.Column("allow_training", sa.Boolean(), nullable=False, server_default="false"),
@@ -118,3 +130,6 @@ def downgrade() -> None:
     op.drop_table("model_assignments")
     op.drop_table("model_releases")
     op.drop_column("sites", "allow_training")
+    op.drop_index("ix_runs_reviewed", table_name="runs")
+    op.drop_column("runs", "n_corrected")
+    op.drop_column("runs", "reviewed_at")

@@ -21,7 +21,7 @@ def whoami(device: DeviceDep) -> DeviceIdentity:
     return DeviceIdentity(device_id=device.id, site=device.site.slug, device=device.slug)
 
 
-@router.post("/images/presign", responses={404: {}, 503: {}})
+@router.post("/images/presign", responses={403: {}, 404: {}, 503: {}})
 def presign_image(
     body: PresignRequest, device: DeviceDep, session: SessionDep, state: StateDep
 ) -> PresignedUrl:
@@ -32,6 +32,12 @@ def presign_image(
         raise not_found("Run")
     if state.store is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Object storage not configured")
+    if body.kind == "raw" and not device.site.allow_training:
+        # Raw photos are collected only where the site allowed training on corrected plates.
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "This site does not collect raw photos (training on corrected plates is off)",
+        )
     key = image_key(
         site=device.site.slug, device=device.slug, run_id=str(body.run_id), kind=body.kind
     )

@@ -263,3 +263,18 @@ def test_shadow_decision(
         )
         == expected
     )
+
+
+def test_the_ansible_template_hands_devices_a_key_they_can_load(tmp_path: Path) -> None:
+    jinja2 = pytest.importorskip("jinja2")
+    role = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "microplate_edge"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(role / "templates"), undefined=jinja2.StrictUndefined
+    )
+    key = generate_private_key()
+    text = env.get_template("model-signing.pub.j2").render(
+        microplate_edge_model_public_key=public_key_text(key) + "\n"
+    )
+    assert key_id(load_public_key(text)) == key_id(key)
+    defaults = (role / "defaults" / "main.yml").read_text(encoding="utf-8")
+    assert 'microplate_edge_model_public_key: ""' in defaults

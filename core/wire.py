@@ -12,6 +12,10 @@ exception type escapes :func:`parse_message`, whatever the bytes.
 
 The ``(run_id, edit)`` pair is the idempotency key: the cloud upserts a run when ``edit`` is
 newer and acks with the same pair.
+
+An operator's review is an edit (``edit`` >= 1) with ``review`` set: every well then carries
+``model_state``, the model's own call, beside ``state``, the final one (:func:`review_edit`
+builds it from the previous message and the corrections, rows recomputed).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -36,7 +41,14 @@ from pydantic import (
 from core.plate import PlateFormat, plate_format
 from core.sanitize import SampleNumberError, clean_sample_number
 from core.stats import distribution as row_distribution
-from core.titre import CountingPolicy, DilutionSettings, RowResult, titre_for
+from core.titre import (
+    CountingPolicy,
+    DilutionSettings,
+    RowResult,
+    hold_for_review,
+    row_results,
+    titre_for,
+)
 from core.topics import SLUG_PATTERN, TopicError, Topics
 from core.wells import WellCall, WellFlag, WellState
 from core.wire_types import FreeText, ShortText, UtcDatetime, to_utc
@@ -53,6 +65,7 @@ __all__ = [
     "ModelInfo",
     "RunEvent",
     "RunMessage",
+    "RunReview",
     "TopicError",
     "Topics",
     "WireError",
@@ -61,6 +74,7 @@ __all__ = [
     "build_run_message",
     "encode_message",
     "parse_message",
+    "review_edit",
     "to_utc",
     "wire_wells",
 ]
@@ -131,6 +145,17 @@ class WireWell(_Wire):
     class_name: ShortText | None = None
     flags: tuple[WellFlag, ...] = Field(default=(), max_length=2)
     n_detections: int = Field(default=0, ge=0, le=10_000)
+    # On a reviewed run only: the model's own call; ``state`` is then the operator's final one.
+    model_state: WellState | None = None
+
+
+class RunReview(_Wire):
+    """Who reviewed a run and when; ``accepted``: a run held for review was accepted, so it
+    counts. The corrected wells are those whose ``model_state`` differs from ``state``."""
+
+    by: ShortText
+    at: UtcDatetime
+    accepted: bool = False
 
 
 class ImageRef(_Wire):
@@ -176,6 +201,28 @@ class RunMessage(_Wire):
     needs_review: bool = False
     review_reasons: tuple[ReviewReason, ...] = Field(default=(), max_length=8)
     reading: Literal["tilted", "untilted"] | None = None
+    # An operator's review (added in schema 1 with a default: older messages still parse).
+    review: RunReview | None = None
+
+    @model_validator(mode="after")
+    def _reviewed(self) -> RunMessage:
+        with_model = sum(1 for w in self.wells.values() if w.model_state is not None)
+        if self.review is None and with_model:
+            raise ValueError("wells: model_state is given only on a reviewed run")
+        if self.review is not None:
+            if with_model != len(self.wells):
+                raise ValueError("wells: a reviewed run gives every well's model_state")
+            if self.edit < 1:
+                raise ValueError("edit: a review is an edit of the run (edit >= 1)")
+        return self
+
+    def corrected_wells(self) -> tuple[str, ...]:
+        """Wells whose final state an operator changed from the model's call."""
+        return tuple(
+            well_id
+            for well_id, w in self.wells.items()
+            if w.model_state is not None and w.model_state != w.state
+        )
 
     @model_validator(mode="after")
     def _review(self) -> RunMessage:
@@ -226,7 +273,9 @@ class RunMessage(_Wire):
         for well_id in fmt.well_ids():
             w = self.wells[well_id]
             row, col = fmt.parse_well_id(well_id)
-            calls[well_id] = WellCall(well_id=well_id, row=row, col=col, **w.model_dump())
+            calls[well_id] = WellCall(
+                well_id=well_id, row=row, col=col, **w.model_dump(exclude={"model_state"})
+            )
         return calls
 
 
@@ -399,6 +448,54 @@ def build_run_message(
         "wells": wire_wells(calls),
         "rows": tuple(rows),
         "distribution": row_distribution(rows, n_cols),
+    }
+    try:
+        return RunMessage(**payload)
+    except ValidationError as exc:
+        raise WireError(_describe(exc)) from None
+
+
+def review_edit(
+    message: RunMessage,
+    corrections: Mapping[str, WellState],
+    *,
+    by: str,
+    at: datetime,
+    accept: bool = False,
+) -> RunMessage:
+    """The next edit of ``message`` after an operator's review.
+
+    ``corrections`` maps well ids to their corrected state (wells left out keep theirs). Every
+    well keeps the model's original call as ``model_state`` (from the first review on, the
+    earlier message's), the rows, titres and distribution are recomputed, and ``accept``
+    releases a run held for review so it counts. WireError names a bad well id.
+    """
+    fmt = plate_format(message.plate_format)
+    unknown = sorted(set(corrections) - set(message.wells))
+    if unknown:
+        raise WireError(f"wells: {', '.join(unknown[:5])} not on this {fmt.n_wells}-well plate")
+    calls: dict[str, WellCall] = {}
+    wells: dict[str, WireWell] = {}
+    for well_id, call in message.well_calls().items():
+        old = message.wells[well_id]
+        state = corrections.get(well_id, old.state)
+        calls[well_id] = call.model_copy(update={"state": state})
+        wells[well_id] = old.model_copy(
+            update={"state": state, "model_state": old.model_state or old.state}
+        )
+    needs_review = message.needs_review and not accept
+    rows = row_results(calls, fmt, dilution=message.dilution, policy=message.policy)
+    if needs_review:
+        rows = hold_for_review(rows)
+    payload = {
+        **message.model_dump(exclude={"wells", "rows", "distribution", "review"}),
+        "edit": message.edit + 1,
+        "wells": wells,
+        "rows": tuple(rows),
+        "distribution": row_distribution(rows, fmt.cols),
+        "needs_review": needs_review,
+        "review_reasons": message.review_reasons if needs_review else (),
+        "review": RunReview(by=by, at=at, accepted=accept and message.needs_review),
     }
     try:
         return RunMessage(**payload)

@@ -102,8 +102,8 @@ def insert_run(
         "operator, source, filename, image_sha256, captured_at, processed_at, supersedes, "
         "distribution, statistics, rows_counted, rows_excluded, flagged_wells, model, "
         "calibration_id, dilution, timings, image_dir, image_bytes, needs_review, "
-        "review_reasons, reading) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "review_reasons, reading, message) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             rec.run_id,
             rec.plate_id,
@@ -131,6 +131,7 @@ def insert_run(
             int(rec.needs_review),
             dumps(list(rec.review_reasons)),
             rec.reading,
+            message_json,
         ],
     )
     db.conn.executemany(

@@ -213,7 +213,7 @@ class ReviewRequest(BaseModel):
     whether a run held for review is accepted as read. The states are checked by the review
     service, which names the bad well."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     wells: dict[str, str] = Field(default_factory=dict, max_length=384)
     accept: bool = False

@@ -1,6 +1,7 @@
 """The review screen in headless Chromium against a real appliance: an operator taps a well,
-its call cycles, Save makes edit 1 (the model's call kept), the sample's LabWare CSV is
-rewritten (the plates' calls and titres are checked in tests/edge), and Accept as read makes edit 2; the queue page lists runs to review."""
+its call cycles, Save makes edit 1 (the model's call kept) and rewrites the sample's LabWare
+CSV, and Accept as read makes edit 2; the queue page lists runs to review. (Calls, titres and
+the CSV's figures after a correction are checked in tests/edge.)"""
 
 from __future__ import annotations
 

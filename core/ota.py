@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from uuid import UUID
@@ -55,6 +56,7 @@ __all__ = [
     "ModelManifest",
     "ModelNotice",
     "ModelReport",
+    "ShadowTally",
     "SignedManifest",
     "canonical_bytes",
     "encode_signed",
@@ -419,3 +421,77 @@ def shadow_decision(
     if plates < shadow_plates:
         return "continue"
     return "switch" if agreement >= agreement_threshold else "rollback"
+
+
+class ShadowTally:
+    """What an appliance counts while it shadows a candidate: per plate, both models' calls,
+    times and whether each would have held the plate for review. Only the current model's
+    results count; this only measures. :meth:`decision` applies :func:`shadow_decision`, and
+    :meth:`report` is the :class:`ModelReport` to send."""
+
+    def __init__(self, notice: ModelNotice) -> None:
+        self.notice = notice
+        self.plates = 0
+        self.wells = 0
+        self.agreeing = 0
+        self.current_ms = 0.0
+        self.candidate_ms = 0.0
+        self.current_held = 0
+        self.candidate_held = 0
+
+    def add(
+        self,
+        current: Mapping[str, str],
+        candidate: Mapping[str, str],
+        *,
+        current_ms: float,
+        candidate_ms: float,
+        current_needs_review: bool,
+        candidate_needs_review: bool,
+    ) -> None:
+        """One plate read by both: well id -> state for each model (the same wells)."""
+        if current.keys() != candidate.keys():
+            raise ValueError("both models must call the same wells")
+        self.plates += 1
+        self.wells += len(current)
+        self.agreeing += sum(1 for w, s in current.items() if candidate[w] == s)
+        self.current_ms += current_ms
+        self.candidate_ms += candidate_ms
+        self.current_held += int(current_needs_review)
+        self.candidate_held += int(candidate_needs_review)
+
+    @property
+    def agreement(self) -> float:
+        return self.agreeing / self.wells if self.wells else 0.0
+
+    def _rate(self, held: int) -> float:
+        return held / self.plates if self.plates else 0.0
+
+    def decision(self) -> Decision:
+        """The admin's confirmation waives the agreement threshold, never the rollback on a
+        jump in the needs-review rate."""
+        return shadow_decision(
+            plates=self.plates,
+            agreement=self.agreement,
+            shadow_plates=self.notice.shadow_plates,
+            agreement_threshold=0.0
+            if self.notice.switch_confirmed
+            else self.notice.agreement_threshold,
+            current_review_rate=self._rate(self.current_held),
+            candidate_review_rate=self._rate(self.candidate_held),
+        )
+
+    def report(self, state: ReportState, *, at: datetime, reason: str | None = None) -> ModelReport:
+        n = max(self.plates, 1)
+        return ModelReport(
+            assignment_id=self.notice.assignment_id,
+            version=self.notice.version,
+            state=state,
+            reason=reason,
+            shadow_plates=self.plates,
+            agreement=round(self.agreement, 6) if self.plates else None,
+            current_ms=round(self.current_ms / n, 3) if self.plates else None,
+            candidate_ms=round(self.candidate_ms / n, 3) if self.plates else None,
+            needs_review_rate=round(self._rate(self.candidate_held), 6) if self.plates else None,
+            at=at,
+        )

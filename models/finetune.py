@@ -342,6 +342,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer: dict[str, Any] = {"torch": torch.__version__, "modes": {}}
     for mode in args.modes:
         shipped_path = args.shipped / shipped["modes"][mode]["files"]["fp32"]["path"]
+        logger.info("%s: rendering %d generator plates", mode, args.generator_plates)
         gen_train = build(
             args.generator_seed, 0, args.generator_plates, mode, size=size, scale=scale
         )
@@ -351,11 +352,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             parts += [field_train] * max(1, args.field_repeat)
         data = CropSet.concat(parts)
         net = net_from_onnx(shipped_path)
+        logger.info("%s: training on %d crops, %d epochs", mode, len(data), args.epochs)
         info = train_candidate(
             net, data, epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed
         )
         candidate = args.out / f"{mode}.onnx"
         export_onnx(net, candidate, size)
+        logger.info("%s: scoring the candidate and the shipped model on the held-out sets", mode)
         held = {
             "field_plates": crops_of(split.by_plate, mode),
             "field_sites": crops_of(split.by_site, mode),

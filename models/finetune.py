@@ -239,7 +239,7 @@ def net_from_onnx(path: Path, width: int = 8) -> Any:
             conv.weight.copy_(torch.from_numpy(np.array(inits[node.input[1]])))
             bias = inits[node.input[2]] if len(node.input) > 2 else np.zeros(conv.out_channels)
             bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(np.asarray(bias, np.float32)))
+            bn.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
         gemm = gemms[0]

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from cloud.models import Device, ModelAssignment, ModelRelease, ModelRollout, Site
 from cloud.models.base import utcnow
-from core.ota import ModelNotice, ModelReport, SignedManifest
+from core.ota import SignedManifest
+from core.rollout import ModelNotice, ModelReport
 from core.topics import Topics
 
 OPEN_STAGES = ("canary", "rolling")

@@ -24,7 +24,8 @@ from cloud.db import make_engine, make_sessionmaker, session_scope
 from cloud.models import ModelRelease
 from cloud.mqtt_auth import BrokerAccount, render_acl_file
 from cloud.ota_cli import run_models
-from core.ota import ArtefactError, load_public_key, parse_notice, parse_signed, verify_artefact
+from core.ota import ArtefactError, load_public_key, parse_signed, verify_artefact
+from core.rollout import parse_notice
 from core.topics import Topics
 from tests.cloud.conftest import S3Server, make_settings
 from tests.cloud.world import World, build_world, open_client

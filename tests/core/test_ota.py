@@ -16,22 +16,18 @@ from core.ota import (
     GateCheck,
     GateReport,
     ModelManifest,
-    ModelNotice,
-    ModelReport,
     canonical_bytes,
     encode_signed,
     generate_private_key,
     key_id,
     load_private_key,
     load_public_key,
-    parse_notice,
-    parse_report,
     private_key_pem,
     public_key_text,
-    shadow_decision,
     sign_manifest,
     verify_artefact,
 )
+from core.rollout import ModelNotice, ModelReport, parse_notice, parse_report, shadow_decision
 from core.topics import Topics
 
 
@@ -297,7 +293,7 @@ def _notice(**kw: object) -> ModelNotice:
 
 
 def test_shadow_tally_measures_and_decides() -> None:
-    from core.ota import ShadowTally
+    from core.rollout import ShadowTally
 
     tally = ShadowTally(_notice())
     same = {f"A{i}": "flowing" for i in range(1, 11)}
@@ -316,7 +312,7 @@ def test_shadow_tally_measures_and_decides() -> None:
 
 
 def test_shadow_tally_rolls_back_on_a_review_jump_and_switches_when_confirmed() -> None:
-    from core.ota import ShadowTally
+    from core.rollout import ShadowTally
 
     jumpy = ShadowTally(_notice(shadow_plates=20))
     wells = {"A1": "flowing"}

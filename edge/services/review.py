@@ -1,6 +1,6 @@
 """An operator's review of a run: corrected wells and "accept as read".
 
-Each review is a new edit of the run (`core.wire.review_edit`): every well keeps the model's own
+Each review is a new edit of the run (`core.review.review_edit`): every well keeps the model's own
 call beside its final state, the rows and titres are recomputed, and in ONE transaction the run,
 its wells and rows, the pooled sample (its CSV staged and published after the commit), the
 outbox entry that syncs the edit and the audit row (who, which wells, before -> after) are
@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from core.review import review_edit
 from core.stats import compute_statistics
 from core.wells import WellState
-from core.wire import RunMessage, WireError, encode_message, parse_message, review_edit
+from core.wire import RunMessage, WireError, encode_message, parse_message
 from edge.db import admin, queries, reviews
 from edge.errors import Conflict, InvalidInput, NotFound, SupervisorRequired
 from edge.schemas import ReviewQueueItem, RunDetail

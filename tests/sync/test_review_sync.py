@@ -1,4 +1,5 @@
-"""An operator's correction reaches the cloud as edit 1, its sample recomputed on both sides.
+"""An operator's correction reaches the cloud as edit 1, its sample recomputed on both sides;
+accepting a held run makes it count on both sides.
 
 A real appliance (fake detector) syncs through Mosquitto to the real ingest worker and
 Postgres. After the review, and once the outbox is empty, the cloud holds edit 1 of the run with
@@ -133,5 +134,63 @@ def test_an_operator_correction_reaches_the_cloud_as_edit_1(
         assert cloud["wells"]["A4"]["model_state"] == cloud["wells"]["A4"]["state"] == "flowing"
         edge_rows = [(r.row, r.endpoint, r.titre) for r in reviewed.rows]
         assert cloud["rows"] == edge_rows
+    finally:
+        app.stop()
+
+
+def test_accepting_a_held_run_makes_it_count_on_both_sides(
+    broker: Broker, cloud_db: str, ingest: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from core.calibration import CalibrationGrid
+    from core.plate import PLATE_96
+    from edge.app import Appliance
+    from edge.config import EdgeSettings
+    from edge.db import outbox
+    from edge.schemas import RunRequest
+    from tests.edge.detect.wells_models import wells_dir
+    from tests.edge.plates import HEIGHT, MARGIN, WIDTH
+
+    for key in list(__import__("os").environ):
+        if key.startswith("MICROPLATE_EDGE_"):
+            monkeypatch.delenv(key)
+    acc = broker.devices[0]
+    wells = wells_dir(tmp_path / "hi-wells")
+    settings = EdgeSettings(
+        data_dir=tmp_path / "data",
+        share_dir=tmp_path / "share",
+        detector={"type": "fake", "wells_model_dir": str(wells)},
+        retention={"disk_floor_mb": 1},
+        site_id=acc.site,
+        device_id=acc.device,
+        sync=sync_settings(broker.port, acc, upload_images=()).model_dump(),
+    )
+    app = Appliance(settings)
+    app.start()
+    try:
+        app.calibration.set(CalibrationGrid.uniform(WIDTH, HEIGHT, PLATE_96, MARGIN), actor="sup")
+        grey = jpeg(np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8))
+        ticket = app.intake.submit_image(grey, "grey.jpg", RunRequest(sample_number="S-HOLD"))
+        state = app.intake.wait(ticket.id, 30)
+        assert state.state == "done" and state.run_id, state
+        run_id = state.run_id
+        assert app.runs.get_run(run_id).needs_review
+        wait_for(lambda: outbox.backlog(app.store)[0] == 0, 30, "an empty outbox")
+        assert cloud_run(cloud_db, run_id)["status"] == "needs_review"
+
+        accepted = app.review.review(
+            run_id, {}, accept=True, actor="operator:kiosk", supervisor=False
+        )
+        assert not accepted.needs_review and accepted.edit == 1
+        wait_for(lambda: outbox.backlog(app.store)[0] == 0, 30, "an empty outbox")
+        cloud = cloud_run(cloud_db, run_id)
+        assert cloud["edit"] == 1 and cloud["status"] == "current"
+        assert cloud["review"]["accepted"] is True and cloud["n_corrected"] == 0
+        edge = app.runs.get_sample("S-HOLD")
+        sample = cloud_samples(cloud_db, acc.site)["S-HOLD"]
+        assert edge.plates == sample["plates"] == 1
+        assert sample["distribution"] == edge.distribution
+        assert sample["statistics"] == edge.statistics
     finally:
         app.stop()

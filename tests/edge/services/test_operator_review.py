@@ -284,3 +284,38 @@ def test_the_queue_puts_held_runs_first_then_unread_rows(
     )
     assert [q.run_id for q in app.review.queue()] == [held]
     assert first not in [q.run_id for q in app.review.queue()]
+
+
+def test_an_accepted_held_reread_replaces_the_earlier_read_in_the_sample(
+    classifier_app: Appliance,
+) -> None:
+    app = classifier_app
+    first = submit(app, jpeg(plate_image(PLATE_A)))
+    assert app.runs.get_sample("S-001").plates == 1
+    # The plate moved under the camera: the saved grid no longer fits, the re-read is held.
+    half = (GRID.columns[1] - GRID.columns[0]) / 2
+    moved = CalibrationGrid(
+        columns=tuple(x + half for x in GRID.columns),
+        rows=GRID.rows,
+        image_width=WIDTH + 100,
+        image_height=HEIGHT,
+    )
+    app.calibration.set(moved.scaled(WIDTH, HEIGHT), actor="sup")
+    ticket = app.runs.reread(first, actor="sup")
+    state = app.intake.wait(ticket.id, 30)
+    assert state.state == "done" and state.run_id
+    held = app.runs.get_run(state.run_id)
+    assert held.needs_review
+    before = app.runs.get_sample("S-001")
+
+    corrections = {f"{row}{col}": "flowing" for row in "ABCDEFGH" for col in range(1, 4)}
+    accepted = app.review.review(
+        held.run_id, corrections, accept=True, actor="op", supervisor=False
+    )
+    assert not accepted.needs_review
+    after = app.runs.get_sample("S-001")
+    # Still one plate: the newest read of the plate is the one that counts (core.pooling).
+    assert after.plates == 1
+    assert after.distribution != before.distribution
+    counted = sum(1 for r in accepted.rows if r.counted)
+    assert sum(after.distribution.values()) == counted

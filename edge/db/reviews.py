@@ -1,6 +1,10 @@
 """An operator's review of a run, as SQL: the run to review (with its latest wire message) and
 the edit written back. Called inside one `Store.write()` transaction with the sample's
-recompute, the outbox entry and the audit row."""
+recompute, the outbox entry and the audit row.
+
+The run's latest wire message is its newest `run` entry in the outbox: the outbox keeps every
+message of a run, delivered or not, for as long as the run itself is kept (retention drops them
+only with a superseded or deleted run, `edge.db.runs.release`), so it is not stored twice."""
 
 from __future__ import annotations
 
@@ -26,26 +30,22 @@ class ReviewTarget:
     deleted: bool
     superseded_by: str | None
     needs_review: bool
-    # The run's latest wire message (JSON), or None when the appliance no longer has it.
+    # The run's latest wire message (JSON), or None when the outbox no longer has it.
     message: str | None
 
 
 def review_target(db: Database, run_id: str) -> ReviewTarget | None:
     row = db.execute(
         "SELECT run_id, plate_id, sample_number, edit, processed_at, deleted_at, superseded_by, "
-        "needs_review, message FROM runs WHERE run_id = ?",
+        "needs_review FROM runs WHERE run_id = ?",
         [run_id],
     ).fetchone()
     if row is None:
         return None
-    message = row[8]
-    if message is None:
-        # Runs stored before the message was kept on the run: their last queued run message.
-        found = db.execute(
-            "SELECT payload FROM outbox WHERE run_id = ? AND kind = 'run' ORDER BY id DESC LIMIT 1",
-            [run_id],
-        ).fetchone()
-        message = found[0] if found else None
+    found = db.execute(
+        "SELECT payload FROM outbox WHERE run_id = ? AND kind = 'run' ORDER BY id DESC LIMIT 1",
+        [run_id],
+    ).fetchone()
     return ReviewTarget(
         run_id=str(row[0]),
         plate_id=str(row[1]),
@@ -55,7 +55,7 @@ def review_target(db: Database, run_id: str) -> ReviewTarget | None:
         deleted=row[5] is not None,
         superseded_by=row[6],
         needs_review=bool(row[7]),
-        message=message,
+        message=str(found[0]) if found else None,
     )
 
 
@@ -69,14 +69,14 @@ def write_review(
     reviewed_at: datetime,
 ) -> None:
     """Store the reviewed edit: wells (final state, the model's call kept), rows, the run's
-    counts and review state, its latest message, and the outbox entry that syncs it."""
+    counts and review state, and the outbox entry that syncs it (the run's latest message)."""
     run_id = str(message.run_id)
     counted = sum(1 for r in message.rows if r.counted)
     flagged = sum(1 for w in message.wells.values() if w.flags or w.state in ("unread", "invalid"))
     db.execute(
         "UPDATE runs SET edit = ?, distribution = ?, statistics = ?, rows_counted = ?, "
         "rows_excluded = ?, flagged_wells = ?, needs_review = ?, review_reasons = ?, "
-        "reviewed_at = ?, reviewed_by = ?, message = ? WHERE run_id = ?",
+        "reviewed_at = ?, reviewed_by = ? WHERE run_id = ?",
         [
             message.edit,
             dumps(message.distribution),
@@ -88,7 +88,6 @@ def write_review(
             dumps(list(message.review_reasons)),
             iso(reviewed_at),
             reviewed_by[:128],
-            payload,
             run_id,
         ],
     )

@@ -104,8 +104,8 @@ def insert_run(
         "operator, source, filename, image_sha256, captured_at, processed_at, supersedes, "
         "distribution, statistics, rows_counted, rows_excluded, flagged_wells, model, "
         "calibration_id, dilution, timings, image_dir, image_bytes, needs_review, "
-        "review_reasons, reading, message) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "review_reasons, reading) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             rec.run_id,
             rec.plate_id,
@@ -133,7 +133,6 @@ def insert_run(
             int(rec.needs_review),
             dumps(list(rec.review_reasons)),
             rec.reading,
-            message_json,
         ],
     )
     db.conn.executemany(

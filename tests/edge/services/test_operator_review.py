@@ -319,3 +319,13 @@ def test_an_accepted_held_reread_replaces_the_earlier_read_in_the_sample(
     assert after.distribution != before.distribution
     counted = sum(1 for r in accepted.rows if r.counted)
     assert sum(after.distribution.values()) == counted
+
+
+def test_a_run_whose_message_is_gone_is_refused_with_a_reason(app: Appliance) -> None:
+    run_id = submit(app, jpeg(plate_image(PLATE_A)))
+    with app.store.write() as db:
+        db.execute("DELETE FROM outbox WHERE run_id = ?", [run_id])
+    with pytest.raises(Conflict, match="re-read the plate") as exc:
+        app.review.review(run_id, {"A1": "invalid"}, accept=False, actor="op", supervisor=False)
+    assert exc.value.code == "review_unavailable"
+    assert app.runs.get_run(run_id).edit == 0

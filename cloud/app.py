@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.api import audit, auth, device_api, devices, ops, results, sites, users, ws
+from cloud.api import audit, auth, device_api, devices, models, ops, results, sites, users, ws
 from cloud.broadcast import Broadcaster, NotifyListener, libpq_conninfo
 from cloud.db import make_engine, make_read_engine, make_sessionmaker
 from cloud.headers import SecurityHeaders
@@ -127,7 +127,7 @@ def create_app(settings: CloudSettings | None = None, *, listen: bool = True) ->
         lifespan=lifespan,
     )
     app.state.microplate = state
-    for module in (ops, auth, users, sites, devices, device_api, results, audit, ws):
+    for module in (ops, auth, users, sites, devices, device_api, models, results, audit, ws):
         app.include_router(module.router)
     # The managers' pages (docs/dashboard.md); after the API so its catch-all 404 page is last.
     mount_dashboard(app)

@@ -40,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_parser(sub)
 
+    from cloud.ota_cli import add_parser as add_models_parser
+
+    add_models_parser(sub)
+
+    dataset = sub.add_parser("dataset", help="training data from reviewed plates")
+    dsub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    export = dsub.add_parser(
+        "export",
+        help="reviewed plates of the sites that allow training: raw photos, YOLO labels, manifest",
+    )
+    export.add_argument("--since", required=True, help="reviewed on or after this day (YYYY-MM-DD)")
+    export.add_argument("--out", required=True, help="a new (or empty) directory")
+
     migrate = sub.add_parser("migrate", help="apply (or revert) database migrations")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
@@ -224,6 +237,14 @@ def _dispatch(settings: CloudSettings, args: argparse.Namespace) -> int:
         return _create_admin(settings, args)
     if args.command == "provision-device":
         return _provision(settings, args)
+    if args.command == "dataset":
+        from cloud.dataset import run_dataset
+
+        return run_dataset(settings, args)
+    if args.command == "models":
+        from cloud.ota_cli import run_models
+
+        return run_models(settings, args)
     raise _CliError(f"unknown command {args.command}")
 
 

@@ -3,7 +3,9 @@
 The appliances' own /metrics say nothing once an appliance is off or unreachable; the cloud
 still knows when it last heard from each one (`devices.last_seen_at`, set by the ingest on every
 run and status message). One small query per scrape (one row per device); every API process
-reports the same values, so alert rules take `max by (site, device)`.
+reports the same values, so alert rules take `max by (site, device)`. Field accuracy (the share
+of wells operators corrected, `cloud.crud.field`) per site, device and model version over the
+last 30 days comes from one grouped query on the same scrape.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from cloud.crud.field import field_totals
 from cloud.models import Device, Site
 
 logger = logging.getLogger(__name__)
 
 LAST_SEEN = "microplate_device_last_seen_timestamp_seconds"
+FIELD_WELLS = "microplate_field_wells_30d"
+FIELD_CORRECTED = "microplate_field_wells_corrected_30d"
+FIELD_RATIO = "microplate_field_wells_corrected_ratio_30d"
+_FIELD_LABELS = ["site", "device", "model"]
 FLEET_UP = "microplate_fleet_query_up"
 
 
@@ -35,6 +42,19 @@ class FleetCollector(Collector):
             "Unix time the cloud last received a message from the device (active devices)",
             labels=["site", "device"],
         )
+        wells = GaugeMetricFamily(
+            FIELD_WELLS, "Wells read in the last 30 days (reads not deleted)", labels=_FIELD_LABELS
+        )
+        corrected = GaugeMetricFamily(
+            FIELD_CORRECTED,
+            "Wells an operator corrected from the model's call, last 30 days",
+            labels=_FIELD_LABELS,
+        )
+        ratio = GaugeMetricFamily(
+            FIELD_RATIO,
+            "Share of wells operators corrected, last 30 days (field accuracy = 1 - this)",
+            labels=_FIELD_LABELS,
+        )
         up = 0.0
         if self.engine is not None:
             stmt = (
@@ -47,14 +67,24 @@ class FleetCollector(Collector):
                     for site, device, at in conn.execute(stmt):
                         if at is not None:
                             seen.add_metric([site, device], at.timestamp())
+                    for site, device, model, n, n_corrected in field_totals(conn):
+                        wells.add_metric([site, device, model], n)
+                        corrected.add_metric([site, device, model], n_corrected)
+                        if n:
+                            ratio.add_metric([site, device, model], n_corrected / n)
                 up = 1.0
             except SQLAlchemyError as exc:
                 logger.warning("fleet metrics: database unavailable (%s)", type(exc).__name__)
         yield seen
+        yield wells
+        yield corrected
+        yield ratio
         yield GaugeMetricFamily(FLEET_UP, "1 when the fleet query succeeded", value=up)
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(LAST_SEEN, "", labels=["site", "device"])
+        for name in (FIELD_WELLS, FIELD_CORRECTED, FIELD_RATIO):
+            yield GaugeMetricFamily(name, "", labels=_FIELD_LABELS)
         yield GaugeMetricFamily(FLEET_UP, "")
 
 

@@ -65,6 +65,9 @@ class SiteUpdate(BaseModel):
     protective_titre: int | None = Field(default=None, ge=1, le=1_000_000)
     # false disables the site: its devices lose broker and API access until it is enabled.
     enabled: bool | None = None
+    # "Allow corrected plates for training": the site's reviewed plates (raw images included)
+    # may go into `microplate-cloud dataset export`.
+    allow_training: bool | None = None
 
 
 class SitePublic(BaseModel):
@@ -75,6 +78,7 @@ class SitePublic(BaseModel):
     csv_template: str
     protective_titre: int | None
     disabled_at: datetime | None = None
+    allow_training: bool = False
 
 
 class UserCreate(BaseModel):

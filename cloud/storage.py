@@ -91,6 +91,11 @@ class ObjectStore:
     def put(self, key: str, data: bytes, *, content_type: str = "image/jpeg") -> None:
         self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
+    def get(self, key: str) -> bytes:
+        """The object's bytes (ClientError when it is missing)."""
+        body: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=key)

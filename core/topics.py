@@ -1,10 +1,11 @@
-"""MQTT topic names: ``microplate/v1/{site}/{device}/{runs|acks|status|config}``.
+"""MQTT topic names: ``microplate/v1/{site}/{device}/{runs|acks|status|config|model}``.
 
 Site and device ids are short slugs (1-64 of ``A-Z a-z 0-9 _ -``, starting with a letter or
 digit), so an id can never add a level (``/``), a wildcard (``+``, ``#``) or a NUL to a topic.
 Direction: the device publishes ``runs`` (run messages and run events) and ``status``, the
-cloud publishes ``acks`` and ``config`` (retained). The broker ACL lets a device touch only its
-own subtree.
+cloud publishes ``acks``, ``config`` (retained) and ``model`` (retained: the model version the
+cloud wants the device to shadow, see :mod:`core.ota`). The broker ACL lets a device touch only
+its own subtree.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Literal
 logger = logging.getLogger(__name__)
 
 TOPIC_ROOT = "microplate/v1"
-Leaf = Literal["runs", "acks", "status", "config"]
-LEAVES: tuple[Leaf, ...] = ("runs", "acks", "status", "config")
+Leaf = Literal["runs", "acks", "status", "config", "model"]
+LEAVES: tuple[Leaf, ...] = ("runs", "acks", "status", "config", "model")
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _SLUG = re.compile(SLUG_PATTERN)
 
@@ -37,7 +38,7 @@ def check_slug(value: object, what: str) -> str:
 
 
 class Topics:
-    """The four topics of one device."""
+    """The five topics of one device."""
 
     __slots__ = ("device", "site")
 
@@ -78,6 +79,10 @@ class Topics:
     @property
     def config(self) -> str:
         return self.topic("config")
+
+    @property
+    def model(self) -> str:
+        return self.topic("model")
 
     @staticmethod
     def subscription(leaf: Leaf, site: str | None = None) -> str:

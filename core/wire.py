@@ -12,6 +12,10 @@ exception type escapes :func:`parse_message`, whatever the bytes.
 
 The ``(run_id, edit)`` pair is the idempotency key: the cloud upserts a run when ``edit`` is
 newer and acks with the same pair.
+
+An operator's review is an edit (``edit`` >= 1) with ``review`` set: every well then carries
+``model_state``, the model's own call, beside ``state``, the final one
+(:func:`core.review.review_edit` builds it from the previous message and the corrections).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ __all__ = [
     "ModelInfo",
     "RunEvent",
     "RunMessage",
+    "RunReview",
     "TopicError",
     "Topics",
     "WireError",
@@ -131,6 +136,17 @@ class WireWell(_Wire):
     class_name: ShortText | None = None
     flags: tuple[WellFlag, ...] = Field(default=(), max_length=2)
     n_detections: int = Field(default=0, ge=0, le=10_000)
+    # On a reviewed run only: the model's own call; ``state`` is then the operator's final one.
+    model_state: WellState | None = None
+
+
+class RunReview(_Wire):
+    """Who reviewed a run and when; ``accepted``: a run held for review was accepted, so it
+    counts. The corrected wells are those whose ``model_state`` differs from ``state``."""
+
+    by: ShortText
+    at: UtcDatetime
+    accepted: bool = False
 
 
 class ImageRef(_Wire):
@@ -176,6 +192,28 @@ class RunMessage(_Wire):
     needs_review: bool = False
     review_reasons: tuple[ReviewReason, ...] = Field(default=(), max_length=8)
     reading: Literal["tilted", "untilted"] | None = None
+    # An operator's review (added in schema 1 with a default: older messages still parse).
+    review: RunReview | None = None
+
+    @model_validator(mode="after")
+    def _reviewed(self) -> RunMessage:
+        with_model = sum(1 for w in self.wells.values() if w.model_state is not None)
+        if self.review is None and with_model:
+            raise ValueError("wells: model_state is given only on a reviewed run")
+        if self.review is not None:
+            if with_model != len(self.wells):
+                raise ValueError("wells: a reviewed run gives every well's model_state")
+            if self.edit < 1:
+                raise ValueError("edit: a review is an edit of the run (edit >= 1)")
+        return self
+
+    def corrected_wells(self) -> tuple[str, ...]:
+        """Wells whose final state an operator changed from the model's call."""
+        return tuple(
+            well_id
+            for well_id, w in self.wells.items()
+            if w.model_state is not None and w.model_state != w.state
+        )
 
     @model_validator(mode="after")
     def _review(self) -> RunMessage:
@@ -226,7 +264,9 @@ class RunMessage(_Wire):
         for well_id in fmt.well_ids():
             w = self.wells[well_id]
             row, col = fmt.parse_well_id(well_id)
-            calls[well_id] = WellCall(well_id=well_id, row=row, col=col, **w.model_dump())
+            calls[well_id] = WellCall(
+                well_id=well_id, row=row, col=col, **w.model_dump(exclude={"model_state"})
+            )
         return calls
 
 

@@ -3,7 +3,8 @@ with the narrow ports it needs (`edge.ports`), starts and stops them, and holds 
 
 The HTTP API, the touchscreen UI and the CLI call the services it exposes: `intake` (capture,
 upload, tickets, preview), `runs` (runs, samples, images, CSVs, delete, re-read), `calibration`,
-`runtime` (the supervisor's runtime settings), `health` (readiness, status), `reading` (the
+`review` (an operator's corrections and "accept as read", the review queue), `runtime` (the
+supervisor's runtime settings), `health` (readiness, status), `reading` (the
 detector in force) and `audit`; and `events`, `metrics` and `store` themselves.
 
 `start()` reads as a list: folders, store, migrations, crash clean-up, detector (warm-up),
@@ -35,6 +36,7 @@ from edge.services.health import DiskGuard, Health, Lifecycle
 from edge.services.intake import FolderWatcher, Intake
 from edge.services.pipeline import Pipeline
 from edge.services.reading import PlateReadingService
+from edge.services.review import ReviewService
 from edge.services.runs import RunService
 from edge.services.runtime import RuntimeSettingsService
 from edge.workers import Worker
@@ -109,6 +111,7 @@ class Appliance:
         spool = Spool(settings.data_dir / "spool")
         self.intake = Intake(settings, lifecycle, disk, pipeline, spool, source)
         self.runs = RunService(parts, lifecycle, pipeline, committer, exporter)
+        self.review = ReviewService(parts, lifecycle, self.runtime, committer, exporter)
         self.metrics.bind(
             queue_depth=lambda: float(pipeline.depth),
             backlog=lambda: outbox.backlog(self.store) if lifecycle.started else (0, None),

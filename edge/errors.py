@@ -58,6 +58,13 @@ class CaptureUnavailable(ApplianceError):
     default_code = "capture_unavailable"
 
 
+class SupervisorRequired(ApplianceError):
+    """Allowed to a supervisor only in this case (e.g. reviewing a run older than a day)."""
+
+    http_status = 403
+    default_code = "supervisor_required"
+
+
 class Conflict(ApplianceError):
     http_status = 409
     default_code = "conflict"

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    import threading
+
     import numpy as np
+    from sqlite_utils import Database
 
     from core.calibration import CalibrationGrid
     from edge.config import EdgeSettings
@@ -154,3 +157,22 @@ class OutboxPort(Protocol):
     def backlog(self) -> tuple[int, float | None]: ...
     def backlog_if_open(self) -> tuple[int, float | None]: ...
     def rejected_count(self) -> int: ...
+
+
+class SampleRecompute(Protocol):
+    """Recomputes, inside the caller's transaction, the samples holding reads of some plates
+    and stages their CSVs (`RunCommitter.recompute_plates`)."""
+
+    def recompute_plates(
+        self, db: Database, plate_ids: list[str], sample_number: str, staged: list[Any]
+    ) -> set[str]: ...
+
+
+class CsvPublisher(Protocol):
+    """The share writer's lock and what publishes or drops CSVs staged in a transaction
+    (`Exporter`)."""
+
+    @property
+    def lock(self) -> threading.Lock: ...
+    def publish_all(self, staged: list[Any]) -> None: ...
+    def discard(self, staged: list[Any]) -> None: ...

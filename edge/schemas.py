@@ -147,6 +147,8 @@ class WellOut(_Out):
     class_name: str | None = None
     flags: list[str] = Field(default_factory=list)
     box: list[float] | None = None
+    # After an operator's review: the model's own call (``state`` is then the final one).
+    model_state: str | None = None
 
 
 class RowOut(_Out):
@@ -199,6 +201,28 @@ class RunDetail(RunSummary):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     deleted_reason: str | None = None
     deleted_by: str | None = None
+    # The run's edit counter (0: as read; each review, supersede or delete adds one) and its
+    # latest operator review.
+    edit: int = 0
+    reviewed_at: datetime | None = None
+    reviewed_by: str | None = None
+
+
+class ReviewRequest(BaseModel):
+    """An operator's review: corrected wells (id -> flowing, agglutinated or invalid) and
+    whether a run held for review is accepted as read. The states are checked by the review
+    service, which names the bad well."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    wells: dict[str, str] = Field(default_factory=dict, max_length=384)
+    accept: bool = False
+
+
+class ReviewQueueItem(RunSummary):
+    """A run waiting for review: held by the plate gate, or with rows left unread."""
+
+    unread_rows: int = 0
 
 
 class SampleSummaryOut(_Out):

@@ -81,6 +81,7 @@ def update_site(
         csv_template=body.csv_template,
         protective_titre=body.protective_titre,
         enabled=body.enabled,
+        allow_training=body.allow_training,
     )
     if body.enabled is not None:
         # The broker files follow at once: a disabled site's devices lose their accounts.

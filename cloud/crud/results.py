@@ -113,6 +113,8 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
             "reading",
         },
     )
+    if message.review is not None:  # who reviewed it (a plain run's extra has no such key)
+        extra["review"] = message.review.model_dump(mode="json")
     fields = {
         "edit": message.edit,
         "site_id": device.site_id,
@@ -129,6 +131,8 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
         "extra": extra,
         "image_keys": {img.role: img.key for img in message.images},
         "received_at": utcnow(),
+        "reviewed_at": message.review.at if message.review is not None else None,
+        "n_corrected": len(message.corrected_wells()),
     }
     if existing is None:
         status = "needs_review" if message.needs_review else "current"
@@ -185,6 +189,8 @@ def well_document(message: RunMessage) -> list[dict[str, Any]]:
                 "n_detections": w.n_detections,
             }
         )
+        if w.model_state is not None:  # a reviewed run: the model's call beside the final one
+            out[-1]["model_state"] = w.model_state
     return out
 
 

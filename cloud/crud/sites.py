@@ -55,6 +55,7 @@ def update_site(
     csv_template: str | None = None,
     protective_titre: int | None = None,
     enabled: bool | None = None,
+    allow_training: bool | None = None,
 ) -> None:
     if enabled is not None:
         site.disabled_at = None if enabled else (site.disabled_at or utcnow())
@@ -64,4 +65,6 @@ def update_site(
         site.csv_template = csv_template
     if protective_titre is not None:
         site.protective_titre = protective_titre
+    if allow_training is not None:
+        site.allow_training = allow_training
     session.flush()

@@ -86,7 +86,8 @@ def plain_runs(
     for msg, device in runs:
         if msg.run_id in seen or msg.run_id in stored or msg.run_id in waiting:
             continue
-        if msg.supersedes is not None or device.status != "active":
+        # A reviewed run (an operator's edit) has columns the COPY does not write.
+        if msg.supersedes is not None or msg.review is not None or device.status != "active":
             continue
         seen.add(msg.run_id)
         chosen.append((msg, device))

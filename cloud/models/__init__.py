@@ -12,6 +12,7 @@ from cloud.models.accounts import (
     user_sites,
 )
 from cloud.models.base import Base
+from cloud.models.ota import ModelAssignment, ModelRelease, ModelRollout
 from cloud.models.results import DeviceEvent, Run, RunRow, RunWell, Sample
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "Device",
     "DeviceEvent",
     "LoginThrottle",
+    "ModelAssignment",
+    "ModelRelease",
+    "ModelRollout",
     "PasswordResetToken",
     "RefreshToken",
     "Role",

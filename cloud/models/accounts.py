@@ -52,6 +52,9 @@ class Site(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Disabled: data stays visible, its devices lose broker and API access (migration e001).
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # "Allow corrected plates for training" (o001): the site's reviewed plates, raw images
+    # included, may go into `microplate-cloud dataset export`. Off unless its admin opts in.
+    allow_training: Mapped[bool] = mapped_column(default=False, server_default="false")
 
 
 class User(Base):

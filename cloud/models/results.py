@@ -67,6 +67,7 @@ class Run(Base):
         Index("ix_runs_sample_read", "sample_id", "read_at"),
         Index("ix_runs_device_read", "device_id", "read_at"),
         Index("ix_runs_plate", "plate_id"),
+        Index("ix_runs_reviewed", "reviewed_at", postgresql_where=text("reviewed_at IS NOT NULL")),
         Index(
             "ix_runs_needs_review",
             "site_id",
@@ -98,6 +99,10 @@ class Run(Base):
     extra: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     image_keys: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # An operator's review (o001): when, and how many wells they changed from the model's call
+    # (the wells document keeps each well's `model_state`); field accuracy sums these.
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    n_corrected: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
 
 class RunWell(Base):

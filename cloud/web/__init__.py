@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
-from cloud.web import admin, auth_pages, chart_data, live, pages, sites
+from cloud.web import admin, auth_pages, chart_data, live, models, pages, sites
 from cloud.web.render import HERE, error_page, on_api_problem, on_csrf, on_sign_in_required
 from cloud.web.session import ApiProblem, CsrfRefused, SignInRequired
 
@@ -22,7 +22,7 @@ def mount_dashboard(app: FastAPI) -> None:
     if getattr(app.state, "dashboard_mounted", False):
         return
     app.state.dashboard_mounted = True
-    for module in (auth_pages, pages, admin, sites, live, chart_data):
+    for module in (auth_pages, pages, admin, models, sites, live, chart_data):
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
     app.add_exception_handler(SignInRequired, on_sign_in_required)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Date, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
+from cloud.crud.field import FIELD_BY, field_accuracy
 from cloud.crud.scope import Scope
 from cloud.models import Device, Run, Site
 from cloud.web import data
@@ -258,3 +259,29 @@ async def review(
             return review_share(session, scope=scope, by=by, site_id=site, since=since, until=end)
 
     return _json(await _query(load))
+
+
+@router.get("/field-accuracy.json")
+async def field(
+    request: Request,
+    by: Filter = "device",
+    site_id: Filter = "",
+    read_from: Filter = "",
+    read_to: Filter = "",
+) -> JSONResponse:
+    """Weekly share of wells operators corrected, per device, site or model version."""
+    _, me = await signed_in(request)
+    try:
+        if by not in FIELD_BY:
+            raise BadFilter("by is device, site or model")
+        site, since, end = _filters(site_id, read_from, read_to, days=TREND_DAYS)
+    except BadFilter as exc:
+        return _bad(exc)
+    scope = data.scope_from_me(me)
+
+    def load() -> dict[str, Any]:
+        with _state(request).sessions() as session:
+            return field_accuracy(session, scope=scope, by=by, site_id=site, since=since, until=end)
+
+    body = await _query(load)
+    return _json({"x": [week_start(w) for w in body["labels"]], **body})

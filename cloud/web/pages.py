@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from cloud.crud import field
 from cloud.schemas import MAX_IMAGE_BYTES
 from cloud.state import AppState
 from cloud.web import charts, data
@@ -311,7 +312,19 @@ async def review(request: Request) -> Response:
     runs = await api.call("GET", "/api/v1/runs", params={"status": "needs_review", "limit": 200})
     devices = await api.call("GET", "/api/v1/devices")
     names = {d["id"]: d.get("name") or d.get("slug") or d["id"] for d in devices}
-    context = {"me": me, "runs": runs, "device_names": names, "chart_days": TREND_DAYS}
+    scope = data.scope_from_me(me)
+
+    def corrected() -> list[field.CorrectedRun]:
+        with _state(request).sessions() as session:
+            return field.corrected_runs(session, scope=scope)
+
+    context = {
+        "me": me,
+        "runs": runs,
+        "device_names": names,
+        "chart_days": TREND_DAYS,
+        "corrected": await _query(corrected),
+    }
     return render(request, "review.html", context, api=api)
 
 

@@ -110,3 +110,14 @@ async def disable_site(request: Request, site_id: uuid.UUID) -> Response:
 @router.post("/sites/{site_id}/enable")
 async def enable_site(request: Request, site_id: uuid.UUID) -> Response:
     return await _update(request, site_id, {"enabled": True}, "enabled")
+
+
+@router.post("/sites/{site_id}/training")
+async def training(
+    request: Request, site_id: uuid.UUID, allow: Annotated[str, Form(max_length=8)] = ""
+) -> Response:
+    """Switch "allow corrected plates for training" on or off (off by default)."""
+    on = allow == "on"
+    return await _update(
+        request, site_id, {"allow_training": on}, "training on" if on else "training off"
+    )

@@ -19,7 +19,16 @@ from edge.api.deps import (
     require_operator,
 )
 from edge.api.errors import ApiError
-from edge.schemas import Page, RunDetail, RunRequest, RunSummary, Ticket, TicketState
+from edge.schemas import (
+    Page,
+    ReviewQueueItem,
+    ReviewRequest,
+    RunDetail,
+    RunRequest,
+    RunSummary,
+    Ticket,
+    TicketState,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +158,27 @@ def get_run(run_id: RunId, appliance: ApplianceDep) -> RunDetail:
 )
 def reread_run(run_id: RunId, appliance: ApplianceDep, user: OperatorUser) -> Ticket:
     return appliance.runs.reread(run_id, actor=user.actor)
+
+
+@router.post(
+    "/runs/{run_id}/review",
+    summary="Correct wells and/or accept a held run as read; answers with the updated run",
+)
+def review_run(
+    run_id: RunId, body: ReviewRequest, appliance: ApplianceDep, user: OperatorUser
+) -> RunDetail:
+    return appliance.review.review(
+        run_id,
+        body.wells,
+        accept=body.accept,
+        actor=user.actor,
+        supervisor=user.role == "supervisor",
+    )
+
+
+@router.get("/review-queue", summary="Runs to review: held by the plate gate, then unread rows")
+def review_queue(appliance: ApplianceDep, limit: Limit = 50) -> list[ReviewQueueItem]:
+    return appliance.review.queue(limit)
 
 
 @router.delete(

@@ -166,8 +166,26 @@ def _m003_review(db: Database) -> None:
     )
 
 
+def _m004_operator_review(db: Database) -> None:
+    # An operator's review: every well keeps the model's own call (`model_state`, set on the
+    # first review) beside its final state, and the run who reviewed it last and when. The
+    # next edit is built from the run's latest message in the outbox (kept as long as the run);
+    # the audit row (who, which wells, before -> after) goes to `audit` with the change.
+    db.executescript(
+        """
+        ALTER TABLE wells ADD COLUMN model_state TEXT;
+        ALTER TABLE runs ADD COLUMN reviewed_at TEXT;
+        ALTER TABLE runs ADD COLUMN reviewed_by TEXT;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("initial schema", _m001_initial),
     ("pending display images", _m002_pending_images),
     ("plate-quality gate: needs_review, review_reasons, reading", _m003_review),
+    (
+        "operator review: wells.model_state, runs.reviewed_at/reviewed_by",
+        _m004_operator_review,
+    ),
 ]

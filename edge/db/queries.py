@@ -13,6 +13,7 @@ from edge.errors import NotFound
 from edge.schemas import (
     CsvState,
     Page,
+    ReviewQueueItem,
     RowOut,
     RunDetail,
     RunSummary,
@@ -105,7 +106,7 @@ def get_run(db: Database, run_id: str) -> RunDetail:
         raise NotFound(message=f"There is no run {run_id}. It may have been removed by retention.")
     extra = db.execute(
         "SELECT statistics, model, calibration_id, dilution, timings, deleted_reason, "
-        "deleted_by FROM runs WHERE run_id = ?",
+        "deleted_by, edit, reviewed_at, reviewed_by FROM runs WHERE run_id = ?",
         [run_id],
     ).fetchone()
     wells = [
@@ -118,9 +119,11 @@ def get_run(db: Database, run_id: str) -> RunDetail:
             class_name=w[5],
             flags=json.loads(w[6]),
             box=json.loads(w[7]) if w[7] else None,
+            model_state=w[8],
         )
         for w in db.execute(
-            "SELECT well_id, row, col, state, confidence, class_name, flags, box FROM wells "
+            "SELECT well_id, row, col, state, confidence, class_name, flags, box, model_state "
+            "FROM wells "
             "WHERE run_id = ? ORDER BY row, col",
             [run_id],
         ).fetchall()
@@ -158,7 +161,20 @@ def get_run(db: Database, run_id: str) -> RunDetail:
         timings_ms=json.loads(extra[4]),
         deleted_reason=extra[5],
         deleted_by=extra[6],
+        edit=int(extra[7]),
+        reviewed_at=datetime.fromisoformat(extra[8]) if extra[8] else None,
+        reviewed_by=extra[9],
     )
+
+
+def review_queue(db: Database, entries: list[tuple[str, int]]) -> list[ReviewQueueItem]:
+    """The queue's runs (`edge.db.reviews.review_queue`) as summaries, in its order."""
+    out = []
+    for run_id, unread_rows in entries:
+        r = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", [run_id]).fetchone()  # noqa: S608
+        if r is not None:
+            out.append(ReviewQueueItem(**_summary(r).model_dump(), unread_rows=unread_rows))
+    return out
 
 
 def _sample_out(r: tuple[Any, ...], db: Database) -> SampleSummaryOut:

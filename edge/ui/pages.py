@@ -39,6 +39,7 @@ CSP = (
 NAV: list[tuple[str, str, bool]] = [
     ("capture", "/ui/capture", False),
     ("samples", "/ui/samples", False),
+    ("review", "/ui/review", False),
     ("status", "/ui/status", False),
     ("calibration", "/ui/calibration", True),
     ("settings", "/ui/settings", True),
@@ -166,3 +167,10 @@ def sample_page(request: Request, sample_number: SampleNumber) -> Response:
     if not _signed_in(request):
         return _to_sign_in(request)
     return _render(request, "sample.html", "sample", sample_number=sample_number)
+
+
+@router.get("/ui/review/{run_id}", response_class=HTMLResponse)
+def review_run_page(request: Request, run_id: RunId) -> Response:
+    if not _signed_in(request):
+        return _to_sign_in(request)
+    return _render(request, "review_run.html", "review-run", run_id=run_id)

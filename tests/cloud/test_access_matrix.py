@@ -125,6 +125,34 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/runs/{run_id}"): Rule("manager_scoped", ok=204, fresh=("run_id",)),
     ("GET", "/api/v1/audit"): Rule("admin"),
     ("WS", "/api/v1/ws"): Rule("user"),
+    # Model registry (tests/cloud/test_ota.py drives the successful paths): an unknown release,
+    # assignment or report target is a 404 once the caller is let in.
+    ("GET", "/api/v1/models"): Rule("admin"),
+    ("GET", "/api/v1/models/rollouts"): Rule("user"),
+    ("GET", "/api/v1/models/assignments"): Rule("admin"),
+    ("POST", "/api/v1/models/assignments"): Rule(
+        "admin",
+        ok=404,
+        body=lambda w, v: {
+            "name": "hi-wells",
+            "version": "0.0.1",
+            "site_id": str(w.site_a if v == "own" else w.site_b),
+            "canary": "reader-1",
+        },
+    ),
+    ("POST", "/api/v1/models/assignments/{assignment_id}/promote"): Rule("admin", ok=404),
+    ("POST", "/api/v1/models/assignments/{assignment_id}/confirm"): Rule("admin", ok=404),
+    ("GET", "/api/v1/device/model"): Rule("device", ok=404),
+    ("POST", "/api/v1/device/model/report"): Rule(
+        "device",
+        ok=404,
+        body=lambda w, v: {
+            "assignment_id": str(uuid.uuid4()),
+            "version": "2.2.0",
+            "state": "shadowing",
+            "at": "2026-12-06T10:00:00Z",
+        },
+    ),
 }
 
 
@@ -206,6 +234,7 @@ def _path_values(world: World, variant: str, rule: Rule) -> dict[str, str]:
         "run_id": str(world.extra["run"][variant]),
         # Users are not site resources; "other" is simply another account.
         "user_id": str(world.actors["viewer" if variant == "own" else "manager_b"].user_id),
+        "assignment_id": str(uuid.uuid4()),
     }
     if "run_id" in rule.fresh:
         dev, slug = (

@@ -79,6 +79,13 @@ def screens(seeded: dict[str, str]) -> list[Screen]:
         ),
         ("zoom", f"/ui/runs/{run}", ["#zoom-in", "#zoom-out", "#zoom-close"], _open_zoom),
         ("delete", f"/ui/runs/{run}", ['[data-reason="result.reason_duplicate"]'], _open_delete),
+        (
+            "review",
+            f"/ui/review/{run}",
+            ['#rv-plate .rv-well[data-well="H12"]', "#rv-reread", "#rv-accept", "#rv-save"],
+            None,
+        ),
+        ("review-queue", "/ui/review", [".tabs", ".review-queue h1"], None),
         ("samples", "/ui/samples", ["#search", ".row-link"], None),
         ("sample", f"/ui/samples/{sample}", ["#chart svg", "#stats", "#runs .row-link"], None),
         ("status", "/ui/status", ["#st-camera", "#st-sync", "#st-disk", "#st-version"], None),

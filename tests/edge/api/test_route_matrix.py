@@ -26,6 +26,9 @@ SUPERVISOR = {
     ("POST", "/api/calibration/proposal"),
     ("PATCH", "/api/settings"),
 }
+# Operators may use these on runs up to a day old; older runs need a supervisor (403
+# supervisor_required for an operator), checked on a real run below.
+OPERATOR_WITHIN_A_DAY = {("POST", "/api/runs/{run_id}/review")}
 PARAMS = {
     "run_id": "00000000-0000-4000-8000-000000000000",
     "ticket_id": "00000000-0000-4000-8000-000000000001",
@@ -86,6 +89,7 @@ def test_route_table_is_what_the_matrix_expects(app: FastAPI) -> None:
         for m in r.methods
     }
     assert declared == SUPERVISOR
+    assert routes >= OPERATOR_WITHIN_A_DAY and not OPERATOR_WITHIN_A_DAY & SUPERVISOR
     assert ws_routes(app) == ["/api/events"]
 
 
@@ -164,3 +168,34 @@ def test_websocket_refuses_anonymous_and_accepts_sessions(app: FastAPI) -> None:
     for path in ws_routes(app):
         with client.websocket_connect(f"{path}?token={token}") as ws:
             assert ws.receive_json()["type"] == "hello"
+
+
+def test_routes_on_runs_older_than_a_day_need_a_supervisor(app: FastAPI) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from edge.db.store import iso
+    from tests.edge.api.conftest import upload_and_wait
+
+    appliance = app.state.appliance
+    writer = TestClient(app)
+    sign_in(writer)
+    bodies = {("POST", "/api/runs/{run_id}/review"): {"wells": {"A1": "invalid"}}}
+    assert set(bodies) == OPERATOR_WITHIN_A_DAY
+    for (method, path), body in bodies.items():
+        fresh = upload_and_wait(writer, "S-AGE-1", seed=101)
+        old = upload_and_wait(writer, "S-AGE-2", seed=102)
+        with appliance.store.write() as db:
+            when = iso(datetime.now(timezone.utc) - timedelta(days=2))
+            db.execute("UPDATE runs SET processed_at = ? WHERE run_id = ?", [when, old])
+        anon = TestClient(app)
+        assert anon.request(method, path.format(run_id=old), json=body).status_code == 401
+        operator = TestClient(app)
+        sign_in(operator)
+        res = operator.request(method, path.format(run_id=fresh), json=body)
+        assert res.status_code == 200, (path, res.text)
+        res = operator.request(method, path.format(run_id=old), json=body)
+        assert res.status_code == 403 and res.json()["error"]["code"] == "supervisor_required"
+        supervisor = TestClient(app)
+        sign_in(supervisor, supervisor=True)
+        res = supervisor.request(method, path.format(run_id=old), json=body)
+        assert res.status_code == 200, (path, res.text)

@@ -146,19 +146,24 @@ def test_migration_3_keeps_older_runs_counted(tmp_path: Path) -> None:
     store = Store(path)
     store.open()
     store.migrate()
-    assert store.version == SCHEMA_VERSION == 3
+    assert store.version == SCHEMA_VERSION == 4
     store.close()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 2")
     conn.executescript(
         "DROP INDEX runs_review; ALTER TABLE runs DROP COLUMN reading; "
         "ALTER TABLE runs DROP COLUMN review_reasons; ALTER TABLE runs DROP COLUMN needs_review;"
+        "ALTER TABLE runs DROP COLUMN reviewed_at; ALTER TABLE runs DROP COLUMN reviewed_by;"
+        "ALTER TABLE wells DROP COLUMN model_state;"
     )
     conn.commit()
     conn.close()
     store = Store(path)
     store.open()
-    assert store.migrate() == ["plate-quality gate: needs_review, review_reasons, reading"]
+    assert store.migrate() == [
+        "plate-quality gate: needs_review, review_reasons, reading",
+        "operator review: wells.model_state, runs.reviewed_at/reviewed_by",
+    ]
     cols = {r[1] for r in store.read().execute("PRAGMA table_info(runs)").fetchall()}
     assert {"needs_review", "review_reasons", "reading"} <= cols
     store.close()

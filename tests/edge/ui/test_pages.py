@@ -22,7 +22,14 @@ from edge.ui.pages import CSP, appliance_languages
 from tests.edge.api.conftest import make_settings, sign_in
 
 UI = Path(__file__).resolve().parents[3] / "edge" / "ui"
-PAGES = ["/ui/capture", "/ui/samples", "/ui/status", "/ui/calibration", "/ui/settings"]
+PAGES = [
+    "/ui/capture",
+    "/ui/samples",
+    "/ui/review",
+    "/ui/status",
+    "/ui/calibration",
+    "/ui/settings",
+]
 THAI = re.compile(r"[\u0E00-\u0E7F]")
 # Strings that are the same in every language (names, units, symbols).
 SAME_IN_EVERY_LANGUAGE = {
@@ -67,7 +74,9 @@ def operator(app: FastAPI) -> TestClient:
     return client
 
 
-@pytest.mark.parametrize("path", [*PAGES, "/ui/runs/abc-123", "/ui/samples/S-001"])
+@pytest.mark.parametrize(
+    "path", [*PAGES, "/ui/runs/abc-123", "/ui/samples/S-001", "/ui/review/abc-123"]
+)
 def test_pages_send_a_stranger_to_sign_in(anon: TestClient, path: str) -> None:
     res = anon.get(path)
     assert res.status_code == 303
@@ -105,7 +114,9 @@ def test_signed_in_sign_in_page_redirects_only_to_our_pages(
     assert res.headers["location"] == expected
 
 
-@pytest.mark.parametrize("path", [*PAGES, "/ui/runs/abc-123", "/ui/samples/S-001"])
+@pytest.mark.parametrize(
+    "path", [*PAGES, "/ui/runs/abc-123", "/ui/samples/S-001", "/ui/review/abc-123"]
+)
 def test_pages_render_for_an_operator(operator: TestClient, path: str) -> None:
     res = operator.get(path)
     assert res.status_code == 200, res.text
@@ -192,6 +203,7 @@ def test_every_key_the_pages_use_exists() -> None:
         ("status.cam.", get_args(CameraStatus.model_fields["state"].annotation)),
         ("review.", REVIEW_REASONS),
         ("status.", ("needs_review",)),
+        ("rv.short.", get_args(WellState)),
     ],
 )
 def test_computed_keys_cover_every_value_the_appliance_sends(
@@ -253,7 +265,8 @@ API_ERROR_CODES = [
     "no_calibration", "conflict", "too_large", "unsupported_media_type", "invalid_input",
     "invalid_calibration", "locked_out", "busy", "capture_unavailable", "no_preview",
     "preview_busy", "disk_full", "internal_error", "not_ready", "bad_sample_number",
-    "bad_image", "empty_image", "run_deleted", "reason_required",
+    "bad_image", "empty_image", "run_deleted", "reason_required", "unknown_well", "bad_state",
+    "nothing_to_review", "run_superseded", "review_unavailable",
 ]  # fmt: skip
 
 

@@ -59,10 +59,12 @@ def _client(settings: CloudSettings) -> tuple[mqtt.Client, str, int]:
 def publish_pending(
     settings: CloudSettings, sessions: sessionmaker[Session], *, timeout_s: float = 5.0
 ) -> int:
-    """Publish every pending notice; return how many the broker acknowledged."""
+    """Withdraw the notices of superseded assignments, then publish every pending notice;
+    return how many notices the broker acknowledged."""
     with sessions() as session:
+        withdrawals = ota.pending_withdrawals(session)
         pending = ota.pending_notices(session)
-    if not pending:
+    if not pending and not withdrawals:
         return 0
     client, host, port = _client(settings)
     connected = threading.Event()
@@ -85,6 +87,15 @@ def publish_pending(
             raise NotifyError(
                 f"broker refused the notifier: {refused[0] if refused else 'timeout'}"
             )
+        for gone in withdrawals:  # an empty retained message deletes the retained notice
+            info = client.publish(gone.topic, b"", qos=1, retain=True)
+            info.wait_for_publish(timeout_s)
+            if not info.is_published():
+                raise NotifyError(f"broker did not acknowledge the withdrawal on {gone.topic}")
+            with sessions() as session:
+                ota.mark_withdrawn(session, gone)
+                session.commit()
+            logger.info("model notice withdrawn from %s", gone.topic)
         for item in pending:
             info = client.publish(
                 item.topic, item.notice.model_dump_json().encode(), qos=1, retain=True

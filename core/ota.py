@@ -336,7 +336,8 @@ class ModelNotice(_Model):
 
     The device fetches the signed manifest and presigned file URLs from
     ``GET /api/v1/device/model`` (URLs expire, so they are not in a retained message) and
-    checks that the manifest's sha256 is ``manifest_sha256``.
+    checks that the manifest's sha256 is ``manifest_sha256``. An empty retained message on
+    the topic means the notice was withdrawn (its assignment was superseded): shadow nothing.
     """
 
     schema_version: Literal[1] = MANIFEST_SCHEMA

@@ -10,6 +10,9 @@ Rules of a rollout, all applied here so the API, the CLI and the notifier agree:
   nobody else is told. Once every target has switched the stage is ``done``.
 - A device is told (a retained notice on its ``model`` topic) whenever the assignment's
   ``revision`` is newer than the one it was last sent; an admin's confirmation bumps it.
+- A device told about an assignment that was then superseded, and not (yet) told about a newer
+  one, has its retained notice withdrawn (an empty retained message), so it never starts on a
+  release nobody wants any more.
 """
 
 from __future__ import annotations
@@ -108,11 +111,30 @@ def create_assignment(
     if canary_slug not in {d.slug for d in targets}:
         raise OtaError(f"the canary {canary_slug!r} must be one of the assigned devices")
     now = utcnow()
-    session.execute(
-        update(ModelAssignment)
-        .where(ModelAssignment.site_id == site.id, ModelAssignment.stage.in_(OPEN_STAGES))
-        .values(stage="superseded", updated_at=now)
+    older = list(
+        session.scalars(
+            select(ModelAssignment.id).where(
+                ModelAssignment.site_id == site.id, ModelAssignment.stage.in_(OPEN_STAGES)
+            )
+        )
     )
+    if older:
+        session.execute(
+            update(ModelAssignment)
+            .where(ModelAssignment.id.in_(older))
+            .values(stage="superseded", updated_at=now)
+        )
+        # Told devices that had not switched yet: their notice is to be withdrawn (a device
+        # that switched keeps the model it runs, and its record says so).
+        session.execute(
+            update(ModelRollout)
+            .where(
+                ModelRollout.assignment_id.in_(older),
+                ModelRollout.notified_revision > 0,
+                ModelRollout.state.in_(("notified", "downloaded", "shadowing")),
+            )
+            .values(state="withdrawn")
+        )
     assignment = ModelAssignment(
         release_id=release.id,
         site_id=site.id,
@@ -211,6 +233,44 @@ def pending_notices(session: Session) -> list[PendingNotice]:
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class PendingWithdrawal:
+    assignment_id: uuid.UUID
+    device_id: uuid.UUID
+    topic: str
+
+
+def pending_withdrawals(session: Session) -> list[PendingWithdrawal]:
+    """Retained notices of superseded assignments still on the broker, for devices that hold
+    no notice of an open assignment (a newer notice replaces the old one by itself)."""
+    current = (
+        select(ModelRollout.device_id)
+        .join(ModelAssignment, ModelAssignment.id == ModelRollout.assignment_id)
+        .where(ModelAssignment.stage.in_(OPEN_STAGES), ModelRollout.notified_revision > 0)
+    )
+    rows = session.execute(
+        select(ModelRollout.assignment_id, Device.id, Device.slug, Site.slug)
+        .join(Device, Device.id == ModelRollout.device_id)
+        .join(Site, Site.id == Device.site_id)
+        .where(
+            ModelRollout.state == "withdrawn",
+            ModelRollout.notified_revision > 0,
+            ModelRollout.device_id.not_in(current),
+        )
+    ).all()
+    return [
+        PendingWithdrawal(assignment_id=a, device_id=d, topic=Topics(site, slug).model)
+        for a, d, slug, site in rows
+    ]
+
+
+def mark_withdrawn(session: Session, pending: PendingWithdrawal) -> None:
+    rollout = session.get(ModelRollout, (pending.assignment_id, pending.device_id))
+    if rollout is not None:
+        rollout.notified_revision = 0
+        session.flush()
 
 
 def mark_notified(session: Session, pending: PendingNotice, *, at: datetime) -> None:

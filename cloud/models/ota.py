@@ -17,8 +17,10 @@ from cloud.models.base import Base, utcnow
 # (every target switched); halted (the canary refused or rolled back); superseded (a newer
 # assignment for the same site).
 STAGES = ("canary", "rolling", "done", "halted", "superseded")
-# Device rollout states: waiting (not told yet), notified, then what the device reports.
+# Device rollout states: waiting (not told yet), notified, then what the device reports;
+# withdrawn: its assignment was superseded before the rollout ended.
 ROLLOUT_STATES = (
+    "withdrawn",
     "waiting",
     "notified",
     "downloaded",

@@ -324,12 +324,22 @@ def test_a_halted_canary_keeps_the_others_on_their_model(fleet: Fleet, tmp_path:
     assert _publish(fleet, tmp_path, "2.5.0") == 0
     other = _probe(fleet, "reader-3")
     try:
-        _notices(other, 0.5)  # the retained notice of an earlier assignment, if any
+        earlier = other.drain(0.8)  # the retained notice of the earlier assignment, if any
         assignment = _assign(fleet, "2.5.0")["id"]
+        later = [payload for _, payload in other.drain(1.5)]
+        if earlier:
+            # It was told about 2.2.0 and had not switched: that notice is withdrawn (an empty
+            # retained message), and its record says so.
+            assert later == [b""]
+            rows = fleet.world.client.get("/api/v1/models/rollouts", headers=_admin(fleet)).json()
+            mine = [r for r in rows if r["device_slug"] == "reader-3" and r["version"] == "2.2.0"]
+            assert [r["state"] for r in mine] == ["withdrawn"]
+        else:
+            assert later == []
         r = _report(fleet, "canary-1", assignment, "refused", version="2.5.0",
                     reason="tampered: tilted.onnx")  # fmt: skip
         assert r.json() == {"state": "refused", "stage": "halted"}
-        assert _notices(other, 0.8) == []
+        assert other.drain(0.8) == []
         # A device may not report on an assignment it was never told about, nor another version.
         assert (
             _report(fleet, "reader-3", assignment, "switched", version="2.5.0").status_code == 404

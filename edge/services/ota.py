@@ -309,7 +309,7 @@ class OtaService:
         self._pending: ModelNotice | None = None
         self.step = "idle"  # what it is doing now, for the status page
         self.last: dict[str, Any] | None = None  # the last step reported
-        self.disabled = ""
+        self._key_problem = ""
         self._key: Ed25519PublicKey | None = None
         self._load_key()
 
@@ -317,18 +317,27 @@ class OtaService:
     def _load_key(self) -> None:
         s = self._settings
         if not s.enabled:
-            self.disabled = "model updates are switched off (ota.enabled)"
+            self._key_problem = "model updates are switched off (ota.enabled)"
             return
         if s.public_key_file is None:
-            self.disabled = (
+            self._key_problem = (
                 "no model signing key: set ota.public_key_file (Ansible "
                 "microplate_edge_model_public_key); updates are refused"
             )
             return
         try:
             self._key = load_public_key(s.public_key_file.read_text(encoding="ascii"))
-        except (OSError, ValueError) as exc:
-            self.disabled = f"the model signing key {s.public_key_file} is unusable ({exc})"
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            self._key_problem = f"the model signing key {s.public_key_file} is unusable ({exc})"
+
+    @property
+    def disabled(self) -> str:
+        """Why updates are not taken ("" when they are)."""
+        if self._key_problem:
+            return self._key_problem
+        if self._cloud is None:
+            return "model updates need sync with sync.api_base_url and a device token"
+        return ""
 
     # -- lifecycle -----------------------------------------------------------------------
     def active_dir(self) -> Path | None:
@@ -338,8 +347,6 @@ class OtaService:
         """Start the thread; resume a candidate that was shadowing when the appliance
         stopped (verified and loaded again)."""
         self._cloud = cloud
-        if cloud is None and not self.disabled:
-            self.disabled = "model updates need sync.api_base_url and a device token"
         if self._thread is not None:
             return
         self._stop.clear()
@@ -462,7 +469,8 @@ class OtaService:
         staging = self.folder / "staging" / cand.assignment_id
         staging.mkdir(parents=True, exist_ok=True)
         manifest_path = staging / "manifest.signed.json"
-        self._download(offer.manifest_url, manifest_path, MAX_MANIFEST_BYTES)
+        manifest_path.unlink(missing_ok=True)  # small, and its size is not known: fetch whole
+        self._download(offer.manifest_url, manifest_path, MAX_MANIFEST_BYTES, exact=False)
         manifest_bytes = manifest_path.read_bytes()
         try:
             signed = parse_signed(manifest_bytes)
@@ -529,7 +537,9 @@ class OtaService:
         with self._use:
             self._classifier = classifier
 
-    def _download(self, url: str, dest: Path, limit: int) -> None:
+    def _download(self, url: str, dest: Path, limit: int, *, exact: bool = True) -> None:
+        """Fetch `url` into `dest`, resuming after a cut, up to `download_attempts` tries;
+        `exact`: `limit` is the file's size (done when it is there), else only a cap."""
         assert self._cloud is not None
         attempts = self._settings.download_attempts
         for attempt in range(1, attempts + 1):
@@ -543,7 +553,7 @@ class OtaService:
                     raise _Later() from None  # nothing came: the cloud is unreachable
                 logger.info("download of %s broke off (%s); attempt %d", dest.name, exc, attempt)
                 continue
-            if size >= limit:
+            if size >= limit or not exact:
                 return
         # Cut every time: verify_artefact says `truncated` and the release is refused.
 
@@ -560,7 +570,7 @@ class OtaService:
             return
         try:
             if self._key is None:
-                raise _Refused("failed", self.disabled)
+                raise _Refused("failed", self._key_problem)
             directory = Path(cand.directory)
             verify_artefact(
                 (directory / "manifest.signed.json").read_bytes(),

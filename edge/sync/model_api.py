@@ -27,7 +27,6 @@ from edge.services.ota import CloudError
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_CHUNK = 1 << 16
 
 
 class ModelApiError(CloudError):
@@ -137,7 +136,7 @@ class ModelApi:
                 mode = "ab" if resp.status_code == 206 and have else "wb"
                 size = have if mode == "ab" else 0
                 with dest.open(mode) as fh:
-                    for chunk in resp.iter_bytes(_CHUNK):
+                    for chunk in resp.iter_bytes():  # as received: a cut keeps what came
                         room = limit + 1 - size  # one byte over the limit is enough to refuse
                         if room <= 0:
                             break

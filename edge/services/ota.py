@@ -307,6 +307,7 @@ class OtaService:
         self._retry_at = 0.0
         self._backoff = 1.0
         self._pending: ModelNotice | None = None
+        self._mismatches = 0
         self.step = "idle"  # what it is doing now, for the status page
         self.last: dict[str, Any] | None = None  # the last step reported
         self._key_problem = ""
@@ -461,11 +462,23 @@ class OtaService:
         self._set_step(f"downloading {cand.name} {cand.version}")
         try:
             offer = cloud.offer()
+            offered = str(offer.notice.assignment_id)
         except CloudError as exc:
-            raise self._cloud_error(exc, "the offer") from None
-        if str(offer.notice.assignment_id) != cand.assignment_id:
-            logger.info("the cloud now offers another assignment; waiting for its notice")
-            return
+            if exc.status != 404:
+                raise self._cloud_error(exc, "the offer") from None
+            offered = ""  # nothing recorded as sent to us yet
+        if offered != cand.assignment_id:
+            # The cloud records a notice as sent once the broker acknowledged it, which may be
+            # just after we heard it: ask again a little later (a newer notice replaces this).
+            self._mismatches += 1
+            if self._mismatches > 10:
+                logger.warning(
+                    "the cloud does not offer assignment %s; ignored", cand.assignment_id
+                )
+                return
+            logger.info("the cloud does not offer assignment %s yet", cand.assignment_id)
+            raise _Later()
+        self._mismatches = 0
         staging = self.folder / "staging" / cand.assignment_id
         staging.mkdir(parents=True, exist_ok=True)
         manifest_path = staging / "manifest.signed.json"

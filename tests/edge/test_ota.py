@@ -368,3 +368,22 @@ def test_the_release_is_read_with_the_running_classifiers_input_and_classes(
     assert doc["version"] == "3.0.0" and doc["input"] == running["input"]
     assert doc["modes"]["tilted"]["classes"] == running["modes"]["tilted"]["classes"]
     assert set(doc["modes"]["untilted"]["files"]) == {"fp32"}
+
+
+def test_a_notice_heard_before_the_cloud_recorded_it_is_fetched_again(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """The cloud marks a notice sent once the broker acknowledged it: the device may ask for
+    the offer before that (404, or the previous assignment) and must ask again, not refuse."""
+    app = start_app(ota_settings())
+    notice = offer(server, tmp_path, "2.10.0")
+    server.offer_status = 404
+    deliver(app, notice)
+    time.sleep(1.5)
+    assert server.reports == []
+    server.offer_status = 200
+    wait_for(lambda: "shadowing" in server.states(), "shadowing after the retry")
+    assert server.states() == ["downloaded", "shadowing"]

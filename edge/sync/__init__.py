@@ -56,9 +56,12 @@ def build_sync_worker(
 
     def status_info() -> dict[str, Any]:
         st = status()
+        # The model that calls the wells: the classifier (which model updates replace) when
+        # there is one, else the detector.
+        reader = st.classifier or {"name": st.model.name, "version": st.model.version}
         return {
             "version": st.version,
-            "model": f"{st.model.name} {st.model.version}".strip(),
+            "model": f"{reader.get('name', '')} {reader.get('version', '')}".strip(),
             "backend": st.model.backend,
             "disk_free_bytes": st.disk.free_bytes,
         }

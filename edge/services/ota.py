@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+MAX_ENDED = 100  # ended assignments remembered (a retained notice is only ever the newest)
 ReportState = Literal["downloaded", "refused", "shadowing", "switched", "rolled_back", "failed"]
 
 
@@ -698,11 +699,17 @@ class OtaService:
     def _withdrawn(self) -> None:
         if self.state.candidate is not None:
             self._drop("the cloud withdrew its notice")
+        # a download that waited for the cloud is not wanted any more either
+        shutil.rmtree(self.folder / "staging", ignore_errors=True)
 
     # -- reports -------------------------------------------------------------------------
     def _end(self, cand: Candidate, state: ReportState, reason: str | None) -> None:
         with self._lock:
-            self.state.ended[cand.assignment_id] = state
+            ended = self.state.ended
+            ended.pop(cand.assignment_id, None)
+            ended[cand.assignment_id] = state
+            while len(ended) > MAX_ENDED:  # the oldest first (dicts keep insertion order)
+                ended.pop(next(iter(ended)))
             self._report(cand, state, reason)
 
     def _report(self, cand: Candidate, state: ReportState, reason: str | None = None) -> None:

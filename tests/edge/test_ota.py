@@ -387,3 +387,104 @@ def test_a_notice_heard_before_the_cloud_recorded_it_is_fetched_again(
     server.offer_status = 200
     wait_for(lambda: "shadowing" in server.states(), "shadowing after the retry")
     assert server.states() == ["downloaded", "shadowing"]
+
+
+# -- the shadow state machine on its own (results stand in for plates read by both models) --
+
+
+class _Classifier:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.promoted: list[Any] = []
+
+    def classifier_manifest(self) -> dict[str, Any] | None:
+        return None
+
+    def load_classifier(self, directory: Path) -> Any:
+        raise AssertionError("not loaded here")
+
+    def promote(self, classifier: Any) -> None:
+        self.promoted.append(classifier)
+
+
+def _plate(states: list[str], needs_review: bool = False) -> Any:
+    from types import SimpleNamespace
+
+    wells = {f"W{i}": SimpleNamespace(state=s) for i, s in enumerate(states)}
+    return SimpleNamespace(wells=wells, needs_review=needs_review)
+
+
+def _shadowing(tmp_path: Path, key_file: Path, **notice: Any) -> tuple[Any, _Slot, _Classifier]:
+    from edge.config import OtaSettings
+    from edge.services.ota import Candidate, OtaService
+
+    slot = _Slot()
+    svc = OtaService(
+        OtaSettings(public_key_file=key_file),
+        OtaState(tmp_path / "ota"),
+        slot,
+        plate_format=lambda: 96,
+    )
+    signed = sign_release(release_dir(tmp_path / "r"), KEY, version="2.2.0")
+    cand = Candidate.of(notice_for(signed, **notice))
+    cand.directory = str(tmp_path / "candidate")
+    (tmp_path / "candidate").mkdir()
+    classifier = _Classifier()
+    svc.state.candidate, svc._classifier = cand, classifier
+    return svc, slot, classifier
+
+
+def test_a_needs_review_rate_that_jumps_rolls_back_at_once(tmp_path: Path, key_file: Path) -> None:
+    svc, slot, classifier = _shadowing(tmp_path, key_file, shadow_plates=20, threshold=0.5)
+    same = ["flowing", "agglutinated"]
+    svc.shadow_read(lambda c: _plate(same, needs_review=True), _plate(same), 10.0)
+    assert svc.state.candidate is None and classifier.closed and slot.promoted == []
+    last = svc.state.reports[-1]
+    assert last["state"] == "rolled_back" and last["shadow_plates"] == 1
+    assert "needs_review rate 1.00 against 0.00" in last["reason"]
+    assert last["agreement"] == 1.0 and last["needs_review_rate"] == 1.0
+    assert not (tmp_path / "candidate").exists()
+
+
+def test_the_admins_confirmation_switches_whatever_the_agreement(
+    tmp_path: Path, key_file: Path
+) -> None:
+    svc, slot, classifier = _shadowing(tmp_path, key_file, shadow_plates=2, confirmed=True)
+    for _ in range(2):
+        svc.shadow_read(lambda c: _plate(["invalid"] * 4), _plate(["flowing"] * 4), 5.0)
+    assert slot.promoted == [classifier] and not classifier.closed
+    assert svc.state.reports[-1]["state"] == "switched"
+    assert svc.state.reports[-1]["agreement"] == 0.0
+    assert OtaState(tmp_path / "ota").active_dir() == tmp_path / "candidate"
+
+
+def test_below_the_threshold_after_the_shadow_plates_rolls_back(
+    tmp_path: Path, key_file: Path
+) -> None:
+    svc, slot, classifier = _shadowing(tmp_path, key_file, shadow_plates=2, threshold=0.9)
+    svc.shadow_read(lambda c: _plate(["flowing"] * 10), _plate(["flowing"] * 10), 5.0)
+    assert svc.state.candidate is not None  # one plate of two: keep shadowing
+    svc.shadow_read(
+        lambda c: _plate(["flowing"] * 6 + ["invalid"] * 4), _plate(["flowing"] * 10), 5.0
+    )
+    assert [r["state"] for r in svc.state.reports] == ["shadowing", "rolled_back"]
+    assert "agreement 0.800 below 0.900 after 2 plates" in svc.state.reports[-1]["reason"]
+    assert slot.promoted == [] and classifier.closed
+
+
+def test_a_candidate_that_raises_on_a_plate_is_rolled_back(tmp_path: Path, key_file: Path) -> None:
+    svc, slot, classifier = _shadowing(tmp_path, key_file)
+
+    def broken(c: Any) -> Any:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    svc.shadow_read(broken, _plate(["flowing"]), 5.0)
+    assert svc.state.reports[-1]["state"] == "rolled_back"
+    assert "illegal memory access" in svc.state.reports[-1]["reason"]
+    assert classifier.closed and svc.state.candidate is None and slot.promoted == []

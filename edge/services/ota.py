@@ -365,6 +365,10 @@ class OtaService:
             if self._classifier is not None:
                 self._classifier.close()
                 self._classifier = None
+        close = getattr(self._cloud, "close", None)
+        if callable(close):
+            close()
+        self._cloud = None
 
     # -- from the MQTT thread: hand over, never block ------------------------------------
     def notice(self, payload: bytes) -> None:

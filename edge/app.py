@@ -72,7 +72,7 @@ class Appliance:
         self.events = EventBus()
         self.metrics = Metrics()
         self.store = Store(settings.resolved_db_path, settings.resolved_backup_dir)
-        parts = Parts(settings, self.store, self.events, self.metrics)
+        parts = self._parts = Parts(settings, self.store, self.events, self.metrics)
         source = source or create_source(settings.capture)
         self._workers: list[Worker] = []
         self._folder: FolderWatcher | None = None
@@ -170,14 +170,13 @@ class Appliance:
         if isinstance(s.capture, FolderCaptureSettings):
             self._folder = FolderWatcher(intake, s.capture)
             self._folder.start()
-        parts = Parts(s, self.store, self.events, self.metrics)
         self._workers = [
             Worker("csv-retry", 30.0, runs_service.exporter.export_dirty),
             Worker("spool-retry", 5.0, intake.replay_spool),
             Worker(
                 "retention",
                 s.retention.interval_s,
-                lambda: retention.run_once(parts, self.health.disk.floor_bytes),
+                lambda: retention.run_once(self._parts, self.health.disk.floor_bytes),
             ),
         ]
         for worker in self._workers:

@@ -1,8 +1,9 @@
 """Narrow ports: what each service needs from the others, and nothing more.
 
-Every service in `edge.services` (and the sync wiring) takes the `Protocol`s below instead of
-the appliance, so none of them imports `edge.app` (not even for typing) and the composition root
-is the only module that knows all of them. A test may hand in any smaller object that fits.
+A service in `edge.services` takes the `Protocol`s below (or, where it needs one whole, a
+sibling service), never the appliance: none of them imports `edge.app`, not even for typing, and
+the composition root is the only module that knows all of them. `edge.sync` sees the database
+only as the `OutboxPort`. A test may hand in any smaller object that fits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from core.calibration import CalibrationGrid
+    from core.ota import ModelNotice, ModelReport
     from edge.config import EdgeSettings
     from edge.db import runs
     from edge.db.store import Store
@@ -171,3 +173,38 @@ class ClassifierSlot(Protocol):
     def classifier_manifest(self) -> dict[str, Any] | None: ...
     def load_classifier(self, directory: Path) -> Any: ...
     def promote(self, classifier: Any) -> None: ...
+
+
+class CloudError(Exception):
+    """What a `ModelCloud` raises: `retry` when trying again later may help (network, 5xx),
+    not for a refusal the cloud means (4xx)."""
+
+    def __init__(self, message: str, *, retry: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.status = status
+
+
+class OfferFile(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+class Offer(Protocol):
+    @property
+    def notice(self) -> ModelNotice: ...
+    @property
+    def manifest_url(self) -> str: ...
+    @property
+    def files(self) -> list[Any]: ...
+
+
+class ModelCloud(Protocol):
+    """The cloud's device model API as the OTA service uses it (`edge.sync.model_api.ModelApi`);
+    it raises CloudError."""
+
+    def offer(self) -> Offer: ...
+    def download(self, url: str, dest: Path, *, limit: int) -> int: ...
+    def report(self, report: ModelReport) -> None: ...

@@ -1,4 +1,4 @@
-"""Pydantic models the appliance facade (`edge.app.Appliance`) returns and accepts.
+"""Pydantic models the appliance's services (`edge.services`) return and accept.
 
 The HTTP API serialises these as they are; keep them free of storage details.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,95 @@ def test_edge_has_no_import_cycle() -> None:
         if mod not in state:
             cycle = visit(mod)
             assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|BEGIN)\b")
+
+
+def sql_strings(path: Path) -> list[int]:
+    """Lines of string constants in `path` that are SQL statements."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL.match(node.value)
+    )
+
+
+def test_only_edge_db_runs_sql() -> None:
+    files = [p for p in python_files("edge") if "db" not in p.relative_to(ROOT).parts[1:2]]
+    assert len(files) > 50
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in files for n in sql_strings(p)]
+    assert not offenders, "SQL outside edge/db/: " + ", ".join(offenders)
+    assert sql_strings(ROOT / "edge" / "db" / "runs.py"), "the SQL checker found no SQL in edge/db"
+
+
+def test_sql_checker_sees_sql(tmp_path: Path) -> None:
+    sample = tmp_path / "x.py"
+    sample.write_text(
+        'doc = "Select a plate"\nq = (\n    "SELECT run_id FROM runs "\n    "WHERE x"\n)\n'
+    )
+    assert sql_strings(sample) == [3]
+
+
+# The composition root and the services stay narrow; data models (settings, records, API
+# schemas: fields, not behaviour) and edge/detect (its own package with its own README) aside.
+MAX_PUBLIC_MEMBERS = 17
+
+
+def public_members(cls: ast.ClassDef) -> set[str]:
+    names: set[str] = set()
+    for node in cls.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+            for sub in ast.walk(node):
+                targets = (
+                    sub.targets
+                    if isinstance(sub, ast.Assign)
+                    else [sub.target]
+                    if isinstance(sub, ast.AnnAssign)
+                    else []
+                )
+                for t in targets:
+                    if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self":
+                        names.add(t.attr)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if not n.startswith("_")}
+
+
+def _is_data_model(cls: ast.ClassDef) -> bool:
+    bases = {getattr(b, "id", getattr(b, "attr", "")) for b in cls.bases}
+    decorators = {ast.unparse(d).split("(")[0] for d in cls.decorator_list}
+    return bool(
+        bases & {"BaseModel", "BaseSettings", "Protocol", "Exception", "Enum"}
+        or bases & {b for b in bases if b.endswith(("Settings", "Error", "Out"))}
+        or decorators & {"dataclass", "dataclasses.dataclass"}
+    )
+
+
+def test_no_wide_class_in_edge() -> None:
+    wide = []
+    checked = 0
+    for path in python_files("edge"):
+        if path.relative_to(ROOT).parts[1] == "detect":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            if cls.name.startswith("_") or _is_data_model(cls):
+                continue
+            checked += 1
+            members = public_members(cls)
+            if len(members) > MAX_PUBLIC_MEMBERS:
+                wide.append(f"{path.relative_to(ROOT)}:{cls.name} has {len(members)}")
+    assert checked > 20
+    assert not wide, "classes with too many public members: " + "; ".join(wide)
+
+
+def test_member_count_sees_attributes_and_methods() -> None:
+    cls = ast.parse(
+        "class A:\n    x: int\n    def __init__(self):\n        self.y = 1\n        self._z = 2\n"
+        "    def run(self):\n        pass\n"
+    ).body[0]
+    assert isinstance(cls, ast.ClassDef)
+    assert public_members(cls) == {"x", "y", "run"}

@@ -1,7 +1,7 @@
 """The appliance's HTTP API: ``create_app(appliance)`` returns the FastAPI application.
 
-Routes call only the ``edge.app.Appliance`` facade. Every route but ``/health`` and the
-sign-in needs a session; see ``edge.auth`` and ``docs/edge-api.md``.
+Routes call the services of ``edge.app.Appliance`` (never SQL). Every route but ``/health`` and
+the sign-in needs a session; see ``edge.auth`` and ``docs/edge-api.md``.
 """
 
 from __future__ import annotations

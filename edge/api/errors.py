@@ -107,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ValidationError)
     async def _model_error(request: Request, exc: ValidationError) -> JSONResponse:
-        # A model built inside the facade from what the user sent (e.g. merged settings).
+        # A model built inside a service from what the user sent (e.g. merged settings).
         logger.warning("Validation failed inside %s %s", request.method, request.url.path)
         fields = [
             {"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "problem": e["msg"]}

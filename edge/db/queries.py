@@ -1,4 +1,4 @@
-"""Read side of the facade: stored rows -> `edge.schemas` models (no writes here)."""
+"""Read models: stored rows -> `edge.schemas` models (no writes here)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Writes of the pipeline and the facade, each called inside one `Store.write()` transaction.
+"""The runs aggregate: a plate read with its wells and rows, its supersede and delete, its
+pending display images, retention, and the failures log. Writes are called inside one
+`Store.write()` transaction (`edge.services.commit`).
 
 A run, its wells, its rows, the superseding of an earlier read of the same plate, the sample's
 pooled summary and the outbox entries are committed together or not at all.

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from core.ota import (
@@ -63,53 +63,20 @@ from core.ota import (
     verify_artefact,
     verify_manifest,
 )
+from edge.ports import CloudError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from edge.config import OtaSettings
     from edge.detect.plate import PlateResult
-    from edge.ports import ClassifierSlot
+    from edge.ports import ClassifierSlot, ModelCloud
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 MAX_ENDED = 100  # ended assignments remembered (a retained notice is only ever the newest)
 ReportState = Literal["downloaded", "refused", "shadowing", "switched", "rolled_back", "failed"]
-
-
-class CloudError(Exception):
-    """What a `ModelCloud` raises: `retry` when trying again later may help (network, 5xx),
-    not for a refusal the cloud means (4xx)."""
-
-    def __init__(self, message: str, *, retry: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retry = retry
-        self.status = status
-
-
-class OfferFile(Protocol):
-    @property
-    def path(self) -> str: ...
-    @property
-    def url(self) -> str: ...
-
-
-class Offer(Protocol):
-    @property
-    def notice(self) -> ModelNotice: ...
-    @property
-    def manifest_url(self) -> str: ...
-    @property
-    def files(self) -> list[Any]: ...
-
-
-class ModelCloud(Protocol):
-    """The cloud's device model API (`edge.sync.model_api.ModelApi`); raises CloudError."""
-
-    def offer(self) -> Offer: ...
-    def download(self, url: str, dest: Path, *, limit: int) -> int: ...
-    def report(self, report: ModelReport) -> None: ...
 
 
 class _Later(Exception):

@@ -8,7 +8,7 @@ images written into the run's folder by a background writer.
 Off the critical path or overlapped: the raw image (bytes as received) is written and fsynced
 into a hidden folder renamed into place by an I/O thread while the plate is read
 (`images.RawFolder`); the CSV is staged (hidden file, fsync) while the commit flushes and
-renamed only after it (`share.StagedCsv`, `PlateOps.commit_run`).
+renamed only after it (`share.StagedCsv`, `commit.RunCommitter.commit_run`).
 
 Crash safety: the raw image is durable before the transaction and only becomes a run when it
 commits; an image folder without a run is removed on start (`Appliance.start`). Display images

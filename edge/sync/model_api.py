@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from core.ota import ModelNotice, ModelReport
-from edge.services.ota import CloudError
+from edge.ports import CloudError
 
 logger = logging.getLogger(__name__)
 

@@ -87,14 +87,14 @@ class SyncWorker:
         self.settings = settings
         self._on_model = on_model
         self.outbox = outbox
-        self.topics = Topics(site_id, device_id)
+        self._topics = Topics(site_id, device_id)
         self.site_id, self.device_id = site_id, device_id
         self.events = events
         self._status_info = status_info or (lambda: {})
-        self.config_applier = config_applier
+        self._config_applier = config_applier
         self.uploader = uploader
         self._data_dir = data_dir or outbox.folder
-        self.window = Window(settings.window, settings.ack_timeout_s, settings.ack_timeout_max_s)
+        self._window = Window(settings.window, settings.ack_timeout_s, settings.ack_timeout_max_s)
         self._acks: deque[Ack] = deque()
         self._configs: deque[DesiredConfig] = deque()
         self._wake = threading.Event()
@@ -109,7 +109,7 @@ class SyncWorker:
         self.resent_total = 0
         self._with_images: dict[int, str] = {}
         self._last_event_at = 0.0
-        self.identity_problem = identity_problem(
+        self._identity_problem = identity_problem(
             site_id=site_id, device_id=device_id, username=settings.username
         )
         self.reason_log = reasons.ReasonLog()
@@ -118,10 +118,10 @@ class SyncWorker:
         self.link = MqttLink(
             settings,
             client_id=settings.client_id or settings.username or f"{site_id}.{device_id}",
-            subscriptions=[self.topics.acks, self.topics.config]
-            + ([self.topics.model] if on_model is not None else []),
+            subscriptions=[self._topics.acks, self._topics.config]
+            + ([self._topics.model] if on_model is not None else []),
             on_message=self._on_message,
-            will=(self.topics.status, encode_message(self._status(online=False))),
+            will=(self._topics.status, encode_message(self._status(online=False))),
             on_connected=lambda _present: self._wake.set(),
         )
 
@@ -132,12 +132,12 @@ class SyncWorker:
         self._stop.clear()
         if self.uploader is not None:
             self.uploader.start()
-        if self.identity_problem is not None:
+        if self._identity_problem is not None:
             self.reason_log.update(self.reason())  # said once at start, before any retry
         self.link.start()
         self._thread = threading.Thread(target=self._loop, name="sync", daemon=True)
         self._thread.start()
-        logger.info("sync started: %s -> %s", self.topics.base, self.settings.broker_url)
+        logger.info("sync started: %s -> %s", self._topics.base, self.settings.broker_url)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -147,7 +147,7 @@ class SyncWorker:
             self._thread = None
         final = None
         try:
-            final = (self.topics.status, encode_message(self._status(online=False)))
+            final = (self._topics.status, encode_message(self._status(online=False)))
         except (WireError, OSError):
             logger.debug("no final status to publish", exc_info=True)
         self.link.stop(final)
@@ -160,7 +160,7 @@ class SyncWorker:
 
     # -- MQTT messages (paho's thread: hand over, never block) ---------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic == self.topics.model and self._on_model is not None:
+        if topic == self._topics.model and self._on_model is not None:
             self._on_model(payload)  # a core.ota.ModelNotice, or empty: withdrawn
             return
         try:
@@ -168,9 +168,9 @@ class SyncWorker:
         except WireError as exc:
             logger.warning("ignoring a malformed message on %s: %s", topic, exc)
             return
-        if topic == self.topics.acks and isinstance(message, Ack):
+        if topic == self._topics.acks and isinstance(message, Ack):
             self._acks.append(message)
-        elif topic == self.topics.config and isinstance(message, DesiredConfig):
+        elif topic == self._topics.config and isinstance(message, DesiredConfig):
             self._configs.append(message)
         else:
             logger.warning("ignoring a %s message on %s", type(message).__name__, topic)
@@ -197,7 +197,7 @@ class SyncWorker:
         now = time.monotonic()
         if self.link.generation != self._generation_seen:
             self._generation_seen = self.link.generation
-            self.window.reset()
+            self._window.reset()
             self._last_status_at = 0.0
         if self.link.connected:
             self._resend_overdue(now)
@@ -212,7 +212,7 @@ class SyncWorker:
         delivered: list[int] = []
         while self._acks:
             ack = self._acks.popleft()
-            ids = self.window.acked(str(ack.run_id), ack.edit)
+            ids = self._window.acked(str(ack.run_id), ack.edit)
             if not ids:
                 ids = self.outbox.unsettled_for(str(ack.run_id), ack.edit)
             for entry_id in ids:
@@ -229,51 +229,51 @@ class SyncWorker:
     def _apply_configs(self) -> None:
         while self._configs:
             config = self._configs.popleft()
-            if self.config_applier is None:
+            if self._config_applier is None:
                 logger.info("config revision %s received; no applier configured", config.revision)
                 continue
-            self.config_applier.apply(config)
+            self._config_applier.apply(config)
 
     def _resend_overdue(self, now: float) -> None:
-        late = self.window.expired(now)
+        late = self._window.expired(now)
         if not late:
             return
         texts = self.outbox.payloads([f.entry_id for f in late])
         for flight in late:
             text = self._wire_text(flight.entry_id, texts.get(flight.entry_id))
             if text is None:  # gone (retention): nothing left to send
-                self.window.drop(flight.entry_id)
+                self._window.drop(flight.entry_id)
                 self._with_images.pop(flight.entry_id, None)
                 continue
-            if not self.link.publish(self.topics.runs, text.encode("utf-8")):
+            if not self.link.publish(self._topics.runs, text.encode("utf-8")):
                 return
-            self.window.sent(flight.entry_id, flight.run_id, flight.edit, now)
+            self._window.sent(flight.entry_id, flight.run_id, flight.edit, now)
             self.published_total += 1
             self.resent_total += 1
-        timeout = self.window.timeout_for(max(f.attempts for f in late) - 1)
+        timeout = self._window.timeout_for(max(f.attempts for f in late) - 1)
         self.outbox.note_resent([f.entry_id for f in late], f"no ack within {timeout:.0f} s")
         logger.info("%d entries without an ack were sent again", len(late))
 
     def _fill(self, now: float) -> None:
         # Refill in chunks, not one slot per ack: each refill reads the outbox.
-        if self.window.free < max(1, self.window.size // 4) and len(self.window) > 0:
+        if self._window.free < max(1, self._window.size // 4) and len(self._window) > 0:
             return
-        pending = self.outbox.heads(limit=self.window.size * 2)
+        pending = self.outbox.heads(limit=self._window.size * 2)
         waiting: set[int] = set()
         if self.uploader is not None:
             waiting = {h.id for h in pending if h.kind == "run" and not self._images_ready(h)}
-        chosen = self.window.select(pending, skip=waiting)
+        chosen = self._window.select(pending, skip=waiting)
         texts = self.outbox.payloads([h.id for h in chosen])
         for head in chosen:
             text = self._wire_text(head.id, texts.get(head.id))
             if text is None:
                 continue
-            if not self.link.publish(self.topics.runs, text.encode("utf-8")):
+            if not self.link.publish(self._topics.runs, text.encode("utf-8")):
                 logger.info(
                     "publish refused (%s); waiting for the connection", self.link.last_error
                 )
                 return
-            self.window.sent(head.id, head.run_id, head.edit, now)
+            self._window.sent(head.id, head.run_id, head.edit, now)
             self.published_total += 1
 
     def _images_ready(self, head: OutboxHead) -> bool:
@@ -304,8 +304,8 @@ class SyncWorker:
         """The one reason shown for sync now: identity first, then the connection, then what
         the broker or the API refused."""
         settings = self.settings
-        if self.identity_problem is not None:
-            return reasons.reason(reasons.IDENTITY_MISMATCH, settings, self.identity_problem)
+        if self._identity_problem is not None:
+            return reasons.reason(reasons.IDENTITY_MISMATCH, settings, self._identity_problem)
         code, detail = self.link.state
         if code == reasons.CONNECTING and self.link.connect_failures:
             code, detail = self._probe()
@@ -358,7 +358,7 @@ class SyncWorker:
 
     def _publish_status(self) -> None:
         status = self._status(online=True)
-        self.link.publish(self.topics.status, encode_message(status), retain=True)
+        self.link.publish(self._topics.status, encode_message(status), retain=True)
 
     def snapshot(self) -> dict[str, Any]:
         """What the UI shows (also sent as the `sync.status` event)."""
@@ -369,13 +369,13 @@ class SyncWorker:
             "broker": f"{self.settings.host}:{self.settings.port}",
             "backlog": count,
             "oldest_age_s": None if oldest is None else round(oldest, 1),
-            "in_flight": len(self.window),
+            "in_flight": len(self._window),
             "rejected": self.outbox.rejected_count(),
             "last_error": self.link.last_error,
             "reason": current.code,
             "message": current.message,
             "config_revision": (
-                self.config_applier.revision if self.config_applier is not None else None
+                self._config_applier.revision if self._config_applier is not None else None
             ),
         }
 

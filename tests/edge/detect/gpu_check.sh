@@ -35,7 +35,7 @@ echo "== 1. gpu-marked tests (real TensorRT vs ONNX Runtime on the sample plates
 "$PY" -m pytest -m gpu -rs -v -p no:cacheprovider tests/edge/detect || status=1
 
 echo "== 2. the whole detect suite with the real tensorrt module importable"
-"$PY" -m pytest -q -p no:cacheprovider tests/edge/detect tests/edge/test_analyze.py || status=1
+"$PY" -m pytest -q -p no:cacheprovider tests/edge/detect tests/edge/services/test_analyze.py || status=1
 
 echo "== 3. engine builder: build, then a cache hit"
 "$PY" -m models.build_engine --model models/hi-plate --precision fp16 --cache-dir "$OUT/engines" || status=1

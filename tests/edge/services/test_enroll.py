@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge.config import EdgeSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_bundle(path: Path, **changes: object) -> dict[str, object]:

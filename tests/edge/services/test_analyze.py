@@ -22,7 +22,7 @@ from edge.detect.processing import letterbox
 from edge.services import analyze
 from tests.edge.detect.onnx_models import constant_head, model_dir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LEGACY_GRID = ROOT / "tests" / "core" / "data" / "roi_calibration.json"
 CLASS_IDS = {"flowing": 0, "agglutinated": 1, "invalid": 2}
 # Row endpoints of the scripted plate: row A flows up to column 5, B to 8, C none, D all 12.

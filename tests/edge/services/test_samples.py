@@ -18,7 +18,7 @@ from edge.cli import main
 from edge.schemas import RunRequest
 from tests.edge.conftest import SettingsFactory
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "models" / "hi-plate"
 SAMPLES = ROOT / "models" / "samples"
 HAVE = (

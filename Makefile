@@ -41,7 +41,7 @@ unit: $(STAMP)
 py310:
 	@if [ -n "$(PYTHON310)" ]; then \
 	  test -x .venv310/bin/python || $(PYTHON310) -m venv .venv310; \
-	  .venv310/bin/python -m pip install -q 'pydantic>=2.7,<3' pytest pytest-timeout hypothesis && \
+	  .venv310/bin/python -m pip install -q 'pydantic>=2.7,<3' 'cryptography>=42' pytest pytest-timeout hypothesis && \
 	  .venv310/bin/python -m compileall -q core edge && \
 	  .venv310/bin/python -m pytest -q -p no:cacheprovider tests/core; \
 	else echo "python3.10 not found: skipping the 3.10 compatibility run"; fi

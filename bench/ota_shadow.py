@@ -31,8 +31,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.calibration import CalibrationGrid  # noqa: E402
-from core.ota import ModelNotice, generate_private_key, public_key_text  # noqa: E402
+from core.ota import generate_private_key, public_key_text  # noqa: E402
 from core.plate import PLATE_96  # noqa: E402
+from core.rollout import ModelNotice  # noqa: E402
 from edge.app import Appliance  # noqa: E402
 from edge.config import EdgeSettings  # noqa: E402
 from edge.detect.settings import SHIPPED_WELLS_DIR  # noqa: E402

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.ota import ModelNotice
+from core.rollout import ModelNotice
 from core.topics import SLUG_PATTERN
 
 Slug = Field(pattern=SLUG_PATTERN)

@@ -13,10 +13,7 @@ plate format (``plate_format``), a missing file (``missing_file``), a file cut s
 (``truncated``), a file of another size or content (``tampered``) and a malformed manifest
 (``malformed``).
 
-Rollout messages: the cloud publishes a retained :class:`ModelNotice` on the device's ``model``
-topic; the device fetches the signed manifest and presigned URLs over HTTP, shadows the
-candidate and reports with :class:`ModelReport`. :func:`shadow_decision` is the rule that
-turns shadow figures into continue / switch / roll back.
+The rollout messages (notice, report, shadow rule) are in :mod:`core.rollout`.
 """
 
 from __future__ import annotations
@@ -26,10 +23,8 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
-from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -43,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.wire_types import FreeText, ShortText, UtcDatetime
+from core.wire_types import FreeText, ModelName, ModelVersion, Sha256Hex, ShortText, UtcDatetime
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +48,6 @@ __all__ = [
     "GateCheck",
     "GateReport",
     "ModelManifest",
-    "ModelNotice",
-    "ModelReport",
     "SignedManifest",
     "canonical_bytes",
     "encode_signed",
@@ -62,12 +55,9 @@ __all__ = [
     "key_id",
     "load_private_key",
     "load_public_key",
-    "parse_notice",
-    "parse_report",
     "parse_signed",
     "private_key_pem",
     "public_key_text",
-    "shadow_decision",
     "sign_manifest",
     "verify_artefact",
     "verify_manifest",
@@ -82,11 +72,6 @@ Reason = Literal[
     "malformed", "wrong_key", "bad_signature", "plate_format", "missing_file", "truncated",
     "tampered",
 ]  # fmt: skip
-ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-Version = Annotated[
-    str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+([-+][A-Za-z0-9.]{1,32})?$")
-]
-Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 KeyId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 # One relative file name inside the release directory: no "..", no leading dot, no folders.
 FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
@@ -149,13 +134,13 @@ class GateReport(_Model):
 class ModelManifest(_Model):
     schema_version: Literal[1] = MANIFEST_SCHEMA
     name: ModelName
-    version: Version
+    version: ModelVersion
     plate_formats: tuple[Literal[96, 384], ...] = Field(min_length=1, max_length=2)
     modes: tuple[Literal["tilted", "untilted"], ...] = Field(min_length=1, max_length=2)
     files: tuple[ArtefactFile, ...] = Field(min_length=1, max_length=32)
     metrics: dict[MetricName, float] = Field(default_factory=dict, max_length=64)
     gate: GateReport | None = None
-    base_version: Version | None = None
+    base_version: ModelVersion | None = None
     created_at: UtcDatetime
     notes: FreeText = ""
 
@@ -322,100 +307,3 @@ def verify_artefact(
                 "tampered", f"{entry.path}: sha256 or size differs from the manifest"
             )
     return manifest
-
-
-# --- rollout messages ---------------------------------------------------------------------
-
-ReportState = Literal[
-    "downloaded", "refused", "shadowing", "switched", "rolled_back", "failed",
-]  # fmt: skip
-
-
-class ModelNotice(_Model):
-    """Retained on ``…/{device}/model``: the release the cloud wants this device to shadow.
-
-    The device fetches the signed manifest and presigned file URLs from
-    ``GET /api/v1/device/model`` (URLs expire, so they are not in a retained message) and
-    checks that the manifest's sha256 is ``manifest_sha256``. An empty retained message on
-    the topic means the notice was withdrawn (its assignment was superseded): shadow nothing.
-    """
-
-    schema_version: Literal[1] = MANIFEST_SCHEMA
-    kind: Literal["model"] = "model"
-    assignment_id: UUID
-    revision: int = Field(ge=0, le=2**31 - 1)
-    name: ModelName
-    version: Version
-    manifest_sha256: Sha256Hex
-    canary: bool
-    shadow_plates: int = Field(ge=1, le=10_000)
-    agreement_threshold: float = Field(ge=0.0, le=1.0)
-    # The admin confirmed the switch: switch after shadowing whatever the agreement.
-    switch_confirmed: bool = False
-    issued_at: UtcDatetime
-
-
-class ModelReport(_Model):
-    """What a device tells the cloud about a release it was assigned."""
-
-    schema_version: Literal[1] = MANIFEST_SCHEMA
-    kind: Literal["model_report"] = "model_report"
-    assignment_id: UUID
-    version: Version
-    state: ReportState
-    reason: FreeText | None = Field(default=None, max_length=500)
-    shadow_plates: int = Field(default=0, ge=0, le=1_000_000)
-    agreement: float | None = Field(default=None, ge=0.0, le=1.0)
-    current_ms: float | None = Field(default=None, ge=0.0, le=600_000.0)
-    candidate_ms: float | None = Field(default=None, ge=0.0, le=600_000.0)
-    needs_review_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    at: UtcDatetime
-
-    @model_validator(mode="after")
-    def _reason(self) -> ModelReport:
-        if self.state in ("refused", "rolled_back", "failed") and not self.reason:
-            raise ValueError("reason: a refusal, failure or rollback must say why")
-        return self
-
-
-def parse_notice(data: bytes) -> ModelNotice:
-    try:
-        return ModelNotice.model_validate_json(data, strict=True)
-    except ValidationError as exc:
-        raise ValueError(_describe(exc)) from None
-
-
-def parse_report(data: bytes | Mapping[str, object]) -> ModelReport:
-    try:
-        if isinstance(data, (bytes, bytearray)):
-            return ModelReport.model_validate_json(bytes(data))
-        return ModelReport.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(_describe(exc)) from None
-
-
-Decision = Literal["continue", "switch", "rollback"]
-
-
-def shadow_decision(
-    *,
-    plates: int,
-    agreement: float,
-    shadow_plates: int,
-    agreement_threshold: float,
-    current_review_rate: float,
-    candidate_review_rate: float,
-    max_review_rate_jump: float = 0.10,
-) -> Decision:
-    """After ``plates`` shadowed plates: keep shadowing, switch, or roll back.
-
-    Rolls back at once when the candidate would hold for review a share of plates more than
-    ``max_review_rate_jump`` above the current model's; otherwise decides after
-    ``shadow_plates`` plates: switch when the wells agree at least ``agreement_threshold``,
-    else roll back (the admin may still confirm a switch by hand).
-    """
-    if candidate_review_rate - current_review_rate > max_review_rate_jump:
-        return "rollback"
-    if plates < shadow_plates:
-        return "continue"
-    return "switch" if agreement >= agreement_threshold else "rollback"

@@ -14,8 +14,8 @@ The ``(run_id, edit)`` pair is the idempotency key: the cloud upserts a run when
 newer and acks with the same pair.
 
 An operator's review is an edit (``edit`` >= 1) with ``review`` set: every well then carries
-``model_state``, the model's own call, beside ``state``, the final one (:func:`review_edit`
-builds it from the previous message and the corrections, rows recomputed).
+``model_state``, the model's own call, beside ``state``, the final one
+(:func:`core.review.review_edit` builds it from the previous message and the corrections).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -41,14 +40,7 @@ from pydantic import (
 from core.plate import PlateFormat, plate_format
 from core.sanitize import SampleNumberError, clean_sample_number
 from core.stats import distribution as row_distribution
-from core.titre import (
-    CountingPolicy,
-    DilutionSettings,
-    RowResult,
-    hold_for_review,
-    row_results,
-    titre_for,
-)
+from core.titre import CountingPolicy, DilutionSettings, RowResult, titre_for
 from core.topics import SLUG_PATTERN, TopicError, Topics
 from core.wells import WellCall, WellFlag, WellState
 from core.wire_types import FreeText, ShortText, UtcDatetime, to_utc
@@ -74,7 +66,6 @@ __all__ = [
     "build_run_message",
     "encode_message",
     "parse_message",
-    "review_edit",
     "to_utc",
     "wire_wells",
 ]
@@ -448,54 +439,6 @@ def build_run_message(
         "wells": wire_wells(calls),
         "rows": tuple(rows),
         "distribution": row_distribution(rows, n_cols),
-    }
-    try:
-        return RunMessage(**payload)
-    except ValidationError as exc:
-        raise WireError(_describe(exc)) from None
-
-
-def review_edit(
-    message: RunMessage,
-    corrections: Mapping[str, WellState],
-    *,
-    by: str,
-    at: datetime,
-    accept: bool = False,
-) -> RunMessage:
-    """The next edit of ``message`` after an operator's review.
-
-    ``corrections`` maps well ids to their corrected state (wells left out keep theirs). Every
-    well keeps the model's original call as ``model_state`` (from the first review on, the
-    earlier message's), the rows, titres and distribution are recomputed, and ``accept``
-    releases a run held for review so it counts. WireError names a bad well id.
-    """
-    fmt = plate_format(message.plate_format)
-    unknown = sorted(set(corrections) - set(message.wells))
-    if unknown:
-        raise WireError(f"wells: {', '.join(unknown[:5])} not on this {fmt.n_wells}-well plate")
-    calls: dict[str, WellCall] = {}
-    wells: dict[str, WireWell] = {}
-    for well_id, call in message.well_calls().items():
-        old = message.wells[well_id]
-        state = corrections.get(well_id, old.state)
-        calls[well_id] = call.model_copy(update={"state": state})
-        wells[well_id] = old.model_copy(
-            update={"state": state, "model_state": old.model_state or old.state}
-        )
-    needs_review = message.needs_review and not accept
-    rows = row_results(calls, fmt, dilution=message.dilution, policy=message.policy)
-    if needs_review:
-        rows = hold_for_review(rows)
-    payload = {
-        **message.model_dump(exclude={"wells", "rows", "distribution", "review"}),
-        "edit": message.edit + 1,
-        "wells": wells,
-        "rows": tuple(rows),
-        "distribution": row_distribution(rows, fmt.cols),
-        "needs_review": needs_review,
-        "review_reasons": message.review_reasons if needs_review else (),
-        "review": RunReview(by=by, at=at, accepted=accept and message.needs_review),
     }
     try:
         return RunMessage(**payload)

@@ -38,3 +38,11 @@ def _one_line(value: str) -> str:
 ShortText = Annotated[str, StringConstraints(max_length=128), AfterValidator(_one_line)]
 FreeText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_printable)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
+
+
+# Model releases (core.ota, core.rollout): a name, a semantic version, a sha256.
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ModelVersion = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+([-+][A-Za-z0-9.]{1,32})?$")
+]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from core.calibration import CalibrationGrid
-    from core.ota import ModelNotice, ModelReport
+    from core.rollout import ModelNotice, ModelReport
     from edge.config import EdgeSettings
     from edge.db import runs
     from edge.db.store import Store

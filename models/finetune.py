@@ -239,7 +239,7 @@ def net_from_onnx(path: Path, width: int = 8) -> Any:
             conv.weight.copy_(torch.from_numpy(np.array(inits[node.input[1]])))
             bias = inits[node.input[2]] if len(node.input) > 2 else np.zeros(conv.out_channels)
             bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(np.asarray(bias, np.float32)))
+            bn.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
         gemm = gemms[0]
@@ -271,6 +271,12 @@ def train_candidate(
     t0 = time.monotonic()
     for epoch in range(epochs):
         net.train()
+        # The shipped graph has its batch norms folded into the convs: they start as identity
+        # layers with fixed statistics, and stay so (batch statistics would change the model
+        # the first step, before it learnt anything). Their scale and shift still train.
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
         order = torch.randperm(len(data), generator=gen)
         total = 0.0
         for i in range(0, len(order), batch):
@@ -305,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-plate-fraction", type=float, default=0.25)
     p.add_argument("--field-repeat", type=int, default=4, help="field crops count this many times")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -342,6 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer: dict[str, Any] = {"torch": torch.__version__, "modes": {}}
     for mode in args.modes:
         shipped_path = args.shipped / shipped["modes"][mode]["files"]["fp32"]["path"]
+        logger.info("%s: rendering %d generator plates", mode, args.generator_plates)
         gen_train = build(
             args.generator_seed, 0, args.generator_plates, mode, size=size, scale=scale
         )
@@ -351,11 +358,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             parts += [field_train] * max(1, args.field_repeat)
         data = CropSet.concat(parts)
         net = net_from_onnx(shipped_path)
+        logger.info("%s: training on %d crops, %d epochs", mode, len(data), args.epochs)
         info = train_candidate(
             net, data, epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed
         )
         candidate = args.out / f"{mode}.onnx"
         export_onnx(net, candidate, size)
+        logger.info("%s: scoring the candidate and the shipped model on the held-out sets", mode)
         held = {
             "field_plates": crops_of(split.by_plate, mode),
             "field_sites": crops_of(split.by_site, mode),

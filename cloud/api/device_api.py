@@ -11,7 +11,8 @@ from cloud.ota_notify import publish_quietly
 from cloud.schemas import DeviceIdentity, PresignedUrl, PresignRequest
 from cloud.schemas_ota import DeviceModelOffer, DownloadFile, ReportAck
 from cloud.storage import image_key
-from core.ota import ModelNotice, ModelReport, SignedManifest
+from core.ota import SignedManifest
+from core.rollout import ModelNotice, ModelReport
 
 router = APIRouter(prefix="/api/v1/device", tags=["device"], route_class=ReleasingRoute)
 

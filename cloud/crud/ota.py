@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from cloud.models import Device, ModelAssignment, ModelRelease, ModelRollout, Site
 from cloud.models.base import utcnow
-from core.ota import ModelNotice, ModelReport, SignedManifest
+from core.ota import SignedManifest
+from core.rollout import ModelNotice, ModelReport
 from core.topics import Topics
 
 OPEN_STAGES = ("canary", "rolling")
@@ -319,7 +320,7 @@ def apply_report(session: Session, *, device: Device, report: ModelReport) -> Mo
     if release is None or release.version != report.version:
         raise OtaError(f"the assignment is for another version than {report.version}")
     now = utcnow()
-    if rollout.state in _FINAL_BAD:
+    if rollout.state in (*_FINAL_BAD, "withdrawn"):
         return rollout  # an ended rollout stays ended; a new assignment starts a new one
     if report.state in _FINAL_BAD or _ORDER[report.state] >= _ORDER.get(rollout.state, 0):
         rollout.state = report.state

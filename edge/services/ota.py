@@ -1,6 +1,6 @@
 """Model updates over the air: download, verify, load, shadow, then switch or roll back.
 
-The cloud announces a release with a retained `core.ota.ModelNotice` on the device's `model`
+The cloud announces a release with a retained `core.rollout.ModelNotice` on the device's `model`
 topic (handed in by the sync worker through `notice()`). This service's own thread then:
 
 1. fetches the offer (`GET /api/v1/device/model`: signed manifest and presigned URLs) and
@@ -18,7 +18,8 @@ topic (handed in by the sync worker through `notice()`). This service's own thre
 5. **shadows** it: on the next `shadow_plates` plates read by the classifier, the candidate
    reads the same frame after the model in force (`shadow_read`, on the read thread); only the
    first read counts. Agreement (same state, well by well), time per plate and needs-review
-   rate of both are tallied and `core.ota.shadow_decision` decides after each plate: a
+   rate of both are tallied (`core.rollout.ShadowTally`) and its decision
+   (`core.rollout.shadow_decision`) is taken after each plate: a
    needs-review rate that jumps rolls back at once; after the shadow plates, the wells must
    agree at least `agreement_threshold` (or the admin confirmed the switch);
 6. on **switch** the candidate becomes the classifier in force, and the state file
@@ -26,7 +27,7 @@ topic (handed in by the sync worker through `notice()`). This service's own thre
    on **rollback** it is closed and deleted. Nothing changes for the model in force until the
    switch, and a failed step never touches it.
 
-Every step is reported with `core.ota.ModelReport` (`downloaded`, `refused`, `shadowing`,
+Every step is reported with `core.rollout.ModelReport` (`downloaded`, `refused`, `shadowing`,
 `switched`, `rolled_back`, `failed`); reports wait in the state file and are retried with a
 capped back-off while the cloud is unreachable, in order. An empty retained message (the cloud
 withdrew the notice) drops a candidate not yet switched to. An assignment that ended is not
@@ -44,25 +45,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
 from core.ota import (
     MAX_MANIFEST_BYTES,
     ArtefactError,
     ModelManifest,
-    ModelNotice,
-    ModelReport,
     load_public_key,
-    parse_notice,
     parse_signed,
-    shadow_decision,
     verify_artefact,
     verify_manifest,
 )
+from core.rollout import ModelNotice, ModelReport, ReportState, ShadowTally, parse_notice
 from edge.ports import CloudError
 
 if TYPE_CHECKING:
@@ -76,7 +73,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 MAX_ENDED = 100  # ended assignments remembered (a retained notice is only ever the newest)
-ReportState = Literal["downloaded", "refused", "shadowing", "switched", "rolled_back", "failed"]
 
 
 class _Later(Exception):
@@ -90,70 +86,61 @@ class _Refused(Exception):
         self.reason = reason
 
 
-@dataclass
-class Tally:
-    """Shadow figures so far."""
-
-    plates: int = 0
-    wells: int = 0
-    agreed: int = 0
-    current_ms: float = 0.0
-    candidate_ms: float = 0.0
-    current_review: int = 0
-    candidate_review: int = 0
-
-    @property
-    def agreement(self) -> float:
-        return self.agreed / self.wells if self.wells else 0.0
-
-    def rates(self) -> tuple[float, float]:
-        n = max(self.plates, 1)
-        return self.current_review / n, self.candidate_review / n
-
-    def add(
-        self, current: PlateResult, candidate: PlateResult, cur_ms: float, cand_ms: float
-    ) -> None:
-        self.plates += 1
-        for well_id, call in current.wells.items():
-            other = candidate.wells.get(well_id)
-            self.wells += 1
-            self.agreed += int(other is not None and other.state == call.state)
-        self.current_ms += cur_ms
-        self.candidate_ms += cand_ms
-        self.current_review += int(current.needs_review)
-        self.candidate_review += int(candidate.needs_review)
+_COUNTS = (
+    "plates", "wells", "agreeing", "current_ms", "candidate_ms", "current_held", "candidate_held",
+)  # fmt: skip
 
 
 @dataclass
 class Candidate:
-    assignment_id: str
-    revision: int
-    name: str
-    version: str
-    manifest_sha256: str
-    shadow_plates: int
-    agreement_threshold: float
-    switch_confirmed: bool
+    """The release being shadowed: its notice (the newest revision), folder and tally."""
+
+    notice: ModelNotice
     directory: str = ""
-    tally: Tally = field(default_factory=Tally)
+    tally: ShadowTally = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tally = ShadowTally(self.notice)
 
     @classmethod
     def of(cls, notice: ModelNotice) -> Candidate:
-        return cls(
-            assignment_id=str(notice.assignment_id),
-            revision=notice.revision,
-            name=notice.name,
-            version=notice.version,
-            manifest_sha256=notice.manifest_sha256,
-            shadow_plates=notice.shadow_plates,
-            agreement_threshold=notice.agreement_threshold,
-            switch_confirmed=notice.switch_confirmed,
-        )
+        return cls(notice)
+
+    @property
+    def assignment_id(self) -> str:
+        return str(self.notice.assignment_id)
+
+    @property
+    def name(self) -> str:
+        return self.notice.name
+
+    @property
+    def version(self) -> str:
+        return self.notice.version
+
+    def confirm(self, notice: ModelNotice) -> None:
+        """A newer revision of the same assignment (the admin confirmed the switch)."""
+        self.notice = notice
+        self.tally.notice = notice
+
+    def rates(self) -> tuple[float, float]:
+        n = max(self.tally.plates, 1)
+        return self.tally.current_held / n, self.tally.candidate_held / n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "notice": json.loads(self.notice.model_dump_json()),
+            "directory": self.directory,
+            "tally": {k: getattr(self.tally, k) for k in _COUNTS},
+        }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Candidate:
-        tally = Tally(**doc.pop("tally", {}))
-        return cls(**doc, tally=tally)
+        cand = cls(ModelNotice.model_validate(doc["notice"]), str(doc.get("directory", "")))
+        for key, value in dict(doc.get("tally", {})).items():
+            if key in _COUNTS:
+                setattr(cand.tally, key, value)
+        return cand
 
 
 def _now() -> datetime:
@@ -204,13 +191,13 @@ class OtaState:
             self.reports = list(doc.get("reports", []))
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             logger.error("model update state %s unreadable (%s); starting afresh", self.path, exc)
 
     def save(self) -> None:
         doc = {
             "active": self.active,
-            "candidate": asdict(self.candidate) if self.candidate else None,
+            "candidate": self.candidate.to_json() if self.candidate else None,
             "ended": self.ended,
             "reports": self.reports,
         }
@@ -405,8 +392,8 @@ class OtaService:
             if aid in self.state.ended:
                 return  # delivered again after a reconnect: it ended already
             if cand is not None and cand.assignment_id == aid:
-                if notice.switch_confirmed and not cand.switch_confirmed:
-                    cand.switch_confirmed = True
+                if notice.switch_confirmed and not cand.notice.switch_confirmed:
+                    cand.confirm(notice)
                     self.state.save()
                     logger.info("the admin confirmed the switch to %s", cand.version)
                 return
@@ -459,7 +446,7 @@ class OtaService:
         manifest_bytes = manifest_path.read_bytes()
         try:
             signed = parse_signed(manifest_bytes)
-            if signed.sha256 != cand.manifest_sha256:
+            if signed.sha256 != cand.notice.manifest_sha256:
                 raise ArtefactError("tampered", "the manifest is not the one the notice names")
             manifest = verify_manifest(signed, self._key)
         except ArtefactError as exc:
@@ -495,11 +482,7 @@ class OtaService:
         (staging / "manifest.json").write_text(
             json.dumps(wells_manifest(running, manifest), indent=2), encoding="utf-8"
         )
-        target = (
-            self.folder
-            / "models"
-            / f"{manifest.name}-{manifest.version}-{cand.manifest_sha256[:8]}"
-        )
+        target = self.folder / "models" / f"{manifest.name}-{manifest.version}-{signed.sha256[:8]}"
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -591,20 +574,23 @@ class OtaService:
                 return
             cand_ms = (time.perf_counter() - t0) * 1e3
             with self._lock:
-                cand.tally.add(current, theirs, current_ms, cand_ms)
                 tally = cand.tally
-                cur_rate, cand_rate = tally.rates()
-                decision = shadow_decision(
-                    plates=tally.plates,
-                    agreement=tally.agreement,
-                    shadow_plates=cand.shadow_plates,
-                    agreement_threshold=0.0 if cand.switch_confirmed else cand.agreement_threshold,
-                    current_review_rate=cur_rate,
-                    candidate_review_rate=cand_rate,
-                )
+                try:
+                    tally.add(
+                        {w: c.state for w, c in current.wells.items()},
+                        {w: c.state for w, c in theirs.wells.items()},
+                        current_ms=current_ms,
+                        candidate_ms=cand_ms,
+                        current_needs_review=current.needs_review,
+                        candidate_needs_review=theirs.needs_review,
+                    )
+                except ValueError as exc:  # it called other wells than the plate has
+                    self._rollback_locked(cand, f"the candidate's read does not fit: {exc}")
+                    return
+                decision = tally.decision()
                 if decision == "continue":
                     self.state.save()
-                    every = max(1, cand.shadow_plates // 5)
+                    every = max(1, cand.notice.shadow_plates // 5)
                     if tally.plates % every == 0:
                         self._report(cand, "shadowing")
                     return
@@ -616,7 +602,7 @@ class OtaService:
                     self.state.active = {
                         "name": cand.name,
                         "version": cand.version,
-                        "manifest_sha256": cand.manifest_sha256,
+                        "manifest_sha256": cand.notice.manifest_sha256,
                         "assignment_id": cand.assignment_id,
                         "directory": cand.directory,
                         "switched_at": _now().isoformat(),
@@ -628,6 +614,7 @@ class OtaService:
                 self._set_step("idle")
                 logger.info("switched to %s %s", cand.name, cand.version)
             else:
+                cur_rate, cand_rate = cand.rates()
                 if cand_rate - cur_rate > 0.10:
                     why = (
                         f"needs_review rate {cand_rate:.2f} against {cur_rate:.2f} for the "
@@ -635,7 +622,8 @@ class OtaService:
                     )
                 else:
                     why = (
-                        f"agreement {tally.agreement:.3f} below {cand.agreement_threshold:.3f} "
+                        f"agreement {tally.agreement:.3f} below "
+                        f"{cand.notice.agreement_threshold:.3f} "
                         f"after {tally.plates} plates"
                     )
                 self._rollback_locked(cand, why)
@@ -684,21 +672,7 @@ class OtaService:
             self._report(cand, state, reason)
 
     def _report(self, cand: Candidate, state: ReportState, reason: str | None = None) -> None:
-        tally = cand.tally
-        plates = tally.plates
-        cand_rate = tally.rates()[1]
-        report = ModelReport(
-            assignment_id=UUID(cand.assignment_id),
-            version=cand.version,
-            state=state,
-            reason=reason,
-            shadow_plates=plates,
-            agreement=round(tally.agreement, 6) if plates else None,
-            current_ms=round(tally.current_ms / plates, 3) if plates else None,
-            candidate_ms=round(tally.candidate_ms / plates, 3) if plates else None,
-            needs_review_rate=round(cand_rate, 6) if plates else None,
-            at=_now(),
-        )
+        report = cand.tally.report(state, at=_now(), reason=reason)
         with self._lock:
             self.state.reports.append(json.loads(report.model_dump_json()))
             self.state.save()
@@ -747,9 +721,9 @@ class OtaService:
                     "name": cand.name,
                     "version": cand.version,
                     "plates": t.plates,
-                    "of": cand.shadow_plates,
+                    "of": cand.notice.shadow_plates,
                     "agreement": round(t.agreement, 4) if t.plates else None,
-                    "threshold": cand.agreement_threshold,
+                    "threshold": cand.notice.agreement_threshold,
                     "loaded": self._classifier is not None,
                 }
             return {

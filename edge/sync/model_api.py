@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from core.ota import ModelNotice, ModelReport
+from core.rollout import ModelNotice, ModelReport
 from edge.ports import CloudError
 
 logger = logging.getLogger(__name__)

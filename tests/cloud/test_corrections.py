@@ -16,7 +16,8 @@ from sqlalchemy import Engine, create_engine, select, text
 from cloud.crud import field, results
 from cloud.crud.scope import Scope
 from cloud.models import Device, Run, RunWell, Sample
-from core.wire import RunMessage, review_edit
+from core.review import review_edit
+from core.wire import RunMessage
 from tests.cloud.conftest import S3Server, make_settings
 from tests.cloud.factory import run_message
 from tests.cloud.world import World, build_world, open_client

@@ -19,9 +19,10 @@ from cloud.models import Device
 from cloud.storage import ObjectStore, image_key
 from core.calibration import CalibrationGrid
 from core.plate import PLATE_96
+from core.review import review_edit
 from core.titre import DilutionSettings, row_results
 from core.wells import WellCall
-from core.wire import ImageRef, RunMessage, build_run_message, review_edit
+from core.wire import ImageRef, RunMessage, build_run_message
 from models.finetune import load_field_dataset
 from models.synth.render2 import render_plate_v2
 from models.wells.dataset import CLASS_ID

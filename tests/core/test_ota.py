@@ -16,22 +16,18 @@ from core.ota import (
     GateCheck,
     GateReport,
     ModelManifest,
-    ModelNotice,
-    ModelReport,
     canonical_bytes,
     encode_signed,
     generate_private_key,
     key_id,
     load_private_key,
     load_public_key,
-    parse_notice,
-    parse_report,
     private_key_pem,
     public_key_text,
-    shadow_decision,
     sign_manifest,
     verify_artefact,
 )
+from core.rollout import ModelNotice, ModelReport, parse_notice, parse_report, shadow_decision
 from core.topics import Topics
 
 
@@ -278,3 +274,56 @@ def test_the_ansible_template_hands_devices_a_key_they_can_load(tmp_path: Path) 
     assert key_id(load_public_key(text)) == key_id(key)
     defaults = (role / "defaults" / "main.yml").read_text(encoding="utf-8")
     assert 'microplate_edge_model_public_key: ""' in defaults
+
+
+def _notice(**kw: object) -> ModelNotice:
+    fields: dict[str, object] = {
+        "assignment_id": uuid.uuid4(),
+        "revision": 1,
+        "name": "hi-wells",
+        "version": "2.2.0",
+        "manifest_sha256": "c" * 64,
+        "canary": True,
+        "shadow_plates": 3,
+        "agreement_threshold": 0.9,
+        "issued_at": datetime.now(timezone.utc),
+        **kw,
+    }
+    return ModelNotice.model_validate(fields)
+
+
+def test_shadow_tally_measures_and_decides() -> None:
+    from core.rollout import ShadowTally
+
+    tally = ShadowTally(_notice())
+    same = {f"A{i}": "flowing" for i in range(1, 11)}
+    one_off = {**same, "A1": "agglutinated"}
+    for candidate in (same, one_off, same):
+        assert tally.decision() == "continue"
+        tally.add(same, candidate, current_ms=40.0, candidate_ms=44.0,
+                  current_needs_review=False, candidate_needs_review=False)  # fmt: skip
+    assert tally.agreement == pytest.approx(29 / 30) and tally.decision() == "switch"
+    report = tally.report("switched", at=datetime.now(timezone.utc))
+    assert (report.shadow_plates, report.current_ms, report.candidate_ms) == (3, 40.0, 44.0)
+    assert report.agreement == round(29 / 30, 6) and report.needs_review_rate == 0.0
+    with pytest.raises(ValueError, match="same wells"):
+        tally.add(same, {"A1": "flowing"}, current_ms=1, candidate_ms=1,
+                  current_needs_review=False, candidate_needs_review=False)  # fmt: skip
+
+
+def test_shadow_tally_rolls_back_on_a_review_jump_and_switches_when_confirmed() -> None:
+    from core.rollout import ShadowTally
+
+    jumpy = ShadowTally(_notice(shadow_plates=20))
+    wells = {"A1": "flowing"}
+    jumpy.add(wells, wells, current_ms=1, candidate_ms=1,
+              current_needs_review=False, candidate_needs_review=True)  # fmt: skip
+    assert jumpy.decision() == "rollback"
+    confirmed = ShadowTally(_notice(switch_confirmed=True, agreement_threshold=1.0))
+    for _ in range(3):
+        confirmed.add(wells, {"A1": "invalid"}, current_ms=1, candidate_ms=1,
+                      current_needs_review=False, candidate_needs_review=False)  # fmt: skip
+    assert confirmed.agreement == 0.0 and confirmed.decision() == "switch"
+    confirmed.add(wells, wells, current_ms=1, candidate_ms=1,
+                  current_needs_review=False, candidate_needs_review=True)  # fmt: skip
+    assert confirmed.decision() == "rollback"  # 1 of 4 held: a jump even when confirmed

@@ -6,9 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from core.review import review_edit
 from core.stats import distribution
 from core.titre import hold_for_review
-from core.wire import RunMessage, WireError, encode_message, parse_message, review_edit
+from core.wire import RunMessage, WireError, encode_message, parse_message
 from tests.sync.world import template_message
 
 AT = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)

@@ -30,11 +30,11 @@ from onnx import helper, numpy_helper
 from core.ota import (
     ArtefactFile,
     ModelManifest,
-    ModelNotice,
     SignedManifest,
     encode_signed,
     sign_manifest,
 )
+from core.rollout import ModelNotice
 from edge.detect.settings import SHIPPED_WELLS_DIR
 
 MODES = ("tilted", "untilted")

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from core.calibration import CalibrationGrid
-from core.ota import ModelNotice, generate_private_key, public_key_text
+from core.ota import generate_private_key, public_key_text
 from core.plate import PLATE_96
+from core.rollout import ModelNotice
 from edge.app import Appliance
 from edge.detect.settings import SHIPPED_WELLS_DIR
 from edge.schemas import RunRequest

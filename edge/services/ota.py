@@ -589,7 +589,8 @@ class OtaService:
                     return
                 decision = tally.decision()
                 if decision == "continue":
-                    self.state.save()
+                    # saved (fsync) with each progress report, not every plate: a crash costs
+                    # at most a few shadow plates, counted again after the restart
                     every = max(1, cand.notice.shadow_plates // 5)
                     if tally.plates % every == 0:
                         self._report(cand, "shadowing")

@@ -100,6 +100,7 @@ class Appliance:
             ota_state,
             self.reading,
             plate_format=self._plate_format,
+            disk_floor=lambda: disk.floor_bytes,
             events=self.events,
         )
         exporter = Exporter(parts, self.runtime)

@@ -243,6 +243,7 @@ class OtaService:
         slot: ClassifierSlot,
         *,
         plate_format: Callable[[], int],
+        disk_floor: Callable[[], int] = lambda: 0,
         events: Any | None = None,
     ) -> None:
         self._settings = settings
@@ -250,6 +251,7 @@ class OtaService:
         self.folder = state.folder
         self._slot = slot
         self._plate_format = plate_format
+        self._disk_floor = disk_floor
         self._events = events
         self._cloud: ModelCloud | None = None
         self._lock = threading.RLock()  # state
@@ -457,6 +459,13 @@ class OtaService:
                 "refused",
                 f"too_large: {total} bytes, over ota.max_download_mb "
                 f"({self._settings.max_download_mb})",
+            )
+        free = shutil.disk_usage(staging).free
+        if free - total < self._disk_floor():
+            raise _Refused(
+                "refused",
+                f"disk: {free // 2**20} MB free, the release needs {total // 2**20} MB and "
+                f"{self._disk_floor() // 2**20} MB stay free for plates (retention.disk_floor_mb)",
             )
         urls = {f.path: f.url for f in offer.files}
         for entry in manifest.files:

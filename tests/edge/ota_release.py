@@ -132,6 +132,7 @@ class ModelServer:
     cut: dict[str, int] = field(default_factory=dict)  # file -> offset where it breaks off
     cut_times: int = 1_000_000  # how many GETs of a file are cut
     ranges: list[str] = field(default_factory=list)  # Range headers seen
+    served: list[str] = field(default_factory=list)  # files asked for
     unauthorised: int = 0
     _cuts: dict[str, int] = field(default_factory=dict)
 
@@ -176,6 +177,7 @@ class ModelServer:
 
             def _file(self, name: str) -> None:
                 assert outer.folder is not None
+                outer.served.append(name)
                 data = (outer.folder / name).read_bytes()
                 start = 0
                 rng = self.headers.get("Range")

@@ -489,3 +489,28 @@ def test_a_candidate_that_raises_on_a_plate_is_rolled_back(tmp_path: Path, key_f
     assert svc.state.reports[-1]["state"] == "rolled_back"
     assert "illegal memory access" in svc.state.reports[-1]["reason"]
     assert classifier.closed and svc.state.candidate is None and slot.promoted == []
+
+
+def test_a_release_that_would_eat_the_disk_floor_is_refused_before_any_download(
+    make_settings: SettingsFactory,
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+    key_file: Path,
+) -> None:
+    import shutil as sh
+
+    free_mb = sh.disk_usage(tmp_path).free // 2**20
+    settings = make_settings(
+        detector={"type": "fake", "wells_model_dir": str(SHIPPED_WELLS_DIR)},
+        ota={"public_key_file": str(key_file)},
+        retention={"disk_floor_mb": free_mb + 1},
+    )
+    app = start_app(settings)
+    deliver(app, offer(server, tmp_path, "2.11.0"))
+    wait_for(lambda: "refused" in server.states(), "the refusal report")
+    assert server.reports[0]["reason"].startswith("disk:")
+    assert server.served == ["manifest.signed.json"]  # no model byte was fetched
+    assert version_in_force(app) == "2.1.0"
+    staging = settings.data_dir / "ota" / "staging"
+    assert not any(p.suffix == ".onnx" for p in staging.rglob("*"))

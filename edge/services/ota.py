@@ -351,7 +351,7 @@ class OtaService:
             self._wake.clear()
 
     def _wait(self) -> float:
-        if self.state.reports or self._pending is not None:
+        if self._cloud is not None and (self.state.reports or self._pending is not None):
             return max(0.05, self._retry_at - time.monotonic())
         return 30.0
 
@@ -416,6 +416,10 @@ class OtaService:
             shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
             if new.directory:
                 shutil.rmtree(new.directory, ignore_errors=True)
+            self._set_step("idle")
+        except _Later:
+            self._set_step(f"waiting for the cloud ({notice.name} {notice.version})")
+            raise
 
     def _fetch_and_load(self, cand: Candidate) -> None:
         assert self._cloud is not None and self._key is not None

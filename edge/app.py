@@ -34,6 +34,7 @@ from edge.services.commit import RunCommitter
 from edge.services.exporter import Exporter
 from edge.services.health import DiskGuard, Health, Lifecycle
 from edge.services.intake import FolderWatcher, Intake
+from edge.services.ota import OtaService, OtaState
 from edge.services.pipeline import Pipeline
 from edge.services.reading import PlateReadingService
 from edge.services.review import ReviewService
@@ -83,6 +84,7 @@ class Appliance:
 
         self.runtime = RuntimeSettingsService(settings, self.store)
         self.audit = AuditLog(self.store)
+        ota_state = OtaState(settings.data_dir / "ota")
         # the reader and the calibration need each other: it reads with the grid in force,
         # proposals are read with its detector
         self.reading = PlateReadingService(
@@ -91,8 +93,18 @@ class Appliance:
             lambda: self.calibration.grid,
             detector=detector,
             wells=wells,
+            wells_dir=ota_state.active_dir(),
         )
         self.calibration = CalibrationService(parts, lifecycle, self.reading, source)
+        # model updates: download, verify, shadow, switch (edge.services.ota)
+        self.ota = OtaService(
+            settings.ota,
+            ota_state,
+            self.reading,
+            plate_format=self._plate_format,
+            disk_floor=lambda: disk.floor_bytes,
+            events=self.events,
+        )
         exporter = Exporter(parts, self.runtime)
         committer = self._committer = RunCommitter(parts, exporter, self.runtime, self.calibration)
         pipeline = Pipeline(
@@ -107,6 +119,7 @@ class Appliance:
             source,
             pipeline,
             sync=lambda: self.sync,
+            ota=self.ota.status,
         )
         spool = Spool(settings.data_dir / "spool")
         self.intake = Intake(settings, lifecycle, disk, pipeline, spool, source)
@@ -147,11 +160,12 @@ class Appliance:
             raise
         # Imported before anything starts taking plates (the MQTT and HTTP clients take a while
         # to load), started last; neither is loaded when sync is not configured.
-        build_sync = None
+        build_sync = build_api = None
         if s.sync is not None and s.sync.enabled:
-            from edge.sync import build_sync_worker
+            from edge.sync import build_model_api, build_sync_worker
 
-            build_sync = build_sync_worker
+            build_sync, build_api = build_sync_worker, build_model_api
+        self.reading.shadow = self.ota
         intake.source.start()
         intake.pipeline.start()
         self.health.lifecycle.mark_started(True)
@@ -179,7 +193,9 @@ class Appliance:
                 status=self.health.status,
                 run_image=runs_service.run_image,
                 update_runtime=self.runtime.update,
+                on_model=self.ota.notice,
             )
+        self.ota.start(build_api(s) if build_api is not None else None)
         if self.sync is not None:
             self.sync.start()
         logger.info("appliance started (db %s, share %s)", self.store.path, share_dir)
@@ -199,6 +215,7 @@ class Appliance:
         if self.sync is not None:  # started last, stopped first
             self.sync.stop()
             self.sync = None
+        self.ota.stop()
         for worker in reversed(self._workers):
             worker.stop()
         self._workers = []
@@ -218,6 +235,10 @@ class Appliance:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _plate_format(self) -> int:
+        grid = self.calibration.grid
+        return grid.plate_format.n_wells if grid is not None else 96
 
     def _wake_retention(self) -> None:
         for worker in self._workers:

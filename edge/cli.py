@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs each request's URL at INFO: a presigned URL (image upload, model download)
+    # carries its signature in the query, a credential that must not reach the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.config:
         os.environ["MICROPLATE_EDGE_CONFIG_FILE"] = args.config
     func = getattr(args, "func", None)

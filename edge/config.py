@@ -233,6 +233,20 @@ class SyncSettings(BaseModel):
         return _secret(self.device_token, self.device_token_file, "sync.device_token_file")
 
 
+class OtaSettings(_Strict):
+    """Model updates over the air (docs/ota.md, "On the appliance"); they need `sync` with
+    `api_base_url` and a device token too."""
+
+    enabled: bool = True
+    # The cloud admin's ed25519 public key (base64, one line), written by Ansible
+    # (microplate_edge_model_public_key). None or missing: updates are refused.
+    public_key_file: Path | None = None
+    max_download_mb: int = Field(default=512, ge=1, le=2048)
+    download_timeout_s: float = Field(default=60.0, gt=0.0, le=3600.0)
+    download_attempts: int = Field(default=3, ge=1, le=20)
+    retry_max_s: float = Field(default=60.0, gt=0.0, le=3600.0)
+
+
 def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None:
     if value is not None:
         return value.get_secret_value()
@@ -278,6 +292,8 @@ class EdgeSettings(BaseSettings):
     annotated_max_width: int = Field(default=1280, ge=256, le=8192)
     # Sync to the cloud over MQTT (docs/sync.md); absent: runs stay in the outbox.
     sync: SyncSettings | None = None
+    # Signed model updates from the cloud (docs/ota.md).
+    ota: OtaSettings = Field(default_factory=OtaSettings)
 
     @model_validator(mode="after")
     def _check_paths(self) -> EdgeSettings:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
     from core.calibration import CalibrationGrid
+    from core.rollout import ModelNotice, ModelReport
     from edge.config import EdgeSettings
     from edge.db import runs
     from edge.db.store import Store
@@ -176,3 +177,56 @@ class CsvPublisher(Protocol):
     def lock(self) -> threading.Lock: ...
     def publish_all(self, staged: list[Any]) -> None: ...
     def discard(self, staged: list[Any]) -> None: ...
+
+
+class ShadowPort(Protocol):
+    """A candidate model shadowing the one in force (`edge.services.ota.OtaService`): the
+    reading service hands it each plate it read, and a way to read the same frame again."""
+
+    def shadow_read(
+        self, read: Callable[[Any], PlateResult], current: PlateResult, current_ms: float
+    ) -> None: ...
+
+
+class ClassifierSlot(Protocol):
+    """The well classifier in force, as the OTA service loads, compares and replaces it
+    (`edge.services.reading.PlateReadingService`)."""
+
+    def classifier_manifest(self) -> dict[str, Any] | None: ...
+    def load_classifier(self, directory: Path) -> Any: ...
+    def promote(self, classifier: Any) -> None: ...
+
+
+class CloudError(Exception):
+    """What a `ModelCloud` raises: `retry` when trying again later may help (network, 5xx),
+    not for a refusal the cloud means (4xx)."""
+
+    def __init__(self, message: str, *, retry: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.status = status
+
+
+class OfferFile(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+class Offer(Protocol):
+    @property
+    def notice(self) -> ModelNotice: ...
+    @property
+    def manifest_url(self) -> str: ...
+    @property
+    def files(self) -> list[Any]: ...
+
+
+class ModelCloud(Protocol):
+    """The cloud's device model API as the OTA service uses it (`edge.sync.model_api.ModelApi`);
+    it raises CloudError."""
+
+    def offer(self) -> Offer: ...
+    def download(self, url: str, dest: Path, *, limit: int) -> int: ...
+    def report(self, report: ModelReport) -> None: ...

@@ -120,6 +120,9 @@ class ApplianceStatus(_Out):
     started_at: datetime | None = None
     # The well classifier reading calibrated plates (None: the detector reads every plate).
     classifier: dict[str, str] | None = None
+    # Model updates (edge.services.ota.OtaService.status): the model switched to, the one
+    # shadowing, the last step reported.
+    ota: dict[str, Any] | None = None
 
 
 class Page(BaseModel, Generic[T]):

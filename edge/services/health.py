@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.db import outbox
@@ -95,6 +95,7 @@ class Health:
         pipeline: Pipeline,
         *,
         sync: Callable[[], SyncWorker | None],
+        ota: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._host = host
         self.lifecycle = lifecycle
@@ -104,6 +105,7 @@ class Health:
         self._source = source
         self._pipeline = pipeline
         self._sync = sync
+        self._ota = ota
 
     @property
     def started(self) -> bool:
@@ -183,4 +185,5 @@ class Health:
             calibration_id=grid.grid_id if grid else None,
             started_at=self.lifecycle.started_at,
             classifier=self._reading.classifier_info(),
+            ota=self._ota() if self._ota is not None else None,
         )

@@ -1,10 +1,18 @@
 """The plate reader in force: the detector (and the well classifier, when the model directory
-has one) loaded at start-up, and the read of one plate with today's runtime settings and grid."""
+has one) loaded at start-up, and the read of one plate with today's runtime settings and grid.
+
+The classifier comes from `detector.wells_model_dir`, or from `wells_dir` when a model update
+switched to another one (`edge.services.ota`); if that one cannot load, the configured one is
+loaded instead and `wells_error` says why. While a candidate shadows (`shadow`), every plate the
+classifier read is read again by the candidate on the same frame; only the first read counts."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +24,7 @@ from edge.errors import ApplianceError, InvalidInput
 if TYPE_CHECKING:
     from core.calibration import CalibrationGrid
     from edge.config import EdgeSettings
-    from edge.ports import RuntimeSource
+    from edge.ports import RuntimeSource, ShadowPort
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +41,13 @@ class PlateReadingService:
         *,
         detector: Any | None = None,
         wells: Any | None = None,
+        wells_dir: Path | None = None,
     ) -> None:
         self._settings = settings
+        self._wells_dir = wells_dir
+        self.wells_error = ""  # why `wells_dir` could not be loaded (the configured one was)
+        self.shadow: ShadowPort | None = None
+        self._swap = threading.Lock()
         self._runtime = runtime
         self._grid = grid
         self.detector: Any | None = detector
@@ -62,7 +75,20 @@ class PlateReadingService:
             from edge.detect.classifier import create_classifier
 
             try:
-                self.wells = create_classifier(self._settings.detector)
+                self.wells = None
+                if self._wells_dir is not None:
+                    try:
+                        self.wells = self.load_classifier(self._wells_dir)
+                    except Exception as exc:  # noqa: BLE001 - any backend error: fall back
+                        self.wells_error = f"{self._wells_dir}: {exc}"
+                        logger.error(
+                            "the switched-to well classifier %s does not load (%s); reading "
+                            "with the configured one",
+                            self._wells_dir,
+                            exc,
+                        )
+                if self.wells is None:
+                    self.wells = create_classifier(self._settings.detector)
             except BaseException:
                 self.detector.close()
                 self.detector = None
@@ -101,17 +127,21 @@ class PlateReadingService:
             ) from exc
 
     def read_frame(self, frame_image: np.ndarray | None, data: bytes) -> PlateResult:
-        """Decode (unless the camera gave pixels) and read one plate with today's settings."""
+        """Decode (unless the camera gave pixels) and read one plate with today's settings;
+        a shadowing candidate then reads the same frame (its result is only compared)."""
         detector = self.require_detector()
         params = self._runtime.get()
         grid = self._grid()
         reader = make_reader(detector, grid=grid, params=params, wells=self.wells)
+        factor, full, decode_ms = 1, None, 0.0
         if frame_image is not None:
-            return read_plate(detector, frame_image, grid=grid, params=params, reader=reader)
-        image, factor, full, decode_ms = decode_frame(
-            detector, data, reader, min_width=self._settings.annotated_max_width
-        )
-        return read_plate(
+            image = frame_image
+        else:
+            image, factor, full, decode_ms = decode_frame(
+                detector, data, reader, min_width=self._settings.annotated_max_width
+            )
+        t0 = time.perf_counter()
+        result = read_plate(
             detector,
             image,
             grid=grid,
@@ -121,6 +151,57 @@ class PlateReadingService:
             decode_ms=decode_ms,
             reader=reader,
         )
+        current_ms = (time.perf_counter() - t0) * 1e3
+        shadow = self.shadow
+        if shadow is not None and result.reader == "classifier":
+
+            def again(candidate: Any) -> PlateResult:
+                return read_plate(
+                    detector,
+                    image,
+                    grid=grid,
+                    params=params,
+                    reduced_by=factor,
+                    full_size=full,
+                    reader=make_reader(detector, grid=grid, params=params, wells=candidate),
+                )
+
+            try:
+                shadow.shadow_read(again, result, current_ms)
+            except Exception:  # the plate counts whatever the candidate did
+                logger.exception("shadow read failed")
+        return result
+
+    # -- the classifier slot (edge.ports.ClassifierSlot), for model updates -------------------
+    def classifier_manifest(self) -> dict[str, Any] | None:
+        """The running classifier's manifest (input, classes): a release's files are read
+        with it."""
+        wells = self.wells
+        if wells is None:
+            return None
+        manifest: dict[str, Any] = wells.model.manifest.model_dump(mode="json")
+        return manifest
+
+    def load_classifier(self, directory: Path) -> Any:
+        """A classifier from `directory` through the configured backend (ONNX Runtime, or
+        TensorRT with the engine cache), warmed up; raises what the backend raised."""
+        from edge.detect.classifier import create_classifier
+
+        settings = self._settings.detector.model_copy(update={"wells_model_dir": directory})
+        classifier = create_classifier(settings)
+        if classifier is None:
+            raise ValueError(f"{directory} holds no well classifier")
+        return classifier
+
+    def promote(self, classifier: Any) -> None:
+        """Make `classifier` the one in force; the one it replaces is closed (called on the
+        read thread, between plates)."""
+        with self._swap:
+            old, owned = self.wells, self._own_wells
+            self.wells = classifier
+            self._own_wells = True
+        if old is not None and owned and old is not classifier:
+            old.close()
 
     def model_info(self) -> dict[str, str]:
         return model_info(self.detector) if self.detector is not None else {}

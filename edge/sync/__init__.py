@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConfigApplier", "ImageUploader", "SyncSettings", "SyncWorker", "build_sync_worker"]
+__all__ = [
+    "ConfigApplier",
+    "ImageUploader",
+    "SyncSettings",
+    "SyncWorker",
+    "build_model_api",
+    "build_sync_worker",
+]
 
 
 def build_sync_worker(
@@ -36,9 +43,11 @@ def build_sync_worker(
     status: Callable[[], ApplianceStatus],
     run_image: Callable[[str, ImageKind], Path],
     update_runtime: Callable[[RuntimeSettingsPatch, str], object],
+    on_model: Callable[[bytes], None] | None = None,
 ) -> SyncWorker | None:
     """A SyncWorker wired to the outbox, the event bus, the status, the run images and the
-    runtime settings; None when sync is not configured or disabled."""
+    runtime settings (and, with `on_model`, the device's model notices); None when sync is not
+    configured or disabled."""
     settings = edge_settings.sync
     if settings is None or not settings.enabled:
         return None
@@ -47,9 +56,12 @@ def build_sync_worker(
 
     def status_info() -> dict[str, Any]:
         st = status()
+        # The model that calls the wells: the classifier (which model updates replace) when
+        # there is one, else the detector.
+        reader = st.classifier or {"name": st.model.name, "version": st.model.version}
         return {
             "version": st.version,
-            "model": f"{st.model.name} {st.model.version}".strip(),
+            "model": f"{reader.get('name', '')} {reader.get('version', '')}".strip(),
             "backend": st.model.backend,
             "disk_free_bytes": st.disk.free_bytes,
         }
@@ -81,4 +93,19 @@ def build_sync_worker(
         config_applier=applier,
         uploader=uploader,
         data_dir=edge_settings.data_dir,
+        on_model=on_model,
     )
+
+
+def build_model_api(edge_settings: EdgeSettings) -> Any:
+    """The cloud's model API client (`edge.sync.model_api.ModelApi`) for the OTA service;
+    None without `sync.api_base_url` and a device token."""
+    settings = edge_settings.sync
+    if settings is None or not settings.enabled or not settings.api_base_url:
+        return None
+    token = settings.api_token()
+    if not token:
+        return None
+    from edge.sync.model_api import ModelApi
+
+    return ModelApi(settings.api_base_url, token, timeout_s=edge_settings.ota.download_timeout_s)

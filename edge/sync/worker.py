@@ -82,8 +82,10 @@ class SyncWorker:
         config_applier: ConfigApplier | None = None,
         uploader: ImageUploader | None = None,
         data_dir: Path | None = None,
+        on_model: Callable[[bytes], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_model = on_model
         self.outbox = outbox
         self._topics = Topics(site_id, device_id)
         self.site_id, self.device_id = site_id, device_id
@@ -116,7 +118,8 @@ class SyncWorker:
         self.link = MqttLink(
             settings,
             client_id=settings.client_id or settings.username or f"{site_id}.{device_id}",
-            subscriptions=[self._topics.acks, self._topics.config],
+            subscriptions=[self._topics.acks, self._topics.config]
+            + ([self._topics.model] if on_model is not None else []),
             on_message=self._on_message,
             will=(self._topics.status, encode_message(self._status(online=False))),
             on_connected=lambda _present: self._wake.set(),
@@ -157,6 +160,9 @@ class SyncWorker:
 
     # -- MQTT messages (paho's thread: hand over, never block) ---------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self._topics.model and self._on_model is not None:
+            self._on_model(payload)  # a core.ota.ModelNotice, or empty: withdrawn
+            return
         try:
             message = parse_message(payload)
         except WireError as exc:

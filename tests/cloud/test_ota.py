@@ -255,6 +255,10 @@ def test_canary_first_then_everyone_then_a_rollback(fleet: Fleet, tmp_path: Path
         assert _publish(fleet, tmp_path, "2.2.0") == 0
     canary, other = _probe(fleet, "canary-1"), _probe(fleet, "reader-2")
     try:
+        # The ACL: a device reads no other device's notices and forges none, even its own.
+        other.subscribe(Topics(fleet.world.slug_a, "canary-1").model)
+        for topic in (Topics(fleet.world.slug_a, s).model for s in ("reader-2", "canary-1")):
+            assert other.publish(topic, b'{"forged": true}', retain=True).value == 135
         assignment = _assign(fleet, "2.2.0")["id"]
         got = _notices(canary)
         assert [(n.version, n.canary, str(n.assignment_id)) for n in got] == [

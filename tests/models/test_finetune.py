@@ -4,6 +4,7 @@ generator plates standing in for field plates."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -197,3 +198,12 @@ def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
     assert probs.shape == (3, 4) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     shipped = (REPO / "models" / "hi-wells" / "untilted.onnx").read_bytes()
     assert (out / "untilted.onnx").read_bytes() == shipped
+    # What `microplate-cloud models publish` would sign: both files, the metrics, the gate.
+    from cloud.ota_cli import build_manifest
+
+    release = build_manifest(
+        argparse.Namespace(dir=out, name="hi-wells", version="2.2.0", plate_formats=None, notes="")
+    )
+    assert [f.path for f in release.files] == ["tilted.onnx", "untilted.onnx"]
+    assert release.gate == report and release.base_version == "2.1.0"
+    assert "tilted.generator.wells_right.candidate" in release.metrics

@@ -34,6 +34,8 @@ SECRETS = {
 }
 # A real argon2 hash of a PIN, as an admin would put in the vault (never the PIN itself).
 PIN_HASH = PasswordHash.recommended().hash("246810")
+# base64 of 32 bytes, the shape `microplate-cloud models keygen` prints (a public key: no secret)
+MODEL_PUBLIC_KEY = "0eM5SZMJ3JXtV/UsZoq/7jmO/JTh4bZeBO/CWnHnMac="
 FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIBdGVzdC1jYQ==\n-----END CERTIFICATE-----\n"
 # Executables the skipped package/pip/download steps would have installed.
 INSTALLED = ("venv/bin/microplate-edge", "venv/bin/microplate-cloud", "venv/bin/litestream",
@@ -96,6 +98,7 @@ def provision(base: Path) -> Iterator[Provisioned]:
         "microplate_start_services": False,
         "microplate_edge_site_id": "lab1",
         "microplate_edge_device_id": "reader-01",
+        "microplate_edge_model_public_key": MODEL_PUBLIC_KEY,
         "microplate_edge_operator_secret": SECRETS["operator"],
         "microplate_edge_supervisor_pin_hash": PIN_HASH,
         "microplate_edge_enrollment_bundle": str(bundle),

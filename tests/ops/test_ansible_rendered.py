@@ -19,6 +19,7 @@ import pytest
 from tests.ops.conftest import find_tool, wait_port
 from tests.ops.provision import (
     FAKE_CA,
+    MODEL_PUBLIC_KEY,
     PIN_HASH,
     PLAYBOOK,
     SECRETS,
@@ -151,6 +152,12 @@ def test_edge_settings_accept_the_rendered_config(
     assert (creds_dir / "device-token").read_text() == SECRETS["device_token"]
     assert (creds_dir / "broker-ca.pem").read_text() == FAKE_CA
     assert loaded.detector.type == "tensorrt"
+    # Model updates: the signing key Ansible wrote is where the settings say, and it loads.
+    key_file = loaded.ota.public_key_file
+    assert key_file == provisioned.root / "etc/microplate/model-signing.pub"
+    from core.ota import load_public_key, public_key_text
+
+    assert public_key_text(load_public_key(key_file.read_text())) == MODEL_PUBLIC_KEY
     creds = credentials.load_credentials(credentials.AuthConfig.from_settings(loaded))
     assert creds.operator_secret.get_secret_value() == SECRETS["operator"]
     assert creds.supervisor_pin_hash.get_secret_value() == PIN_HASH

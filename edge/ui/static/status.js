@@ -29,6 +29,23 @@
     set("st-backlog", `${t("status.backlog")}: ${sync.backlog ?? "—"} · ${t("status.oldest")}: ${age(sync.oldest_age_s)}`);
   }
 
+  // Model updates: the model an update switched to, the one shadowing, or why updates are off.
+  function renderOta(o) {
+    const node = document.getElementById("st-ota");
+    if (!o) { node.textContent = ""; return; }
+    const parts = [];
+    if (o.active) parts.push(`${t("status.ota_active")}: ${o.active.name} ${o.active.version}`);
+    if (o.shadow) {
+      const agree = o.shadow.agreement === null ? "—" : `${(o.shadow.agreement * 100).toFixed(1)} %`;
+      parts.push(`${t("status.ota_shadow")}: ${o.shadow.name} ${o.shadow.version} (${o.shadow.plates} / ${o.shadow.of}, ${t("status.ota_agreement")} ${agree})`);
+    }
+    if (o.last && !o.shadow) parts.push(`${t("status.ota_last")}: ${o.last.version} ${o.last.state}${o.last.reason ? ` (${o.last.reason})` : ""}`);
+    if (o.disabled) parts.push(`${t("status.ota_off")}: ${o.disabled}`);
+    node.textContent = parts.join(" · ");
+    node.dataset.shadow = o.shadow ? o.shadow.version : "";
+    node.dataset.active = o.active ? o.active.version : "";
+  }
+
   async function load() {
     let s;
     try { s = await api("GET", "/api/status"); } catch (err) { showError(err); return; }
@@ -39,6 +56,7 @@
     const c = s.classifier;
     set("st-backend", [`${t("status.backend")}: ${s.model.backend || "—"}`, [s.model.name, s.model.version].filter(Boolean).join(" "), s.model.detail,
       c ? `${t("status.classifier")}: ${c.name} ${c.version} (${c.backend} ${c.precision})` : null].filter(Boolean).join(" · "));
+    renderOta(s.ota);
     sync = { ...s.sync, ...(sync.fromEvent ? sync : {}) };
     renderSync();
     set("st-disk", t("status.free", { free: bytes(s.disk.free_bytes), total: bytes(s.disk.total_bytes) }), s.disk.ok ? "good" : "bad");
@@ -53,6 +71,8 @@
     if (ev.type === "sync.status") {
       sync = { ...sync, ...ev.payload, fromEvent: true };
       renderSync();
+    } else if (ev.type === "ota.status") {
+      renderOta(ev.payload);
     } else if (ev.type === "hello" || ev.type === "events.dropped" || ev.type === "calibration.updated") {
       load();
     }

@@ -15,6 +15,8 @@ joins them in reverse.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +152,7 @@ class Appliance:
         # Only here, before any capture can be in flight: a partial spool file seen later may
         # be a capture that is still being written.
         clean_partials(intake.spool.folder)
-        self.open_offline()
+        self._open_offline()
         self._remove_orphan_images()
         self._committer.flush_pending_images()  # display images a crash left unwritten
         try:
@@ -200,16 +202,21 @@ class Appliance:
             self.sync.start()
         logger.info("appliance started (db %s, share %s)", self.store.path, share_dir)
 
-    def open_offline(self) -> None:
-        """Store, migrations, runtime settings and calibration only: for CLI maintenance
-        commands that must not start the camera, the detector or any worker."""
+    @contextmanager
+    def offline(self) -> Iterator[Appliance]:
+        """Store, migrations, runtime settings and calibration only, closed on leaving: for CLI
+        maintenance commands that must not start the camera, the detector or any worker."""
+        self._open_offline()
+        try:
+            yield self
+        finally:
+            self.store.close()
+
+    def _open_offline(self) -> None:
         self.store.open()
         self.store.migrate()
         self.runtime.load()
         self.calibration.load()
-
-    def close_offline(self) -> None:
-        self.store.close()
 
     def stop(self) -> None:
         if self.sync is not None:  # started last, stopped first

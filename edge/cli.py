@@ -97,11 +97,8 @@ def cmd_export_csv(args: argparse.Namespace) -> int:
     app = _appliance(_settings())
     if not app.store.path.exists():
         raise UserError(f"There is no database at {app.store.path} yet: nothing to export.")
-    app.open_offline()
-    try:
+    with app.offline():
         path = app.runs.export_csv(args.sample)
-    finally:
-        app.close_offline()
     print(f"Wrote {path}")
     return 0
 
@@ -124,11 +121,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         atomic_write(Path(args.output), text.encode("utf-8"))
         print(f"Saved the proposed grid to {args.output}")
     elif args.save:
-        app.open_offline()
-        try:
+        with app.offline():
             app.calibration.set(grid, actor="cli")
-        finally:
-            app.close_offline()
         print(f"Saved the proposed grid as the appliance's calibration ({grid.grid_id[:12]})")
     else:
         print(text)

@@ -394,3 +394,29 @@ def test_the_acl_keeps_model_notices_to_the_cloud_and_their_device(fleet: Fleet)
     assert "topic read microplate/v1/lab/dev-1/model" in acl
     assert "topic write microplate/v1/+/+/model" in acl
     assert "topic write microplate/v1/lab/dev-1/model" not in acl
+
+
+def test_a_broker_outage_leaves_notices_pending_until_notify(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _publish(fleet, tmp_path, "2.7.0") == 0
+    fleet.broker.stop()
+    try:
+        # The admin's change is recorded even though nobody could be told.
+        assignment = _assign(fleet, "2.7.0")["id"]
+        rows = fleet.world.client.get("/api/v1/models/rollouts", headers=_admin(fleet)).json()
+        canary_row = next(r for r in rows if r["assignment_id"] == assignment and r["canary"])
+        assert canary_row["state"] == "waiting"
+    finally:
+        fleet.broker.start()
+    capsys.readouterr()
+    assert _cli(fleet.world.settings, "notify") == 0
+    assert "1 model notice(s) sent" in capsys.readouterr().out
+    canary = _probe(fleet, "canary-1")
+    try:
+        got = _notices(canary)
+        assert [(n.version, str(n.assignment_id)) for n in got] == [("2.7.0", assignment)]
+    finally:
+        canary.close()
+    assert _cli(fleet.world.settings, "notify") == 0  # nothing left: sends nothing
+    assert "0 model notice(s) sent" in capsys.readouterr().out

@@ -420,3 +420,36 @@ def test_a_broker_outage_leaves_notices_pending_until_notify(
         canary.close()
     assert _cli(fleet.world.settings, "notify") == 0  # nothing left: sends nothing
     assert "0 model notice(s) sent" in capsys.readouterr().out
+
+
+def test_the_models_page_assigns_and_promotes(fleet: Fleet) -> None:
+    admin = {
+        "Cookie": f"mp_access={fleet.world.actors['admin'].token}",
+        "Origin": "http://testserver",
+    }
+    form = {
+        "release": "hi-wells 2.2.0",
+        "site_id": str(fleet.world.site_a),
+        "canary": "reader-3",
+        "devices": "reader-3, reader-2",
+        "shadow_plates": "7",
+        "agreement_threshold": "0.97",
+    }
+    resp = fleet.world.client.post(
+        "/ui/models/assign", data=form, headers=admin, follow_redirects=False
+    )
+    assert resp.status_code == 303, resp.text
+    newest = fleet.world.client.get("/api/v1/models/assignments", headers=_admin(fleet)).json()[0]
+    assert (newest["version"], newest["stage"], newest["shadow_plates"]) == ("2.2.0", "canary", 7)
+    resp = fleet.world.client.post(
+        f"/ui/models/assignments/{newest['id']}/promote", headers=admin, follow_redirects=False
+    )
+    assert resp.status_code == 303
+    rows = fleet.world.client.get("/api/v1/models/rollouts", headers=_admin(fleet)).json()
+    mine = {r["device_slug"]: r["stage"] for r in rows if r["assignment_id"] == newest["id"]}
+    assert mine == {"reader-2": "rolling", "reader-3": "rolling"}
+    # A canary outside the group is a clear error on the page, not a 500.
+    bad = fleet.world.client.post(
+        "/ui/models/assign", data={**form, "canary": "canary-1"}, headers=admin
+    )
+    assert bad.status_code == 409 and "must be one of the assigned devices" in bad.text

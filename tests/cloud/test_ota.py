@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "microplate-ingest"
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 
 
 @dataclass
@@ -92,6 +93,7 @@ def fleet(
         login_rate_per_minute=500,
         mqtt_broker_url=f"mqtt://127.0.0.1:{port}",
         mqtt_ingest_password=ingest_password,
+        metrics_token=METRICS_TOKEN,
     )
     with open_client(settings) as client:
         world = build_world(settings, client)
@@ -308,6 +310,12 @@ def test_canary_first_then_everyone_then_a_rollback(fleet: Fleet, tmp_path: Path
             ("reader-2", "rolled_back", False),
             ("reader-3", "notified", False),
         }
+        metrics = fleet.world.client.get(
+            "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        ).text
+        labels = f'site="{fleet.world.slug_a}",model="hi-wells 2.2.0",stage="rolling"'
+        for state in ("switched", "rolled_back", "notified"):
+            assert f'microplate_model_rollout_devices{{{labels},state="{state}"}} 1.0' in metrics
         # The other site's manager sees none of it.
         rows_b = fleet.world.client.get(
             "/api/v1/models/rollouts", headers=fleet.world.actors["manager_b"].headers

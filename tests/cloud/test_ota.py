@@ -313,7 +313,7 @@ def test_canary_first_then_everyone_then_a_rollback(fleet: Fleet, tmp_path: Path
         metrics = fleet.world.client.get(
             "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
         ).text
-        labels = f'site="{fleet.world.slug_a}",model="hi-wells 2.2.0",stage="rolling"'
+        labels = f'model="hi-wells 2.2.0",site="{fleet.world.slug_a}",stage="rolling"'
         for state in ("switched", "rolled_back", "notified"):
             assert f'microplate_model_rollout_devices{{{labels},state="{state}"}} 1.0' in metrics
         # The other site's manager sees none of it.

@@ -5,7 +5,8 @@ still knows when it last heard from each one (`devices.last_seen_at`, set by the
 run and status message). One small query per scrape (one row per device); every API process
 reports the same values, so alert rules take `max by (site, device)`. Field accuracy (the share
 of wells operators corrected, `cloud.crud.field`) per site, device and model version over the
-last 30 days comes from one grouped query on the same scrape.
+last 30 days, and the devices per model rollout stage and state, come from two more grouped
+queries on the same scrape.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.crud.field import field_totals
+from cloud.crud.ota import rollout_counts
 from cloud.models import Device, Site
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ LAST_SEEN = "microplate_device_last_seen_timestamp_seconds"
 FIELD_WELLS = "microplate_field_wells_30d"
 FIELD_CORRECTED = "microplate_field_wells_corrected_30d"
 FIELD_RATIO = "microplate_field_wells_corrected_ratio_30d"
+ROLLOUT = "microplate_model_rollout_devices"
+_ROLLOUT_LABELS = ["site", "model", "stage", "state"]
 _FIELD_LABELS = ["site", "device", "model"]
 FLEET_UP = "microplate_fleet_query_up"
 
@@ -55,6 +59,11 @@ class FleetCollector(Collector):
             "Share of wells operators corrected, last 30 days (field accuracy = 1 - this)",
             labels=_FIELD_LABELS,
         )
+        rollout = GaugeMetricFamily(
+            ROLLOUT,
+            "Devices per model assignment stage and device rollout state (not superseded)",
+            labels=_ROLLOUT_LABELS,
+        )
         up = 0.0
         if self.engine is not None:
             stmt = (
@@ -72,6 +81,8 @@ class FleetCollector(Collector):
                         corrected.add_metric([site, device, model], n_corrected)
                         if n:
                             ratio.add_metric([site, device, model], n_corrected / n)
+                    for site, model, stage, state, count in rollout_counts(conn):
+                        rollout.add_metric([site, model, stage, state], count)
                 up = 1.0
             except SQLAlchemyError as exc:
                 logger.warning("fleet metrics: database unavailable (%s)", type(exc).__name__)
@@ -79,12 +90,14 @@ class FleetCollector(Collector):
         yield wells
         yield corrected
         yield ratio
+        yield rollout
         yield GaugeMetricFamily(FLEET_UP, "1 when the fleet query succeeded", value=up)
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(LAST_SEEN, "", labels=["site", "device"])
         for name in (FIELD_WELLS, FIELD_CORRECTED, FIELD_RATIO):
             yield GaugeMetricFamily(name, "", labels=_FIELD_LABELS)
+        yield GaugeMetricFamily(ROLLOUT, "", labels=_ROLLOUT_LABELS)
         yield GaugeMetricFamily(FLEET_UP, "")
 
 

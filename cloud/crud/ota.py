@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.models import Device, ModelAssignment, ModelRelease, ModelRollout, Site
@@ -400,3 +400,18 @@ def rollout_rows(session: Session, *, open_only: bool = False) -> list[RolloutRo
         )
         for r, a, rel, d in session.execute(query).all()
     ]
+
+
+def rollout_counts(conn: Connection) -> list[tuple[str, str, str, str, int]]:
+    """(site, "name version", stage, device state, devices) of every assignment that was not
+    superseded, for /metrics."""
+    model = func.concat_ws(" ", ModelRelease.name, ModelRelease.version)
+    query = (
+        select(Site.slug, model, ModelAssignment.stage, ModelRollout.state, func.count())
+        .join(ModelAssignment, ModelAssignment.id == ModelRollout.assignment_id)
+        .join(ModelRelease, ModelRelease.id == ModelAssignment.release_id)
+        .join(Site, Site.id == ModelAssignment.site_id)
+        .where(ModelAssignment.stage != "superseded")
+        .group_by(Site.slug, model, ModelAssignment.stage, ModelRollout.state)
+    )
+    return [(s, m, st, state, int(n)) for s, m, st, state, n in conn.execute(query)]

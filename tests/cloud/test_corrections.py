@@ -217,3 +217,20 @@ def test_the_training_opt_in_is_off_by_default_and_admin_only(world: World) -> N
     )
     assert resp.status_code == 200 and resp.json()["allow_training"] is True
     world.client.patch(path, json={"allow_training": False}, headers=world.actors["admin"].headers)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_sites_page_switches_training_on_and_off(world: World) -> None:
+    admin = {"Cookie": f"mp_access={world.actors['admin'].token}", "Origin": "http://testserver"}
+    url = f"/ui/sites/{world.site_b}/training"
+    resp = world.client.post(url, data={"allow": "on"}, headers=admin, follow_redirects=False)
+    assert resp.status_code == 303, resp.text
+    page = world.client.get("/ui/sites", headers=admin).text
+    assert 'data-testid="training" data-allowed="yes"' in page
+    world.client.post(url, data={"allow": ""}, headers=admin, follow_redirects=False)
+    site = world.client.get(f"/api/v1/sites/{world.site_b}", headers=world.actors["admin"].headers)
+    assert site.json()["allow_training"] is False
+    # Without the dashboard's own Origin the change is refused (CSRF).
+    forged = {**admin, "Origin": "https://evil.example"}
+    assert world.client.post(url, data={"allow": "on"}, headers=forged).status_code == 403

@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "microplate-ingest"
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 
 
 @dataclass
@@ -92,6 +93,7 @@ def fleet(
         login_rate_per_minute=500,
         mqtt_broker_url=f"mqtt://127.0.0.1:{port}",
         mqtt_ingest_password=ingest_password,
+        metrics_token=METRICS_TOKEN,
     )
     with open_client(settings) as client:
         world = build_world(settings, client)
@@ -308,6 +310,12 @@ def test_canary_first_then_everyone_then_a_rollback(fleet: Fleet, tmp_path: Path
             ("reader-2", "rolled_back", False),
             ("reader-3", "notified", False),
         }
+        metrics = fleet.world.client.get(
+            "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        ).text
+        labels = f'model="hi-wells 2.2.0",site="{fleet.world.slug_a}",stage="rolling"'
+        for state in ("switched", "rolled_back", "notified"):
+            assert f'microplate_model_rollout_devices{{{labels},state="{state}"}} 1.0' in metrics
         # The other site's manager sees none of it.
         rows_b = fleet.world.client.get(
             "/api/v1/models/rollouts", headers=fleet.world.actors["manager_b"].headers
@@ -394,3 +402,62 @@ def test_the_acl_keeps_model_notices_to_the_cloud_and_their_device(fleet: Fleet)
     assert "topic read microplate/v1/lab/dev-1/model" in acl
     assert "topic write microplate/v1/+/+/model" in acl
     assert "topic write microplate/v1/lab/dev-1/model" not in acl
+
+
+def test_a_broker_outage_leaves_notices_pending_until_notify(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _publish(fleet, tmp_path, "2.7.0") == 0
+    fleet.broker.stop()
+    try:
+        # The admin's change is recorded even though nobody could be told.
+        assignment = _assign(fleet, "2.7.0")["id"]
+        rows = fleet.world.client.get("/api/v1/models/rollouts", headers=_admin(fleet)).json()
+        canary_row = next(r for r in rows if r["assignment_id"] == assignment and r["canary"])
+        assert canary_row["state"] == "waiting"
+    finally:
+        fleet.broker.start()
+    capsys.readouterr()
+    assert _cli(fleet.world.settings, "notify") == 0
+    assert "1 model notice(s) sent" in capsys.readouterr().out
+    canary = _probe(fleet, "canary-1")
+    try:
+        got = _notices(canary)
+        assert [(n.version, str(n.assignment_id)) for n in got] == [("2.7.0", assignment)]
+    finally:
+        canary.close()
+    assert _cli(fleet.world.settings, "notify") == 0  # nothing left: sends nothing
+    assert "0 model notice(s) sent" in capsys.readouterr().out
+
+
+def test_the_models_page_assigns_and_promotes(fleet: Fleet) -> None:
+    admin = {
+        "Cookie": f"mp_access={fleet.world.actors['admin'].token}",
+        "Origin": "http://testserver",
+    }
+    form = {
+        "release": "hi-wells 2.2.0",
+        "site_id": str(fleet.world.site_a),
+        "canary": "reader-3",
+        "devices": "reader-3, reader-2",
+        "shadow_plates": "7",
+        "agreement_threshold": "0.97",
+    }
+    resp = fleet.world.client.post(
+        "/ui/models/assign", data=form, headers=admin, follow_redirects=False
+    )
+    assert resp.status_code == 303, resp.text
+    newest = fleet.world.client.get("/api/v1/models/assignments", headers=_admin(fleet)).json()[0]
+    assert (newest["version"], newest["stage"], newest["shadow_plates"]) == ("2.2.0", "canary", 7)
+    resp = fleet.world.client.post(
+        f"/ui/models/assignments/{newest['id']}/promote", headers=admin, follow_redirects=False
+    )
+    assert resp.status_code == 303
+    rows = fleet.world.client.get("/api/v1/models/rollouts", headers=_admin(fleet)).json()
+    mine = {r["device_slug"]: r["stage"] for r in rows if r["assignment_id"] == newest["id"]}
+    assert mine == {"reader-2": "rolling", "reader-3": "rolling"}
+    # A canary outside the group is a clear error on the page, not a 500.
+    bad = fleet.world.client.post(
+        "/ui/models/assign", data={**form, "canary": "canary-1"}, headers=admin
+    )
+    assert bad.status_code == 409 and "must be one of the assigned devices" in bad.text

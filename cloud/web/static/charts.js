@@ -18,13 +18,15 @@
     };
   }
 
-  // A share with the counts behind it ("33.3 % (1 of 3)") where the series carries them.
+  // A share with the counts behind it ("33.3 % (1 of 3)") where the series carries them:
+  // held of reads (review share) or corrected of wells (field accuracy).
   function counted(fmt, s) {
-    if (!s.held || !s.reads) { return fmt; }
+    var part = s.held || s.corrected, whole = s.reads || s.wells;
+    if (!part || !whole) { return fmt; }
     return function (u, v, si, i) {
       var text = fmt(u, v);
-      if (i == null || s.reads[i] == null) { return text; }
-      return text + " (" + s.held[i] + " of " + s.reads[i] + ")";
+      if (i == null || whole[i] == null) { return text; }
+      return text + " (" + part[i] + " of " + whole[i] + ")";
     };
   }
 
@@ -42,7 +44,13 @@
     var opts = {
       width: width(),
       height: HEIGHT,
-      scales: { x: { time: true } },
+      scales: {
+        x: { time: true },
+        // A share starts at 0; all zeros draw as 0-1 %, not uPlot's default 0-100 (10000 %).
+        y: kind === "pct"
+          ? { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 0.01]; } }
+          : {}
+      },
       cursor: { drag: { x: true, y: false } },
       series: [{
         label: figure.getAttribute("data-chart-x") || (key === "series" ? "Day" : "Week"),
@@ -62,7 +70,10 @@
         // Whole plates: no 0.5 ticks.
         incrs: kind === "int" ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] : undefined,
         values: function (u, ticks) {
-          return ticks.map(function (v) { return kind === "pct" ? Math.round(v * 100) + " %" : v; });
+          // Ticks under one per cent apart (small shares) get a decimal, so no two read alike.
+          var step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) * 100 : 1;
+          var digits = step < 1 ? 1 : 0;
+          return ticks.map(function (v) { return kind === "pct" ? (v * 100).toFixed(digits) + " %" : v; });
         }
       }]
     };

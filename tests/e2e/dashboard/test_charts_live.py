@@ -129,9 +129,13 @@ def test_review_share_charts_draw_in_scope(page, cloud: Cloud) -> None:
         assert (reads, held) == (row[0], row[1])
 
     page.goto("/ui/review")
-    ready = page.locator("figure[data-chart-state=ready]")
+    ready = page.locator('figure[data-chart-src*="review-share"][data-chart-state=ready]')
     ready.nth(1).wait_for()
     assert ready.count() == 2  # per appliance, per model version
+    # The field-accuracy charts beside them: per appliance, site and model version.
+    field = page.locator('figure[data-chart-src*="field-accuracy"][data-chart-state=ready]')
+    field.nth(2).wait_for()
+    assert field.count() == 3
     for by, body in (("device", by_device), ("model", by_model)):
         figure = page.locator(f"figure:has(#held-{by}-cap)")
         assert figure.locator(".chart-fallback").is_hidden()

@@ -56,6 +56,8 @@ def test_no_page_scrolls_sideways(browser, cloud: Cloud, size: str) -> None:  # 
             "sample": f"/ui/samples/{_sample_id(cloud)}",
             "run": f"/ui/runs/{cloud.data.run_with_image}",
             "review": "/ui/review",
+            "models": "/ui/models",
+            "sites": "/ui/sites",
             "devices": "/ui/devices",
             "users": "/ui/users",
             "audit": "/ui/audit",

@@ -47,6 +47,9 @@ class Detector(ABC):
     """Base class of every backend; `detect()` is implemented once on top of `infer()`."""
 
     backend: ClassVar[str]
+    # A backend whose boxes are in the pixels of the frame it is given (a scripted one) reads
+    # the frame at full size; a real model sees a letterboxed tensor, so a reduced decode suits it.
+    needs_full_frame: ClassVar[bool] = False
 
     def __init__(self, settings: Any, model: LoadedModel) -> None:
         self.settings = settings

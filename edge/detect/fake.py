@@ -20,6 +20,7 @@ from edge.detect.settings import FakeBox, FakeDetectorSettings
 
 class FakeDetector(Detector):
     backend = "fake"
+    needs_full_frame = True  # its scripted boxes are in the pixels of the full frame
 
     def __init__(self, settings: FakeDetectorSettings, model: LoadedModel) -> None:
         super().__init__(settings, model)

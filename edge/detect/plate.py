@@ -75,10 +75,7 @@ def decode(
     t0 = time.perf_counter()
     spec = detector.model.input
     try:
-        # The fake backend's scripted boxes are in the pixels of the frame it is given, so it
-        # must see the full frame; real models see a letterboxed tensor either way.
-        fake = getattr(detector, "backend", "") == "fake"
-        if fake:
+        if getattr(detector, "needs_full_frame", False):
             factor = 1
         elif reader is not None:
             factor = reader.reduction(data)

@@ -80,7 +80,9 @@ class MqttLink:
             )
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
-        # paho sleeps for these delays, so fractions of a second work although it annotates int
+        # paho sleeps for these delays, so fractions of a second work although it annotates int.
+        # Both bounds are the first wait: _next_wait() sets each later one from our own jittered
+        # back-off, which grows to reconnect_max_s.
         client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_min_s)  # type: ignore[arg-type]
         # paho's own queue holds what the broker has not PUBACKed; our window bounds it.
         client.max_inflight_messages_set(max(20, settings.window + 10))

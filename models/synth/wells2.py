@@ -303,31 +303,17 @@ def _stroke(
 
 
 def _debris(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-def]
-    """Invalid: dust, fibres or a clump that cover a good part of the floor (at least 12 %).
+    """Invalid: dust and fibres that cover a good part of the floor (at least 12 %).
 
     A single thin fibre leaves the cells readable, so a well with only that keeps its real
-    label (see :func:`_speck`); here the debris hides them."""
+    label (see :func:`_speck`); here the debris hides them. No compact round clump: on a dark
+    or green light box that is what a button looks like."""
     if rng.random() < 0.3:
         _mat(patch, u, v, px, floor, look, rng, strength=(0.05, 0.2))
     mask = np.zeros(patch.shape[:2], np.float32)
     r_px = 1.0 / px  # the floor radius in pixels
     centre = _centre_px(u, v, px)
     target = float(rng.uniform(0.12, 0.4))
-    if rng.random() < 0.35:  # a clump of dirt or precipitate
-        axes = (r_px * rng.uniform(0.25, 0.5, size=2) * 16).astype(int)
-        off = centre + rng.uniform(-0.3, 0.3, size=2) * r_px
-        cv2.ellipse(
-            mask,
-            (int(off[0] * 16), int(off[1] * 16)),
-            (int(axes[0]), int(axes[1])),
-            float(rng.uniform(0, 180)),
-            0,
-            360,
-            1.0,
-            -1,
-            cv2.LINE_AA,
-            shift=4,
-        )
     for _ in range(12):
         if _floor_cover(mask, floor) >= target:
             break
@@ -337,17 +323,10 @@ def _debris(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyp
 
 
 def _speck(patch, u, v, px, floor, rng) -> None:  # type: ignore[no-untyped-def]
-    """A thin fibre or a speck on a readable well: it covers little of the floor (under 4 %),
-    the cells stay readable, and the well keeps its real label."""
+    """A thin fibre on a readable well: it covers little of the floor (under 4 %), the cells
+    stay readable, and the well keeps its real label. (No dark dot: that is a small button.)"""
     mask = np.zeros(patch.shape[:2], np.float32)
-    r_px = 1.0 / px
-    centre = _centre_px(u, v, px)
-    if rng.random() < 0.5:
-        _stroke(mask, centre, r_px * float(rng.uniform(0.4, 0.8)), rng, 1)
-    else:
-        spot = centre + rng.uniform(-0.7, 0.7, size=2) * r_px
-        rad = max(1, int(r_px * rng.uniform(0.04, 0.1) * 16))
-        cv2.circle(mask, (int(spot[0] * 16), int(spot[1] * 16)), rad, 1.0, -1, cv2.LINE_AA, 4)
+    _stroke(mask, _centre_px(u, v, px), float(rng.uniform(0.4, 0.8)) / px, rng, 1)
     if _floor_cover(mask, floor) > 0.04:
         return
     grey = np.array([0.35, 0.38, 0.42], np.float32) * float(rng.uniform(0.5, 1.2))
@@ -385,8 +364,9 @@ def _line_through(
 
 def _pen(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-def]
     """Invalid: a pen mark that covers the well: a cross or scribble through the floor's centre,
-    a ring over the floor crossed out, or a marker dot, with or without cells under it. The mark
-    covers at least 10 % of the floor, so the well is visibly struck out."""
+    or a ring over the floor crossed out, with or without cells under it. The mark covers at
+    least 10 % of the floor, so the well is visibly struck out. No filled dot: a dark or red dot
+    is what a button looks like."""
     under = rng.random()
     if under < 0.12:
         _button(patch, u, v, px, floor, look, rng)
@@ -398,7 +378,7 @@ def _pen(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-
     thick = max(1, int(r_px * rng.uniform(0.1, 0.22)))
     shape = rng.random()
     ink = INKS[int(rng.integers(len(INKS)))]
-    if shape < 0.25:  # a ring over the floor, crossed out
+    if shape < 0.3:  # a ring over the floor, crossed out
         rad = int(r_px * rng.uniform(0.45, 0.85) * 16)
         cv2.ellipse(
             mask,
@@ -413,13 +393,8 @@ def _pen(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-
             shift=4,
         )
         _line_through(mask, centre, r_px, rng, thick)
-    elif shape < 0.4:  # a marker dot, never red (a red dot is what a button looks like)
-        ink = INKS[int(rng.choice([0, 2, 3]))]
-        rad = int(r_px * rng.uniform(0.35, 0.6) * 16)
-        off = centre + rng.uniform(-0.2, 0.2, size=2) * r_px
-        cv2.circle(mask, (int(off[0] * 16), int(off[1] * 16)), rad, 1.0, -1, cv2.LINE_AA, 4)
     else:  # a cross (two lines) or a scribble
-        for _ in range(2 if shape < 0.7 else int(rng.integers(3, 7))):
+        for _ in range(2 if shape < 0.65 else int(rng.integers(3, 7))):
             _line_through(mask, centre, r_px, rng, thick)
     for _ in range(6):
         if _floor_cover(mask, floor) >= 0.1:

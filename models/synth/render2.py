@@ -33,7 +33,7 @@ from models.synth.render import (
 from models.synth.wells2 import INKS, draw_well, pick_kind
 
 # Bump when the v2 rendering changes images for the same seed.
-GENERATOR_V2_VERSION = "2.1.0"
+GENERATOR_V2_VERSION = "2.4.0"
 _FONTS = (cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN)
 
 

@@ -10,7 +10,9 @@ What each class looks like (see ``models/synth/README.md``):
   tilted ``agglutinated``: a near-clear well: a faint film, a faint ring or a weak mat, no streak.
 * untilted ``flowing``: a compact round red button; untilted ``agglutinated``: a smooth salmon
   mat (shield) over most of the floor.
-* ``invalid`` (both): empty or dry wells (no red cells), bubbles, debris, pen marks over the well.
+* ``invalid`` (both): empty or dry wells (no red cells), bubbles, debris or pen marks that hide
+  the floor (each covers at least a tenth of it). A defect that leaves the cells readable (a thin
+  fibre, a speck) goes on readable wells, which keep their real label.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ KINDS: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {
         ("pen", 0.15),
     ),
 }
+
+
+# Share of readable wells with a thin fibre or a speck that leaves them readable.
+SPECK_RATE = 0.04
 
 
 def pick_kind(rng: np.random.Generator, mode: str, state: str) -> str:
@@ -88,6 +94,8 @@ def draw_well(
         _absorb(patch, look.liquid_alpha * float(rng.uniform(0.5, 1.5)) * floor, look.cells_mat)
     draw = _DRAWERS[kind]
     draw(patch, uf, vf, px / f, floor, look, rng)
+    if state != "invalid" and rng.random() < SPECK_RATE:
+        _speck(patch, uf, vf, px / f, floor, rng)
     if rng.random() < look.glare_rate:
         _glare(patch, uf, vf, floor, rng)
     np.clip(patch, 0.0, 255.0, out=patch)
@@ -271,23 +279,58 @@ def _bubble(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyp
     patch *= 1.0 - (ring * floor)[..., None]
 
 
+def _centre_px(u: np.ndarray, v: np.ndarray, px: float) -> np.ndarray:
+    """The well's centre in patch pixels (x, y), from the floor coordinates."""
+    return np.array([-float(u[0, 0]) / px, -float(v[0, 0]) / px])
+
+
+def _floor_cover(mask: np.ndarray, floor: np.ndarray) -> float:
+    """Share of the floor a mark covers."""
+    return float((np.clip(mask, 0, 1) * floor).sum() / max(float(floor.sum()), 1.0))
+
+
+def _stroke(
+    mask: np.ndarray, centre: np.ndarray, r_px: float, rng: np.random.Generator, thick: int
+) -> None:
+    """One fibre: a wandering polyline that starts on the floor."""
+    pts = [centre + rng.uniform(-0.6, 0.6, size=2) * r_px]
+    heading = rng.uniform(0, 2 * np.pi)
+    for _ in range(int(rng.integers(3, 9))):
+        heading += rng.normal(0.0, 0.6)
+        pts.append(pts[-1] + r_px * 0.2 * np.array([np.cos(heading), np.sin(heading)]))
+    poly = (np.array(pts) * 16).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(mask, [poly], False, 1.0, thick, cv2.LINE_AA, shift=4)
+
+
 def _debris(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-def]
-    size = patch.shape[0]
-    mask = np.zeros(patch.shape[:2], np.float32)
-    scale = 1.0 / (px * 2.2)  # roughly the floor radius in pixels
-    for _ in range(int(rng.integers(1, 5))):
-        pts = [size / 2 + rng.uniform(-0.6, 0.6, size=2) * scale]
-        heading = rng.uniform(0, 2 * np.pi)
-        for _ in range(int(rng.integers(2, 8))):
-            heading += rng.normal(0.0, 0.6)
-            pts.append(pts[-1] + scale * 0.2 * np.array([np.cos(heading), np.sin(heading)]))
-        poly = (np.array(pts) * 16).astype(np.int32).reshape(-1, 1, 2)
-        thick = max(1, int(scale * rng.uniform(0.04, 0.16)))
-        cv2.polylines(mask, [poly], False, 1.0, thick, cv2.LINE_AA, shift=4)
-    grey = np.array([0.35, 0.38, 0.42], np.float32) * float(rng.uniform(0.5, 1.2))
-    _absorb(patch, mask * float(rng.uniform(0.5, 0.9)) * floor, np.clip(grey, 0, 1))
+    """Invalid: dust and fibres that cover a good part of the floor (at least 12 %).
+
+    A single thin fibre leaves the cells readable, so a well with only that keeps its real
+    label (see :func:`_speck`); here the debris hides them. No compact round clump: on a dark
+    or green light box that is what a button looks like."""
     if rng.random() < 0.3:
         _mat(patch, u, v, px, floor, look, rng, strength=(0.05, 0.2))
+    mask = np.zeros(patch.shape[:2], np.float32)
+    r_px = 1.0 / px  # the floor radius in pixels
+    centre = _centre_px(u, v, px)
+    target = float(rng.uniform(0.12, 0.4))
+    for _ in range(12):
+        if _floor_cover(mask, floor) >= target:
+            break
+        _stroke(mask, centre, r_px, rng, max(1, int(r_px * rng.uniform(0.06, 0.18))))
+    grey = np.array([0.35, 0.38, 0.42], np.float32) * float(rng.uniform(0.5, 1.2))
+    _absorb(patch, mask * float(rng.uniform(0.6, 0.95)) * floor, np.clip(grey, 0, 1))
+
+
+def _speck(patch, u, v, px, floor, rng) -> None:  # type: ignore[no-untyped-def]
+    """A thin fibre on a readable well: it covers little of the floor (under 4 %), the cells
+    stay readable, and the well keeps its real label. (No dark dot: that is a small button.)"""
+    mask = np.zeros(patch.shape[:2], np.float32)
+    _stroke(mask, _centre_px(u, v, px), float(rng.uniform(0.4, 0.8)) / px, rng, 1)
+    if _floor_cover(mask, floor) > 0.04:
+        return
+    grey = np.array([0.35, 0.38, 0.42], np.float32) * float(rng.uniform(0.5, 1.2))
+    _absorb(patch, mask * float(rng.uniform(0.4, 0.9)) * floor, np.clip(grey, 0, 1))
 
 
 INKS = (
@@ -298,24 +341,48 @@ INKS = (
 )
 
 
+def _line_through(
+    mask: np.ndarray, centre: np.ndarray, r_px: float, rng: np.random.Generator, thick: int
+) -> None:
+    """A pen line across the floor, passing near its centre."""
+    a = float(rng.uniform(0, np.pi))
+    d = np.array([np.cos(a), np.sin(a)])
+    n = np.array([-d[1], d[0]])
+    mid = centre + n * float(rng.uniform(-0.25, 0.25)) * r_px
+    half = float(rng.uniform(0.7, 1.05)) * r_px
+    p1, p2 = (mid - d * half) * 16, (mid + d * half) * 16
+    cv2.line(
+        mask,
+        (int(p1[0]), int(p1[1])),
+        (int(p2[0]), int(p2[1])),
+        1.0,
+        thick,
+        cv2.LINE_AA,
+        shift=4,
+    )
+
+
 def _pen(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-def]
-    """Invalid: a pen mark over the well (a ring, a cross or a scribble), cells or not under it."""
+    """Invalid: a pen mark that covers the well: a cross or scribble through the floor's centre,
+    or a ring over the floor crossed out, with or without cells under it. The mark covers at
+    least 10 % of the floor, so the well is visibly struck out. No filled dot: a dark or red dot
+    is what a button looks like."""
     under = rng.random()
-    if under < 0.06:
+    if under < 0.12:
         _button(patch, u, v, px, floor, look, rng)
-    elif under < 0.12:
+    elif under < 0.24:
         _mat(patch, u, v, px, floor, look, rng)
-    size = patch.shape[0]
     mask = np.zeros(patch.shape[:2], np.float32)
-    r_px = 1.0 / (px * 2.2)
-    c = (int(size / 2 * 16), int(size / 2 * 16))
-    thick = max(1, int(r_px * rng.uniform(0.1, 0.25)))
+    r_px = 1.0 / px  # the floor radius in pixels
+    centre = _centre_px(u, v, px)
+    thick = max(1, int(r_px * rng.uniform(0.1, 0.22)))
     shape = rng.random()
-    if shape < 0.5:
-        rad = int(r_px * rng.uniform(0.5, 1.0) * 16)
+    ink = INKS[int(rng.integers(len(INKS)))]
+    if shape < 0.3:  # a ring over the floor, crossed out
+        rad = int(r_px * rng.uniform(0.45, 0.85) * 16)
         cv2.ellipse(
             mask,
-            c,
+            (int(centre[0] * 16), int(centre[1] * 16)),
             (rad, int(rad * rng.uniform(0.8, 1.1))),
             float(rng.uniform(0, 180)),
             0,
@@ -325,21 +392,14 @@ def _pen(patch, u, v, px, floor, look, rng) -> None:  # type: ignore[no-untyped-
             cv2.LINE_AA,
             shift=4,
         )
-    else:
-        n = 2 if shape < 0.75 else int(rng.integers(3, 7))
-        for _ in range(n):
-            p1 = size / 2 + rng.uniform(-1, 1, size=2) * r_px
-            p2 = size / 2 + rng.uniform(-1, 1, size=2) * r_px
-            cv2.line(
-                mask,
-                tuple(int(x * 16) for x in p1),
-                tuple(int(x * 16) for x in p2),
-                1.0,
-                thick,
-                cv2.LINE_AA,
-                shift=4,
-            )
-    ink = INKS[int(rng.integers(len(INKS)))]
+        _line_through(mask, centre, r_px, rng, thick)
+    else:  # a cross (two lines) or a scribble
+        for _ in range(2 if shape < 0.65 else int(rng.integers(3, 7))):
+            _line_through(mask, centre, r_px, rng, thick)
+    for _ in range(6):
+        if _floor_cover(mask, floor) >= 0.1:
+            break
+        _line_through(mask, centre, r_px, rng, thick + 1)
     _absorb(patch, mask * float(rng.uniform(0.6, 0.95)), ink)
 
 

@@ -92,6 +92,45 @@ def export_onnx(model: nn.Module, path: Path, size: int) -> None:
     )
 
 
+def load_onnx_weights(model: WellNet, path: Path) -> None:
+    """Start from an exported network (BN folded into its convolutions).
+
+    Each convolution takes the folded kernel; its BatchNorm becomes the identity plus the folded
+    bias (running mean 0, running variance 1 - eps, scale 1). Train such a model with
+    ``freeze_bn`` so the batch statistics do not replace that identity."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    blocks = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.features if isinstance(m, nn.BatchNorm2d)]
+    if len(convs) != len(blocks):
+        raise ValueError(f"{path}: {len(convs)} convolutions, the network has {len(blocks)}")
+    with torch.no_grad():
+        for node, conv, bn in zip(convs, blocks, norms, strict=True):
+            weight, bias = (torch.from_numpy(inits[name].copy()) for name in node.input[1:3])
+            if weight.shape != conv.weight.shape:
+                raise ValueError(f"{path}: kernel {tuple(weight.shape)} for {conv}")
+            conv.weight.copy_(weight)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(bias)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        gemm = next(n for n in graph.node if n.op_type == "Gemm")
+        model.head.weight.copy_(torch.from_numpy(inits[gemm.input[1]].copy()))
+        model.head.bias.copy_(torch.from_numpy(inits[gemm.input[2]].copy()))
+
+
+def _train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+
+
 def train(args: argparse.Namespace) -> dict[str, object]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -101,7 +140,9 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     counts = np.bincount(data.y, minlength=len(CLASSES))
     logger.info("train crops %d %s, val crops %d", len(data), counts.tolist(), len(val))
     model = WellNet(len(CLASSES), args.width)
-    if args.init is not None:
+    if args.init is not None and args.init.suffix == ".onnx":
+        load_onnx_weights(model, args.init)
+    elif args.init is not None:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
     # Rare classes (invalid) weigh more, so the loss does not ignore them.
     weights = torch.tensor(
@@ -118,7 +159,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     t0 = time.monotonic()
     history = []
     for epoch in range(args.epochs):
-        model.train()
+        _train_mode(model, args.freeze_bn)
         order = torch.randperm(len(data), generator=gen)
         total = 0.0
         for i in range(0, len(order), args.batch):
@@ -157,6 +198,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         "val_plates": args.val_plates,
         "epochs": args.epochs,
         "init": str(args.init) if args.init is not None else None,
+        "freeze_bn": args.freeze_bn,
         "batch": args.batch,
         "lr": args.lr,
         "threads": args.threads,
@@ -187,7 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--init", type=Path, default=None, help="start from these weights")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these weights: a weights.pt state dict, or an exported .onnx",
+    )
+    parser.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="keep BatchNorm statistics fixed (use with an --init .onnx, whose BN is folded)",
+    )
     args = parser.parse_args(argv)
     if args.plates < 1 or args.val_plates < 1 or args.epochs < 1:
         parser.error("--plates, --val-plates and --epochs must be at least 1")

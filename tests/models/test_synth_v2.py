@@ -116,3 +116,44 @@ def test_bundled_samples_come_from_generator_v2_in_both_modes() -> None:
         grid = CalibrationGrid.from_json((folder / entry["calibration"]).read_text())
         assert f"{grid.image_width}x{grid.image_height}" == entry["size"]
         assert len(truth["wells"]) == 96 and len(truth["rows"]) == 8
+
+
+def _marked_share(kind: str, seed: int) -> float:
+    """Share of a well floor that a drawer darkens, on a plate whose cells are invisible (so only
+    the mark itself changes pixels)."""
+    from dataclasses import replace
+
+    from models.synth import wells2
+    from models.synth.look import sample_look
+
+    rng = np.random.default_rng(seed)
+    look = replace(
+        sample_look(rng, "untilted"),
+        cells_dark=np.ones(3, np.float32),
+        cells_mat=np.ones(3, np.float32),
+    )
+    r_px = 30.0
+    ys, xs = np.mgrid[0:80, 0:80].astype(np.float32)
+    u, v = (xs + 0.5 - 40.3) / r_px, (ys + 0.5 - 39.6) / r_px
+    px = 1.0 / r_px
+    floor = wells2._inside(0.97 - np.sqrt(u * u + v * v), 2 * px)
+    patch = np.full((80, 80, 3), 200.0, np.float32)
+    if kind == "speck":
+        wells2._speck(patch, u, v, px, floor, rng)
+    else:
+        wells2._DRAWERS[kind](patch, u, v, px, floor, look, rng)
+    dark = patch.min(axis=2) < 200.0 * 0.95
+    inside = floor > 0.99
+    return float((dark & inside).sum() / inside.sum())
+
+
+@pytest.mark.parametrize("kind", ["pen", "debris"])
+def test_invalid_marks_hide_the_floor(kind: str) -> None:
+    # A pen mark or debris labelled invalid must really obscure the well, not leave it readable.
+    shares = [_marked_share(kind, seed) for seed in range(40)]
+    assert min(shares) >= 0.08, shares
+
+
+def test_specks_on_readable_wells_stay_small() -> None:
+    shares = [_marked_share("speck", seed) for seed in range(40)]
+    assert max(shares) <= 0.05 and max(shares) > 0.0, shares

@@ -38,6 +38,8 @@ from core.rollout import ModelNotice
 from edge.detect.settings import SHIPPED_WELLS_DIR
 
 MODES = ("tilted", "untilted")
+# The version of the shipped hi-wells model: the one in force before any update.
+SHIPPED_VERSION: str = json.loads((SHIPPED_WELLS_DIR / "manifest.json").read_text())["version"]
 
 
 def rotate_classes(src: Path, dest: Path) -> None:
@@ -90,7 +92,7 @@ def sign_release(
         modes=MODES,
         files=tuple(files),
         metrics={"validation.accuracy": 0.98},
-        base_version="2.1.0",
+        base_version=SHIPPED_VERSION,
         created_at=datetime.now(timezone.utc),
     )
     signed = sign_manifest(manifest, key)

@@ -30,6 +30,10 @@ from models.finetune import (
 from models.synth.render2 import render_plate_v2
 from models.wells.dataset import CLASS_ID, CropSet
 
+SHIPPED_VERSION = json.loads(
+    (Path(__file__).resolve().parents[2] / "models" / "hi-wells" / "manifest.json").read_text()
+)["version"]
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -169,7 +173,7 @@ def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
     out = tmp_path / "candidate"
     cmd = [
         python, "-m", "models.finetune", "--field", str(field), "--out", str(out),
-        "--version", "2.2.0-test", "--modes", "tilted", "--generator-plates", "2",
+        "--version", "9.0.0-test", "--modes", "tilted", "--generator-plates", "2",
         "--holdout-generator-plates", "1", "--epochs", "1", "--batch", "256",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -188,7 +192,7 @@ def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
     by_name = {c.name: c for c in report.checks}
     assert by_name["tilted.field_sites.wells_right"].n == 96  # lab-b's one plate
     assert (
-        manifest["base_version"] == "2.1.0"
+        manifest["base_version"] == SHIPPED_VERSION
         and manifest["trainer"]["modes"]["tilted"]["field_train_crops"] > 0
     )
     assert ("gate: accepted" in done.stdout) == report.accepted
@@ -202,8 +206,8 @@ def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
     from cloud.ota_cli import build_manifest
 
     release = build_manifest(
-        argparse.Namespace(dir=out, name="hi-wells", version="2.2.0", plate_formats=None, notes="")
+        argparse.Namespace(dir=out, name="hi-wells", version="9.0.0", plate_formats=None, notes="")
     )
     assert [f.path for f in release.files] == ["tilted.onnx", "untilted.onnx"]
-    assert release.gate == report and release.base_version == "2.1.0"
+    assert release.gate == report and release.base_version == SHIPPED_VERSION
     assert "tilted.generator.wells_right.candidate" in release.metrics

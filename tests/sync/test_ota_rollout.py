@@ -3,12 +3,12 @@ served by uvicorn), a private Mosquitto with the cloud's generated ACL, and the 
 sync configured and the public key Ansible would install.
 
 One canary appliance, three releases published with `microplate-cloud models publish`:
-- 2.2.0, a copy of the shipped hi-wells weights: notified over MQTT, downloaded by presigned
+- 3.2.0, a copy of the shipped hi-wells weights: notified over MQTT, downloaded by presigned
   URL from SeaweedFS, verified, shadowed on 3 plates, switched; the cloud's rollout says
   `switched` and the assignment is `done`;
-- 2.3.0, the same weights with the output classes rotated (disagrees on every well): shadowed,
-  rolled back; the cloud halts the rollout; 2.2.0 keeps reading;
-- 2.4.0, with one file changed in object storage after publishing: refused as `tampered`.
+- 3.3.0, the same weights with the output classes rotated (disagrees on every well): shadowed,
+  rolled back; the cloud halts the rollout; 3.2.0 keeps reading;
+- 3.4.0, with one file changed in object storage after publishing: refused as `tampered`.
 """
 
 from __future__ import annotations
@@ -215,10 +215,10 @@ def test_a_signed_model_rolls_out_to_a_canary_appliance(
     for name in list(__import__("os").environ):
         if name.startswith("MICROPLATE_EDGE_"):
             monkeypatch.delenv(name)
-    publish(cloud, tmp_path, "2.2.0")
-    publish(cloud, tmp_path, "2.3.0", perturbed=True)
-    publish(cloud, tmp_path, "2.4.0")
-    tamper_object(cloud, "_models/hi-wells/2.4.0/tilted.onnx")
+    publish(cloud, tmp_path, "3.2.0")
+    publish(cloud, tmp_path, "3.3.0", perturbed=True)
+    publish(cloud, tmp_path, "3.4.0")
+    tamper_object(cloud, "_models/hi-wells/3.4.0/tilted.onnx")
 
     running = tmp_path / "hi-wells"
     shutil.copytree(SHIPPED_WELLS_DIR, running)
@@ -252,36 +252,36 @@ def test_a_signed_model_rolls_out_to_a_canary_appliance(
         version = lambda: app.reading.wells.model.version  # noqa: E731
 
         # 1. a release that agrees: shadowed on 3 plates, switched, the rollout is done
-        first = assign(cloud, "2.2.0")
-        wait_for(lambda: rollout(cloud, first)["state"] == "shadowing", "2.2.0 shadowing")
+        first = assign(cloud, "3.2.0")
+        wait_for(lambda: rollout(cloud, first)["state"] == "shadowing", "3.2.0 shadowing")
         for _ in range(3):
             submit(app)
-        wait_for(lambda: rollout(cloud, first)["state"] == "switched", "2.2.0 switched")
+        wait_for(lambda: rollout(cloud, first)["state"] == "switched", "3.2.0 switched")
         row = rollout(cloud, first)
         assert row["stage"] == "done" and row["shadow_plates"] == 3
         assert row["agreement"] >= 0.9 and row["candidate_ms"] > 0 and row["current_ms"] > 0
-        assert version() == "2.2.0"
+        assert version() == "3.2.0"
 
         # 2. a release that disagrees: rolled back, the canary halts the rollout
-        second = assign(cloud, "2.3.0")
-        wait_for(lambda: rollout(cloud, second)["state"] == "shadowing", "2.3.0 shadowing")
+        second = assign(cloud, "3.3.0")
+        wait_for(lambda: rollout(cloud, second)["state"] == "shadowing", "3.3.0 shadowing")
         for _ in range(3):
             if rollout(cloud, second)["state"] == "rolled_back":
                 break
             submit(app)
-        wait_for(lambda: rollout(cloud, second)["state"] == "rolled_back", "2.3.0 rolled back")
+        wait_for(lambda: rollout(cloud, second)["state"] == "rolled_back", "3.3.0 rolled back")
         row = rollout(cloud, second)
         assert row["stage"] == "halted" and row["reason"]
-        assert version() == "2.2.0"
+        assert version() == "3.2.0"
 
         # 3. a file changed in object storage after signing: refused, nothing loaded
-        third = assign(cloud, "2.4.0")
-        wait_for(lambda: rollout(cloud, third)["state"] == "refused", "2.4.0 refused")
+        third = assign(cloud, "3.4.0")
+        wait_for(lambda: rollout(cloud, third)["state"] == "refused", "3.4.0 refused")
         row = rollout(cloud, third)
         assert row["stage"] == "halted" and row["reason"].startswith("tampered:")
-        assert version() == "2.2.0"
+        assert version() == "3.2.0"
         ota = app.health.status().ota
-        assert ota is not None and ota["active"]["version"] == "2.2.0" and ota["shadow"] is None
+        assert ota is not None and ota["active"]["version"] == "3.2.0" and ota["shadow"] is None
         submit(app)  # the model in force kept reading throughout
     finally:
         app.stop()

@@ -28,7 +28,13 @@ from edge.schemas import RunRequest
 from edge.services.ota import OtaState, wells_manifest
 from edge.sync.model_api import ModelApi
 from tests.edge.conftest import SettingsFactory
-from tests.edge.ota_release import ModelServer, notice_for, release_dir, sign_release
+from tests.edge.ota_release import (
+    SHIPPED_VERSION,
+    ModelServer,
+    notice_for,
+    release_dir,
+    sign_release,
+)
 from tests.edge.plates import HEIGHT, MARGIN, PLATE_A, WIDTH, jpeg, plate_image
 
 GRID = CalibrationGrid.uniform(WIDTH, HEIGHT, PLATE_96, MARGIN)
@@ -128,8 +134,8 @@ def test_a_signed_release_shadows_then_switches_and_a_restart_keeps_it(
 ) -> None:
     settings = ota_settings()
     app = start_app(settings)
-    assert version_in_force(app) == "2.1.0"
-    notice = offer(server, tmp_path, "2.2.0")
+    assert version_in_force(app) == SHIPPED_VERSION
+    notice = offer(server, tmp_path, "3.2.0")
     deliver(app, notice)
     wait_for(lambda: server.states() == ["downloaded", "shadowing"], "shadowing")
     assert (app.ota.status()["shadow"] or {}).get("loaded") is True
@@ -137,8 +143,8 @@ def test_a_signed_release_shadows_then_switches_and_a_restart_keeps_it(
     wait_for(lambda: "switched" in server.states(), "the switch report")
     # Only the model in force counted while the candidate shadowed.
     for run_id in shadow_runs:
-        assert app.runs.get_run(run_id).model.get("version") == "2.1.0"
-    assert version_in_force(app) == "2.2.0"
+        assert app.runs.get_run(run_id).model.get("version") == SHIPPED_VERSION
+    assert version_in_force(app) == "3.2.0"
     last = server.reports[-1]
     assert last["state"] == "switched" and last["shadow_plates"] == 3
     assert last["agreement"] is not None and last["agreement"] >= 0.9
@@ -146,13 +152,13 @@ def test_a_signed_release_shadows_then_switches_and_a_restart_keeps_it(
     assert last["assignment_id"] == str(notice.assignment_id)
     status = app.health.status()
     assert status.ota is not None
-    assert status.ota["active"] == {"name": "hi-wells", "version": "2.2.0", "source": "update"}
+    assert status.ota["active"] == {"name": "hi-wells", "version": "3.2.0", "source": "update"}
     assert status.ota["shadow"] is None
     state = json.loads((settings.data_dir / "ota" / "state.json").read_text())
-    assert state["active"]["version"] == "2.2.0" and state["candidate"] is None
+    assert state["active"]["version"] == "3.2.0" and state["candidate"] is None
     assert not list((settings.data_dir / "ota" / "staging").iterdir())
     after = submit(app)
-    assert app.runs.get_run(after).model.get("version") == "2.2.0"
+    assert app.runs.get_run(after).model.get("version") == "3.2.0"
     # The retained notice delivered again (a reconnect) starts nothing.
     n = len(server.reports)
     deliver(app, notice)
@@ -161,9 +167,9 @@ def test_a_signed_release_shadows_then_switches_and_a_restart_keeps_it(
     app.stop()
 
     again = start_app(settings)
-    assert version_in_force(again) == "2.2.0"
+    assert version_in_force(again) == "3.2.0"
     assert again.health.status().classifier is not None
-    assert again.health.status().classifier["version"] == "2.2.0"  # type: ignore[index]
+    assert again.health.status().classifier["version"] == "3.2.0"  # type: ignore[index]
 
 
 def test_a_candidate_that_disagrees_is_rolled_back_and_the_model_in_force_stays(
@@ -174,7 +180,7 @@ def test_a_candidate_that_disagrees_is_rolled_back_and_the_model_in_force_stays(
 ) -> None:
     settings = ota_settings()
     app = start_app(settings)
-    deliver(app, offer(server, tmp_path, "2.3.0", perturbed=True))
+    deliver(app, offer(server, tmp_path, "3.3.0", perturbed=True))
     wait_for(lambda: (app.ota.status()["shadow"] or {}).get("loaded") is True, "shadowing")
     runs = []
     for _ in range(3):
@@ -185,13 +191,13 @@ def test_a_candidate_that_disagrees_is_rolled_back_and_the_model_in_force_stays(
     last = server.reports[-1]
     assert last["state"] == "rolled_back" and last["reason"]
     assert "agreement" in last["reason"] or "needs_review" in last["reason"]
-    assert version_in_force(app) == "2.1.0"
+    assert version_in_force(app) == SHIPPED_VERSION
     for run_id in runs:
         run = app.runs.get_run(run_id)
-        assert run.model.get("version") == "2.1.0" and not run.needs_review
+        assert run.model.get("version") == SHIPPED_VERSION and not run.needs_review
     assert app.health.status().ota["shadow"] is None  # type: ignore[index]
     assert not list((settings.data_dir / "ota" / "models").iterdir())
-    assert app.runs.get_run(submit(app)).model.get("version") == "2.1.0"
+    assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
 
 
 def _tamper(folder: Path) -> None:
@@ -202,7 +208,7 @@ def _tamper(folder: Path) -> None:
 
 
 def _wrong_key(server: ModelServer, folder: Path) -> None:
-    signed = sign_release(folder, generate_private_key(), version="2.4.0")
+    signed = sign_release(folder, generate_private_key(), version="3.4.0")
     server.notice = notice_for(signed)
 
 
@@ -217,7 +223,7 @@ def _forged(server: ModelServer, folder: Path) -> None:
 
 
 def _other_format(server: ModelServer, folder: Path) -> None:
-    server.notice = notice_for(sign_release(folder, KEY, version="2.4.0", plate_formats=(384,)))
+    server.notice = notice_for(sign_release(folder, KEY, version="3.4.0", plate_formats=(384,)))
 
 
 def _cut(server: ModelServer, folder: Path) -> None:
@@ -245,7 +251,7 @@ def test_a_bad_release_is_refused_and_the_model_in_force_keeps_reading(
 ) -> None:
     settings = ota_settings(download_attempts=2)
     app = start_app(settings)
-    offer(server, tmp_path, "2.4.0")
+    offer(server, tmp_path, "3.4.0")
     assert server.folder is not None
     spoil(server, server.folder)
     assert server.notice is not None
@@ -253,12 +259,12 @@ def test_a_bad_release_is_refused_and_the_model_in_force_keeps_reading(
     wait_for(lambda: "refused" in server.states(), "the refusal report")
     assert server.states() == ["refused"]
     assert server.reports[0]["reason"].startswith(f"{reason}:"), server.reports[0]
-    assert version_in_force(app) == "2.1.0"
+    assert version_in_force(app) == SHIPPED_VERSION
     assert app.health.status().ota["shadow"] is None  # type: ignore[index]
     assert app.health.status().ota["last"]["state"] == "refused"  # type: ignore[index]
     ota = settings.data_dir / "ota"
     assert not any((ota / "staging").iterdir()) and not (ota / "models").exists()
-    assert app.runs.get_run(submit(app)).model.get("version") == "2.1.0"
+    assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
 
 
 def test_a_download_cut_once_is_resumed_where_it_stopped(
@@ -268,7 +274,7 @@ def test_a_download_cut_once_is_resumed_where_it_stopped(
     tmp_path: Path,
 ) -> None:
     app = start_app(ota_settings())
-    notice = offer(server, tmp_path, "2.5.0")
+    notice = offer(server, tmp_path, "3.5.0")
     assert server.folder is not None
     half = (server.folder / "untilted.onnx").stat().st_size // 2
     server.cut, server.cut_times = {"untilted.onnx": half}, 1
@@ -284,12 +290,12 @@ def test_a_release_that_does_not_load_fails_without_touching_the_model_in_force(
     tmp_path: Path,
 ) -> None:
     app = start_app(ota_settings())
-    deliver(app, offer(server, tmp_path, "2.6.0", broken=True))
+    deliver(app, offer(server, tmp_path, "3.6.0", broken=True))
     wait_for(lambda: "failed" in server.states(), "the failure report")
     assert server.states() == ["downloaded", "failed"]
     assert server.reports[-1]["reason"].startswith("load:")
-    assert version_in_force(app) == "2.1.0"
-    assert app.runs.get_run(submit(app)).model.get("version") == "2.1.0"
+    assert version_in_force(app) == SHIPPED_VERSION
+    assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
 
 
 def test_without_a_key_updates_are_refused_and_the_status_says_why(
@@ -302,7 +308,7 @@ def test_without_a_key_updates_are_refused_and_the_status_says_why(
     status = app.health.status().ota
     assert status is not None and status["enabled"] is False
     assert "no model signing key" in status["disabled"]
-    deliver(app, offer(server, tmp_path, "2.7.0"))
+    deliver(app, offer(server, tmp_path, "3.7.0"))
     wait_for(lambda: bool(server.reports), "the refusal report")
     assert server.states() == ["refused"]
     assert "no model signing key" in server.reports[0]["reason"]
@@ -316,7 +322,7 @@ def test_reports_wait_while_the_cloud_is_down_and_go_in_order(
 ) -> None:
     app = start_app(ota_settings())
     server.report_status = 503
-    deliver(app, offer(server, tmp_path, "2.8.0"))
+    deliver(app, offer(server, tmp_path, "3.8.0"))
     wait_for(lambda: app.ota.status()["reports_pending"] == 2, "two queued reports")
     submit(app)
     assert app.ota.status()["reports_pending"] == 3
@@ -334,23 +340,23 @@ def test_shadowing_survives_a_restart_and_a_withdrawn_notice_drops_the_candidate
 ) -> None:
     settings = ota_settings()
     app = start_app(settings)
-    deliver(app, offer(server, tmp_path, "2.9.0"))
+    deliver(app, offer(server, tmp_path, "3.9.0"))
     wait_for(lambda: (app.ota.status()["shadow"] or {}).get("loaded") is True, "shadowing")
     submit(app)
     app.stop()
     again = start_app(settings)
     wait_for(lambda: (again.ota.status()["shadow"] or {}).get("loaded") is True, "resumed")
     assert again.ota.status()["shadow"]["plates"] == 1  # type: ignore[index]
-    assert version_in_force(again) == "2.1.0"
+    assert version_in_force(again) == SHIPPED_VERSION
     again.ota.notice(b"")  # the cloud withdrew the notice (an empty retained message)
     wait_for(lambda: again.ota.status()["shadow"] is None, "the candidate dropped")
     assert not list((settings.data_dir / "ota" / "models").iterdir())
-    assert version_in_force(again) == "2.1.0"
+    assert version_in_force(again) == SHIPPED_VERSION
 
 
 def test_the_state_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
     state = OtaState(tmp_path / "ota")
-    state.active = {"name": "hi-wells", "version": "2.2.0", "directory": str(tmp_path / "m")}
+    state.active = {"name": "hi-wells", "version": "3.2.0", "directory": str(tmp_path / "m")}
     state.ended = {str(uuid.uuid4()): "switched"}
     state.save()
     assert not [p for p in (tmp_path / "ota").iterdir() if p.name.startswith(".")]
@@ -432,7 +438,7 @@ def _shadowing(tmp_path: Path, key_file: Path, **notice: Any) -> tuple[Any, _Slo
         slot,
         plate_format=lambda: 96,
     )
-    signed = sign_release(release_dir(tmp_path / "r"), KEY, version="2.2.0")
+    signed = sign_release(release_dir(tmp_path / "r"), KEY, version="3.2.0")
     cand = Candidate.of(notice_for(signed, **notice))
     cand.directory = str(tmp_path / "candidate")
     (tmp_path / "candidate").mkdir()
@@ -511,6 +517,6 @@ def test_a_release_that_would_eat_the_disk_floor_is_refused_before_any_download(
     wait_for(lambda: "refused" in server.states(), "the refusal report")
     assert server.reports[0]["reason"].startswith("disk:")
     assert server.served == ["manifest.signed.json"]  # no model byte was fetched
-    assert version_in_force(app) == "2.1.0"
+    assert version_in_force(app) == SHIPPED_VERSION
     staging = settings.data_dir / "ota" / "staging"
     assert not any(p.suffix == ".onnx" for p in staging.rglob("*"))

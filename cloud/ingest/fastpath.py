@@ -172,10 +172,9 @@ def insert_plain_runs(
         )
     }
     recompute_samples(session, affected)
-    session.execute(
-        text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
-        {"channel": CHANNEL, "payloads": events},
-    )
+    with as_sqlalchemy_errors(), conn.cursor() as cur:
+        # Binary parameters: the JSON payloads go as they are, not quote-escaped into a literal.
+        cur.execute("SELECT pg_notify(%b, p) FROM unnest(%b::text[]) AS p", [CHANNEL, events])
     return len(runs)
 
 

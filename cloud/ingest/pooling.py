@@ -44,8 +44,8 @@ class _Run(NamedTuple):
 
 
 _RUN_FIELDS = ", ".join(_Run._fields)
-_RUNS_OF_SAMPLES = f"SELECT {_RUN_FIELDS} FROM runs WHERE sample_id = ANY(%s)"  # noqa: S608
-_RUNS_OF_PLATES = f"SELECT {_RUN_FIELDS} FROM runs WHERE plate_id = ANY(%s)"  # noqa: S608
+_RUNS_OF_SAMPLES = f"SELECT {_RUN_FIELDS} FROM runs WHERE sample_id = ANY(%b)"  # noqa: S608
+_RUNS_OF_PLATES = f"SELECT {_RUN_FIELDS} FROM runs WHERE plate_id = ANY(%b)"  # noqa: S608
 
 # Row results as read back, by value: a plate row takes few distinct values (row, endpoint,
 # flags...), so each is validated once and then shared (RowResult is frozen). Bounded.
@@ -76,15 +76,16 @@ def _row_result(values: tuple[Any, ...]) -> RowResult:
 def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
     """Pool `sample_ids` and store the results (in the session's transaction).
 
-    Queries go through the driver with binary parameters (no text escaping of thousands of
-    array elements), row results are shared by value (`_row_result`) and plate reads, built
-    from those, are not validated a second time."""
+    Queries go through the driver with binary parameters (`%b`: no text escaping of
+    thousands of array elements, JSON summaries included) and binary results; row results
+    are shared by value (`_row_result`) and plate reads, built from those, are not
+    validated a second time."""
     ids = sorted(sample_ids)
     conn = driver_connection(session)
     with as_sqlalchemy_errors(), conn.cursor() as cur:
         samples = cur.execute(
             "SELECT s.id, s.site_id, s.sample_number, st.protective_titre FROM samples s "
-            "LEFT JOIN sites st ON st.id = s.site_id WHERE s.id = ANY(%s) ORDER BY s.id "
+            "LEFT JOIN sites st ON st.id = s.site_id WHERE s.id = ANY(%b) ORDER BY s.id "
             "FOR UPDATE OF s",
             [ids],
             binary=True,
@@ -108,7 +109,7 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
         if runs:
             cur.execute(
                 "SELECT run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
-                "exclusion_reason FROM run_rows WHERE run_id = ANY(%s) ORDER BY run_id, row",
+                "exclusion_reason FROM run_rows WHERE run_id = ANY(%b) ORDER BY run_id, row",
                 [list(runs)],
                 binary=True,
             )
@@ -173,10 +174,9 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
             )
         if status_ids:
             cur.execute(
-                "UPDATE runs SET status = v.status FROM unnest(%s::uuid[], %s::text[]) "
+                "UPDATE runs SET status = v.status FROM unnest(%b::uuid[], %b::text[]) "
                 "AS v(run_id, status) WHERE runs.run_id = v.run_id",
                 [status_ids, statuses],
-                binary=True,
             )
         # One statement for every sample of the batch (one array per column).
         columns = list(zip(*updates, strict=True))
@@ -184,12 +184,11 @@ def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
             "UPDATE samples SET n_runs = v.n_runs, n_plates = v.n_plates, "
             "rows_total = v.rows_total, n_cols = v.n_cols, distribution = v.distribution::jsonb, "
             "summary = v.summary::jsonb, gmt = v.gmt, flags = v.flags::varchar(32)[], "
-            "first_read_at = v.first_read_at, last_read_at = v.last_read_at, updated_at = %s "
-            "FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::int[], %s::int[], %s::text[], "
-            "%s::text[], %s::float8[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+            "first_read_at = v.first_read_at, last_read_at = v.last_read_at, updated_at = %b "
+            "FROM unnest(%b::uuid[], %b::int[], %b::int[], %b::int[], %b::int[], %b::text[], "
+            "%b::text[], %b::float8[], %b::text[], %b::timestamptz[], %b::timestamptz[]) "
             "AS v(id, n_runs, n_plates, rows_total, n_cols, distribution, summary, gmt, flags, "
             "first_read_at, last_read_at) WHERE samples.id = v.id",
             [now, *(list(c) for c in columns)],
-            binary=True,
         )
     return len(updates)

@@ -181,7 +181,7 @@ def insert_plain_runs(
 # A plate row takes few distinct values: its COPY text (after the run id) is kept by value
 # (RowResult is frozen, so hashable). Bounded.
 _ROW_TEXT: dict[RowResult, str] = {}
-_ROW_TEXT_MAX = 50_000
+_ROW_TEXT_MAX = 10_000
 
 
 def _row_text(r: RowResult) -> str:

@@ -50,7 +50,7 @@ _RUNS_OF_PLATES = f"SELECT {_RUN_FIELDS} FROM runs WHERE plate_id = ANY(%b)"  # 
 # Row results as read back, by value: a plate row takes few distinct values (row, endpoint,
 # flags...), so each is validated once and then shared (RowResult is frozen). Bounded.
 _ROWS: dict[tuple[Any, ...], RowResult] = {}
-_ROWS_MAX = 50_000
+_ROWS_MAX = 10_000
 
 
 def _row_result(values: tuple[Any, ...]) -> RowResult:

@@ -1,7 +1,10 @@
 """Sync benchmark: ingest throughput vs the COPY ceiling, drain after an outage, visibility.
 
     python bench/sync.py [--runs 5000] [--workers 1,2] [--drain-runs 10000] [--visible 60]
-                          [--autosave 60]
+                          [--autosave 60] [--repeat 1]
+
+`--repeat N` measures the COPY ceiling and each ingest figure N times, each ingest figure
+as a ratio to the ceiling measured just before it; `--drain-runs 0 --visible 0` stops there.
 
 Everything runs on private servers started here (a Mosquitto with passwords and ACL, a
 Postgres cluster on a free port), with plate runs of 96 wells each. Printed figures:
@@ -118,13 +121,13 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
-def copy_ceiling(pg: PgCluster, devices, n: int) -> float:  # type: ignore[no-untyped-def]
+def copy_ceiling(pg: PgCluster, devices, n: int, tag: str = "") -> float:  # type: ignore[no-untyped-def]
     """COPY the rows of `n` runs (runs, wells, rows) into empty tables; runs/s."""
     from cloud.ingest.copytext import line
     from cloud.ingest.fastpath import EXTRA_FIELDS, _well_line
 
-    fresh_db(pg, "ceiling", devices)
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/ceiling") as conn:
+    fresh_db(pg, f"ceiling{tag}", devices)
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/ceiling{tag}") as conn:
         site_id, device_id = conn.execute("SELECT site_id, id FROM devices LIMIT 1").fetchone()
         sample_id = conn.execute(
             "INSERT INTO samples (id, site_id, sample_number, n_runs, n_plates, rows_total, "
@@ -197,8 +200,8 @@ def copy_ceiling(pg: PgCluster, devices, n: int) -> float:  # type: ignore[no-un
         return n / (time.perf_counter() - t0)
 
 
-def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    name = f"ingest{workers}"
+def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work, tag="") -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    name = f"ingest{workers}{tag}"
     url = fresh_db(pg, name, devices)
     procs = start_ingest(url, broker.port, ingest_pw, workers, work)
     try:
@@ -360,6 +363,9 @@ def main() -> int:
     p.add_argument("--drain-runs", type=int, default=10000)
     p.add_argument("--visible", type=int, default=60, help="runs timed for visibility")
     p.add_argument("--autosave", type=int, default=60, help="broker autosave_interval (s)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="repeat the COPY ceiling and ingest figures"
+    )
     args = p.parse_args()
     # A terminated bench still stops its private servers (the finally block below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -379,18 +385,28 @@ def main() -> int:
         pg.init()
         pg.start()
         broker.start()
-        with console.status("COPY ceiling ..."):
-            ceiling = copy_ceiling(pg, devices, args.runs)
-        console.print(
-            f"COPY ceiling:            {ceiling:8.0f} runs/s  ({args.runs} runs x 96 wells)"
-        )
-        for w in [int(x) for x in args.workers.split(",") if x]:
-            with console.status(f"ingest with {w} worker(s) ..."):
-                rate, done = ingest_rate(pg, broker, devices, ingest_pw, args.runs, w, work)
+        for rep in range(args.repeat):
+            tag = f"r{rep}" if args.repeat > 1 else ""
+            if args.repeat > 1:
+                console.print(f"[bold]repetition {rep + 1} of {args.repeat}[/], load average "
+                              f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+            with console.status("COPY ceiling ..."):
+                ceiling = copy_ceiling(pg, devices, args.runs, tag)
             console.print(
-                f"ingest, {w} worker(s):     {rate:8.0f} runs/s  ({done} runs; "
-                f"{rate / ceiling:.1%} of the COPY ceiling; target >= 1000)"
+                f"COPY ceiling:            {ceiling:8.0f} runs/s  ({args.runs} runs x 96 wells)"
             )
+            for w in [int(x) for x in args.workers.split(",") if x]:
+                with console.status(f"ingest with {w} worker(s) ..."):
+                    rate, done = ingest_rate(
+                        pg, broker, devices, ingest_pw, args.runs, w, work, tag
+                    )
+                console.print(
+                    f"ingest, {w} worker(s):     {rate:8.0f} runs/s  ({done} runs; "
+                    f"{rate / ceiling:.1%} of the COPY ceiling; target >= 1000)"
+                )
+        if not args.drain_runs and not args.visible:
+            console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+            return 0
         with console.status("drain after an outage ..."):
             drain, secs = drain_rate(pg, broker, devices, ingest_pw, args.drain_runs, work)
         console.print(

@@ -72,6 +72,8 @@ class CloudSettings(BaseSettings):
     mqtt_broker_url: str = "mqtts://127.0.0.1:8883"
     mqtt_password_file: Path | None = None
     mqtt_acl_file: Path | None = None
+    # The device listener's dynamic-security plugin file (`plugin_opt_config_file`).
+    mqtt_dynsec_file: Path | None = None
     mosquitto_pid_file: Path | None = None
     # The ingest worker's own broker account; it reads every device subtree and writes acks.
     mqtt_ingest_username: str = "microplate-ingest"

@@ -18,6 +18,7 @@ from cloud.mqtt_auth import (
     hash_mqtt_password,
     reload_broker,
     render_acl_file,
+    render_dynsec_config,
     render_password_file,
     write_atomic,
 )
@@ -125,7 +126,8 @@ def authenticate_device(session: Session, *, token: str) -> Device | None:
 
 
 def sync_broker_files(session: Session, settings: CloudSettings) -> bool:
-    """Rewrite Mosquitto's password and ACL files from the active devices, then reload.
+    """Rewrite Mosquitto's password and ACL files (and the device listener's
+    dynamic-security file, when configured) from the active devices, then reload.
 
     Returns False when the files are not configured (nothing to do). Called after every
     device change, inside the same transaction, so a failed write aborts the change.
@@ -155,6 +157,8 @@ def sync_broker_files(session: Session, settings: CloudSettings) -> bool:
         service.append(f"{ingest_user}:{ingest_hash}")
     write_atomic(settings.mqtt_password_file, render_password_file(accounts, service=service))
     write_atomic(settings.mqtt_acl_file, render_acl_file(accounts, ingest_username=ingest_user))
+    if settings.mqtt_dynsec_file is not None:
+        write_atomic(settings.mqtt_dynsec_file, render_dynsec_config(accounts))
     reload_broker(settings.mosquitto_pid_file)
     logger.info("broker files rewritten for %s active device(s)", len(accounts))
     return True

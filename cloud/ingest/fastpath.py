@@ -12,17 +12,14 @@ through `upsert_run`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -30,8 +27,10 @@ from cloud.broadcast import CHANNEL
 from cloud.crud.results import well_document
 from cloud.ingest.copytext import COPY_ESCAPES, line
 from cloud.ingest.pooling import recompute_samples
+from cloud.ingest.rawsql import as_sqlalchemy_errors, driver_connection
 from cloud.models import Device
 from core.plate import plate_format
+from core.titre import RowResult
 from core.wire import RunMessage
 
 logger = logging.getLogger(__name__)
@@ -134,22 +133,7 @@ def insert_plain_runs(
         )
         well_lines.append(_well_line(msg))
         rid = str(msg.run_id)
-        row_lines.extend(
-            line(
-                (
-                    rid,
-                    r.row,
-                    r.label,
-                    r.endpoint,
-                    r.titre,
-                    list(r.flags),
-                    r.counted,
-                    r.counted_titre,
-                    r.exclusion_reason,
-                )
-            )
-            for r in msg.rows
-        )
+        row_lines.extend(f"{rid}\t{_row_text(r)}" for r in msg.rows)
         events.append(
             json.dumps(
                 {
@@ -163,9 +147,8 @@ def insert_plain_runs(
                 separators=(",", ":"),
             )
         )
-    conn = session.connection().connection.driver_connection
-    assert conn is not None
-    with _as_sqlalchemy_errors(), conn.cursor() as cur:
+    conn = driver_connection(session)
+    with as_sqlalchemy_errors(), conn.cursor() as cur:
         with cur.copy(f"COPY runs ({_RUN_COLUMNS}) FROM STDIN") as copy:
             copy.write("".join(run_lines))
         with cur.copy("COPY run_wells (run_id, wells) FROM STDIN") as copy:
@@ -190,29 +173,37 @@ def insert_plain_runs(
         )
     }
     recompute_samples(session, affected)
-    session.execute(
-        text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
-        {"channel": CHANNEL, "payloads": events},
-    )
+    with as_sqlalchemy_errors(), conn.cursor() as cur:
+        # Binary parameters: the JSON payloads go as they are, not quote-escaped into a literal.
+        cur.execute("SELECT pg_notify(%b, p) FROM unnest(%b::text[]) AS p", [CHANNEL, events])
     return len(runs)
 
 
-@contextlib.contextmanager
-def _as_sqlalchemy_errors() -> Iterator[None]:
-    """Raw psycopg errors as SQLAlchemy's, so the worker tells outages from bad data.
+# A plate row takes few distinct values: its COPY text (after the run id) is kept by value
+# (RowResult is frozen, so hashable). Bounded.
+_ROW_TEXT: dict[RowResult, str] = {}
+_ROW_TEXT_MAX = 10_000
 
-    (A unique violation here is another worker having written the same run a moment ago.)
-    """
-    try:
-        yield
-    except psycopg.IntegrityError as exc:
-        raise sa_exc.IntegrityError("COPY", None, exc) from exc
-    except psycopg.DataError as exc:
-        raise sa_exc.DataError("COPY", None, exc) from exc
-    except psycopg.OperationalError as exc:
-        raise sa_exc.OperationalError("COPY", None, exc) from exc
-    except psycopg.Error as exc:
-        raise sa_exc.DBAPIError("COPY", None, exc) from exc
+
+def _row_text(r: RowResult) -> str:
+    found = _ROW_TEXT.get(r)
+    if found is None:
+        if len(_ROW_TEXT) >= _ROW_TEXT_MAX:
+            _ROW_TEXT.clear()
+        found = line(
+            (
+                r.row,
+                r.label,
+                r.endpoint,
+                r.titre,
+                list(r.flags),
+                r.counted,
+                r.counted_titre,
+                r.exclusion_reason,
+            )
+        )
+        _ROW_TEXT[r] = found
+    return found
 
 
 def _well_line(msg: RunMessage) -> str:

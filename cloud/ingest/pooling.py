@@ -17,138 +17,178 @@ import logging
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from cloud.ingest.copytext import array
+from cloud.ingest.rawsql import as_sqlalchemy_errors, driver_connection
 from core.pooling import PlateRead, pool_sample
 from core.titre import RowResult
 
 logger = logging.getLogger(__name__)
 
-_RUN_FIELDS = (
-    "run_id, sample_id, plate_id, site_id, device_id, sample_number, read_at, superseded_by, "
-    "status, n_cols, flags"
-)
+
+class _Run(NamedTuple):
+    run_id: uuid.UUID
+    sample_id: uuid.UUID
+    plate_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID
+    sample_number: str
+    read_at: datetime
+    superseded_by: uuid.UUID | None
+    status: str
+    n_cols: int
+    flags: list[str]
+
+
+_RUN_FIELDS = ", ".join(_Run._fields)
+_RUNS_OF_SAMPLES = f"SELECT {_RUN_FIELDS} FROM runs WHERE sample_id = ANY(%b)"  # noqa: S608
+_RUNS_OF_PLATES = f"SELECT {_RUN_FIELDS} FROM runs WHERE plate_id = ANY(%b)"  # noqa: S608
+
+# Row results as read back, by value: a plate row takes few distinct values (row, endpoint,
+# flags...), so each is validated once and then shared (RowResult is frozen). Bounded.
+_ROWS: dict[tuple[Any, ...], RowResult] = {}
+_ROWS_MAX = 10_000
+
+
+def _row_result(values: tuple[Any, ...]) -> RowResult:
+    found = _ROWS.get(values)
+    if found is None:
+        if len(_ROWS) >= _ROWS_MAX:
+            _ROWS.clear()
+        row, label, endpoint, titre, flags, counted, counted_titre, why = values
+        found = RowResult(
+            row=row,
+            label=label,
+            endpoint=endpoint,
+            titre=titre,
+            flags=flags,
+            counted=counted,
+            counted_titre=counted_titre,
+            exclusion_reason=why,
+        )
+        _ROWS[values] = found
+    return found
 
 
 def recompute_samples(session: Session, sample_ids: set[uuid.UUID]) -> int:
+    """Pool `sample_ids` and store the results (in the session's transaction).
+
+    Queries go through the driver with binary parameters (`%b`: no text escaping of
+    thousands of array elements, JSON summaries included) and binary results; row results
+    are shared by value (`_row_result`) and plate reads, built from those, are not
+    validated a second time."""
     ids = sorted(sample_ids)
-    samples = session.execute(
-        text(
+    conn = driver_connection(session)
+    with as_sqlalchemy_errors(), conn.cursor() as cur:
+        samples = cur.execute(
             "SELECT s.id, s.site_id, s.sample_number, st.protective_titre FROM samples s "
-            "LEFT JOIN sites st ON st.id = s.site_id WHERE s.id = ANY(:ids) ORDER BY s.id "
-            "FOR UPDATE OF s"
-        ),
-        {"ids": ids},
-    ).all()
-    if not samples:
-        return 0
-    runs: dict[uuid.UUID, Any] = {}
-    own: dict[uuid.UUID, list[Any]] = defaultdict(list)
-    for r in session.execute(
-        text(f"SELECT {_RUN_FIELDS} FROM runs WHERE sample_id = ANY(:ids)"),  # noqa: S608
-        {"ids": ids},
-    ):
-        runs[r.run_id] = r
-        own[r.sample_id].append(r)
-    plates = list({r.plate_id for r in runs.values()})
-    by_plate: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = defaultdict(list)  # (plate, device)
-    if plates:
-        for r in session.execute(
-            text(f"SELECT {_RUN_FIELDS} FROM runs WHERE plate_id = ANY(:plates)"),  # noqa: S608
-            {"plates": plates},
-        ):
-            runs.setdefault(r.run_id, r)
-            by_plate[(r.plate_id, r.device_id)].append(r)
-    rows: dict[uuid.UUID, list[RowResult]] = defaultdict(list)
-    if runs:
-        for r in session.execute(
-            text(
+            "LEFT JOIN sites st ON st.id = s.site_id WHERE s.id = ANY(%b) ORDER BY s.id "
+            "FOR UPDATE OF s",
+            [ids],
+            binary=True,
+        ).fetchall()
+        if not samples:
+            return 0
+        runs: dict[uuid.UUID, _Run] = {}
+        own: dict[uuid.UUID, list[_Run]] = defaultdict(list)
+        cur.execute(_RUNS_OF_SAMPLES, [ids], binary=True)
+        for r in map(_Run._make, cur.fetchall()):
+            runs[r.run_id] = r
+            own[r.sample_id].append(r)
+        plates = list({r.plate_id for r in runs.values()})
+        by_plate: dict[tuple[uuid.UUID, uuid.UUID], list[_Run]] = defaultdict(list)
+        if plates:
+            cur.execute(_RUNS_OF_PLATES, [plates], binary=True)
+            for r in map(_Run._make, cur.fetchall()):
+                runs.setdefault(r.run_id, r)
+                by_plate[(r.plate_id, r.device_id)].append(r)
+        rows: dict[uuid.UUID, list[RowResult]] = defaultdict(list)
+        if runs:
+            cur.execute(
                 "SELECT run_id, row, label, endpoint, titre, flags, counted, counted_titre, "
-                "exclusion_reason FROM run_rows WHERE run_id = ANY(:ids) ORDER BY run_id, row"
-            ),
-            {"ids": list(runs)},
-        ):
-            rows[r[0]].append(
-                RowResult(
-                    row=r[1],
-                    label=r[2],
-                    endpoint=r[3],
-                    titre=r[4],
-                    flags=tuple(r[5]),
-                    counted=r[6],
-                    counted_titre=r[7],
-                    exclusion_reason=r[8],
+                "exclusion_reason FROM run_rows WHERE run_id = ANY(%b) ORDER BY run_id, row",
+                [list(runs)],
+                binary=True,
+            )
+            for rid, row, label, endpoint, titre, row_flags, *rest in cur.fetchall():
+                key = (row, label, endpoint, titre, tuple(row_flags), *rest)
+                rows[rid].append(_row_result(key))
+        now = datetime.now(timezone.utc)
+        updates: list[tuple[object, ...]] = []
+        status_ids: list[uuid.UUID] = []
+        statuses: list[str] = []
+        for sid, _site, number, protective in samples:
+            mine = own.get(sid, [])
+            plate_keys = {(r.plate_id, r.device_id) for r in mine}
+            related = [r for k in plate_keys for r in by_plate.get(k, []) if r.sample_id != sid]
+            reads = [
+                PlateRead.model_construct(
+                    run_id=r.run_id,
+                    sample_number=r.sample_number,
+                    plate_id=r.plate_id,
+                    read_at=r.read_at,
+                    rows=tuple(rows.get(r.run_id, ())),
+                    superseded_by=r.superseded_by,
+                    deleted=r.status in ("deleted", "needs_review"),
+                    device=str(r.device_id),
+                    held=None,
+                )
+                for r in mine + related
+            ]
+            n_cols = max((r.n_cols for r in mine), default=12)
+            summary = pool_sample(number, reads, n_cols=n_cols, protective_titre=protective)
+            counted = set(summary.run_ids)
+            current = counted | set(summary.held_run_ids)
+            flags: set[str] = set()
+            live_times = []
+            for r in mine:
+                if r.status not in ("deleted", "needs_review"):
+                    status = "current" if r.run_id in current else "superseded"
+                    if status != r.status:
+                        status_ids.append(r.run_id)
+                        statuses.append(status)
+                if r.status != "deleted":
+                    live_times.append(r.read_at)
+                if r.run_id in current:  # a held run's flags (e.g. why it is held) show too
+                    flags.update(r.flags)
+                if r.run_id in counted:
+                    for row_result in rows.get(r.run_id, ()):
+                        flags.update(row_result.flags)
+            updates.append(
+                (
+                    sid,
+                    len(mine),
+                    summary.plates,
+                    summary.rows_total,
+                    n_cols,
+                    json.dumps(dict(summary.distribution)),
+                    json.dumps(summary.model_dump(mode="json")),
+                    summary.statistics.gmt,
+                    array(sorted(flags)),
+                    min(live_times, default=None),
+                    max(live_times, default=None),
                 )
             )
-    now = datetime.now(timezone.utc)
-    sample_updates: list[dict[str, Any]] = []
-    status_updates: list[dict[str, Any]] = []
-    for sid, _site, number, protective in samples:
-        mine = own.get(sid, [])
-        plate_keys = {(r.plate_id, r.device_id) for r in mine}
-        related = [r for k in plate_keys for r in by_plate.get(k, []) if r.sample_id != sid]
-        reads = [
-            PlateRead(
-                run_id=r.run_id,
-                sample_number=r.sample_number,
-                plate_id=r.plate_id,
-                read_at=r.read_at,
-                rows=tuple(rows.get(r.run_id, ())),
-                superseded_by=r.superseded_by,
-                deleted=r.status in ("deleted", "needs_review"),
-                device=str(r.device_id),
+        if status_ids:
+            cur.execute(
+                "UPDATE runs SET status = v.status FROM unnest(%b::uuid[], %b::text[]) "
+                "AS v(run_id, status) WHERE runs.run_id = v.run_id",
+                [status_ids, statuses],
             )
-            for r in mine + related
-        ]
-        n_cols = max((r.n_cols for r in mine), default=12)
-        summary = pool_sample(number, reads, n_cols=n_cols, protective_titre=protective)
-        counted = set(summary.run_ids)
-        current = counted | set(summary.held_run_ids)
-        flags: set[str] = set()
-        live_times = []
-        for r in mine:
-            if r.status not in ("deleted", "needs_review"):
-                status = "current" if r.run_id in current else "superseded"
-                if status != r.status:
-                    status_updates.append({"run_id": r.run_id, "status": status})
-            if r.status != "deleted":
-                live_times.append(r.read_at)
-            if r.run_id in current:  # a held run's flags (e.g. why it is held) show too
-                flags.update(r.flags)
-            if r.run_id in counted:
-                for row in rows.get(r.run_id, ()):
-                    flags.update(row.flags)
-        sample_updates.append(
-            {
-                "id": sid,
-                "n_runs": len(mine),
-                "n_plates": summary.plates,
-                "rows_total": summary.rows_total,
-                "n_cols": n_cols,
-                "distribution": json.dumps(dict(summary.distribution)),
-                "summary": json.dumps(summary.model_dump(mode="json")),
-                "gmt": summary.statistics.gmt,
-                "flags": sorted(flags),
-                "first_read_at": min(live_times, default=None),
-                "last_read_at": max(live_times, default=None),
-                "updated_at": now,
-            }
+        # One statement for every sample of the batch (one array per column).
+        columns = list(zip(*updates, strict=True))
+        cur.execute(
+            "UPDATE samples SET n_runs = v.n_runs, n_plates = v.n_plates, "
+            "rows_total = v.rows_total, n_cols = v.n_cols, distribution = v.distribution::jsonb, "
+            "summary = v.summary::jsonb, gmt = v.gmt, flags = v.flags::varchar(32)[], "
+            "first_read_at = v.first_read_at, last_read_at = v.last_read_at, updated_at = %b "
+            "FROM unnest(%b::uuid[], %b::int[], %b::int[], %b::int[], %b::int[], %b::text[], "
+            "%b::text[], %b::float8[], %b::text[], %b::timestamptz[], %b::timestamptz[]) "
+            "AS v(id, n_runs, n_plates, rows_total, n_cols, distribution, summary, gmt, flags, "
+            "first_read_at, last_read_at) WHERE samples.id = v.id",
+            [now, *(list(c) for c in columns)],
         )
-    if status_updates:
-        session.execute(
-            text("UPDATE runs SET status = :status WHERE run_id = :run_id"), status_updates
-        )
-    session.execute(
-        text(
-            "UPDATE samples SET n_runs = :n_runs, n_plates = :n_plates, "
-            "rows_total = :rows_total, n_cols = :n_cols, "
-            "distribution = CAST(:distribution AS jsonb), summary = CAST(:summary AS jsonb), "
-            "gmt = :gmt, flags = CAST(:flags AS varchar(32)[]), first_read_at = :first_read_at, "
-            "last_read_at = :last_read_at, updated_at = :updated_at WHERE id = :id"
-        ),
-        sample_updates,
-    )
-    return len(sample_updates)
+    return len(updates)

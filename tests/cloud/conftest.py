@@ -193,6 +193,7 @@ def make_settings(db_url: str, tmp: Path, s3: S3Server | None = None, **extra: o
         "dev_mail_sink": tmp / "mail.log",
         "mqtt_password_file": tmp / "mosquitto" / "passwd",
         "mqtt_acl_file": tmp / "mosquitto" / "acl",
+        "mqtt_dynsec_file": tmp / "mosquitto" / "dynamic-security.json",
         "mqtt_ingest_password": "ingest-" + secrets.token_hex(8),
         "api_base_url": "https://cloud.example.test",
         "mqtt_broker_url": "mqtts://broker.example.test:8883",

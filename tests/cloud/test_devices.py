@@ -178,6 +178,9 @@ def test_revocation_cuts_the_device_off(world: World, broker: int) -> None:
     ingest.client.subscribe("microplate/v1/#", qos=1)
     device = _Client(broker, bundle["mqtt_username"], bundle["mqtt_password"])
     assert device.ok()
+    dynsec = world.settings.mqtt_dynsec_file
+    assert dynsec is not None
+    assert f'"username": "{bundle["mqtt_username"]}"' in dynsec.read_text()
     revoked = world.client.post(
         f"/api/v1/devices/{bundle['device_id']}/revoke", headers=world.actors["admin"].headers
     )
@@ -185,6 +188,7 @@ def test_revocation_cuts_the_device_off(world: World, broker: int) -> None:
     assert revoked.json()["status"] == "revoked"
     assert world.client.get("/api/v1/device/me", headers=token_headers).status_code == 401
     assert bundle["mqtt_username"] not in world.settings.mqtt_password_file.read_text()  # type: ignore[union-attr]
+    assert bundle["mqtt_username"] not in dynsec.read_text()
     time.sleep(0.5)  # SIGHUP reload
     own = f"microplate/v1/{bundle['site']}/{bundle['device']}/runs"
     device.client.publish(own, b"after revoke", qos=0)

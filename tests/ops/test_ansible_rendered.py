@@ -203,17 +203,21 @@ def test_mosquitto_runs_the_rendered_config(provisioned: Provisioned) -> None:
     (auth / "passwd").write_text("")
     for user, password in accounts.items():
         subprocess.run([passwd_tool, "-b", str(auth / "passwd"), user, password], check=True)
-    from cloud.mqtt_auth import BrokerAccount, render_acl_file
-
-    (auth / "acl").write_text(
-        render_acl_file(
-            [
-                BrokerAccount("reader-01", "", "lab1", "reader-01"),
-                BrokerAccount("reader-02", "", "lab1", "reader-02"),
-            ],
-            ingest_username="ingest",
-        )
+    from cloud.mqtt_auth import (
+        BrokerAccount,
+        hash_mqtt_password,
+        render_acl_file,
+        render_dynsec_config,
     )
+
+    devices = [
+        BrokerAccount(name, hash_mqtt_password(accounts[name]), "lab1", name)
+        for name in ("reader-01", "reader-02")
+    ]
+    (auth / "acl").write_text(render_acl_file(devices, ingest_username="ingest"))
+    # The role created an empty one (no client) so the broker starts before any device.
+    assert '"clients": []' in (auth / "dynamic-security.json").read_text()
+    (auth / "dynamic-security.json").write_text(render_dynsec_config(devices))
     conf = (root / "etc/mosquitto/mosquitto.conf").read_text()
     assert "max_queued_messages 100000" in conf and "persistent_client_expiration" in conf
     broker = subprocess.Popen(
@@ -265,6 +269,18 @@ def test_mosquitto_runs_the_rendered_config(provisioned: Provisioned) -> None:
             time.sleep(0.1)
         time.sleep(0.5)
         assert received == ["microplate/v1/lab1/reader-01/runs"]
+        # The device listener checks subscriptions (dynamic-security plugin): no `$share`.
+        granted: list[list[int]] = []
+        sub_done = threading.Event()
+
+        def on_subscribe(_c, _u, _mid, reason_codes, _p):  # type: ignore[no-untyped-def]
+            granted.append([rc.value for rc in reason_codes])
+            sub_done.set()
+
+        device.on_subscribe = on_subscribe
+        device.subscribe("$share/g/microplate/v1/+/+/runs", qos=1)
+        assert sub_done.wait(5), "no SUBACK"
+        assert granted == [[0x80]], granted  # MQTT 3.1.1 "failure"
         for c in (device, ingest):
             c.disconnect()
             c.loop_stop()

@@ -9,6 +9,7 @@ week for the weekly trends, the start of the day for plates per day.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any
 
@@ -236,6 +237,34 @@ async def plates(
     return _json(await _query(load))
 
 
+async def _by_group(
+    request: Request,
+    by: str,
+    allowed: Sequence[str],
+    site_id: str,
+    read_from: str,
+    read_to: str,
+    compute: Callable[..., dict[str, Any]],
+) -> dict[str, Any] | JSONResponse:
+    """A weekly series grouped `by` one of `allowed` (the signed-in user's scope, the filters),
+    or the 400 a bad filter gets."""
+    _, me = await signed_in(request)
+    try:
+        if by not in allowed:
+            *rest, last = allowed
+            raise BadFilter(f"by is {', '.join(rest)} or {last}")
+        site, since, end = _filters(site_id, read_from, read_to, days=TREND_DAYS)
+    except BadFilter as exc:
+        return _bad(exc)
+    scope = data.scope_from_me(me)
+
+    def load() -> dict[str, Any]:
+        with _state(request).sessions() as session:
+            return compute(session, scope=scope, by=by, site_id=site, since=since, until=end)
+
+    return await _query(load)
+
+
 @router.get("/review-share.json")
 async def review(
     request: Request,
@@ -245,20 +274,8 @@ async def review(
     read_to: Filter = "",
 ) -> JSONResponse:
     """Weekly share of reads held for review, per device or per model version."""
-    _, me = await signed_in(request)
-    try:
-        if by not in REVIEW_BY:
-            raise BadFilter("by is device or model")
-        site, since, end = _filters(site_id, read_from, read_to, days=TREND_DAYS)
-    except BadFilter as exc:
-        return _bad(exc)
-    scope = data.scope_from_me(me)
-
-    def load() -> dict[str, Any]:
-        with _state(request).sessions() as session:
-            return review_share(session, scope=scope, by=by, site_id=site, since=since, until=end)
-
-    return _json(await _query(load))
+    body = await _by_group(request, by, REVIEW_BY, site_id, read_from, read_to, review_share)
+    return body if isinstance(body, JSONResponse) else _json(body)
 
 
 @router.get("/field-accuracy.json")
@@ -270,18 +287,7 @@ async def field(
     read_to: Filter = "",
 ) -> JSONResponse:
     """Weekly share of wells operators corrected, per device, site or model version."""
-    _, me = await signed_in(request)
-    try:
-        if by not in FIELD_BY:
-            raise BadFilter("by is device, site or model")
-        site, since, end = _filters(site_id, read_from, read_to, days=TREND_DAYS)
-    except BadFilter as exc:
-        return _bad(exc)
-    scope = data.scope_from_me(me)
-
-    def load() -> dict[str, Any]:
-        with _state(request).sessions() as session:
-            return field_accuracy(session, scope=scope, by=by, site_id=site, since=since, until=end)
-
-    body = await _query(load)
+    body = await _by_group(request, by, FIELD_BY, site_id, read_from, read_to, field_accuracy)
+    if isinstance(body, JSONResponse):
+        return body
     return _json({"x": [week_start(w) for w in body["labels"]], **body})

@@ -86,6 +86,16 @@ def seed(settings: CloudSettings) -> Seeded:
     store = ObjectStore(settings)
     tag = secrets.token_hex(3)
     now = datetime.now(timezone.utc)
+    # The last half hour, squeezed into the current ISO week so the weekly charts' newest point
+    # holds the worked example even just after midnight on a Monday (UTC); order is kept.
+    week_start = (now - timedelta(days=now.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    t0 = max(now - timedelta(minutes=30), week_start)
+
+    def recent(minutes_ago: float) -> datetime:
+        return t0 + (now - t0) * ((30 - minutes_ago) / 30)
+
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             a = sites.create_site(
@@ -133,7 +143,7 @@ def seed(settings: CloudSettings) -> Seeded:
                     device=dev_a1.slug,
                     sample_number=seeded.sample_a,
                     endpoints=endpoints,
-                    captured_at=now - timedelta(minutes=30 - i),
+                    captured_at=recent(30 - i),
                     submission_number=f"SUB-{tag}",
                 )
                 if i == 0:
@@ -171,7 +181,7 @@ def seed(settings: CloudSettings) -> Seeded:
                 site=a.slug,
                 device=dev_a1.slug,
                 sample_number=f"S-REV-{tag}",
-                captured_at=now - timedelta(minutes=10),
+                captured_at=recent(10),
                 review_reasons=("grid_misfit", "too_many_unread"),
             )
             results.upsert_run(session, held, device=dev_a1)
@@ -183,7 +193,7 @@ def seed(settings: CloudSettings) -> Seeded:
                     site=b.slug,
                     device=dev_b1.slug,
                     sample_number=seeded.sample_b,
-                    captured_at=now - timedelta(minutes=5),
+                    captured_at=recent(5),
                 ),
                 device=dev_b1,
             )

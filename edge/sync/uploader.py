@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,14 @@ class ImageUploader:
         image_paths: ImagePaths,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        kinds: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         if not settings.api_base_url:
             raise ValueError("sync.api_base_url is needed to upload images")
         self.settings = settings
         self._image_paths = image_paths
+        # The image kinds to upload now (the cloud's desired config may add or remove "raw").
+        self._kinds = kinds or (lambda: settings.upload_images)
         self._client = client or httpx.Client(timeout=settings.upload_timeout_s)
         self._sleep = sleep
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -119,7 +122,7 @@ class ImageUploader:
     def upload_run(self, run_id: str) -> list[dict[str, Any]]:
         paths = self._image_paths(run_id)
         refs = []
-        for kind in self.settings.upload_images:
+        for kind in self._kinds():
             path = paths.get(kind)
             if path is None or not path.exists():
                 continue

@@ -40,6 +40,13 @@ class UploadError(Exception):
         self.permanent = permanent
 
 
+class RawRefused(UploadError):
+    """The cloud does not collect this site's raw photos (not opted in for training)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
 class ImageUploader:
     def __init__(
         self,
@@ -126,7 +133,11 @@ class ImageUploader:
             path = paths.get(kind)
             if path is None or not path.exists():
                 continue
-            refs.append(self.upload_one(run_id, kind, path))
+            try:
+                refs.append(self.upload_one(run_id, kind, path))
+            except RawRefused as exc:
+                # The other images still go; the device is not marked refused for this.
+                logger.warning("raw image of run %s not uploaded: %s", run_id, exc)
         return refs
 
     def upload_one(self, run_id: str, kind: str, path: Path) -> dict[str, Any]:
@@ -183,6 +194,8 @@ class ImageUploader:
             )
         except httpx.HTTPError as exc:
             raise UploadError(f"presign: {type(exc).__name__}") from None
+        if resp.status_code == 403 and kind == "raw" and "raw" in resp.text:
+            raise RawRefused(f"presign answered 403: {_detail(resp)}")
         if resp.status_code in (401, 403):
             self.refused = f"presign answered {resp.status_code}"
         if resp.status_code != 200:
@@ -210,3 +223,11 @@ class ImageUploader:
         if etag and "-" not in etag and etag != md5.hexdigest():
             raise UploadError("the stored object's checksum differs from the file")
         return key
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail)[:200] if detail else "refused"

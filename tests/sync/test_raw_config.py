@@ -2,7 +2,8 @@
 
 The real cloud (Postgres, SeaweedFS, its HTTP API under uvicorn, the ingest worker), a private
 Mosquitto with the cloud's generated ACL and a real appliance (fake detector) whose local
-`sync.upload_images` leaves raw out. An admin switches the site on: the cloud publishes a
+`sync.upload_images` names raw. Before the site opts in, the cloud refuses the raw presign
+and the other images still go. An admin switches the site on: the cloud publishes a
 retained DesiredConfig with `upload_raw` on the device's `config` topic, the appliance applies
 it, and its next plate's raw photo is in the bucket. Switched off again: the next plate uploads
 no raw photo. A device enrolled while the site is opted in is sent the config at once.
@@ -213,7 +214,9 @@ def test_the_site_switch_drives_raw_uploads(
             "password": cloud.password,
             "api_base_url": cloud.api,
             "device_token": cloud.token,
-            "upload_images": ["annotated", "thumbnail"],
+            # Raw named locally: the cloud's presign refusal keeps it out until the site opts
+            # in, and the cloud's upload_raw=false takes it out again.
+            "upload_images": ["annotated", "thumbnail", "raw"],
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 1,
             "poll_s": 0.1,
@@ -223,8 +226,10 @@ def test_the_site_switch_drives_raw_uploads(
     app.start()
     try:
         assert app.sync is not None and app.sync.link.wait_connected(10)
-        # Off by default: no raw photo.
+        # Off by default: the raw presign is refused, the other images still go, and the
+        # device is not taken for a revoked one.
         assert set(read_plate(app, cloud, 1)) == {"annotated", "thumbnail"}
+        assert app.sync.uploader is not None and not app.sync.uploader.refused
 
         switch(cloud, True)
         wait_for(lambda: applied(data_dir).get("revision") == 1, "revision 1 applied")
@@ -248,6 +253,7 @@ def test_the_site_switch_drives_raw_uploads(
         wait_for(lambda: applied(data_dir).get("revision") == 2, "revision 2 applied")
         assert applied(data_dir)["upload_raw"] is False
         assert set(read_plate(app, cloud, 3)) == {"annotated", "thumbnail"}
+        assert not app.sync.uploader.refused
     finally:
         app.stop()
     # The choice survives a restart of the appliance (kept beside its database).

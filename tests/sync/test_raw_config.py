@@ -236,6 +236,8 @@ def test_the_site_switch_drives_raw_uploads(
         state = applied(data_dir)
         assert state["upload_raw"] is True and state["applied"] == ["upload_raw"]
         assert sent_revision(cloud, DEVICE) == 1
+        snap = app.sync.snapshot()  # what the appliance's status page shows
+        assert snap["config_revision"] == 1 and snap["upload_raw"] is True
         keys = read_plate(app, cloud, 2)
         assert set(keys) == {"annotated", "thumbnail", "raw"}
         assert s3_object(cloud.s3, keys["raw"])[:2] == b"\xff\xd8"  # the photo, in the bucket
@@ -252,6 +254,7 @@ def test_the_site_switch_drives_raw_uploads(
         switch(cloud, False)
         wait_for(lambda: applied(data_dir).get("revision") == 2, "revision 2 applied")
         assert applied(data_dir)["upload_raw"] is False
+        assert app.sync.snapshot()["upload_raw"] is False
         assert set(read_plate(app, cloud, 3)) == {"annotated", "thumbnail"}
         assert not app.sync.uploader.refused
     finally:

@@ -227,17 +227,20 @@ def _publish(settings: CloudSettings, args: argparse.Namespace) -> int:
 
 
 def _notify(settings: CloudSettings) -> int:
+    from cloud.config_notify import publish_configs
     from cloud.db import make_engine, make_sessionmaker
     from cloud.ota_notify import NotifyError, publish_pending
 
     engine = make_engine(settings)
     try:
-        sent = publish_pending(settings, make_sessionmaker(engine))
+        sessions = make_sessionmaker(engine)
+        sent = publish_pending(settings, sessions)
+        configs = publish_configs(settings, sessions)
     except NotifyError as exc:
         raise ModelsCliError(str(exc)) from None
     finally:
         engine.dispose()
-    print(f"{sent} model notice(s) sent")
+    print(f"{sent} model notice(s) sent, {configs} desired config(s) sent")
     return 0
 
 

@@ -363,6 +363,8 @@ class DesiredConfig(_Wire):
     policy: CountingPolicy | None = None
     protective_titre: float | None = Field(default=None, gt=0, le=1e9)
     csv_template: Literal["labware", "labware-legacy"] | None = None
+    # Upload the raw photo of each plate (the site's "allow corrected plates for training").
+    upload_raw: bool | None = None
 
 
 WireMessage = Annotated[

@@ -146,7 +146,15 @@ class RetentionSettings(_Strict):
 # -- sync (docs/sync.md) --------------------------------------------------------------------
 # Settings the cloud may change through the retained `config` topic. Anything else in a
 # DesiredConfig is reported as not applied; the device's own settings stay authoritative.
-DEFAULT_CONFIG_WHITELIST = ("min_confidence", "dilution", "protective_titre", "csv_template")
+# `upload_raw` adds or removes "raw" from `upload_images` (the site's "allow corrected plates
+# for training"; the cloud refuses raw uploads of sites not opted in whatever the device says).
+DEFAULT_CONFIG_WHITELIST = (
+    "min_confidence",
+    "dilution",
+    "protective_titre",
+    "csv_template",
+    "upload_raw",
+)
 
 
 class SyncSettings(BaseModel):

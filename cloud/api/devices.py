@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, status
 
 from cloud.api.deps import (
     AdminUser,
@@ -14,10 +14,12 @@ from cloud.api.deps import (
     ScopeDep,
     SessionDep,
     SettingsDep,
+    StateDep,
     client_ip,
     not_found,
 )
 from cloud.broadcast import notify
+from cloud.config_notify import publish_configs_quietly
 from cloud.crud import audit, devices, sites
 from cloud.crud.scope import Scope
 from cloud.schemas import DeviceCreate, DevicePublic, EnrollmentBundle
@@ -51,6 +53,8 @@ def provision_device(
     admin: AdminUser,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
+    background: BackgroundTasks,
 ) -> EnrollmentBundle:
     """Create a device and return its enrollment bundle. The secrets are shown only here."""
     site = sites.get_site(session, site_id=body.site_id, scope=Scope.everything())
@@ -81,6 +85,7 @@ def provision_device(
     )
     devices.sync_broker_files(session, settings)
     session.commit()
+    background.add_task(publish_configs_quietly, state.settings, state.sessions)
     return devices.enrollment_bundle(enrollment, site=site, settings=settings)
 
 

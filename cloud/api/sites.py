@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, status
 
 from cloud.api.deps import (
     AdminUser,
@@ -12,9 +12,11 @@ from cloud.api.deps import (
     ScopeDep,
     SessionDep,
     SettingsDep,
+    StateDep,
     client_ip,
     not_found,
 )
+from cloud.config_notify import publish_configs_quietly
 from cloud.crud import audit, devices, sites
 from cloud.crud.scope import Scope
 from cloud.schemas import SiteCreate, SitePublic, SiteUpdate
@@ -70,6 +72,8 @@ def update_site(
     admin: AdminUser,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
+    background: BackgroundTasks,
 ) -> SitePublic:
     site = sites.get_site(session, site_id=site_id, scope=Scope.everything())
     if site is None:
@@ -97,4 +101,5 @@ def update_site(
         detail=body.model_dump(exclude_none=True),
     )
     session.commit()
+    background.add_task(publish_configs_quietly, state.settings, state.sessions)
     return SitePublic.model_validate(site)

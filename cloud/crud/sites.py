@@ -65,6 +65,7 @@ def update_site(
         site.csv_template = csv_template
     if protective_titre is not None:
         site.protective_titre = protective_titre
-    if allow_training is not None:
+    if allow_training is not None and allow_training != site.allow_training:
         site.allow_training = allow_training
+        site.config_revision += 1  # its devices are sent the new desired config
     session.flush()

@@ -55,6 +55,8 @@ class Site(Base):
     # "Allow corrected plates for training" (o001): the site's reviewed plates, raw images
     # included, may go into `microplate-cloud dataset export`. Off unless its admin opts in.
     allow_training: Mapped[bool] = mapped_column(default=False, server_default="false")
+    # Goes up at every change of the desired config its devices are sent (c001).
+    config_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class User(Base):
@@ -126,6 +128,8 @@ class Device(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_status: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # The site config_revision the broker last acknowledged on the device's `config` topic.
+    config_sent_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     site: Mapped[Site] = relationship(lazy="joined")
 
 

@@ -66,9 +66,18 @@ def build_sync_worker(
             "disk_free_bytes": st.disk.free_bytes,
         }
 
+    applier = ConfigApplier(
+        apply=lambda patch: update_runtime(RuntimeSettingsPatch(**patch), "cloud"),
+        state_path=edge_settings.data_dir / "sync-config.json",
+        whitelist=settings.config_whitelist,
+    )
+
+    def upload_kinds() -> tuple[str, ...]:
+        return applier.upload_kinds(settings.upload_images)
+
     def image_paths(run_id: str) -> dict[str, Path]:
         paths: dict[str, Path] = {}
-        for kind in settings.upload_images:
+        for kind in upload_kinds():
             try:
                 paths[kind] = run_image(run_id, kind)  # type: ignore[arg-type]
             except ApplianceError:
@@ -76,13 +85,9 @@ def build_sync_worker(
         return paths
 
     uploader = None
+    # An empty `upload_images` turns image uploads off, raw ones included.
     if settings.api_base_url and settings.upload_images:
-        uploader = ImageUploader(settings, image_paths=image_paths)
-    applier = ConfigApplier(
-        apply=lambda patch: update_runtime(RuntimeSettingsPatch(**patch), "cloud"),
-        state_path=edge_settings.data_dir / "sync-config.json",
-        whitelist=settings.config_whitelist,
-    )
+        uploader = ImageUploader(settings, image_paths=image_paths, kinds=upload_kinds)
     return SyncWorker(
         settings,
         outbox=outbox,

@@ -95,6 +95,21 @@ class ConfigApplier:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @property
+    def upload_raw(self) -> bool | None:
+        """The cloud's last applied `upload_raw` (None: never set; the local setting rules)."""
+        value = self.state.get("upload_raw")
+        return value if isinstance(value, bool) else None
+
+    def upload_kinds(self, local: Iterable[str]) -> tuple[str, ...]:
+        """The image kinds to upload: the local `sync.upload_images` with "raw" added or
+        removed as the cloud's `upload_raw` says."""
+        kinds = [k for k in local if k != "raw"]
+        raw = self.upload_raw
+        if raw is True or (raw is None and "raw" in local):
+            kinds.append("raw")
+        return tuple(kinds)
+
     def apply(self, config: DesiredConfig) -> bool:
         """Apply `config` if it is newer than the last revision seen; True when applied."""
         current = self.revision
@@ -102,6 +117,14 @@ class ConfigApplier:
             logger.debug("config revision %s already seen (at %s)", config.revision, current)
             return False
         patch, ignored = config_patch(config, self.whitelist)
+        kept_raw = upload_raw = self.upload_raw  # kept across revisions that do not mention it
+        applied_here: list[str] = []
+        if config.upload_raw is not None:
+            if "upload_raw" in self.whitelist:
+                upload_raw = config.upload_raw
+                applied_here.append("upload_raw")
+            else:
+                ignored.append("upload_raw")
         error = None
         if patch:
             try:
@@ -114,16 +137,19 @@ class ConfigApplier:
             "revision": config.revision,
             "issued_at": config.issued_at.isoformat(),
             "received_at": datetime.now(timezone.utc).isoformat(),
-            "applied": sorted(patch) if error is None else [],
+            "applied": sorted([*patch, *applied_here]) if error is None else [],
             "ignored": ignored,
             "error": error,
         }
+        raw = upload_raw if error is None else kept_raw
+        if raw is not None:
+            self.state["upload_raw"] = raw
         self._save()
         if error is None:
             logger.info(
                 "config revision %s applied: %s (ignored: %s)",
                 config.revision,
-                sorted(patch) or "nothing",
+                sorted([*patch, *applied_here]) or "nothing",
                 ignored or "nothing",
             )
-        return error is None and bool(patch)
+        return error is None and bool(patch or applied_here)

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,13 @@ class UploadError(Exception):
         self.permanent = permanent
 
 
+class RawRefused(UploadError):
+    """The cloud does not collect this site's raw photos (not opted in for training)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
 class ImageUploader:
     def __init__(
         self,
@@ -48,11 +55,14 @@ class ImageUploader:
         image_paths: ImagePaths,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        kinds: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         if not settings.api_base_url:
             raise ValueError("sync.api_base_url is needed to upload images")
         self.settings = settings
         self._image_paths = image_paths
+        # The image kinds to upload now (the cloud's desired config may add or remove "raw").
+        self._kinds = kinds or (lambda: settings.upload_images)
         self._client = client or httpx.Client(timeout=settings.upload_timeout_s)
         self._sleep = sleep
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -119,11 +129,15 @@ class ImageUploader:
     def upload_run(self, run_id: str) -> list[dict[str, Any]]:
         paths = self._image_paths(run_id)
         refs = []
-        for kind in self.settings.upload_images:
+        for kind in self._kinds():
             path = paths.get(kind)
             if path is None or not path.exists():
                 continue
-            refs.append(self.upload_one(run_id, kind, path))
+            try:
+                refs.append(self.upload_one(run_id, kind, path))
+            except RawRefused as exc:
+                # The other images still go; the device is not marked refused for this.
+                logger.warning("raw image of run %s not uploaded: %s", run_id, exc)
         return refs
 
     def upload_one(self, run_id: str, kind: str, path: Path) -> dict[str, Any]:
@@ -180,6 +194,8 @@ class ImageUploader:
             )
         except httpx.HTTPError as exc:
             raise UploadError(f"presign: {type(exc).__name__}") from None
+        if resp.status_code == 403 and kind == "raw" and "raw" in resp.text:
+            raise RawRefused(f"presign answered 403: {_detail(resp)}")
         if resp.status_code in (401, 403):
             self.refused = f"presign answered {resp.status_code}"
         if resp.status_code != 200:
@@ -207,3 +223,11 @@ class ImageUploader:
         if etag and "-" not in etag and etag != md5.hexdigest():
             raise UploadError("the stored object's checksum differs from the file")
         return key
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail)[:200] if detail else "refused"

@@ -377,6 +377,10 @@ class SyncWorker:
             "config_revision": (
                 self._config_applier.revision if self._config_applier is not None else None
             ),
+            # The cloud's raw-photo choice in force (None: the local upload_images rules).
+            "upload_raw": (
+                self._config_applier.upload_raw if self._config_applier is not None else None
+            ),
         }
 
     def _emit_event(self) -> None:

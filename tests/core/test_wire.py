@@ -179,6 +179,7 @@ def test_event_status_ack_and_config_round_trip() -> None:
         Ack(run_id=uuid.uuid4(), edit=2, status="accepted"),
         Ack(run_id=uuid.uuid4(), edit=2, status="rejected", reason="sample number refused"),
         DesiredConfig(revision=7, issued_at=NOW, min_confidence=0.6, csv_template="labware"),
+        DesiredConfig(revision=8, issued_at=NOW, upload_raw=True),
     ]
     for msg in messages:
         assert parse_message(encode_message(msg)) == msg
@@ -321,3 +322,17 @@ def test_time_out_of_range_in_utc_is_a_wire_error() -> None:
     data = b'{"kind":"config","revision":1,"issued_at":"0001-01-01T00:00:00+10:00"}'
     with pytest.raises(WireError, match=r"^issued_at: "):
         parse_message(data)
+
+
+def test_desired_config_without_upload_raw_still_parses() -> None:
+    older = json.dumps(
+        {"kind": "config", "revision": 3, "issued_at": NOW.isoformat(), "min_confidence": 0.5}
+    ).encode()
+    parsed = parse_message(older)
+    assert isinstance(parsed, DesiredConfig) and parsed.upload_raw is None
+    with pytest.raises(WireError, match="upload_raw"):
+        parse_message(
+            json.dumps(
+                {"kind": "config", "revision": 3, "issued_at": NOW.isoformat(), "upload_raw": "yes"}
+            ).encode()
+        )

@@ -98,3 +98,35 @@ def test_password_file_is_read_and_its_errors_name_the_file(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="password_file") as err:
         SyncSettings(password_file=tmp_path / "missing").mqtt_password()
     assert "s3cret" not in str(err.value)
+
+
+def test_upload_raw_adds_and_removes_raw_and_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "sync-config.json"
+    local = ("annotated", "thumbnail")
+    applier = ConfigApplier(apply=lambda p: None, state_path=state, whitelist=("upload_raw",))
+    assert applier.upload_raw is None
+    assert applier.upload_kinds(local) == local
+    assert applier.upload_kinds(("annotated", "raw")) == ("annotated", "raw")  # local rules
+    assert applier.apply(config(1, upload_raw=True))
+    assert applier.state["applied"] == ["upload_raw"]
+    assert applier.upload_kinds(local) == ("annotated", "thumbnail", "raw")
+    # A revision that does not mention upload_raw keeps it.
+    applier.apply(config(2, min_confidence=0.5))
+    again = ConfigApplier(apply=lambda p: None, state_path=state, whitelist=("upload_raw",))
+    assert again.upload_raw is True
+    assert again.upload_kinds(local) == ("annotated", "thumbnail", "raw")
+    assert again.apply(config(3, upload_raw=False))
+    assert again.upload_kinds(("annotated", "raw")) == ("annotated",)  # the cloud said no
+
+
+def test_upload_raw_outside_the_whitelist_is_ignored(tmp_path: Path) -> None:
+    applier = ConfigApplier(
+        apply=lambda p: None, state_path=tmp_path / "s.json", whitelist=("min_confidence",)
+    )
+    assert not applier.apply(config(1, upload_raw=True))
+    assert applier.state["ignored"] == ["upload_raw"]
+    assert applier.upload_kinds(("annotated",)) == ("annotated",)
+
+
+def test_upload_raw_is_in_the_default_whitelist() -> None:
+    assert "upload_raw" in SyncSettings(broker_url="mqtt://127.0.0.1:1883").config_whitelist

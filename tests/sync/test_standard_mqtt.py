@@ -179,7 +179,8 @@ def test_ingest_and_appliance_use_only_standard_mqtt5(
 
     from cloud.ingest import IngestOptions, IngestWorker
     from cloud.settings import CloudSettings
-    from edge import outbox
+    from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     settings = CloudSettings(
@@ -194,7 +195,7 @@ def test_ingest_and_appliance_use_only_standard_mqtt5(
     run = new_run(template_message(acc.site, acc.device), "S-STD-1")
     queue_runs(store, [run])
     edge = SyncWorker(
-        sync_settings(proxy.port, acc), store=store, site_id=acc.site, device_id=acc.device
+        sync_settings(proxy.port, acc), outbox=Outbox(store), site_id=acc.site, device_id=acc.device
     )
     engine = create_engine(cloud_db)
     try:

@@ -13,17 +13,15 @@ opted in, whatever an old retained message said.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.models import Device, Site
 from cloud.models.base import utcnow
-from cloud.ota_notify import NotifyError, _client
+from cloud.ota_notify import NotifyError, notifier, publish_retained
 from cloud.settings import CloudSettings
 from core.topics import Topics
 from core.wire import DesiredConfig, encode_message
@@ -69,32 +67,10 @@ def publish_configs(
         pending = pending_configs(session)
     if not pending:
         return 0
-    client, host, port = _client(settings)
-    connected = threading.Event()
-    refused: list[str] = []
-
-    def on_connect(c: mqtt.Client, u: object, f: object, reason: object, p: object) -> None:
-        if getattr(reason, "is_failure", False):
-            refused.append(str(reason))
-        connected.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as exc:
-        raise NotifyError(f"broker {host}:{port} unreachable: {exc.strerror or exc}") from None
-    client.loop_start()
     sent = 0
-    try:
-        if not connected.wait(timeout_s) or refused:
-            raise NotifyError(
-                f"broker refused the notifier: {refused[0] if refused else 'timeout'}"
-            )
+    with notifier(settings, timeout_s) as client:
         for item in pending:
-            info = client.publish(item.topic, encode_message(item.config), qos=1, retain=True)
-            info.wait_for_publish(timeout_s)
-            if not info.is_published():
-                raise NotifyError(f"broker did not acknowledge the config on {item.topic}")
+            publish_retained(client, item.topic, encode_message(item.config), timeout_s, "config")
             with sessions() as session:
                 device = session.get(Device, item.device_id)
                 if device is not None and device.config_sent_revision < item.config.revision:
@@ -107,9 +83,6 @@ def publish_configs(
                 item.config.upload_raw,
                 item.topic,
             )
-    finally:
-        client.disconnect()
-        client.loop_stop()
     return sent
 
 

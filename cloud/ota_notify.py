@@ -13,6 +13,8 @@ import logging
 import secrets
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -56,16 +58,10 @@ def _client(settings: CloudSettings) -> tuple[mqtt.Client, str, int]:
     return client, url.hostname or "127.0.0.1", port
 
 
-def publish_pending(
-    settings: CloudSettings, sessions: sessionmaker[Session], *, timeout_s: float = 5.0
-) -> int:
-    """Withdraw the notices of superseded assignments, then publish every pending notice;
-    return how many notices the broker acknowledged."""
-    with sessions() as session:
-        withdrawals = ota.pending_withdrawals(session)
-        pending = ota.pending_notices(session)
-    if not pending and not withdrawals:
-        return 0
+@contextmanager
+def notifier(settings: CloudSettings, timeout_s: float) -> Iterator[mqtt.Client]:
+    """A connected notifier client (the ingest's account), disconnected on leaving; NotifyError
+    when the broker is unreachable or refuses it."""
     client, host, port = _client(settings)
     connected = threading.Event()
     refused: list[str] = []
@@ -81,28 +77,49 @@ def publish_pending(
     except OSError as exc:
         raise NotifyError(f"broker {host}:{port} unreachable: {exc.strerror or exc}") from None
     client.loop_start()
-    sent = 0
     try:
         if not connected.wait(timeout_s) or refused:
             raise NotifyError(
                 f"broker refused the notifier: {refused[0] if refused else 'timeout'}"
             )
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish_retained(
+    client: mqtt.Client, topic: str, payload: bytes, timeout_s: float, what: str
+) -> None:
+    """Publish one retained QoS-1 message and wait for the broker's PUBACK (NotifyError if
+    none comes); an empty payload deletes the topic's retained message."""
+    info = client.publish(topic, payload, qos=1, retain=True)
+    info.wait_for_publish(timeout_s)
+    if not info.is_published():
+        raise NotifyError(f"broker did not acknowledge the {what} on {topic}")
+
+
+def publish_pending(
+    settings: CloudSettings, sessions: sessionmaker[Session], *, timeout_s: float = 5.0
+) -> int:
+    """Withdraw the notices of superseded assignments, then publish every pending notice;
+    return how many notices the broker acknowledged."""
+    with sessions() as session:
+        withdrawals = ota.pending_withdrawals(session)
+        pending = ota.pending_notices(session)
+    if not pending and not withdrawals:
+        return 0
+    sent = 0
+    with notifier(settings, timeout_s) as client:
         for gone in withdrawals:  # an empty retained message deletes the retained notice
-            info = client.publish(gone.topic, b"", qos=1, retain=True)
-            info.wait_for_publish(timeout_s)
-            if not info.is_published():
-                raise NotifyError(f"broker did not acknowledge the withdrawal on {gone.topic}")
+            publish_retained(client, gone.topic, b"", timeout_s, "withdrawal")
             with sessions() as session:
                 ota.mark_withdrawn(session, gone)
                 session.commit()
             logger.info("model notice withdrawn from %s", gone.topic)
         for item in pending:
-            info = client.publish(
-                item.topic, item.notice.model_dump_json().encode(), qos=1, retain=True
-            )
-            info.wait_for_publish(timeout_s)
-            if not info.is_published():
-                raise NotifyError(f"broker did not acknowledge the notice on {item.topic}")
+            payload = item.notice.model_dump_json().encode()
+            publish_retained(client, item.topic, payload, timeout_s, "notice")
             with sessions() as session:
                 ota.mark_notified(session, item, at=utcnow())
                 session.commit()
@@ -114,9 +131,6 @@ def publish_pending(
                 item.notice.revision,
                 item.topic,
             )
-    finally:
-        client.disconnect()
-        client.loop_stop()
     return sent
 
 

@@ -14,9 +14,9 @@ def test_the_status_page_says_why_updates_are_off_and_shows_a_shadowing_model(
 ) -> None:
     page.goto(f"{kiosk.url}/ui/status")
     ota = page.locator("[data-testid=ota]")
-    page.wait_for_function(
-        "document.querySelector('[data-testid=ota]').textContent.includes('Model updates off')"
-    )
+    # Locator waits, not wait_for_function: the page's CSP (script-src 'self') refuses the
+    # eval a string predicate needs.
+    page.locator("[data-testid=ota]", has_text="Model updates off").wait_for()
     assert "no model signing key" in ota.text_content()
     status = kiosk.appliance.ota.status()
     status.update(
@@ -34,7 +34,7 @@ def test_the_status_page_says_why_updates_are_off_and_shows_a_shadowing_model(
         },
     )
     kiosk.appliance.events.publish("ota.status", status)
-    page.wait_for_function("document.querySelector('[data-testid=ota]').dataset.shadow === '2.3.0'")
+    page.locator("[data-testid=ota][data-shadow='2.3.0']").wait_for()
     text = ota.text_content()
     assert "Updated model: hi-wells 2.2.0" in text
     assert "Shadowing: hi-wells 2.3.0 (4 / 20, agreement 98.8 %)" in text

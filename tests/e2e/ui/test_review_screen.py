@@ -72,7 +72,9 @@ def test_operator_taps_a_well_and_saves(page: Any, kiosk: Kiosk) -> None:
     page.tap("#rv-save")
     page.wait_for_selector("#banner:not([hidden])")
     assert "edit 1" in page.inner_text("#banner-text")
-    page.wait_for_function("() => document.querySelector('#rv-edit').textContent.length > 0")
+    # Wait for the edit number itself: the line also carries a time, whose digits a bare
+    # "contains '2'" matched before the accept had landed (a flake seen in CI).
+    page.locator("#rv-edit", has_text="(edit 1)").wait_for()
 
     after = run_json(page, kiosk, run_id)
     assert after["edit"] == 1 and after["reviewed_by"].startswith("operator:")
@@ -84,7 +86,7 @@ def test_operator_taps_a_well_and_saves(page: Any, kiosk: Kiosk) -> None:
         assert csv_writes(kiosk, "S-REVIEW-1") == writes + 1
 
     page.tap("#rv-accept")
-    page.wait_for_function("() => document.querySelector('#rv-edit').textContent.includes('2')")
+    page.locator("#rv-edit", has_text="(edit 2)").wait_for()
     assert run_json(page, kiosk, run_id)["edit"] == 2
 
 

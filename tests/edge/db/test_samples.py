@@ -5,6 +5,7 @@ over the rows as they were stored."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -70,11 +71,11 @@ def _insert(
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "m.db")
     s.open()
     s.migrate()
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 

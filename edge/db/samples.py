@@ -4,6 +4,7 @@ the state of its LabWare CSV (`csv_dirty`, the files written). Called inside `St
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,28 +18,42 @@ from edge.db.store import iso
 _READ_COLUMNS = "run_id, plate_id, sample_number, processed_at, superseded_by, deleted_at"
 
 
-def _reads(db: Database, where: str, params: list[Any]) -> list[PlateRead]:
+@functools.lru_cache(maxsize=4096)
+def stored_row(data: str) -> RowResult:
+    """A row as stored (`rows.data`, `RowResult.model_dump_json`), validated. The sample is
+    recomputed from every stored read of it on each commit, and rows repeat (a few hundred
+    distinct ones: row, endpoint, flags), so each distinct text is validated once and the
+    frozen result shared: the same text always gives the same row."""
+    return RowResult.model_validate_json(data)
+
+
+def _reads(
+    db: Database, where: str, params: list[Any], *, with_rows: bool = True
+) -> list[PlateRead]:
     runs = db.execute(
         # Runs held for review are not part of any sample until re-read: they supersede
         # nothing and count nothing (the plate's earlier read stays current).
         f"SELECT {_READ_COLUMNS} FROM runs WHERE ({where}) AND needs_review = 0",  # noqa: S608 (fixed clauses only)
         params,
     ).fetchall()
+    rows_of: dict[str, list[RowResult]] = {str(r[0]): [] for r in runs}
+    if with_rows and runs:
+        # Every read's rows in one query (same clauses), not one query per read.
+        for run_id, data in db.execute(
+            f"SELECT x.run_id, x.data FROM rows x JOIN runs USING (run_id) WHERE ({where}) "  # noqa: S608 (fixed clauses only)
+            "AND needs_review = 0 ORDER BY x.run_id, x.row",
+            params,
+        ).fetchall():
+            rows_of[run_id].append(stored_row(data))
     reads = []
     for run_id, plate_id, sample_number, processed_at, superseded_by, deleted_at in runs:
-        rows = tuple(
-            RowResult.model_validate_json(r[0])
-            for r in db.execute(
-                "SELECT data FROM rows WHERE run_id = ? ORDER BY row", [run_id]
-            ).fetchall()
-        )
         reads.append(
             PlateRead(
                 run_id=UUID(run_id),
                 sample_number=sample_number,
                 plate_id=UUID(plate_id),
                 read_at=datetime.fromisoformat(processed_at),
-                rows=rows,
+                rows=tuple(rows_of[run_id]),
                 superseded_by=UUID(superseded_by) if superseded_by else None,
                 deleted=deleted_at is not None,
             )
@@ -62,7 +77,8 @@ def samples_of_plates(db: Database, plate_ids: list[str]) -> set[str]:
     if not plate_ids:
         return set()
     marks = ",".join("?" * len(plate_ids))
-    reads = _reads(db, f"plate_id IN ({marks})", list(plate_ids))
+    # Which samples hold a read is all that is asked here: the reads' rows are not loaded.
+    reads = _reads(db, f"plate_id IN ({marks})", list(plate_ids), with_rows=False)
     return affected_samples(reads, [("", UUID(p)) for p in plate_ids])
 
 

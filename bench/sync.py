@@ -276,6 +276,7 @@ def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work, tag="") -> Ing
 
 def drain_rate(pg, broker, devices, ingest_pw, n, work) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     url = fresh_db(pg, "drain", devices)
@@ -293,7 +294,7 @@ def drain_rate(pg, broker, devices, ingest_pw, n, work) -> tuple[float, float]: 
             sync_settings(
                 broker.port, acc, window=500, ack_timeout_s=30.0, ack_timeout_max_s=120.0
             ),
-            store=store,
+            outbox=Outbox(store),
             site_id=acc.site,
             device_id=acc.device,
         )
@@ -319,6 +320,7 @@ def visibility(pg, broker, devices, ingest_pw, n, work) -> list[float]:  # type:
     from cloud.db import make_engine, make_sessionmaker, session_scope
     from cloud.models import Role
     from cloud.settings import CloudSettings
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     url = fresh_db(pg, "visible", devices)
@@ -338,7 +340,10 @@ def visibility(pg, broker, devices, ingest_pw, n, work) -> list[float]:  # type:
     acc = devices[1]
     store = open_store(work / "visible-edge.db")
     worker = SyncWorker(
-        sync_settings(broker.port, acc), store=store, site_id=acc.site, device_id=acc.device
+        sync_settings(broker.port, acc),
+        outbox=Outbox(store),
+        site_id=acc.site,
+        device_id=acc.device,
     )
     worker.start()
     worker.link.wait_connected(30)

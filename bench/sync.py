@@ -12,6 +12,8 @@ Postgres cluster on a free port), with plate runs of 96 wells each. Printed figu
 1. COPY ceiling: runs/s for COPYing the same rows (runs, wells, rows) straight into Postgres;
 2. ingest throughput: runs/s from Mosquitto into Postgres (validation, idempotent upsert,
    pooled samples, acks) with 1 and 2 ingest worker processes, and the ratio to the ceiling;
+   with it the workers' own CPU time per run (from /proc), the figure least moved by other
+   load on a shared machine;
 3. drain rate: an appliance that queued `--drain-runs` runs while offline reconnects; runs/s
    until its outbox is empty (SyncWorker + ingest, end to end);
 4. visibility: online, a run committed on the appliance every 200 ms; p50/p95 time until
@@ -200,7 +202,23 @@ def copy_ceiling(pg: PgCluster, devices, n: int, tag: str = "") -> float:  # typ
         return n / (time.perf_counter() - t0)
 
 
-def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work, tag="") -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float | None:
+    """User + system CPU seconds the processes have used so far (Linux /proc; else None)."""
+    total = 0
+    try:
+        for p in procs:
+            # Fields after the ")" that ends the command name: utime and stime are 12 and 13.
+            stat = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(stat[11]) + int(stat[12])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+IngestFigure = tuple[float, int, "float | None"]  # runs/s, runs, worker CPU s per run
+
+
+def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work, tag="") -> IngestFigure:  # type: ignore[no-untyped-def]
     name = f"ingest{workers}{tag}"
     url = fresh_db(pg, name, devices)
     procs = start_ingest(url, broker.port, ingest_pw, workers, work)
@@ -218,6 +236,7 @@ def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work, tag="") -> tup
                 )
             )
         total = per * len(devices)
+        cpu0 = cpu_seconds(procs)
         t0 = time.perf_counter()
         threads = [
             threading.Thread(
@@ -244,15 +263,20 @@ def ingest_rate(pg, broker, devices, ingest_pw, n, workers, work, tag="") -> tup
                 break
             time.sleep(0.2)
         elapsed = time.perf_counter() - t0
+        cpu1 = cpu_seconds(procs)
         for th in threads:
             th.join()
-        return done / elapsed, done
+        # The workers' own CPU per run: unlike runs/s, hardly moved by what else the shared
+        # machine runs (load shows as waiting, not as the workers' CPU time).
+        cpu = (cpu1 - cpu0) / done if cpu0 is not None and cpu1 is not None and done else None
+        return done / elapsed, done, cpu
     finally:
         stop(procs)
 
 
 def drain_rate(pg, broker, devices, ingest_pw, n, work) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     from edge.db import outbox
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     url = fresh_db(pg, "drain", devices)
@@ -270,7 +294,7 @@ def drain_rate(pg, broker, devices, ingest_pw, n, work) -> tuple[float, float]: 
             sync_settings(
                 broker.port, acc, window=500, ack_timeout_s=30.0, ack_timeout_max_s=120.0
             ),
-            store=store,
+            outbox=Outbox(store),
             site_id=acc.site,
             device_id=acc.device,
         )
@@ -296,6 +320,7 @@ def visibility(pg, broker, devices, ingest_pw, n, work) -> list[float]:  # type:
     from cloud.db import make_engine, make_sessionmaker, session_scope
     from cloud.models import Role
     from cloud.settings import CloudSettings
+    from edge.db.outbox import Outbox
     from edge.sync import SyncWorker
 
     url = fresh_db(pg, "visible", devices)
@@ -315,7 +340,10 @@ def visibility(pg, broker, devices, ingest_pw, n, work) -> list[float]:  # type:
     acc = devices[1]
     store = open_store(work / "visible-edge.db")
     worker = SyncWorker(
-        sync_settings(broker.port, acc), store=store, site_id=acc.site, device_id=acc.device
+        sync_settings(broker.port, acc),
+        outbox=Outbox(store),
+        site_id=acc.site,
+        device_id=acc.device,
     )
     worker.start()
     worker.link.wait_connected(30)
@@ -397,13 +425,18 @@ def main() -> int:
             )
             for w in [int(x) for x in args.workers.split(",") if x]:
                 with console.status(f"ingest with {w} worker(s) ..."):
-                    rate, done = ingest_rate(
+                    rate, done, cpu = ingest_rate(
                         pg, broker, devices, ingest_pw, args.runs, w, work, tag
                     )
                 console.print(
                     f"ingest, {w} worker(s):     {rate:8.0f} runs/s  ({done} runs; "
                     f"{rate / ceiling:.1%} of the COPY ceiling; target >= 1000)"
                 )
+                if cpu is not None:
+                    console.print(
+                        f"  ingest worker CPU:     {cpu * 1000:8.3f} ms per run (user + system, "
+                        f"all {w} worker(s))"
+                    )
         if not args.drain_runs and not args.visible:
             console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
             return 0

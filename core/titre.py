@@ -29,8 +29,10 @@ and an ``exclusion_reason`` naming the flag that excluded it (``unread`` first, 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -75,13 +77,49 @@ class DilutionSettings(BaseModel):
 
     def test_columns(self, fmt: PlateFormat) -> tuple[int, ...]:
         """The plate column numbers (1-based) that carry the dilution series."""
-        beyond = [c for c in self.control_columns if c > fmt.cols]
-        if beyond:
-            raise ValueError(f"control column(s) {beyond} are not on a {fmt.cols}-column plate")
-        cols = tuple(c for c in range(1, fmt.cols + 1) if c not in self.control_columns)
-        if not cols:
-            raise ValueError("every column is a control column: no dilution series left")
-        return cols
+        return _test_columns(tuple(self.control_columns), fmt.cols)
+
+    def titres(self, fmt: PlateFormat) -> Mapping[int, int]:
+        """Test column number -> the titre (dilution) of that column, read-only."""
+        return _titres(self.start_dilution, self.factor, tuple(self.control_columns), fmt.cols)
+
+    def counted_titres(self, fmt: PlateFormat) -> frozenset[float]:
+        """Every value a counted titre may take: a dilution on the plate, or half the first
+        (``no_inhibition`` counted at ``start_dilution / 2``)."""
+        return _counted_titres(
+            self.start_dilution, self.factor, tuple(self.control_columns), fmt.cols
+        )
+
+
+# Every wire message checks its rows against its dilution series (core.wire): computed once per
+# distinct series, not once per row of every message. Errors are not cached (raised each time).
+@functools.lru_cache(maxsize=256)
+def _test_columns(control_columns: tuple[int, ...], n_cols: int) -> tuple[int, ...]:
+    beyond = [c for c in control_columns if c > n_cols]
+    if beyond:
+        raise ValueError(f"control column(s) {beyond} are not on a {n_cols}-column plate")
+    cols = tuple(c for c in range(1, n_cols + 1) if c not in control_columns)
+    if not cols:
+        raise ValueError("every column is a control column: no dilution series left")
+    return cols
+
+
+@functools.lru_cache(maxsize=256)
+def _counted_titres(
+    start_dilution: int, factor: int, control_columns: tuple[int, ...], n_cols: int
+) -> frozenset[float]:
+    titres = _titres(start_dilution, factor, control_columns, n_cols)
+    return frozenset({start_dilution / 2.0, *(float(t) for t in titres.values())})
+
+
+@functools.lru_cache(maxsize=256)
+def _titres(
+    start_dilution: int, factor: int, control_columns: tuple[int, ...], n_cols: int
+) -> Mapping[int, int]:
+    cols = _test_columns(control_columns, n_cols)
+    return MappingProxyType(
+        {col: int(start_dilution * factor**step) for step, col in enumerate(cols)}
+    )
 
 
 class CountingPolicy(BaseModel):
@@ -112,7 +150,7 @@ class RowResult(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> RowResult:
         # A row that travels (wire, database) must not say two different things.
-        if len(set(self.flags)) != len(self.flags):
+        if len(self.flags) > 1 and len(set(self.flags)) != len(self.flags):
             raise ValueError("flags: a flag is repeated")
         if (self.endpoint == 0) != (self.titre is None):
             raise ValueError("titre: must be empty exactly when the endpoint is 0")
@@ -129,11 +167,10 @@ def titre_for(endpoint: int, dilution: DilutionSettings, fmt: PlateFormat = PLAT
     """The titre at plate column ``endpoint`` (1-based); None for endpoint 0."""
     if endpoint == 0:
         return None
-    test_cols = dilution.test_columns(fmt)
-    if endpoint not in test_cols:
+    titre = dilution.titres(fmt).get(endpoint)
+    if titre is None:
         raise ValueError(f"column {endpoint} is not a test column of this plate")
-    step = test_cols.index(endpoint)
-    return int(dilution.start_dilution * dilution.factor**step)
+    return titre
 
 
 def _row_flags(states: list[WellState], endpoint_pos: int) -> list[RowFlag]:

@@ -40,7 +40,7 @@ from pydantic import (
 from core.plate import PlateFormat, plate_format
 from core.sanitize import SampleNumberError, clean_sample_number
 from core.stats import distribution as row_distribution
-from core.titre import CountingPolicy, DilutionSettings, RowResult, titre_for
+from core.titre import CountingPolicy, DilutionSettings, RowResult
 from core.topics import SLUG_PATTERN, TopicError, Topics
 from core.wells import WellCall, WellFlag, WellState
 from core.wire_types import FreeText, ShortText, UtcDatetime, to_utc
@@ -237,9 +237,10 @@ class RunMessage(_Wire):
             )
         if [r.row for r in self.rows] != list(range(fmt.rows)):
             raise ValueError(f"rows: expected rows 0..{fmt.rows - 1} in order")
+        labels = fmt.row_labels
         for r in self.rows:
-            if r.label != fmt.row_labels[r.row]:
-                raise ValueError(f"rows.{r.row}.label: expected {fmt.row_labels[r.row]!r}")
+            if r.label != labels[r.row]:
+                raise ValueError(f"rows.{r.row}.label: expected {labels[r.row]!r}")
             if r.endpoint > fmt.cols:
                 raise ValueError(f"rows.{r.row}.endpoint: {r.endpoint} is beyond column {fmt.cols}")
         try:
@@ -276,18 +277,16 @@ def _check_row_numbers(
     """Titres are dilutions of the plate's series, not any positive number: a row's titre is
     the one at its endpoint, and a counted titre is a dilution on the plate or half the
     first (``no_inhibition`` counted at ``start_dilution / 2``)."""
-    test_cols = dilution.test_columns(fmt)
-    allowed = {dilution.start_dilution / 2.0}
-    allowed.update(
-        float(dilution.start_dilution * dilution.factor**i) for i in range(len(test_cols))
-    )
+    titres = dilution.titres(fmt)  # test column -> its dilution (cached per series)
+    allowed = dilution.counted_titres(fmt)
     for r in rows:
-        if r.endpoint and r.endpoint not in test_cols:
+        if r.endpoint and r.endpoint not in titres:
             raise ValueError(f"rows.{r.row}.endpoint: column {r.endpoint} is a control column")
         if r.titre is not None:
             if r.titre > MAX_TITRE:
                 raise ValueError(f"rows.{r.row}.titre: {r.titre} is over {MAX_TITRE}")
-            if r.titre != titre_for(r.endpoint, dilution, fmt):
+            # titre_for(r.endpoint, ...): the endpoint is a test column (checked above).
+            if r.titre != (titres[r.endpoint] if r.endpoint else None):
                 raise ValueError(
                     f"rows.{r.row}.titre: {r.titre} is not the dilution at column {r.endpoint}"
                 )

@@ -174,23 +174,26 @@ def _layout(n_wells: int) -> tuple[tuple[str, int, int], ...]:
 def well_document(message: RunMessage) -> list[dict[str, Any]]:
     """The run's wells as stored in `run_wells.wells` and served by the API: plate order."""
     out: list[dict[str, Any]] = []
+    wells = message.wells
     for well_id, row, col in _layout(message.plate_format):
-        w = message.wells[well_id]
-        out.append(
-            {
-                "well_id": well_id,
-                "row": row,
-                "col": col,
-                "state": w.state,
-                "confidence": w.confidence,
-                "class_name": w.class_name,
-                "box": list(w.box) if w.box is not None else None,
-                "flags": list(w.flags),
-                "n_detections": w.n_detections,
-            }
-        )
-        if w.model_state is not None:  # a reviewed run: the model's call beside the final one
-            out[-1]["model_state"] = w.model_state
+        # The field values straight from the (frozen, validated) model's __dict__: 96 wells a
+        # run on the ingest's bulk path; attribute access cost a sixth of this function.
+        w = wells[well_id].__dict__
+        box = w["box"]
+        doc = {
+            "well_id": well_id,
+            "row": row,
+            "col": col,
+            "state": w["state"],
+            "confidence": w["confidence"],
+            "class_name": w["class_name"],
+            "box": list(box) if box is not None else None,
+            "flags": list(w["flags"]),
+            "n_detections": w["n_detections"],
+        }
+        if w["model_state"] is not None:  # a reviewed run: the model's call beside the final one
+            doc["model_state"] = w["model_state"]
+        out.append(doc)
     return out
 
 

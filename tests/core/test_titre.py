@@ -17,6 +17,41 @@ def test_titre_formula() -> None:
         titre_for(12, DilutionSettings(control_columns=(12,)))
 
 
+@pytest.mark.parametrize(
+    ("settings", "fmt"),
+    [
+        (DilutionSettings(), PLATE_96),
+        (DilutionSettings(start_dilution=8, factor=3, control_columns=(1, 12)), PLATE_96),
+        (DilutionSettings(start_dilution=5, factor=10, control_columns=(2, 7, 24)), PLATE_384),
+    ],
+)
+def test_titres_are_the_series_columns(settings: DilutionSettings, fmt) -> None:  # type: ignore[no-untyped-def]
+    # The cached series (core.wire checks every message's rows against it) is the formula:
+    # the k-th test column holds start x factor^(k-1); control columns have none.
+    cols = [c for c in range(1, fmt.cols + 1) if c not in settings.control_columns]
+    expected = {c: settings.start_dilution * settings.factor**k for k, c in enumerate(cols)}
+    assert dict(settings.titres(fmt)) == expected
+    assert settings.test_columns(fmt) == tuple(cols)
+    assert settings.counted_titres(fmt) == {settings.start_dilution / 2.0} | {
+        float(t) for t in expected.values()
+    }
+    assert all(titre_for(c, settings, fmt) == t for c, t in expected.items())
+    with pytest.raises(TypeError):
+        settings.titres(fmt)[cols[0]] = 1  # type: ignore[index]  # shared: read-only
+    assert settings.titres(fmt)[cols[0]] == settings.start_dilution
+
+
+def test_series_errors_are_raised_every_time() -> None:
+    bad = DilutionSettings(control_columns=(13,))
+    for _ in range(2):  # not cached away after the first call
+        with pytest.raises(ValueError, match="not on a 12-column plate"):
+            bad.titres(PLATE_96)
+        with pytest.raises(ValueError, match="not on a 12-column plate"):
+            bad.counted_titres(PLATE_96)
+        with pytest.raises(ValueError, match="not on a 12-column plate"):
+            titre_for(3, bad, PLATE_96)
+
+
 def test_clean_row() -> None:
     (row,) = rows_for(["FFFFFAAAAAAA"])[:1]
     assert (row.label, row.endpoint, row.titre, row.flags) == ("A", 5, 160, ())

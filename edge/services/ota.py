@@ -36,6 +36,7 @@ started again when its retained notice is delivered again after a reconnect.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -139,6 +140,8 @@ class Candidate:
         cand = cls(ModelNotice.model_validate(doc["notice"]), str(doc.get("directory", "")))
         for key, value in dict(doc.get("tally", {})).items():
             if key in _COUNTS:
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise TypeError(f"tally.{key}: not a number")
                 setattr(cand.tally, key, value)
         return cand
 
@@ -184,15 +187,37 @@ class OtaState:
     def load(self) -> None:
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            self.active = doc.get("active")
-            cand = doc.get("candidate")
-            self.candidate = Candidate.from_json(dict(cand)) if cand else None
-            self.ended = dict(doc.get("ended", {}))
-            self.reports = list(doc.get("reports", []))
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             logger.error("model update state %s unreadable (%s); starting afresh", self.path, exc)
+            return
+        if not isinstance(doc, dict):
+            logger.error("model update state %s is not an object; starting afresh", self.path)
+            return
+        # Each part is checked on its own: a part of the wrong shape is dropped (logged), the
+        # configured model reads, and nothing here may stop the appliance from starting.
+        active = doc.get("active")
+        if active is not None and not _valid_active(active):
+            logger.error("model update state: the model in force is unreadable; ignored")
+            active = None
+        self.active = active
+        cand = doc.get("candidate")
+        try:
+            self.candidate = Candidate.from_json(dict(cand)) if cand else None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            logger.error("model update state: the candidate is unreadable (%s); dropped", exc)
+        ended = doc.get("ended", {})
+        if isinstance(ended, dict):
+            self.ended = {str(k): str(v) for k, v in ended.items()}
+        reports = doc.get("reports", [])
+        for report in reports if isinstance(reports, list) else []:
+            try:
+                ModelReport.model_validate(report)
+            except ValueError:
+                logger.error("model update state: a stored report is unreadable; dropped")
+                continue
+            self.reports.append(dict(report))
 
     def save(self) -> None:
         doc = {
@@ -208,6 +233,23 @@ class OtaState:
         if not self.active or not self.active.get("directory"):
             return None
         return Path(self.active["directory"])
+
+
+def _valid_active(doc: Any) -> bool:
+    """The model in force as `OtaService` writes it: an object of strings naming its folder."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("directory"), str)
+        and all(isinstance(doc.get(k), str) for k in ("name", "version"))
+    )
+
+
+def report_reason(reason: str | None) -> str | None:
+    """A reason as a report carries it: control characters escaped (it may quote what a
+    server sent), at most 500 characters (`ModelReport.reason`)."""
+    if reason is None or reason.isprintable():
+        return None if reason is None else reason[:500]
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in reason)[:500]
 
 
 def wells_manifest(running: dict[str, Any], release: ModelManifest) -> dict[str, Any]:
@@ -420,6 +462,21 @@ class OtaService:
         except _Later:
             self._set_step(f"waiting for the cloud ({notice.name} {notice.version})")
             raise
+        except OSError as exc:  # the disk filled up, or the data folder is unwritable
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = f"disk: {exc.strerror or exc}" if full else f"io: {exc}"
+            with self._use:  # a candidate loaded before its state could be saved: not kept
+                if self.state.candidate is new:
+                    if self._classifier is not None:
+                        self._classifier.close()
+                        self._classifier = None
+                    self.state.candidate = None
+            # what was downloaded goes first: the report is saved to the same disk
+            shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
+            if new.directory:
+                shutil.rmtree(new.directory, ignore_errors=True)
+            self._end(new, "refused" if full else "failed", reason)
+            self._set_step("idle")
 
     def _fetch_and_load(self, cand: Candidate) -> None:
         assert self._cloud is not None and self._key is not None
@@ -686,6 +743,7 @@ class OtaService:
             self._report(cand, state, reason)
 
     def _report(self, cand: Candidate, state: ReportState, reason: str | None = None) -> None:
+        reason = report_reason(reason)
         report = cand.tally.report(state, at=_now(), reason=reason)
         with self._lock:
             self.state.reports.append(json.loads(report.model_dump_json()))

@@ -457,7 +457,7 @@ class OtaService:
             self._end(new, exc.state, exc.reason)
             shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
             if new.directory:
-                shutil.rmtree(new.directory, ignore_errors=True)
+                self._remove_release(new.directory)
             self._set_step("idle")
         except _Later:
             self._set_step(f"waiting for the cloud ({notice.name} {notice.version})")
@@ -474,7 +474,7 @@ class OtaService:
             # what was downloaded goes first: the report is saved to the same disk
             shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
             if new.directory:
-                shutil.rmtree(new.directory, ignore_errors=True)
+                self._remove_release(new.directory)
             self._end(new, "refused" if full else "failed", reason)
             self._set_step("idle")
 
@@ -595,6 +595,18 @@ class OtaService:
                 return
         # Cut every time: verify_artefact says `truncated` and the release is refused.
 
+    def _remove_release(self, directory: str) -> None:
+        """Delete a release folder, only ever under `data_dir/ota/models` (the folder names
+        come from the state file: one that was edited or corrupted must not delete elsewhere)."""
+        if not directory:
+            return
+        models = (self.folder / "models").resolve()
+        path = Path(directory).resolve()
+        if path.parent != models:
+            logger.warning("not deleting %s: not a release folder under %s", directory, models)
+            return
+        shutil.rmtree(path, ignore_errors=True)
+
     @staticmethod
     def _cloud_error(exc: CloudError, what: str) -> Exception:
         if exc.retry:
@@ -623,7 +635,7 @@ class OtaService:
             reason = exc.reason if isinstance(exc, _Refused) else str(exc)
             with self._lock:
                 self.state.candidate = None
-            shutil.rmtree(cand.directory, ignore_errors=True)
+            self._remove_release(cand.directory)
             self._end(cand, "failed", f"after a restart: {reason}"[:500])
 
     # -- the shadow (read thread) ----------------------------------------------------------
@@ -681,7 +693,7 @@ class OtaService:
                     self.state.candidate = None
                     self._end(cand, "switched", None)
                 if previous and previous.get("directory") not in (None, cand.directory):
-                    shutil.rmtree(previous["directory"], ignore_errors=True)
+                    self._remove_release(previous["directory"])
                 self._set_step("idle")
                 logger.info("switched to %s %s", cand.name, cand.version)
             else:
@@ -707,7 +719,7 @@ class OtaService:
         with self._lock:
             self.state.candidate = None
             self._end(cand, "rolled_back", why)
-        shutil.rmtree(cand.directory, ignore_errors=True)
+        self._remove_release(cand.directory)
         self._set_step("idle")
         logger.warning("rolled back %s %s: %s", cand.name, cand.version, why)
 
@@ -722,7 +734,7 @@ class OtaService:
                     self.state.ended[cand.assignment_id] = "withdrawn"
                     self.state.save()
         if cand is not None:
-            shutil.rmtree(cand.directory, ignore_errors=True)
+            self._remove_release(cand.directory)
             logger.info("dropped candidate %s %s: %s", cand.name, cand.version, why)
         self._set_step("idle")
 

@@ -442,8 +442,8 @@ def _shadowing(tmp_path: Path, key_file: Path, **notice: Any) -> tuple[Any, _Slo
     )
     signed = sign_release(release_dir(tmp_path / "r"), KEY, version="3.2.0")
     cand = Candidate.of(notice_for(signed, **notice))
-    cand.directory = str(tmp_path / "candidate")
-    (tmp_path / "candidate").mkdir()
+    cand.directory = str(tmp_path / "ota" / "models" / "candidate")
+    Path(cand.directory).mkdir(parents=True)
     classifier = _Classifier()
     svc.state.candidate, svc._classifier = cand, classifier
     return svc, slot, classifier
@@ -458,7 +458,7 @@ def test_a_needs_review_rate_that_jumps_rolls_back_at_once(tmp_path: Path, key_f
     assert last["state"] == "rolled_back" and last["shadow_plates"] == 1
     assert "needs_review rate 1.00 against 0.00" in last["reason"]
     assert last["agreement"] == 1.0 and last["needs_review_rate"] == 1.0
-    assert not (tmp_path / "candidate").exists()
+    assert not (tmp_path / "ota" / "models" / "candidate").exists()
 
 
 def test_the_admins_confirmation_switches_whatever_the_agreement(
@@ -470,7 +470,7 @@ def test_the_admins_confirmation_switches_whatever_the_agreement(
     assert slot.promoted == [classifier] and not classifier.closed
     assert svc.state.reports[-1]["state"] == "switched"
     assert svc.state.reports[-1]["agreement"] == 0.0
-    assert OtaState(tmp_path / "ota").active_dir() == tmp_path / "candidate"
+    assert OtaState(tmp_path / "ota").active_dir() == tmp_path / "ota" / "models" / "candidate"
 
 
 def test_below_the_threshold_after_the_shadow_plates_rolls_back(
@@ -692,3 +692,29 @@ def test_a_stored_report_that_does_not_parse_is_dropped_and_the_good_ones_go(
     assert server.states() == ["refused"]
     assert server.reports[0]["version"] == "4.4.0"
     wait_for(lambda: app.ota.status()["reports_pending"] == 0, "nothing left pending")
+
+
+def test_a_state_file_naming_a_folder_elsewhere_never_deletes_it(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    # Failed before the fix: a candidate that no longer verifies after a restart had its
+    # folder deleted with shutil.rmtree wherever the state file said it was.
+    settings = ota_settings()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("not a model")
+    signed = sign_release(release_dir(tmp_path / "r"), KEY, version="4.5.0")
+    notice = notice_for(signed)
+    ota = settings.data_dir / "ota"
+    ota.mkdir(parents=True)
+    candidate = {"notice": json.loads(notice.model_dump_json()), "directory": str(precious)}
+    (ota / "state.json").write_text(json.dumps({"candidate": candidate}))
+    app = start_app(settings)
+    wait_for(lambda: "failed" in server.states(), "the failure report")
+    assert server.reports[0]["reason"].startswith("after a restart:")
+    assert (precious / "keep.txt").read_text() == "not a model"
+    assert app.ota.status()["shadow"] is None
+    assert version_in_force(app) == SHIPPED_VERSION

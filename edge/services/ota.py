@@ -514,6 +514,20 @@ class OtaService:
             manifest = verify_manifest(signed, self._key)
         except ArtefactError as exc:
             raise _Refused("refused", str(exc)) from None
+        named = (cand.notice.name, cand.notice.version)
+        if (manifest.name, manifest.version) != named:
+            raise _Refused(
+                "refused",
+                f"tampered: the manifest is {manifest.name} {manifest.version}, the notice "
+                f"names {named[0]} {named[1]}",
+            )
+        running = self._slot.classifier_manifest()
+        if running is not None and running.get("name") != manifest.name:
+            raise _Refused(
+                "refused",
+                f"model: the release is {manifest.name}, this appliance's well classifier is "
+                f"{str(running.get('name'))[:64]} (a release fine-tunes the model in force)",
+            )
         total = sum(f.size_bytes for f in manifest.files)
         if total > self._settings.max_download_mb * 1024 * 1024:
             raise _Refused(

@@ -228,6 +228,18 @@ def _other_format(server: ModelServer, folder: Path) -> None:
     server.notice = notice_for(sign_release(folder, KEY, version="3.4.0", plate_formats=(384,)))
 
 
+def _notice_names_another_version(server: ModelServer, folder: Path) -> None:
+    # the manifest's sha256 is the notice's, but the notice names another version: the
+    # status and the reports would name a model that is not the one loaded
+    assert server.notice is not None
+    server.notice = server.notice.model_copy(update={"version": "9.9.9"})
+
+
+def _another_model(server: ModelServer, folder: Path) -> None:
+    # signed with the right key, but a release of another model: not a fine-tune of this one
+    server.notice = notice_for(sign_release(folder, KEY, version="3.4.0", name="plate-detector"))
+
+
 def _cut(server: ModelServer, folder: Path) -> None:
     server.cut = {"tilted.onnx": (folder / "tilted.onnx").stat().st_size // 2}
 
@@ -240,8 +252,18 @@ def _cut(server: ModelServer, folder: Path) -> None:
         (_forged, "bad_signature"),
         (_other_format, "plate_format"),
         (_cut, "truncated"),
+        (_notice_names_another_version, "tampered"),
+        (_another_model, "model"),
     ],
-    ids=["tampered", "wrong-key", "bad-signature", "plate-format", "cut-download"],
+    ids=[
+        "tampered",
+        "wrong-key",
+        "bad-signature",
+        "plate-format",
+        "cut-download",
+        "notice-names-another-version",
+        "another-model",
+    ],
 )
 def test_a_bad_release_is_refused_and_the_model_in_force_keeps_reading(
     ota_settings: Callable[..., Any],

@@ -2,7 +2,9 @@
 
 Only sites whose admin switched on "allow corrected plates for training" take part, and only
 reads an operator reviewed (their calls are a person's, not the model's) that were not deleted
-and whose raw photo is in object storage. The export directory holds:
+and whose raw photo is in object storage, under the run's own device prefix
+(``{site}/{device}/{run_id}/raw.jpg``: a key a run message names elsewhere is left out).
+The export directory holds:
 
 - ``images/{run_id}.jpg``: the raw photo, byte for byte (sha256 in the manifest);
 - ``labels/{run_id}.txt``: YOLO labels, one line per read well ``class cx cy w h`` (normalised
@@ -138,6 +140,8 @@ def export_dataset(
 ) -> ExportResult:
     """Write the dataset under ``out`` (which must be empty or new); ``store`` is a
     `cloud.storage.ObjectStore`; ``progress(done, total)`` is called after each plate."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} is not a directory; export into a new directory")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} is not empty; export into a new directory")
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -148,6 +152,15 @@ def export_dataset(
         key = c.image_keys.get("raw")
         if not key:
             result.skipped.append({"run_id": str(c.run_id), "reason": "no raw photo uploaded"})
+        elif key != _raw_key(c):
+            # The key is the device's word: only its own prefix is fetched (another site's
+            # photo must never enter a training set by a key named in a run message).
+            logger.warning(
+                "dataset: run %s names a raw photo outside its device's prefix", c.run_id
+            )
+            result.skipped.append(
+                {"run_id": str(c.run_id), "reason": "raw photo key is not this device's"}
+            )
         else:
             _export_one(session, store, c, key, out, result)
         if progress is not None:
@@ -168,6 +181,17 @@ def export_dataset(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _raw_key(c: _Candidate) -> str | None:
+    """Where this run's raw photo is uploaded (`cloud.storage.image_key`), None if its site or
+    device slug could not make a key."""
+    from cloud.storage import image_key
+
+    try:
+        return image_key(site=c.site, device=c.device, run_id=str(c.run_id), kind="raw")
+    except ValueError:
+        return None
 
 
 def _export_one(
@@ -248,6 +272,9 @@ def run_dataset(settings: Any, args: Any) -> int:
             )
     except (DatasetError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the export directory: no permission, disk full
+        print(f"error: cannot write the export under {args.out}: {exc}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()

@@ -1,4 +1,5 @@
-"""Refuse control characters at the edge of the HTTP API with a 422 (issue 17, point 4).
+"""Refuse control characters (and numbers that are not finite) at the edge of the HTTP API
+with a 422 (issue 17, point 4).
 
 A NUL in a string reached Postgres (which cannot store it) from the login, the password
 reset, search and filter parameters, user and site names, and came back as a 500. This plain
@@ -6,6 +7,11 @@ ASGI middleware looks at every request before any route does: the path, the quer
 for JSON and form bodies, every string (keys included) after decoding (JSON's ``\\u0000``
 escape is a NUL too). Tab, newline and carriage return are allowed in bodies (multi-line
 descriptions); nothing in the Unicode category Cc is allowed in paths and query strings.
+
+JSON bodies with a number that is not finite (``NaN``, ``Infinity``, or one too large for a
+float such as ``1e999``) are refused with a 422 too: they are not JSON, Python's parser takes
+them anyway, and FastAPI's own 422 quotes the bad input back, which cannot be encoded (the
+answer was a 500).
 
 Bodies are read here (at most ``MAX_CHECKED_BODY`` bytes; a larger JSON or form body is
 refused with 413, the API takes none that large) and handed on unchanged.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import unicodedata
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -70,12 +77,29 @@ def check_url(path: str, query: bytes) -> str | None:
     return None
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotFinite(text[:24])
+    return value
+
+
 def check_body(content_type: str, body: bytes) -> str | None:
     """A reason to refuse a JSON or form body, or None (other bodies are not looked at)."""
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind == "application/json" or kind.endswith("+json"):
         try:
-            found = _walk(json.loads(body))
+            found = _walk(json.loads(body, parse_constant=_constant, parse_float=_finite))
+        except _NotFinite as exc:
+            return f"a field holds {exc}, which is not a finite number"
         except (ValueError, RecursionError):
             return None  # not JSON: the route's own validation answers 422
     elif kind == "application/x-www-form-urlencoded":
@@ -109,7 +133,7 @@ class ControlCharGuard:
         if reason is None:
             await self.app(scope, receive, send)
             return
-        logger.info("refused a request with a control character: %s", reason)
+        logger.info("refused a request: %s", reason)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return

@@ -36,6 +36,7 @@ started again when its retained notice is delivered again after a reconnect.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -139,6 +140,8 @@ class Candidate:
         cand = cls(ModelNotice.model_validate(doc["notice"]), str(doc.get("directory", "")))
         for key, value in dict(doc.get("tally", {})).items():
             if key in _COUNTS:
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise TypeError(f"tally.{key}: not a number")
                 setattr(cand.tally, key, value)
         return cand
 
@@ -184,15 +187,37 @@ class OtaState:
     def load(self) -> None:
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            self.active = doc.get("active")
-            cand = doc.get("candidate")
-            self.candidate = Candidate.from_json(dict(cand)) if cand else None
-            self.ended = dict(doc.get("ended", {}))
-            self.reports = list(doc.get("reports", []))
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             logger.error("model update state %s unreadable (%s); starting afresh", self.path, exc)
+            return
+        if not isinstance(doc, dict):
+            logger.error("model update state %s is not an object; starting afresh", self.path)
+            return
+        # Each part is checked on its own: a part of the wrong shape is dropped (logged), the
+        # configured model reads, and nothing here may stop the appliance from starting.
+        active = doc.get("active")
+        if active is not None and not _valid_active(active):
+            logger.error("model update state: the model in force is unreadable; ignored")
+            active = None
+        self.active = active
+        cand = doc.get("candidate")
+        try:
+            self.candidate = Candidate.from_json(dict(cand)) if cand else None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            logger.error("model update state: the candidate is unreadable (%s); dropped", exc)
+        ended = doc.get("ended", {})
+        if isinstance(ended, dict):
+            self.ended = {str(k): str(v) for k, v in ended.items()}
+        reports = doc.get("reports", [])
+        for report in reports if isinstance(reports, list) else []:
+            try:
+                ModelReport.model_validate(report)
+            except ValueError:
+                logger.error("model update state: a stored report is unreadable; dropped")
+                continue
+            self.reports.append(dict(report))
 
     def save(self) -> None:
         doc = {
@@ -208,6 +233,23 @@ class OtaState:
         if not self.active or not self.active.get("directory"):
             return None
         return Path(self.active["directory"])
+
+
+def _valid_active(doc: Any) -> bool:
+    """The model in force as `OtaService` writes it: an object of strings naming its folder."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("directory"), str)
+        and all(isinstance(doc.get(k), str) for k in ("name", "version"))
+    )
+
+
+def report_reason(reason: str | None) -> str | None:
+    """A reason as a report carries it: control characters escaped (it may quote what a
+    server sent), at most 500 characters (`ModelReport.reason`)."""
+    if reason is None or reason.isprintable():
+        return None if reason is None else reason[:500]
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in reason)[:500]
 
 
 def wells_manifest(running: dict[str, Any], release: ModelManifest) -> dict[str, Any]:
@@ -415,11 +457,26 @@ class OtaService:
             self._end(new, exc.state, exc.reason)
             shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
             if new.directory:
-                shutil.rmtree(new.directory, ignore_errors=True)
+                self._remove_release(new.directory)
             self._set_step("idle")
         except _Later:
             self._set_step(f"waiting for the cloud ({notice.name} {notice.version})")
             raise
+        except OSError as exc:  # the disk filled up, or the data folder is unwritable
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = f"disk: {exc.strerror or exc}" if full else f"io: {exc}"
+            with self._use:  # a candidate loaded before its state could be saved: not kept
+                if self.state.candidate is new:
+                    if self._classifier is not None:
+                        self._classifier.close()
+                        self._classifier = None
+                    self.state.candidate = None
+            # what was downloaded goes first: the report is saved to the same disk
+            shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
+            if new.directory:
+                self._remove_release(new.directory)
+            self._end(new, "refused" if full else "failed", reason)
+            self._set_step("idle")
 
     def _fetch_and_load(self, cand: Candidate) -> None:
         assert self._cloud is not None and self._key is not None
@@ -457,6 +514,20 @@ class OtaService:
             manifest = verify_manifest(signed, self._key)
         except ArtefactError as exc:
             raise _Refused("refused", str(exc)) from None
+        named = (cand.notice.name, cand.notice.version)
+        if (manifest.name, manifest.version) != named:
+            raise _Refused(
+                "refused",
+                f"tampered: the manifest is {manifest.name} {manifest.version}, the notice "
+                f"names {named[0]} {named[1]}",
+            )
+        running = self._slot.classifier_manifest()
+        if running is not None and running.get("name") != manifest.name:
+            raise _Refused(
+                "refused",
+                f"model: the release is {manifest.name}, this appliance's well classifier is "
+                f"{str(running.get('name'))[:64]} (a release fine-tunes the model in force)",
+            )
         total = sum(f.size_bytes for f in manifest.files)
         if total > self._settings.max_download_mb * 1024 * 1024:
             raise _Refused(
@@ -538,6 +609,18 @@ class OtaService:
                 return
         # Cut every time: verify_artefact says `truncated` and the release is refused.
 
+    def _remove_release(self, directory: str) -> None:
+        """Delete a release folder, only ever under `data_dir/ota/models` (the folder names
+        come from the state file: one that was edited or corrupted must not delete elsewhere)."""
+        if not directory:
+            return
+        models = (self.folder / "models").resolve()
+        path = Path(directory).resolve()
+        if path.parent != models:
+            logger.warning("not deleting %s: not a release folder under %s", directory, models)
+            return
+        shutil.rmtree(path, ignore_errors=True)
+
     @staticmethod
     def _cloud_error(exc: CloudError, what: str) -> Exception:
         if exc.retry:
@@ -566,7 +649,7 @@ class OtaService:
             reason = exc.reason if isinstance(exc, _Refused) else str(exc)
             with self._lock:
                 self.state.candidate = None
-            shutil.rmtree(cand.directory, ignore_errors=True)
+            self._remove_release(cand.directory)
             self._end(cand, "failed", f"after a restart: {reason}"[:500])
 
     # -- the shadow (read thread) ----------------------------------------------------------
@@ -624,7 +707,7 @@ class OtaService:
                     self.state.candidate = None
                     self._end(cand, "switched", None)
                 if previous and previous.get("directory") not in (None, cand.directory):
-                    shutil.rmtree(previous["directory"], ignore_errors=True)
+                    self._remove_release(previous["directory"])
                 self._set_step("idle")
                 logger.info("switched to %s %s", cand.name, cand.version)
             else:
@@ -650,7 +733,7 @@ class OtaService:
         with self._lock:
             self.state.candidate = None
             self._end(cand, "rolled_back", why)
-        shutil.rmtree(cand.directory, ignore_errors=True)
+        self._remove_release(cand.directory)
         self._set_step("idle")
         logger.warning("rolled back %s %s: %s", cand.name, cand.version, why)
 
@@ -665,7 +748,7 @@ class OtaService:
                     self.state.ended[cand.assignment_id] = "withdrawn"
                     self.state.save()
         if cand is not None:
-            shutil.rmtree(cand.directory, ignore_errors=True)
+            self._remove_release(cand.directory)
             logger.info("dropped candidate %s %s: %s", cand.name, cand.version, why)
         self._set_step("idle")
 
@@ -686,6 +769,7 @@ class OtaService:
             self._report(cand, state, reason)
 
     def _report(self, cand: Candidate, state: ReportState, reason: str | None = None) -> None:
+        reason = report_reason(reason)
         report = cand.tally.report(state, at=_now(), reason=reason)
         with self._lock:
             self.state.reports.append(json.loads(report.model_dump_json()))

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # The states a person may set; `unread` is the model's "could not tell", never a correction.
 REVIEW_STATES: tuple[WellState, ...] = ("flowing", "agglutinated", "invalid")
 OPERATOR_WINDOW = timedelta(days=1)
-_WELL_ID = re.compile(r"^[A-P][1-9][0-9]?$")
+_WELL_ID = re.compile(r"[A-P][1-9][0-9]?")  # fullmatch: "$" would let "A1\n" through
 
 
 def _shown(value: str) -> str:
@@ -42,7 +42,7 @@ def check_corrections(wells: Mapping[str, str]) -> dict[str, WellState]:
     """The request's wells as corrections; InvalidInput names the first bad id or state."""
     out: dict[str, WellState] = {}
     for well_id, state in wells.items():
-        if not _WELL_ID.match(well_id):
+        if not _WELL_ID.fullmatch(well_id):
             raise InvalidInput(
                 code="unknown_well",
                 message=f"{_shown(well_id)} is not a well id (a row letter and a column: A1, H12).",

@@ -159,6 +159,9 @@ def test_export_refuses_a_used_directory_and_a_bad_date(
     assert "not empty" in capsys.readouterr().err
     assert _export(world, tmp_path / "new", "yesterday") == 2
     assert "not a date" in capsys.readouterr().err
+    # a file, not a directory: a clear error (was a NotADirectoryError traceback)
+    assert _export(world, tmp_path / "keep.txt", "2026-01-01") == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_raw_photos_are_collected_only_where_training_is_allowed(world: World) -> None:
@@ -175,3 +178,27 @@ def test_raw_photos_are_collected_only_where_training_is_allowed(world: World) -
         headers={"Authorization": f"Bearer {world.device_token_b}"},
     )
     assert refused.status_code == 403 and "raw photos" in refused.json()["detail"]
+
+
+def test_a_raw_photo_key_outside_the_devices_prefix_is_not_exported(
+    world: World, tmp_path: Path
+) -> None:
+    # Failed before the fix: the export fetched whatever key the device's message named, so a
+    # device at an opted-in site could pull another site's raw photo (a site that never allowed
+    # training) into the training set by naming its key.
+    theirs, their_jpeg = _plate_run(world, world.slug_b, 7)
+    _store(world, theirs, world.device_b)
+    their_key = theirs.images[0].key
+    ours, _ = _plate_run(world, world.slug_a, 8, raw=False)
+    ours = ours.model_copy(update={"images": (ImageRef(role="raw", key=their_key),)})
+    _store(world, ours, world.device_a)
+    _store(world, review_edit(ours, {"A1": "flowing"}, by="mallory", at=AT), world.device_a)
+
+    out = tmp_path / "export"
+    assert _export(world, out, (AT - timedelta(days=1)).date().isoformat()) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert str(ours.run_id) not in [p["run_id"] for p in manifest["plates"]]
+    skipped = {s["run_id"]: s["reason"] for s in manifest["skipped"]}
+    assert "not this device's" in skipped[str(ours.run_id)], skipped
+    hashes = {hashlib.sha256(p.read_bytes()).digest() for p in (out / "images").iterdir()}
+    assert hashlib.sha256(their_jpeg).digest() not in hashes

@@ -120,3 +120,19 @@ def test_a_sample_number_with_no_ascii_letter_exports(world: World) -> None:
     assert "血清" in resp.content.decode("utf-8")
     disposition = resp.headers["content-disposition"]
     assert f"sample-{applied.sample_id.hex[:12]}_" in disposition
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_a_number_that_is_not_finite_gets_a_422_not_a_500(world: World, number: str) -> None:
+    # Failed before: Python's JSON parser takes NaN and Infinity, pydantic refused the field,
+    # and FastAPI's 422 quoted the input back, which cannot be encoded as JSON: a 500.
+    headers = {**world.actors["admin"].headers, "Content-Type": "application/json"}
+    resp = world.client.post(
+        "/api/v1/device/model/report",
+        content=f'{{"assignment_id": "{uuid.uuid4()}", "agreement": {number}}}'.encode(),
+        headers=headers,
+    )
+    assert resp.status_code == 422, resp.text
+    assert "not a finite number" in resp.json()["detail"]
+    ok = world.client.post("/api/v1/sites", content=b'{"slug": 1e308}', headers=headers)
+    assert ok.status_code == 422 and "finite" not in ok.text  # a finite one reaches the route

@@ -461,3 +461,61 @@ def test_the_models_page_assigns_and_promotes(fleet: Fleet) -> None:
         "/ui/models/assign", data={**form, "canary": "canary-1"}, headers=admin
     )
     assert bad.status_code == 409 and "must be one of the assigned devices" in bad.text
+
+
+def test_hostile_model_reports_are_refused_and_change_nothing(fleet: Fleet, tmp_path: Path) -> None:
+    """Another site's device, a device not yet told, another version, and numbers or text at
+    the limits (NaN, Infinity, 1e308, NUL, 10 kB, 1 MB): each a clear 4xx, the rollout unmoved."""
+    assert _publish(fleet, tmp_path, "2.9.0") == 0
+    assignment = _assign(fleet, "2.9.0")["id"]
+    client = fleet.world.client
+    url = "/api/v1/device/model/report"
+
+    def rollout_state(slug: str) -> str:
+        rows = client.get("/api/v1/models/rollouts", headers=_admin(fleet)).json()
+        return next(
+            r["state"]
+            for r in rows
+            if r["assignment_id"] == assignment and r["device_slug"] == slug
+        )
+
+    before = rollout_state("canary-1")
+    site_b = {"Authorization": f"Bearer {fleet.world.device_token_b}"}
+    body = {
+        "assignment_id": assignment,
+        "version": "2.9.0",
+        "state": "switched",
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
+    assert client.post(url, json=body, headers=site_b).status_code == 404
+    assert _report(fleet, "reader-2", assignment, "switched", version="2.9.0").status_code == 404
+    assert _report(fleet, "canary-1", str(uuid.uuid4()), "switched").status_code == 404
+    assert _report(fleet, "canary-1", assignment, "switched", version="2.2.0").status_code == 409
+    raw = json.dumps(body)[:-1]  # the body without its closing brace, to add one raw field
+    for extra in (
+        '"agreement": NaN',
+        '"current_ms": Infinity',
+        '"candidate_ms": -Infinity',
+        '"needs_review_rate": 1e308',
+        '"current_ms": 1e308',
+        '"shadow_plates": 1e308',
+        '"shadow_plates": 99999999999999999999999',
+        '"reason": "bad\\u0000reason"',
+        f'"reason": "{"r" * 10_000}"',
+        f'"reason": "{"r" * 2**20}"',
+        '"assignment_id": "../../etc"',
+    ):
+        res = client.post(
+            url,
+            content=f"{raw}, {extra}}}".encode(),
+            headers={**_device(fleet, "canary-1"), "Content-Type": "application/json"},
+        )
+        assert 400 <= res.status_code < 500, (extra[:40], res.status_code, res.text[:200])
+    assert rollout_state("canary-1") == before
+    # A reason is the device's text: the models page shows it escaped.
+    evil = '<img src=x onerror="alert(1)">'
+    r = _report(fleet, "canary-1", assignment, "shadowing", version="2.9.0", reason=evil)
+    assert r.status_code == 200, r.text
+    cookie = {"Cookie": f"mp_access={fleet.world.actors['admin'].token}"}
+    page = client.get("/ui/models", headers=cookie).text
+    assert "&lt;img src=x onerror=" in page and evil not in page

@@ -72,7 +72,12 @@ def release_dir(folder: Path, *, perturbed: bool = False, broken: bool = False) 
 
 
 def sign_release(
-    folder: Path, key: Any, *, version: str, plate_formats: tuple[int, ...] = (96,)
+    folder: Path,
+    key: Any,
+    *,
+    version: str,
+    plate_formats: tuple[int, ...] = (96,),
+    name: str = "hi-wells",
 ) -> SignedManifest:
     files = []
     for path in sorted(folder.glob("*.onnx")):
@@ -86,7 +91,7 @@ def sign_release(
             )
         )
     manifest = ModelManifest(
-        name="hi-wells",
+        name=name,
         version=version,
         plate_formats=plate_formats,  # type: ignore[arg-type]
         modes=MODES,

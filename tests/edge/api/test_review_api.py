@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 from fastapi.testclient import TestClient
@@ -45,6 +46,8 @@ def test_bad_reviews_get_a_clear_4xx(operator: TestClient, supervisor: TestClien
         ({"wells": {"Q1": "flowing"}}, 422, "unknown_well", "not a well id"),
         ({"wells": {"I1": "flowing"}}, 422, "unknown_well", "not on this 96-well plate"),
         ({"wells": {"A1\u0000": "flowing"}}, 422, "unknown_well", "\\x00"),
+        # "$" matched before a trailing newline: it slipped past the id check, echoed raw
+        ({"wells": {"A1\n": "flowing"}}, 422, "unknown_well", "'A1\\n' is not a well id"),
         ({"wells": {"A1": "purple"}}, 422, "bad_state", "not a state a review may set"),
         ({"wells": {"A1": "unread"}}, 422, "bad_state", "flowing, agglutinated, invalid"),
         ({"wells": {"A1": "flow\u0000ing"}}, 422, "bad_state", "\\x00"),
@@ -100,3 +103,29 @@ def test_the_review_queue_over_http(operator: TestClient, appliance: Appliance) 
     queue = operator.get("/api/review-queue").json()
     assert [q["run_id"] for q in queue] == [run_id] and queue[0]["needs_review"]
     assert operator.get("/api/review-queue", params={"limit": 0}).status_code == 422
+
+
+def test_concurrent_reviews_of_one_run_get_distinct_edits(
+    operator: TestClient, appliance: Appliance
+) -> None:
+    # Held when written (fills a gap: no test raced two saves). Each review must read the
+    # edit the previous one wrote: eight at once are edits 1..8, each audited once.
+    run_id = upload_and_wait(operator, "S-R5", seed=5)
+    url = f"/api/runs/{run_id}/review"
+    edits: list[int] = []
+    states = ("flowing", "agglutinated", "invalid")
+
+    def review(i: int) -> None:
+        res = operator.post(url, json={"wells": {"A1": states[i % 3]}})
+        assert res.status_code == 200, res.text
+        edits.append(res.json()["edit"])
+
+    threads = [threading.Thread(target=review, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(edits) == list(range(1, 9))
+    assert operator.get(f"/api/runs/{run_id}").json()["edit"] == 8
+    db = appliance.store.read()
+    assert db.execute("SELECT count(*) FROM audit WHERE action = 'run.review'").fetchone()[0] == 8

@@ -8,11 +8,13 @@ The MQTT delivery of the notice and the real cloud are in tests/sync/test_ota_ro
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import pytest
 from core.calibration import CalibrationGrid
 from core.ota import generate_private_key, public_key_text
 from core.plate import PLATE_96
-from core.rollout import ModelNotice
+from core.rollout import ModelNotice, ModelReport
 from edge.app import Appliance
 from edge.detect.settings import SHIPPED_WELLS_DIR
 from edge.schemas import RunRequest
@@ -226,6 +228,18 @@ def _other_format(server: ModelServer, folder: Path) -> None:
     server.notice = notice_for(sign_release(folder, KEY, version="3.4.0", plate_formats=(384,)))
 
 
+def _notice_names_another_version(server: ModelServer, folder: Path) -> None:
+    # the manifest's sha256 is the notice's, but the notice names another version: the
+    # status and the reports would name a model that is not the one loaded
+    assert server.notice is not None
+    server.notice = server.notice.model_copy(update={"version": "9.9.9"})
+
+
+def _another_model(server: ModelServer, folder: Path) -> None:
+    # signed with the right key, but a release of another model: not a fine-tune of this one
+    server.notice = notice_for(sign_release(folder, KEY, version="3.4.0", name="plate-detector"))
+
+
 def _cut(server: ModelServer, folder: Path) -> None:
     server.cut = {"tilted.onnx": (folder / "tilted.onnx").stat().st_size // 2}
 
@@ -238,8 +252,18 @@ def _cut(server: ModelServer, folder: Path) -> None:
         (_forged, "bad_signature"),
         (_other_format, "plate_format"),
         (_cut, "truncated"),
+        (_notice_names_another_version, "tampered"),
+        (_another_model, "model"),
     ],
-    ids=["tampered", "wrong-key", "bad-signature", "plate-format", "cut-download"],
+    ids=[
+        "tampered",
+        "wrong-key",
+        "bad-signature",
+        "plate-format",
+        "cut-download",
+        "notice-names-another-version",
+        "another-model",
+    ],
 )
 def test_a_bad_release_is_refused_and_the_model_in_force_keeps_reading(
     ota_settings: Callable[..., Any],
@@ -440,8 +464,8 @@ def _shadowing(tmp_path: Path, key_file: Path, **notice: Any) -> tuple[Any, _Slo
     )
     signed = sign_release(release_dir(tmp_path / "r"), KEY, version="3.2.0")
     cand = Candidate.of(notice_for(signed, **notice))
-    cand.directory = str(tmp_path / "candidate")
-    (tmp_path / "candidate").mkdir()
+    cand.directory = str(tmp_path / "ota" / "models" / "candidate")
+    Path(cand.directory).mkdir(parents=True)
     classifier = _Classifier()
     svc.state.candidate, svc._classifier = cand, classifier
     return svc, slot, classifier
@@ -456,7 +480,7 @@ def test_a_needs_review_rate_that_jumps_rolls_back_at_once(tmp_path: Path, key_f
     assert last["state"] == "rolled_back" and last["shadow_plates"] == 1
     assert "needs_review rate 1.00 against 0.00" in last["reason"]
     assert last["agreement"] == 1.0 and last["needs_review_rate"] == 1.0
-    assert not (tmp_path / "candidate").exists()
+    assert not (tmp_path / "ota" / "models" / "candidate").exists()
 
 
 def test_the_admins_confirmation_switches_whatever_the_agreement(
@@ -468,7 +492,7 @@ def test_the_admins_confirmation_switches_whatever_the_agreement(
     assert slot.promoted == [classifier] and not classifier.closed
     assert svc.state.reports[-1]["state"] == "switched"
     assert svc.state.reports[-1]["agreement"] == 0.0
-    assert OtaState(tmp_path / "ota").active_dir() == tmp_path / "candidate"
+    assert OtaState(tmp_path / "ota").active_dir() == tmp_path / "ota" / "models" / "candidate"
 
 
 def test_below_the_threshold_after_the_shadow_plates_rolls_back(
@@ -520,3 +544,199 @@ def test_a_release_that_would_eat_the_disk_floor_is_refused_before_any_download(
     assert version_in_force(app) == SHIPPED_VERSION
     staging = settings.data_dir / "ota" / "staging"
     assert not any(p.suffix == ".onnx" for p in staging.rglob("*"))
+
+
+# --- hostile probes ----------------------------------------------------------------------
+# A manifest served with odd key names, the disk filling up during a download, a file served
+# larger than signed, a state file of the wrong shape, a stored report that does not parse.
+
+
+def _staged_files(data_dir: Path) -> list[Path]:
+    ota = data_dir / "ota"
+    return [p for d in ("staging", "models") for p in (ota / d).rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    "key", ["bad\x00key", "\x1b[31mred", "k" * 2000], ids=["nul", "escape", "long"]
+)
+def test_a_malformed_manifest_with_odd_key_names_is_refused_and_reported(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+    key: str,
+) -> None:
+    # Failed before the fix: the refusal's reason quoted the key raw, the report did not
+    # validate (control character / over 500 characters), so no report was ever sent and the
+    # service stayed "downloading".
+    settings = ota_settings()
+    app = start_app(settings)
+    notice = offer(server, tmp_path, "4.1.0")
+    assert server.folder is not None
+    path = server.folder / "manifest.signed.json"
+    doc = json.loads(path.read_bytes())
+    doc["manifest"]["metrics"][key] = 1.0  # not signed, not even parsed: served as is
+    path.write_text(json.dumps(doc))
+    deliver(app, notice)
+    wait_for(lambda: "refused" in server.states(), "the refusal report")
+    reason = server.reports[0]["reason"]
+    assert reason.startswith("malformed:"), reason
+    assert len(reason) <= 500 and reason.isprintable(), ascii(reason)
+    assert app.ota.status()["step"] == "idle"
+    assert _staged_files(settings.data_dir) == []
+    assert version_in_force(app) == SHIPPED_VERSION
+
+
+class _DiskFills(ModelApi):
+    """The real client, but the disk fills after `room` bytes of model files."""
+
+    room = 4096
+
+    def download(self, url: str, dest: Path, *, limit: int) -> int:
+        if dest.suffix != ".onnx":
+            return super().download(url, dest, limit=limit)
+        with dest.open("ab") as fh:
+            fh.write(b"\0" * self.room)
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+
+def test_the_disk_filling_up_during_a_download_is_refused_and_the_partial_file_deleted(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    # Failed before the fix: the OSError escaped the OTA thread's round (logged only), no
+    # report went to the cloud and the partial file stayed in staging, eating the disk.
+    settings = ota_settings()
+    app = start_app(settings)
+    app.ota.stop()
+    app.ota.start(_DiskFills(server.url, server.token, timeout_s=10))
+    deliver(app, offer(server, tmp_path, "4.2.0"))
+    wait_for(lambda: "refused" in server.states(), "the refusal report")
+    assert server.states() == ["refused"]
+    assert server.reports[0]["reason"].startswith("disk:"), server.reports[0]
+    assert _staged_files(settings.data_dir) == []
+    assert app.ota.status()["step"] == "idle"
+    assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
+
+
+class _Sizes(ModelApi):
+    """The real client, recording the size of each file once a download returned."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.sizes: dict[str, tuple[int, int]] = {}
+
+    def download(self, url: str, dest: Path, *, limit: int) -> int:
+        size = super().download(url, dest, limit=limit)
+        self.sizes[dest.name] = (dest.stat().st_size, limit)
+        return size
+
+
+def test_a_file_served_larger_than_signed_stops_at_its_size_and_is_refused(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    # Held before this test (it fills a gap: only a cut, never a longer file, was tried).
+    settings = ota_settings(download_attempts=1)
+    app = start_app(settings)
+    client = _Sizes(server.url, server.token, timeout_s=10)
+    app.ota.stop()
+    app.ota.start(client)
+    notice = offer(server, tmp_path, "4.3.0")
+    assert server.folder is not None
+    with (server.folder / "tilted.onnx").open("ab") as fh:
+        fh.write(b"\xee" * (8 * 2**20))  # 8 MB more than the manifest's size
+    deliver(app, notice)
+    wait_for(lambda: "refused" in server.states(), "the refusal report")
+    assert server.reports[0]["reason"].startswith("tampered:"), server.reports[0]
+    got, limit = client.sizes["tilted.onnx"]
+    assert got == limit + 1  # one byte over is enough to refuse; the rest never written
+    assert _staged_files(settings.data_dir) == []
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"active": "hi-wells"},
+        {"active": ["x"]},
+        {"active": {"name": "hi-wells", "version": "9.9.9", "directory": 5}},
+        {"candidate": {"notice": {"kind": "model"}}},
+        {"ended": ["x"]},
+        ["not", "an", "object"],
+    ],
+    ids=["active-str", "active-list", "directory-int", "candidate", "ended", "list"],
+)
+def test_a_state_file_of_the_wrong_shape_does_not_stop_the_appliance(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    doc: Any,
+) -> None:
+    # Failed before the fix for the three `active` cases: OtaState.active_dir() raised
+    # (AttributeError/TypeError) while the appliance was being built, so it never started.
+    settings = ota_settings()
+    ota = settings.data_dir / "ota"
+    ota.mkdir(parents=True)
+    (ota / "state.json").write_text(json.dumps(doc))
+    app = start_app(settings)
+    assert version_in_force(app) == SHIPPED_VERSION
+    status = app.ota.status()
+    assert status["active"] is None and status["shadow"] is None
+    assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
+
+
+def test_a_stored_report_that_does_not_parse_is_dropped_and_the_good_ones_go(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+) -> None:
+    # Failed before the fix: ModelReport.model_validate raised on the first stored report in
+    # every round (not a CloudError), so it and every report behind it waited for ever.
+    settings = ota_settings()
+    good = ModelReport(
+        assignment_id=uuid.uuid4(),
+        version="4.4.0",
+        state="refused",
+        reason="disk: full",
+        at=datetime.now(timezone.utc),
+    )
+    bad = {"state": "switched", "version": "../../x"}
+    ota = settings.data_dir / "ota"
+    ota.mkdir(parents=True)
+    (ota / "state.json").write_text(
+        json.dumps({"reports": [bad, "junk", json.loads(good.model_dump_json())]})
+    )
+    app = start_app(settings)
+    wait_for(lambda: server.reports != [], "the good report delivered")
+    assert server.states() == ["refused"]
+    assert server.reports[0]["version"] == "4.4.0"
+    wait_for(lambda: app.ota.status()["reports_pending"] == 0, "nothing left pending")
+
+
+def test_a_state_file_naming_a_folder_elsewhere_never_deletes_it(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    # Failed before the fix: a candidate that no longer verifies after a restart had its
+    # folder deleted with shutil.rmtree wherever the state file said it was.
+    settings = ota_settings()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("not a model")
+    signed = sign_release(release_dir(tmp_path / "r"), KEY, version="4.5.0")
+    notice = notice_for(signed)
+    ota = settings.data_dir / "ota"
+    ota.mkdir(parents=True)
+    candidate = {"notice": json.loads(notice.model_dump_json()), "directory": str(precious)}
+    (ota / "state.json").write_text(json.dumps({"candidate": candidate}))
+    app = start_app(settings)
+    wait_for(lambda: "failed" in server.states(), "the failure report")
+    assert server.reports[0]["reason"].startswith("after a restart:")
+    assert (precious / "keep.txt").read_text() == "not a model"
+    assert app.ota.status()["shadow"] is None
+    assert version_in_force(app) == SHIPPED_VERSION

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import boto3
@@ -32,6 +33,15 @@ def image_key(*, site: str, device: str, run_id: str, kind: str) -> str:
     if not re.fullmatch(r"[0-9a-f-]{36}", run_id):
         raise ValueError("run id must be a UUID")
     return f"{site}/{device}/{run_id}/{kind}.jpg"
+
+
+def run_image_keys(*, site: str, device: str, run_id: str, roles: Iterable[str]) -> dict[str, str]:
+    """The object keys of a run's images, by role, built from the sending device's own identity.
+
+    A run message names its images by role and also carries keys; those keys are the device's
+    word and are not stored: a device could name another site's object (its raw photo, say)
+    and have it listed or exported as its own. The presign route only ever signs these keys."""
+    return {role: image_key(site=site, device=device, run_id=run_id, kind=role) for role in roles}
 
 
 class ObjectStore:

@@ -23,6 +23,7 @@ from cloud.broadcast import notify
 from cloud.crud import pending
 from cloud.models import Device, DeviceEvent, Run, RunRow, RunWell, Sample, Site
 from cloud.security import utcnow
+from cloud.storage import run_image_keys
 from core.plate import plate_format
 from core.pooling import PlateRead, SampleSummary, pool_sample
 from core.titre import RowResult
@@ -129,7 +130,12 @@ def upsert_run(session: Session, message: RunMessage, *, device: Device) -> Appl
         "flags": list(message.flags),
         "review_reasons": list(message.review_reasons),
         "extra": extra,
-        "image_keys": {img.role: img.key for img in message.images},
+        "image_keys": run_image_keys(
+            site=device.site.slug,
+            device=device.slug,
+            run_id=str(message.run_id),
+            roles=(img.role for img in message.images),
+        ),
         "received_at": utcnow(),
         "reviewed_at": message.review.at if message.review is not None else None,
         "n_corrected": len(message.corrected_wells()),

@@ -29,6 +29,7 @@ from cloud.ingest.copytext import COPY_ESCAPES, line
 from cloud.ingest.pooling import recompute_samples
 from cloud.ingest.rawsql import as_sqlalchemy_errors, driver_connection
 from cloud.models import Device
+from cloud.storage import run_image_keys
 from core.plate import plate_format
 from core.titre import RowResult
 from core.wire import RunMessage
@@ -125,7 +126,12 @@ def insert_plain_runs(
                     None,
                     list(msg.flags),
                     msg.model_dump(mode="json", include=EXTRA_FIELDS),
-                    {img.role: img.key for img in msg.images},
+                    run_image_keys(
+                        site=device.site.slug,
+                        device=device.slug,
+                        run_id=str(msg.run_id),
+                        roles=(img.role for img in msg.images),
+                    ),
                     now,
                     list(msg.review_reasons),
                 )

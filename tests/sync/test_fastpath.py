@@ -82,8 +82,14 @@ def varied_message(site: str, device: str, i: int, *, sample: str, plate: uuid.U
         plate_format=96,
         dilution=dilution,
         flags=("edge-flag",) if i % 4 == 0 else (),
+        # Some name another site's object: the cloud must store the keys it builds itself.
         images=(
-            [{"role": "annotated", "key": f"{site}/{device}/x{i}/annotated.jpg"}] if i % 3 else []
+            [
+                {"role": "annotated", "key": f"{site}/{device}/x{i}/annotated.jpg"},
+                {"role": "raw", "key": f"other-site/other-device/{uuid.uuid4()}/raw.jpg"},
+            ][: 1 + (i % 2)]
+            if i % 3
+            else []
         ),
     )
 
@@ -133,3 +139,8 @@ def test_bulk_path_matches_upsert_run() -> None:
     for name in QUERIES:
         assert results["bulk"][name] == results["ref"][name], name
     assert sum(len(doc) for _, doc in results["bulk"]["wells"]) == 40 * 96
+    keys = {row[0]: (row[2], row[3], row[15]) for row in results["bulk"]["runs"]}
+    assert sum(len(k) for *_, k in keys.values()) == sum(len(m.images) for m in messages)
+    for run_id, (site, device, stored) in keys.items():
+        for role, key in stored.items():
+            assert key == f"{site}/{device}/{run_id}/{role}.jpg", key

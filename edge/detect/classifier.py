@@ -1,7 +1,8 @@
 """`WellClassifier`: one crop per calibrated well -> class probabilities -> well calls.
 
     crops (wellcrops.crop_wells, the manifest's size and crop_scale)
-      -> BatchRunner.run (ONNX Runtime or TensorRT; all wells in one batch)
+      -> BatchRunner.run (ONNX Runtime or TensorRT; all wells in one batch; with the manifest's
+         input.mirror_average, each crop and its mirror image, probabilities averaged)
       -> probs [N, C] -> WellCall per well -> row decode (core.rowdecode)
 
 A well is called only when its best probability reaches the well threshold; below it the well
@@ -39,7 +40,7 @@ from edge.detect.tensor_backends import (
     OnnxBatchRunner,
     TensorRTBatchRunner,
 )
-from edge.detect.wellcrops import crop_wells, well_boxes
+from edge.detect.wellcrops import average_mirrors, crop_wells, well_boxes, with_mirrors
 from edge.detect.wells_model import (
     MAX_BATCH,
     READING_MODES,
@@ -105,6 +106,11 @@ class WellClassifier:
         }
 
     def _run(self, net: WellsNetwork, crops: np.ndarray) -> np.ndarray:
+        if self.model.mirror_average:
+            return average_mirrors(self._run_batches(net, with_mirrors(crops)))
+        return self._run_batches(net, crops)
+
+    def _run_batches(self, net: WellsNetwork, crops: np.ndarray) -> np.ndarray:
         runner = self._runners[net.sha256]
         probs = np.empty((crops.shape[0], len(net.classes)), dtype=np.float32)
         for start in range(0, crops.shape[0], MAX_BATCH):

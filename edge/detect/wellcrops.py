@@ -8,6 +8,11 @@ frame repeat the frame's edge. The tensor is float32 ``[N, 3, size, size]``, RGB
 
 Training renders wells, cuts them with :func:`crop_wells` through the same grid the renderer
 drew, and so sees exactly what the appliance will feed the network.
+
+A model whose manifest sets ``input.mirror_average`` is read on each crop and on its mirror image
+(left-right, the mirror the training augmentation uses), and the two probability rows are
+averaged: :func:`with_mirrors` builds that batch, :func:`average_mirrors` folds its output back.
+The appliance and the evaluation scripts both go through these two functions.
 """
 
 from __future__ import annotations
@@ -86,3 +91,20 @@ def crop_wells(
     chw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
     scaled: np.ndarray = chw / np.float32(255.0)
     return scaled
+
+
+def with_mirrors(crops: np.ndarray) -> np.ndarray:
+    """``[N, C, H, W]`` crops followed by their left-right mirror images: ``[2N, C, H, W]``."""
+    if crops.ndim != 4:
+        raise ValueError(f"expected crops [N, C, H, W], got shape {crops.shape}")
+    return np.ascontiguousarray(np.concatenate([crops, crops[..., ::-1]]))
+
+
+def average_mirrors(probs: np.ndarray) -> np.ndarray:
+    """``[2N, K]`` outputs of :func:`with_mirrors` crops -> ``[N, K]``: each crop's row averaged
+    with its mirror image's."""
+    if probs.ndim != 2 or probs.shape[0] % 2:
+        raise ValueError(f"expected [2N, K] outputs of mirrored crops, got shape {probs.shape}")
+    n = probs.shape[0] // 2
+    averaged: np.ndarray = (probs[:n] + probs[n:]) / 2
+    return averaged

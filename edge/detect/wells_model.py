@@ -3,8 +3,8 @@
 The manifest (the contract in `docs/edge.md`, "Well classifier"):
 
     {"name": "hi-wells", "version": "2.0.0", "task": "well-classification",
-     "input": {"name": "crops", "size": 48, "crop_scale": 1.0, "layout": "NCHW",
-               "channels": "RGB", "range": [0, 1]},
+     "input": {"name": "crops", "size": 48, "crop_scale": 1.0, "mirror_average": false,
+               "layout": "NCHW", "channels": "RGB", "range": [0, 1]},
      "output": {"name": "probs"},
      "modes": {"tilted":   {"classes": [...], "files": {"fp32": {"path", "sha256"},
                                                         "int8": {"path", "sha256",
@@ -45,6 +45,8 @@ class WellsInput(_Strict):
     name: str = "crops"
     size: int = Field(ge=8, le=512)
     crop_scale: float = Field(default=1.0, ge=0.25, le=4.0)
+    # Read each crop and its mirror image and average the probabilities (wellcrops.with_mirrors).
+    mirror_average: bool = False
     layout: Literal["NCHW"] = "NCHW"
     channels: Literal["RGB"] = "RGB"
     range: tuple[float, float] = (0.0, 1.0)
@@ -127,6 +129,7 @@ class WellsModel:
     input_name: str
     output_name: str
     manifest: WellsManifest
+    mirror_average: bool = False
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}
@@ -214,4 +217,5 @@ def load_wells_model(model_dir: Path) -> WellsModel:
         input_name=manifest.input.name,
         output_name=manifest.output.name,
         manifest=manifest,
+        mirror_average=manifest.input.mirror_average,
     )

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.detect.wellcrops import average_mirrors, with_mirrors
 from models.synth.look import READING_MODES
 from models.wells.dataset import CLASSES, build
 
@@ -66,10 +67,15 @@ def run_probs(model_path: Path, x: np.ndarray, batch: int = 384) -> np.ndarray:
     )
 
 
-def agreement(fp32: Path, int8: Path, x: np.ndarray) -> float:
-    """Share of crops on which both files make the same call (argmax)."""
-    a = run_probs(fp32, x).argmax(1)
-    b = run_probs(int8, x).argmax(1)
+def agreement(fp32: Path, int8: Path, x: np.ndarray, *, mirror_average: bool = False) -> float:
+    """Share of crops on which both files make the same call (argmax), read as the manifest
+    says (with ``mirror_average``: each crop's probabilities averaged with its mirror's)."""
+    if mirror_average:
+        a = average_mirrors(run_probs(fp32, with_mirrors(x))).argmax(1)
+        b = average_mirrors(run_probs(int8, with_mirrors(x))).argmax(1)
+    else:
+        a = run_probs(fp32, x).argmax(1)
+        b = run_probs(int8, x).argmax(1)
     return float((a == b).mean())
 
 
@@ -126,6 +132,7 @@ def package(
     calibration_plates: int = 16,
     agreement_plates: int = 16,
     int8_override: dict[str, Path] | None = None,
+    mirror_average: bool = False,
 ) -> dict[str, Any]:
     """Write ``out`` (model files + manifest); raise :class:`AgreementError` (no manifest)
     when int8 and fp32 disagree. ``int8_override`` replaces a mode's quantized file (tests)."""
@@ -153,7 +160,7 @@ def package(
             quant[mode] = quantize_int8(fp32, int8, calib)
             quant[mode]["seed"] = CALIBRATION_SEEDS[mode]
         x = crops_float(AGREEMENT_SEEDS[mode], agreement_plates, mode, size, scale)
-        agree[mode] = round(agreement(fp32, int8, x), 4)
+        agree[mode] = round(agreement(fp32, int8, x, mirror_average=mirror_average), 4)
         logger.info(
             "%s: int8 and fp32 agree on %.2f %% of %d crops", mode, 100 * agree[mode], len(x)
         )
@@ -180,6 +187,7 @@ def package(
             "name": "crops",
             "size": size,
             "crop_scale": scale,
+            "mirror_average": mirror_average,
             "layout": "NCHW",
             "channels": "RGB",
             "range": [0, 1],
@@ -231,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models/hi-wells"))
     parser.add_argument("--version", default="2.0.0")
     parser.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT)
+    parser.add_argument(
+        "--mirror-average",
+        action="store_true",
+        help="the manifest asks readers to average each crop's probabilities with its mirror's",
+    )
     args = parser.parse_args(argv)
     runs: dict[str, Path] = {}
     for item in args.run:
@@ -240,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         runs[mode] = Path(path)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        package(runs, args.out, version=args.version, min_agreement=args.min_agreement)
+        package(
+            runs,
+            args.out,
+            version=args.version,
+            min_agreement=args.min_agreement,
+            mirror_average=args.mirror_average,
+        )
     except AgreementError as exc:
         logger.error("%s", exc)
         return 1

@@ -1,8 +1,10 @@
 """Reading a plate with a hi-wells model the way the product does (evaluation side).
 
-Crops come from ``edge.detect.wellcrops.crop_wells`` with the manifest's size and scale; a well
-is called only when its best probability reaches the threshold (else ``unread``); a ``nowell``
-call is an unreadable well (``unread``); rows come from ``core.titre.row_results``.
+Crops come from ``edge.detect.wellcrops.crop_wells`` with the manifest's size and scale (with
+``input.mirror_average`` set, each crop's probabilities are averaged with its mirror image's, as
+on the appliance); a well is called only when its best probability reaches the threshold (else
+``unread``); a ``nowell`` call is an unreadable well (``unread``); rows come from
+``core.titre.row_results``.
 
 Two ways to decide the wells, so evaluators can report both side by side: ``per well`` (each
 well on its own probabilities, the threshold deciding ``unread``) and ``row decode``
@@ -24,7 +26,7 @@ from core.plate import PLATE_96
 from core.rowdecode import RowDecode, RowDecodeSettings, decode_plate, evidence_from_probs
 from core.titre import DilutionSettings, RowResult, row_results
 from core.wells import DEFAULT_MIN_CONFIDENCE, WellCall, WellState
-from edge.detect.wellcrops import crop_wells
+from edge.detect.wellcrops import average_mirrors, crop_wells, with_mirrors
 
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
@@ -40,6 +42,7 @@ class WellsModel:
     size: int
     scale: float
     session: Any
+    mirror_average: bool = False
 
     @classmethod
     def load(cls, directory: Path, mode: str, precision: str) -> WellsModel:
@@ -59,11 +62,15 @@ class WellsModel:
             int(manifest["input"]["size"]),
             float(manifest["input"]["crop_scale"]),
             session,
+            bool(manifest["input"].get("mirror_average", False)),
         )
 
     def probs(self, image_bgr: np.ndarray, grid: CalibrationGrid) -> np.ndarray:
         crops = crop_wells(image_bgr, grid, size=self.size, scale=self.scale)
         name = self.session.get_inputs()[0].name
+        if self.mirror_average:  # as the edge classifier: the crop and its mirror, averaged
+            out = np.asarray(self.session.run(None, {name: with_mirrors(crops)})[0])
+            return average_mirrors(out)
         return np.asarray(self.session.run(None, {name: crops})[0])
 
 

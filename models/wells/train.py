@@ -48,6 +48,17 @@ def cached_crops(cache: Path, seed: int, n: int, mode: str, size: int, scale: fl
     return crops
 
 
+def loss_weights(counts: np.ndarray, invalid_weight: float = 1.0) -> np.ndarray:
+    """Per-class loss weights: square-root inverse frequency, so rare classes (invalid) weigh
+    more; the invalid class's then times ``invalid_weight`` (an invalid well read as readable
+    is what lets a wrong titre count)."""
+    if invalid_weight <= 0:
+        raise ValueError(f"invalid_weight must be positive, got {invalid_weight}")
+    weights: np.ndarray = (counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5
+    weights[CLASSES.index("invalid")] *= invalid_weight
+    return weights
+
+
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Photometric jitter per crop and mirror images; the generator already varies geometry."""
     n = x.shape[0]
@@ -145,9 +156,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     elif args.init is not None:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
     # Rare classes (invalid) weigh more, so the loss does not ignore them.
-    weights = torch.tensor(
-        (counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32
-    )
+    weights = torch.tensor(loss_weights(counts, args.invalid_weight), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.02)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * ((len(data) + args.batch - 1) // args.batch)
@@ -201,6 +210,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         "freeze_bn": args.freeze_bn,
         "batch": args.batch,
         "lr": args.lr,
+        "invalid_weight": args.invalid_weight,
         "threads": args.threads,
         "train_crops": len(data),
         "train_class_counts": counts.tolist(),
@@ -230,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--invalid-weight",
+        type=float,
+        default=1.0,
+        help="multiply the invalid class's loss weight (after the square-root inverse frequency)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -243,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.plates < 1 or args.val_plates < 1 or args.epochs < 1:
         parser.error("--plates, --val-plates and --epochs must be at least 1")
+    if args.invalid_weight <= 0:
+        parser.error("--invalid-weight must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     info = train(args)
     logger.info("val accuracy %.4f", info["val_accuracy"])

@@ -103,6 +103,7 @@ def test_export_writes_the_contract_manifest_when_they_agree(tmp_path: Path) -> 
         "name": "crops",
         "size": SIZE,
         "crop_scale": 1.0,
+        "mirror_average": False,
         "layout": "NCHW",
         "channels": "RGB",
         "range": [0, 1],
@@ -125,3 +126,26 @@ def test_static_quantization_gives_an_int8_graph_that_loads(tmp_path: Path) -> N
     probs = export.run_probs(tmp_path / "int8.onnx", calib[:5])
     assert probs.shape == (5, len(CLASSES))
     assert np.allclose(probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_export_with_the_mirror_average_says_so_and_measures_agreement_that_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = fake_run(tmp_path / "run", seed=1)
+    seen: list[bool] = []
+    real_agreement = export.agreement
+
+    def spy(fp32: Path, int8: Path, x, *, mirror_average: bool = False) -> float:  # type: ignore[no-untyped-def]
+        seen.append(mirror_average)
+        return real_agreement(fp32, int8, x, mirror_average=mirror_average)
+
+    monkeypatch.setattr(export, "agreement", spy)
+    manifest = export.package(
+        {"untilted": run},
+        tmp_path / "out",
+        version="0.0.1",
+        int8_override={"untilted": run / "model.onnx"},
+        mirror_average=True,
+    )
+    assert manifest["input"]["mirror_average"] is True
+    assert seen == [True] and manifest["precision_agreement"]["untilted"] == 1.0

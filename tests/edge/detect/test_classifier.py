@@ -303,3 +303,50 @@ def test_the_row_decode_settles_an_uncertain_well_and_holds_an_unsure_row(wells:
     assert "low_confidence" in decoded.wells["D3"].flags
     assert not per_well.rows[7].counted and not decoded.rows[7].counted
     assert decoded.wells["H5"].state == "unread"
+
+
+def test_mirror_average_reads_each_crop_with_its_mirror_image(tmp_path: Path) -> None:
+    """With `input.mirror_average` the classifier's probabilities are the mean over each crop
+    and its mirror image, and the evaluation's reader (models.wells.reading) gives the same
+    ones; without it, the crop alone. The lopsided graph tells the two apart."""
+    import onnxruntime as ort
+
+    from edge.detect.wellcrops import crop_wells
+    from models.wells.reading import WellsModel
+    from tests.edge.detect.wells_models import lopsided_wells_dir
+
+    image = plates.plate_image(ENDPOINTS)
+    image[:, : image.shape[1] // 2] //= 3  # the left half of the plate darker: lopsided crops
+    grid = grid_for(image)
+    crops = crop_wells(image, grid, size=32)
+    crops[:, :, :, :16] *= 0.3  # and every crop's left half: the graph leans to `flowing`
+    probe = lopsided_wells_dir(tmp_path / "probe", mirror_average=False) / "lopsided.onnx"
+    sess = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+
+    def plain(x: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, {"crops": np.ascontiguousarray(x)})[0])
+
+    def averaged(x: np.ndarray) -> np.ndarray:
+        return (plain(x) + plain(x[..., ::-1])) / 2
+
+    assert np.abs(plain(crops) - plain(crops[..., ::-1])).max() > 0.2  # not symmetric
+    plate_crops = crop_wells(image, grid, size=32)
+    for flag in (False, True):
+        folder = lopsided_wells_dir(tmp_path / f"m{flag}", mirror_average=flag)
+        assert load_wells_model(folder).mirror_average is flag
+        classifier = create_classifier(
+            OnnxDetectorSettings(wells_model_dir=folder, device="cpu", precision="fp32")
+        )
+        assert classifier is not None
+        got = classifier._run(classifier._networks[("tilted", "fp32")], crops)
+        result = classifier.classify(image, grid, mode="tilted", min_confidence=0.0)
+        classifier.close()
+        expect = averaged if flag else plain
+        assert np.allclose(got, expect(crops), atol=1e-6)
+        want = expect(plate_crops)
+        confidences = [c.confidence for c in result.well_calls.values()]
+        assert np.allclose(confidences, want.max(axis=1), atol=1e-6)
+        reader = WellsModel.load(folder, "tilted", "fp32")
+        assert reader.mirror_average is flag
+        assert np.allclose(reader.probs(image, grid), want, atol=1e-6)
+    assert not np.allclose(plain(crops), averaged(crops), atol=1e-2)

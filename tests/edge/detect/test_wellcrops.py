@@ -31,3 +31,23 @@ def test_grid_is_scaled_to_the_image_and_edges_replicate() -> None:
     batch = crop_wells(image, grid, size=24, scale=2.0)
     assert batch.shape == (96, 3, 24, 24)
     assert np.allclose(batch, 200 / 255)
+
+
+def test_mirrored_batch_and_its_average() -> None:
+    from edge.detect.wellcrops import average_mirrors, with_mirrors
+
+    rng = np.random.default_rng(3)
+    crops = rng.random((5, 3, 8, 8), dtype=np.float32)
+    both = with_mirrors(crops)
+    assert both.shape == (10, 3, 8, 8) and both.flags.c_contiguous
+    assert np.array_equal(both[:5], crops)
+    assert np.array_equal(both[5:, :, :, 0], crops[:, :, :, 7])  # left-right, not up-down
+    assert np.array_equal(both[5:, :, 0, :], crops[:, :, 0, ::-1])
+    probs = np.concatenate([np.eye(4)[[0, 1, 2, 3, 0]], np.eye(4)[[1, 1, 2, 0, 0]]])
+    mean = average_mirrors(probs)
+    assert mean.shape == (5, 4)
+    assert mean[0].tolist() == [0.5, 0.5, 0.0, 0.0] and mean[1].tolist() == [0.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="2N"):
+        average_mirrors(probs[:9])
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        with_mirrors(crops[0])

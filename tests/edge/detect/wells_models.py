@@ -121,3 +121,56 @@ def wells_dir(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+def lopsided_classifier(path: Path, *, size: int = SIZE) -> Path:
+    """A graph that is not mirror-symmetric: the left half's darkness votes `flowing`, the
+    right half's `agglutinated` (so a crop and its mirror image get different probabilities)."""
+    half = np.zeros((2, 1, size, size), np.float32)
+    half[0, 0, :, : size // 2] = 1.0 / (size * size / 2)
+    half[1, 0, :, size // 2 :] = 1.0 / (size * size / 2)
+    b = np.array([[8.0, 0.0, 0.0, 0.0], [0.0, 8.0, 0.0, 0.0]], np.float32)
+    inits = [
+        numpy_helper.from_array(np.ones((), np.float32), "one"),
+        numpy_helper.from_array(half, "halves"),
+        numpy_helper.from_array(b, "gemm_b"),
+        numpy_helper.from_array(np.array([0.0, 0.0, -2.0, -2.0], np.float32), "gemm_c"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["crops"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["one", "grey"], ["dark"]),
+        helper.make_node("Conv", ["dark", "halves"], ["feat4"]),
+        helper.make_node("Flatten", ["feat4"], ["feat"], axis=1),
+        helper.make_node("Gemm", ["feat", "gemm_b", "gemm_c"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lopsided",
+        [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(CLASSES)])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def lopsided_wells_dir(folder: Path, *, mirror_average: bool) -> Path:
+    """A `hi-wells`-style folder whose files (both modes, fp32 and "int8") are the lopsided
+    graph, with `input.mirror_average` as given."""
+    fp32 = lopsided_classifier(folder / "lopsided.onnx")
+    files = {
+        "fp32": {"path": fp32.name, "sha256": sha(fp32)},
+        "int8": {"path": fp32.name, "sha256": sha(fp32), "source_sha256": sha(fp32)},
+    }
+    wells_dir(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["input"]["mirror_average"] = mirror_average
+    for mode in ("tilted", "untilted"):
+        manifest["modes"][mode]["files"] = files
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder

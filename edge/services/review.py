@@ -168,11 +168,14 @@ class ReviewService:
                 self._csv.discard(staged)
                 raise
             self._csv.publish_all(staged)
+            # Read back under the lock that serialises reviews: read after it, a concurrent
+            # review's later edit would be returned as this one's.
+            reviewed = queries.get_run(self._host.store.read(), run_id)
         events = self._host.events
         events.publish("run.updated", {"run_id": run_id, "sample_number": target.sample_number})
         for sample in sorted(recomputed):
             events.publish("sample.updated", {"sample_number": sample})
-        return queries.get_run(self._host.store.read(), run_id)
+        return reviewed
 
     @staticmethod
     def _message(target: reviews.ReviewTarget) -> RunMessage:

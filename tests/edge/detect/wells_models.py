@@ -34,20 +34,16 @@ def _masks(size: int) -> np.ndarray:
     return weights[:, None, :, :]  # [2, 1, S, S]
 
 
-def disc_classifier(
-    path: Path, *, size: int = SIZE, swap: bool = False, name: str = "disc"
+def _darkness_graph(
+    path: Path, name: str, size: int, masks: np.ndarray, gemm_b: np.ndarray, gemm_c: np.ndarray
 ) -> Path:
-    """The classifier graph; `swap` exchanges flowing and agglutinated (a disagreeing copy)."""
-    slope, bias = SLOPE.copy(), BIAS.copy()
-    if swap:
-        slope[[0, 1]], bias[[0, 1]] = slope[[1, 0]], bias[[1, 0]]
-    # Gemm: [N, 2] x [2, 4]: +d from the centre feature, -d from the corner feature.
-    b = np.stack([slope, -slope]).astype(np.float32)
+    """logits = Gemm(conv(1 - grey, masks)): each mask averages the crop's darkness over its
+    region, and the Gemm weighs the regions per class. Saved (checked) at `path`."""
     inits = [
         numpy_helper.from_array(np.ones((), np.float32), "one"),
-        numpy_helper.from_array(_masks(size), "masks"),
-        numpy_helper.from_array(b, "gemm_b"),
-        numpy_helper.from_array(bias, "gemm_c"),
+        numpy_helper.from_array(masks, "masks"),
+        numpy_helper.from_array(gemm_b, "gemm_b"),
+        numpy_helper.from_array(gemm_c, "gemm_c"),
     ]
     nodes = [
         helper.make_node("ReduceMean", ["crops"], ["grey"], axes=[1], keepdims=1),
@@ -70,6 +66,18 @@ def disc_classifier(
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def disc_classifier(
+    path: Path, *, size: int = SIZE, swap: bool = False, name: str = "disc"
+) -> Path:
+    """The classifier graph; `swap` exchanges flowing and agglutinated (a disagreeing copy)."""
+    slope, bias = SLOPE.copy(), BIAS.copy()
+    if swap:
+        slope[[0, 1]], bias[[0, 1]] = slope[[1, 0]], bias[[1, 0]]
+    # Gemm: [N, 2] x [2, 4]: +d from the centre feature, -d from the corner feature.
+    b = np.stack([slope, -slope]).astype(np.float32)
+    return _darkness_graph(path, name, size, _masks(size), b, bias)
 
 
 def sha(path: Path) -> str:
@@ -130,33 +138,8 @@ def lopsided_classifier(path: Path, *, size: int = SIZE) -> Path:
     half[0, 0, :, : size // 2] = 1.0 / (size * size / 2)
     half[1, 0, :, size // 2 :] = 1.0 / (size * size / 2)
     b = np.array([[8.0, 0.0, 0.0, 0.0], [0.0, 8.0, 0.0, 0.0]], np.float32)
-    inits = [
-        numpy_helper.from_array(np.ones((), np.float32), "one"),
-        numpy_helper.from_array(half, "halves"),
-        numpy_helper.from_array(b, "gemm_b"),
-        numpy_helper.from_array(np.array([0.0, 0.0, -2.0, -2.0], np.float32), "gemm_c"),
-    ]
-    nodes = [
-        helper.make_node("ReduceMean", ["crops"], ["grey"], axes=[1], keepdims=1),
-        helper.make_node("Sub", ["one", "grey"], ["dark"]),
-        helper.make_node("Conv", ["dark", "halves"], ["feat4"]),
-        helper.make_node("Flatten", ["feat4"], ["feat"], axis=1),
-        helper.make_node("Gemm", ["feat", "gemm_b", "gemm_c"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "lopsided",
-        [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(CLASSES)])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    bias = np.array([0.0, 0.0, -2.0, -2.0], np.float32)
+    return _darkness_graph(path, "lopsided", size, half, b, bias)
 
 
 def lopsided_wells_dir(folder: Path, *, mirror_average: bool) -> Path:

@@ -7,9 +7,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from models.finetune import (
 )
 from models.synth.render2 import render_plate_v2
 from models.wells.dataset import CLASS_ID, CropSet
+from tests.models.trainvenv import SKIP_REASON, run_train_python, train_python
 
 SHIPPED_VERSION = json.loads(
     (Path(__file__).resolve().parents[2] / "models" / "hi-wells" / "manifest.json").read_text()
@@ -142,28 +140,11 @@ def test_exported_labels_cut_the_wells_the_shipped_model_reads(tmp_path: Path) -
         load_field_dataset(tmp_path)
 
 
-def _train_python() -> str | None:
-    """A Python that has torch: this one, $MICROPLATE_TRAIN_PYTHON, or the repo's .venv-train."""
-    candidates = [
-        sys.executable,
-        os.environ.get("MICROPLATE_TRAIN_PYTHON", ""),
-        str(REPO / ".venv-train" / "bin" / "python"),
-    ]
-    for python in candidates:
-        if python and Path(python).exists():
-            probe = subprocess.run(
-                [python, "-c", "import torch, onnx"], capture_output=True, check=False
-            )
-            if probe.returncode == 0:
-                return python
-    return None
-
-
 @pytest.mark.timeout(900)
 def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
-    python = _train_python()
+    python = train_python()
     if python is None:
-        pytest.skip("torch is not installed here, nor in $MICROPLATE_TRAIN_PYTHON or .venv-train")
+        pytest.skip(SKIP_REASON)
     ort = pytest.importorskip("onnxruntime")
     field = tmp_path / "field"
     write_field_export(
@@ -176,10 +157,7 @@ def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
         "--version", "9.0.0-test", "--modes", "tilted", "--generator-plates", "2",
         "--holdout-generator-plates", "1", "--epochs", "1", "--batch", "256",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=840, check=False
-    )
+    done = run_train_python(python, cmd[1:], timeout=840)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     report = GateReport.model_validate(manifest["gate"])

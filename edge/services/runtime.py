@@ -66,18 +66,21 @@ class RuntimeSettingsService:
         self._settings = settings
         self._store = store
         self._current = defaults(settings)
-        self._lock = threading.Lock()
+        # Serialises changes only. Readers take no lock: `_current` is never changed in place,
+        # only replaced in one assignment. A plate's commit reads the settings while it holds the
+        # store's write lock, and a change holds this lock while it waits for that write lock,
+        # so a reader that took this lock could deadlock with a change.
+        self._update_lock = threading.Lock()
 
     def load(self) -> None:
-        with self._lock:
+        with self._update_lock:
             self._current = load(self._store, self._settings)
 
     def get(self) -> RuntimeSettings:
-        with self._lock:
-            return self._current
+        return self._current
 
     def update(self, patch: RuntimeSettingsPatch, actor: str) -> RuntimeSettings:
-        with self._lock:
+        with self._update_lock:
             new = apply(self._current, patch)
             save(self._store, new, patch, actor)
             self._current = new

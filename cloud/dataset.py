@@ -3,7 +3,7 @@
 Only sites whose admin switched on "allow corrected plates for training" take part, and only
 reads an operator reviewed (their calls are a person's, not the model's) that were not deleted
 and whose raw photo is in object storage, under the run's own device prefix
-(``{site}/{device}/{run_id}/raw.jpg``: a key a run message names elsewhere is left out).
+(``{site}/{device}/{run_id}/raw.jpg``, the only key fetched).
 The export directory holds:
 
 - ``images/{run_id}.jpg``: the raw photo, byte for byte (sha256 in the manifest);
@@ -149,18 +149,11 @@ def export_dataset(
     result = ExportResult()
     found = list(candidates(session, since=since))
     for done, c in enumerate(found, start=1):
-        key = c.image_keys.get("raw")
+        # Only the run's own key is fetched, whatever key a stored row holds (rows from before
+        # the ingest built the keys itself may name another site's photo).
+        key = _raw_key(c) if "raw" in c.image_keys else None
         if not key:
             result.skipped.append({"run_id": str(c.run_id), "reason": "no raw photo uploaded"})
-        elif key != _raw_key(c):
-            # The key is the device's word: only its own prefix is fetched (another site's
-            # photo must never enter a training set by a key named in a run message).
-            logger.warning(
-                "dataset: run %s names a raw photo outside its device's prefix", c.run_id
-            )
-            result.skipped.append(
-                {"run_id": str(c.run_id), "reason": "raw photo key is not this device's"}
-            )
         else:
             _export_one(session, store, c, key, out, result)
         if progress is not None:

@@ -40,7 +40,7 @@ from pydantic import (
 from core.plate import PlateFormat, plate_format
 from core.sanitize import SampleNumberError, clean_sample_number
 from core.stats import distribution as row_distribution
-from core.titre import CountingPolicy, DilutionSettings, RowResult
+from core.titre import CountingPolicy, DilutionSettings, RowResult, titre_for
 from core.topics import SLUG_PATTERN, TopicError, Topics
 from core.wells import WellCall, WellFlag, WellState
 from core.wire_types import FreeText, ShortText, UtcDatetime, to_utc
@@ -285,8 +285,7 @@ def _check_row_numbers(
         if r.titre is not None:
             if r.titre > MAX_TITRE:
                 raise ValueError(f"rows.{r.row}.titre: {r.titre} is over {MAX_TITRE}")
-            # titre_for(r.endpoint, ...): the endpoint is a test column (checked above).
-            if r.titre != (titres[r.endpoint] if r.endpoint else None):
+            if r.titre != titre_for(r.endpoint, dilution, fmt):  # a test column (checked above)
                 raise ValueError(
                     f"rows.{r.row}.titre: {r.titre} is not the dilution at column {r.endpoint}"
                 )

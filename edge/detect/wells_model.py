@@ -129,7 +129,11 @@ class WellsModel:
     input_name: str
     output_name: str
     manifest: WellsManifest
-    mirror_average: bool = False
+
+    @property
+    def mirror_average(self) -> bool:
+        """Read each crop with its mirror image (the manifest's `input.mirror_average`)."""
+        return self.manifest.input.mirror_average
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}
@@ -217,5 +221,4 @@ def load_wells_model(model_dir: Path) -> WellsModel:
         input_name=manifest.input.name,
         output_name=manifest.output.name,
         manifest=manifest,
-        mirror_average=manifest.input.mirror_average,
     )

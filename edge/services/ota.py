@@ -455,10 +455,7 @@ class OtaService:
             self._fetch_and_load(new)
         except _Refused as exc:
             self._end(new, exc.state, exc.reason)
-            shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
-            if new.directory:
-                self._remove_release(new.directory)
-            self._set_step("idle")
+            self._discard_download(new)
         except _Later:
             self._set_step(f"waiting for the cloud ({notice.name} {notice.version})")
             raise
@@ -472,11 +469,8 @@ class OtaService:
                         self._classifier = None
                     self.state.candidate = None
             # what was downloaded goes first: the report is saved to the same disk
-            shutil.rmtree(self.folder / "staging" / aid, ignore_errors=True)
-            if new.directory:
-                self._remove_release(new.directory)
+            self._discard_download(new)
             self._end(new, "refused" if full else "failed", reason)
-            self._set_step("idle")
 
     def _fetch_and_load(self, cand: Candidate) -> None:
         assert self._cloud is not None and self._key is not None
@@ -608,6 +602,12 @@ class OtaService:
             if size >= limit or not exact:
                 return
         # Cut every time: verify_artefact says `truncated` and the release is refused.
+
+    def _discard_download(self, cand: Candidate) -> None:
+        """Delete what a refused or failed download left (its staging and release folders)."""
+        shutil.rmtree(self.folder / "staging" / cand.assignment_id, ignore_errors=True)
+        self._remove_release(cand.directory)
+        self._set_step("idle")
 
     def _remove_release(self, directory: str) -> None:
         """Delete a release folder, only ever under `data_dir/ota/models` (the folder names

@@ -70,13 +70,13 @@ def run_probs(model_path: Path, x: np.ndarray, batch: int = 384) -> np.ndarray:
 def agreement(fp32: Path, int8: Path, x: np.ndarray, *, mirror_average: bool = False) -> float:
     """Share of crops on which both files make the same call (argmax), read as the manifest
     says (with ``mirror_average``: each crop's probabilities averaged with its mirror's)."""
-    if mirror_average:
-        a = average_mirrors(run_probs(fp32, with_mirrors(x))).argmax(1)
-        b = average_mirrors(run_probs(int8, with_mirrors(x))).argmax(1)
-    else:
-        a = run_probs(fp32, x).argmax(1)
-        b = run_probs(int8, x).argmax(1)
-    return float((a == b).mean())
+
+    def calls(model: Path) -> np.ndarray:
+        if mirror_average:
+            return average_mirrors(run_probs(model, with_mirrors(x))).argmax(1)
+        return run_probs(model, x).argmax(1)
+
+    return float((calls(fp32) == calls(int8)).mean())
 
 
 class _Reader:

@@ -199,9 +199,9 @@ def test_a_raw_photo_key_outside_the_devices_prefix_is_not_exported(
     manifest = json.loads((out / "manifest.json").read_text())
     assert str(ours.run_id) not in [p["run_id"] for p in manifest["plates"]]
     skipped = {s["run_id"]: s["reason"] for s in manifest["skipped"]}
-    # The ingest now stores only the key it builds from the device itself (cloud.storage.
-    # run_image_keys), so the foreign key never reaches the export: our own raw photo was
-    # never uploaded. (The export's own prefix check stays for rows stored before that.)
+    # The ingest stores only the key it builds from the device itself (cloud.storage.
+    # run_image_keys), and the export fetches only that key: our own raw photo was never
+    # uploaded, so the run is left out.
     assert skipped[str(ours.run_id)] in ("raw photo missing in storage", "not this device's"), (
         skipped
     )

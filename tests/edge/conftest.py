@@ -10,6 +10,7 @@ import pytest
 
 from edge.app import Appliance
 from edge.config import EdgeSettings
+from edge.db.store import Store
 from tests.edge.plates import PLATE_A, fake_detector
 
 SettingsFactory = Callable[..., EdgeSettings]
@@ -55,3 +56,13 @@ def make_app(make_settings: SettingsFactory) -> Iterator[Callable[..., Appliance
 @pytest.fixture
 def app(make_app: Callable[..., Appliance]) -> Appliance:
     return make_app()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated store on its own, for tests of the db layer and the services over it."""
+    s = Store(tmp_path / "m.db")
+    s.open()
+    s.migrate()
+    yield s
+    s.close()

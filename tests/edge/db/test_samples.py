@@ -5,9 +5,7 @@ over the rows as they were stored."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -68,15 +66,6 @@ def _insert(
                         statistics=compute_statistics(rows), message_json="{}",
                         superseded_events={})  # fmt: skip
     return run_id, plate_id
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "m.db")
-    s.open()
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_reads_carry_each_runs_own_rows_in_row_order(store: Store) -> None:

@@ -11,24 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from edge.config import EdgeSettings
 from edge.db.store import Store
 from edge.schemas import RuntimeSettingsPatch
 from edge.services.runtime import RuntimeSettingsService
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "m.db")
-    s.open()
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_a_settings_change_during_a_commit_does_not_deadlock(store: Store) -> None:

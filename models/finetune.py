@@ -44,7 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.detect.wellcrops import crop_square
+from edge.detect.wellcrops import average_mirrors, crop_square, with_mirrors
 from models.wells.dataset import CLASS_ID, CLASSES, CropSet
 
 logger = logging.getLogger(__name__)
@@ -198,8 +198,12 @@ def gate_report(
     }
 
 
-def onnx_accuracy(path: Path, crops: CropSet, *, batch: int = 2048) -> float:
-    """Share of crops whose argmax class through ONNX Runtime is the label."""
+def onnx_accuracy(
+    path: Path, crops: CropSet, *, mirror_average: bool = False, batch: int = 1024
+) -> float:
+    """Share of crops whose argmax class through ONNX Runtime is the label, each crop read the
+    way the manifest says the appliance reads it (``mirror_average``: its probabilities averaged
+    with its mirror image's, ``wellcrops.with_mirrors`` / ``average_mirrors``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -208,7 +212,11 @@ def onnx_accuracy(path: Path, crops: CropSet, *, batch: int = 2048) -> float:
     preds = []
     for i in range(0, len(crops), batch):
         x = crops.x[i : i + batch].astype(np.float32) / 255.0
-        preds.append(session.run(None, {"crops": x})[0].argmax(1))
+        if mirror_average:
+            probs = average_mirrors(session.run(None, {"crops": with_mirrors(x)})[0])
+        else:
+            probs = session.run(None, {"crops": x})[0]
+        preds.append(probs.argmax(1))
     return float((np.concatenate(preds) == crops.y).mean())
 
 
@@ -328,6 +336,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     shipped = json.loads((args.shipped / "manifest.json").read_text(encoding="utf-8"))
     size, scale = int(shipped["input"]["size"]), float(shipped["input"]["crop_scale"])
+    # The candidate ships with the shipped model's input block, so both are scored as read.
+    mirror = bool(shipped["input"].get("mirror_average", False))
     if args.out.exists() and any(args.out.iterdir()):
         raise FinetuneError(f"{args.out} is not empty")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -382,8 +392,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if crops is None or not len(crops):
                 continue
             scores[f"{mode}.{name}.wells_right"] = (
-                onnx_accuracy(candidate, crops),
-                onnx_accuracy(shipped_path, crops),
+                onnx_accuracy(candidate, crops, mirror_average=mirror),
+                onnx_accuracy(shipped_path, crops, mirror_average=mirror),
                 len(crops),
             )
         trainer["modes"][mode] = {

@@ -3,7 +3,8 @@
     crops (wellcrops.crop_wells, the manifest's size and crop_scale)
       -> BatchRunner.run (ONNX Runtime or TensorRT; all wells in one batch; with the manifest's
          input.mirror_average, each crop and its mirror image, probabilities averaged)
-      -> probs [N, C] -> WellCall per well -> row decode (core.rowdecode)
+      -> probs [N, C] (with output.confidence_given_well, a well's nowell share set aside)
+      -> WellCall per well -> row decode (core.rowdecode)
 
 A well is called only when its best probability reaches the well threshold; below it the well
 is `unread` + `low_confidence` (class and probability kept for display). `nowell` (the crop is
@@ -40,7 +41,13 @@ from edge.detect.tensor_backends import (
     OnnxBatchRunner,
     TensorRTBatchRunner,
 )
-from edge.detect.wellcrops import average_mirrors, crop_wells, well_boxes, with_mirrors
+from edge.detect.wellcrops import (
+    average_mirrors,
+    crop_wells,
+    given_a_well,
+    well_boxes,
+    with_mirrors,
+)
 from edge.detect.wells_model import (
     MAX_BATCH,
     READING_MODES,
@@ -107,8 +114,12 @@ class WellClassifier:
 
     def _run(self, net: WellsNetwork, crops: np.ndarray) -> np.ndarray:
         if self.model.mirror_average:
-            return average_mirrors(self._run_batches(net, with_mirrors(crops)))
-        return self._run_batches(net, crops)
+            probs = average_mirrors(self._run_batches(net, with_mirrors(crops)))
+        else:
+            probs = self._run_batches(net, crops)
+        if self.model.confidence_given_well:
+            probs = given_a_well(probs, net.classes)
+        return probs
 
     def _run_batches(self, net: WellsNetwork, crops: np.ndarray) -> np.ndarray:
         runner = self._runners[net.sha256]

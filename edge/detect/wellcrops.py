@@ -13,9 +13,17 @@ A model whose manifest sets ``input.mirror_average`` is read on each crop and on
 (left-right, the mirror the training augmentation uses), and the two probability rows are
 averaged: :func:`with_mirrors` builds that batch, :func:`average_mirrors` folds its output back.
 The appliance and the evaluation scripts both go through these two functions.
+
+A model whose manifest sets ``output.confidence_given_well`` reads a well's confidence as the
+share of its best state among ``flowing``, ``agglutinated`` and ``invalid`` (the ``nowell`` share
+set aside, :func:`given_a_well`): the calibrated grid and the plate-quality gate answer whether a
+crop holds a well (a crop whose best class is ``nowell`` stays as it is), and the well threshold
+answers which state the well is in.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -108,3 +116,22 @@ def average_mirrors(probs: np.ndarray) -> np.ndarray:
     n = probs.shape[0] // 2
     averaged: np.ndarray = (probs[:n] + probs[n:]) / 2
     return averaged
+
+
+def given_a_well(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """``[N, K]`` probabilities -> the same with each crop's ``nowell`` share set aside and the
+    other classes renormalised, for every crop whose best class is not ``nowell`` (those crops
+    hold a well; a crop whose best class is ``nowell`` is returned as it is). The best class of
+    every crop is unchanged; only the confidence of a well's state rises. A model without a
+    ``nowell`` class is returned as it is."""
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise ValueError(f"expected [N, {len(classes)}] probabilities, got shape {probs.shape}")
+    if "nowell" not in classes:
+        return probs
+    k = list(classes).index("nowell")
+    out: np.ndarray = np.array(probs, dtype=np.float32, copy=True)
+    well = out.argmax(axis=1) != k
+    out[well, k] = 0.0
+    sums = out[well].sum(axis=1, keepdims=True)
+    out[well] = out[well] / np.maximum(sums, np.float32(1e-12))
+    return out

@@ -5,7 +5,7 @@ The manifest (the contract in `docs/edge.md`, "Well classifier"):
     {"name": "hi-wells", "version": "2.0.0", "task": "well-classification",
      "input": {"name": "crops", "size": 48, "crop_scale": 1.0, "mirror_average": false,
                "layout": "NCHW", "channels": "RGB", "range": [0, 1]},
-     "output": {"name": "probs"},
+     "output": {"name": "probs", "confidence_given_well": false},
      "modes": {"tilted":   {"classes": [...], "files": {"fp32": {"path", "sha256"},
                                                         "int8": {"path", "sha256",
                                                                  "source_sha256"}}},
@@ -60,6 +60,9 @@ class WellsInput(_Strict):
 
 class WellsOutput(_Strict):
     name: str = "probs"
+    # A well's confidence is its best state's share of flowing/agglutinated/invalid: the nowell
+    # share is set aside for crops that hold a well (wellcrops.given_a_well).
+    confidence_given_well: bool = False
 
 
 class WellsFile(_Strict):
@@ -134,6 +137,12 @@ class WellsModel:
     def mirror_average(self) -> bool:
         """Read each crop with its mirror image (the manifest's `input.mirror_average`)."""
         return self.manifest.input.mirror_average
+
+    @property
+    def confidence_given_well(self) -> bool:
+        """Read a well's confidence with the nowell share set aside (the manifest's
+        `output.confidence_given_well`)."""
+        return self.manifest.output.confidence_given_well
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}

@@ -133,6 +133,7 @@ def package(
     agreement_plates: int = 16,
     int8_override: dict[str, Path] | None = None,
     mirror_average: bool = False,
+    confidence_given_well: bool = False,
 ) -> dict[str, Any]:
     """Write ``out`` (model files + manifest); raise :class:`AgreementError` (no manifest)
     when int8 and fp32 disagree. ``int8_override`` replaces a mode's quantized file (tests)."""
@@ -192,7 +193,7 @@ def package(
             "channels": "RGB",
             "range": [0, 1],
         },
-        "output": {"name": "probs"},
+        "output": {"name": "probs", "confidence_given_well": confidence_given_well},
         "modes": modes,
         "precision_agreement": agree,
         "trainer": {
@@ -244,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the manifest asks readers to average each crop's probabilities with its mirror's",
     )
+    parser.add_argument(
+        "--confidence-given-well",
+        action="store_true",
+        help="the manifest asks readers to set each well's nowell share aside before the "
+        "threshold (wellcrops.given_a_well)",
+    )
     args = parser.parse_args(argv)
     runs: dict[str, Path] = {}
     for item in args.run:
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             version=args.version,
             min_agreement=args.min_agreement,
             mirror_average=args.mirror_average,
+            confidence_given_well=args.confidence_given_well,
         )
     except AgreementError as exc:
         logger.error("%s", exc)

@@ -2,8 +2,9 @@
 
 Crops come from ``edge.detect.wellcrops.crop_wells`` with the manifest's size and scale (with
 ``input.mirror_average`` set, each crop's probabilities are averaged with its mirror image's, as
-on the appliance); a well is called only when its best probability reaches the threshold (else
-``unread``); a ``nowell`` call is an unreadable well (``unread``); rows come from
+on the appliance; with ``output.confidence_given_well``, each well's ``nowell`` share is set
+aside, ``wellcrops.given_a_well``); a well is called only when its best probability reaches the
+threshold (else ``unread``); a ``nowell`` call is an unreadable well (``unread``); rows come from
 ``core.titre.row_results``.
 
 Two ways to decide the wells, so evaluators can report both side by side: ``per well`` (each
@@ -26,7 +27,7 @@ from core.plate import PLATE_96
 from core.rowdecode import RowDecode, RowDecodeSettings, decode_plate, evidence_from_probs
 from core.titre import DilutionSettings, RowResult, row_results
 from core.wells import DEFAULT_MIN_CONFIDENCE, WellCall, WellState
-from edge.detect.wellcrops import average_mirrors, crop_wells, with_mirrors
+from edge.detect.wellcrops import average_mirrors, crop_wells, given_a_well, with_mirrors
 
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
@@ -43,6 +44,7 @@ class WellsModel:
     scale: float
     session: Any
     mirror_average: bool = False
+    confidence_given_well: bool = False
 
     @classmethod
     def load(cls, directory: Path, mode: str, precision: str) -> WellsModel:
@@ -63,15 +65,21 @@ class WellsModel:
             float(manifest["input"]["crop_scale"]),
             session,
             bool(manifest["input"].get("mirror_average", False)),
+            bool(manifest.get("output", {}).get("confidence_given_well", False)),
         )
 
     def probs(self, image_bgr: np.ndarray, grid: CalibrationGrid) -> np.ndarray:
         crops = crop_wells(image_bgr, grid, size=self.size, scale=self.scale)
         name = self.session.get_inputs()[0].name
         if self.mirror_average:  # as the edge classifier: the crop and its mirror, averaged
-            out = np.asarray(self.session.run(None, {name: with_mirrors(crops)})[0])
-            return average_mirrors(out)
-        return np.asarray(self.session.run(None, {name: crops})[0])
+            out = average_mirrors(
+                np.asarray(self.session.run(None, {name: with_mirrors(crops)})[0])
+            )
+        else:
+            out = np.asarray(self.session.run(None, {name: crops})[0])
+        if self.confidence_given_well:  # as the edge classifier: nowell's share set aside
+            out = given_a_well(out, self.classes)
+        return out
 
 
 def calls_from_probs(

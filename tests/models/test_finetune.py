@@ -25,7 +25,7 @@ from models.finetune import (
     split_field,
 )
 from models.synth.render2 import render_plate_v2
-from models.wells.dataset import CLASS_ID, CropSet
+from models.wells.dataset import CLASS_ID, CropSet, build
 from tests.models.trainvenv import SKIP_REASON, run_train_python, train_python
 
 SHIPPED_VERSION = json.loads(
@@ -123,6 +123,24 @@ def test_split_holds_out_whole_sites_and_whole_plates() -> None:
         split_field(plates, holdout_sites=["lab-z"])
 
 
+def test_accuracy_reads_each_crop_with_its_mirror_when_asked() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    path = REPO / "models" / "hi-wells" / "tilted.onnx"
+    crops = build(9101, 0, 2, "tilted", size=32, scale=1.0, clutter_every=0)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = crops.x.astype(np.float32) / 255.0
+    alone = session.run(None, {"crops": x})[0]
+    mirrored = session.run(None, {"crops": np.ascontiguousarray(x[..., ::-1])})[0]
+    both = ((alone + mirrored) / 2).argmax(1)
+    # Small batches: the mirror doubles each batch, and batches must not mix crops.
+    got = onnx_accuracy(path, crops, mirror_average=True, batch=50)
+    assert got == pytest.approx(float((both == crops.y).mean()))
+    assert onnx_accuracy(path, crops, batch=50) == pytest.approx(
+        float((alone.argmax(1) == crops.y).mean())
+    )
+    assert (both != alone.argmax(1)).any()  # the two readings differ on these crops
+
+
 def test_exported_labels_cut_the_wells_the_shipped_model_reads(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     write_field_export(tmp_path, [("lab-a", "p0", 0, "tilted"), ("lab-a", "p1", 1, "tilted")])
@@ -169,6 +187,13 @@ def test_a_tiny_finetune_run_writes_a_gated_candidate(tmp_path: Path) -> None:
     }
     by_name = {c.name: c for c in report.checks}
     assert by_name["tilted.field_sites.wells_right"].n == 96  # lab-b's one plate
+    # The gate scores the shipped model the way the appliance reads it (its manifest's
+    # mirror average), not one crop alone.
+    held = build(9101, 0, 1, "tilted", size=32, scale=1.0, clutter_every=0)
+    shipped_tilted = REPO / "models" / "hi-wells" / "tilted.onnx"
+    assert by_name["tilted.generator.wells_right"].baseline == round(
+        onnx_accuracy(shipped_tilted, held, mirror_average=True), 6
+    )
     assert (
         manifest["base_version"] == SHIPPED_VERSION
         and manifest["trainer"]["modes"]["tilted"]["field_train_crops"] > 0

@@ -31,7 +31,8 @@ def test_manifest_follows_the_wells_contract(manifest: dict) -> None:
     inp = manifest["input"]
     assert inp["name"] == "crops" and inp["layout"] == "NCHW" and inp["channels"] == "RGB"
     assert inp["range"] == [0, 1] and 16 <= inp["size"] <= 128 and 0.25 <= inp["crop_scale"] <= 4
-    assert manifest["output"] == {"name": "probs"}
+    assert manifest["output"]["name"] == "probs"
+    assert isinstance(manifest["output"].get("confidence_given_well", False), bool)
     assert set(manifest["modes"]) == set(READING_MODES)
     for mode, entry in manifest["modes"].items():
         assert entry["classes"] == list(CLASSES)

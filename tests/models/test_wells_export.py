@@ -146,6 +146,8 @@ def test_export_with_the_mirror_average_says_so_and_measures_agreement_that_way(
         version="0.0.1",
         int8_override={"untilted": run / "model.onnx"},
         mirror_average=True,
+        confidence_given_well=True,
     )
     assert manifest["input"]["mirror_average"] is True
+    assert manifest["output"] == {"name": "probs", "confidence_given_well": True}
     assert seen == [True] and manifest["precision_agreement"]["untilted"] == 1.0

@@ -350,3 +350,41 @@ def test_mirror_average_reads_each_crop_with_its_mirror_image(tmp_path: Path) ->
         assert reader.mirror_average is flag
         assert np.allclose(reader.probs(image, grid), want, atol=1e-6)
     assert not np.allclose(plain(crops), averaged(crops), atol=1e-2)
+
+
+def test_confidence_given_a_well_sets_the_nowell_share_aside(tmp_path: Path) -> None:
+    """With `output.confidence_given_well` a well's confidence is its state's share of
+    flowing/agglutinated/invalid, in the appliance and in the evaluation's reader alike: a well
+    that the plain confidence leaves `unread` is called, its state unchanged."""
+    from edge.detect.wellcrops import given_a_well
+    from models.wells.reading import WellsModel
+    from tests.edge.detect.wells_models import lopsided_wells_dir
+
+    image = plates.plate_image(ENDPOINTS)
+    grid = grid_for(image)
+    results = {}
+    for flag in (False, True):
+        folder = lopsided_wells_dir(  # nowell_bias 1: about a quarter of each crop's mass
+            tmp_path / f"g{flag}", mirror_average=False, confidence_given_well=flag, nowell_bias=1.0
+        )
+        assert load_wells_model(folder).confidence_given_well is flag
+        classifier = create_classifier(
+            OnnxDetectorSettings(wells_model_dir=folder, device="cpu", precision="fp32")
+        )
+        assert classifier is not None
+        results[flag] = classifier.classify(image, grid, mode="tilted", min_confidence=0.5)
+        classifier.close()
+        reader = WellsModel.load(folder, "tilted", "fp32")
+        assert reader.confidence_given_well is flag
+        raw = WellsModel.load(folder / ".." / "gFalse", "tilted", "fp32").probs(image, grid)
+        want = given_a_well(raw, CLASSES) if flag else raw
+        assert np.allclose(reader.probs(image, grid), want, atol=1e-6)
+        confidences = [c.confidence for c in results[flag].well_calls.values()]
+        assert np.allclose(confidences, want.max(axis=1), atol=1e-6)
+    plain, given = results[False].well_calls, results[True].well_calls
+    assert [c.class_name for c in plain.values()] == [c.class_name for c in given.values()]
+    raised = [w for w in plain if plain[w].state == "unread" and given[w].state != "unread"]
+    assert raised, "the lopsided graph leaves some wells below 0.5 with their nowell share"
+    for w in raised:
+        assert given[w].state == given[w].class_name and given[w].flags == ()
+    assert not [w for w in plain if plain[w].state != "unread" and given[w].state == "unread"]

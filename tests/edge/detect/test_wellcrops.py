@@ -51,3 +51,30 @@ def test_mirrored_batch_and_its_average() -> None:
         average_mirrors(probs[:9])
     with pytest.raises(ValueError, match="N, C, H, W"):
         with_mirrors(crops[0])
+
+
+def test_a_wells_confidence_given_that_it_holds_a_well() -> None:
+    from edge.detect.wellcrops import given_a_well
+
+    classes = ("flowing", "agglutinated", "invalid", "nowell")
+    probs = np.array(
+        [
+            [0.44, 0.10, 0.22, 0.24],  # a well: nowell's share set aside -> flowing 0.58
+            [0.05, 0.10, 0.15, 0.70],  # no well in the crop: left as it is
+            [0.30, 0.30, 0.10, 0.30],  # a tie with nowell: argmax is flowing, so a well
+            [1.00, 0.00, 0.00, 0.00],
+        ],
+        np.float32,
+    )
+    out = given_a_well(probs, classes)
+    assert out[0] == pytest.approx([0.44 / 0.76, 0.10 / 0.76, 0.22 / 0.76, 0.0])
+    assert out[1].tolist() == probs[1].tolist()
+    assert out[2] == pytest.approx([3 / 7, 3 / 7, 1 / 7, 0.0])
+    assert out[3].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert np.array_equal(out.argmax(1), probs.argmax(1))  # the state never changes
+    assert np.allclose(out.sum(1), 1.0) and probs[0, 3] == pytest.approx(0.24)  # a copy
+    # A model without a nowell class reads as it is; a shape that does not fit is an error.
+    three = probs[:, :3] / probs[:, :3].sum(1, keepdims=True)
+    assert given_a_well(three, classes[:3]) is three
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        given_a_well(probs[:, :3], classes)

@@ -131,21 +131,27 @@ def wells_dir(
     return folder
 
 
-def lopsided_classifier(path: Path, *, size: int = SIZE) -> Path:
+def lopsided_classifier(path: Path, *, size: int = SIZE, nowell_bias: float = -2.0) -> Path:
     """A graph that is not mirror-symmetric: the left half's darkness votes `flowing`, the
     right half's `agglutinated` (so a crop and its mirror image get different probabilities)."""
     half = np.zeros((2, 1, size, size), np.float32)
     half[0, 0, :, : size // 2] = 1.0 / (size * size / 2)
     half[1, 0, :, size // 2 :] = 1.0 / (size * size / 2)
     b = np.array([[8.0, 0.0, 0.0, 0.0], [0.0, 8.0, 0.0, 0.0]], np.float32)
-    bias = np.array([0.0, 0.0, -2.0, -2.0], np.float32)
+    bias = np.array([0.0, 0.0, -2.0, nowell_bias], np.float32)
     return _darkness_graph(path, "lopsided", size, half, b, bias)
 
 
-def lopsided_wells_dir(folder: Path, *, mirror_average: bool) -> Path:
+def lopsided_wells_dir(
+    folder: Path,
+    *,
+    mirror_average: bool,
+    confidence_given_well: bool = False,
+    nowell_bias: float = -2.0,
+) -> Path:
     """A `hi-wells`-style folder whose files (both modes, fp32 and "int8") are the lopsided
-    graph, with `input.mirror_average` as given."""
-    fp32 = lopsided_classifier(folder / "lopsided.onnx")
+    graph, with `input.mirror_average` and `output.confidence_given_well` as given."""
+    fp32 = lopsided_classifier(folder / "lopsided.onnx", nowell_bias=nowell_bias)
     files = {
         "fp32": {"path": fp32.name, "sha256": sha(fp32)},
         "int8": {"path": fp32.name, "sha256": sha(fp32), "source_sha256": sha(fp32)},
@@ -153,6 +159,7 @@ def lopsided_wells_dir(folder: Path, *, mirror_average: bool) -> Path:
     wells_dir(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["input"]["mirror_average"] = mirror_average
+    manifest["output"]["confidence_given_well"] = confidence_given_well
     for mode in ("tilted", "untilted"):
         manifest["modes"][mode]["files"] = files
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))

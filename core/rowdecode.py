@@ -56,9 +56,9 @@ class RowDecodeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(
-        default=False,
-        description="Settle wells with the row's HI pattern; off (the default): every well is "
-        "read on its own.",
+        default=True,
+        description="Settle wells with the row's HI pattern (the default since hi-wells 2.4.0); "
+        "off: every well is read on its own.",
     )
     min_posterior: float = Field(
         default=0.99,

@@ -33,7 +33,7 @@ from models.synth.render import (
 from models.synth.wells2 import INKS, draw_well, pick_kind
 
 # Bump when the v2 rendering changes images for the same seed.
-GENERATOR_V2_VERSION = "2.4.0"
+GENERATOR_V2_VERSION = "2.5.0"
 _FONTS = (cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN)
 
 
@@ -57,8 +57,16 @@ def _pattern(rng: np.random.Generator) -> tuple[list[WellSpec], list[RowSpec], s
 
 
 def _draw_plate(
-    specs: list[WellSpec], kinds: list[str], look: PlateLook, rng: np.random.Generator, scale: float
+    specs: list[WellSpec],
+    kinds: list[str],
+    look: PlateLook,
+    rng: np.random.Generator,
+    scale: float,
+    parallax: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The flat plate. ``parallax`` (k, x, y): the floor of a well at ``p`` mm from the point
+    under the lens (``x``, ``y`` mm from the plate's centre) is seen ``-k * p`` mm from its
+    opening (k = floor depth / camera height)."""
     cw, ch = int(np.ceil(PLATE_W_MM * scale)), int(np.ceil(PLATE_H_MM * scale))
     canvas = np.empty((ch, cw, 3), np.float32)
     canvas[:] = look.body
@@ -83,7 +91,11 @@ def _draw_plate(
     for spec, kind in zip(specs, kinds, strict=True):
         cx = (A1_X_MM + spec.col * PITCH_MM) * scale
         cy = (A1_Y_MM + spec.row * PITCH_MM) * scale
-        draw_well(canvas, cx, cy, radius, spec.state, kind, look, rng)
+        k, ax, ay = parallax
+        off_x = A1_X_MM + spec.col * PITCH_MM - PLATE_W_MM / 2 - ax
+        off_y = A1_Y_MM + spec.row * PITCH_MM - PLATE_H_MM / 2 - ay
+        shift = (-k * off_x / look.well_radius_mm, -k * off_y / look.well_radius_mm)
+        draw_well(canvas, cx, cy, radius, spec.state, kind, look, rng, shift)
     _markings(canvas, look, rng, scale)
     return canvas, mask
 
@@ -272,9 +284,20 @@ def render_plate_v2(
     mode: str | None = None,
     pitch_px: float | None = None,
     jpeg_quality: int | None = None,
+    parallax: bool = True,
 ) -> PlateSample:
-    """Plate ``index`` of stream ``seed`` in reading ``mode`` (drawn from the stream if None)."""
+    """Plate ``index`` of stream ``seed`` in reading ``mode`` (drawn from the stream if None).
+
+    ``parallax``: the camera sees each well's floor displaced towards the point under the lens
+    (generator 2.5.0; drawn from its own stream, so ``parallax=False`` gives 2.4.0's plate)."""
     rng = np.random.default_rng([seed, index, 2])
+    prng = np.random.default_rng([seed, index, 5])
+    # k = floor depth (about 10 mm) / camera height: 0 for a far camera or a scanner, 0.05 for
+    # a phone about 20 cm above the plate; the lens is near the plate's centre.
+    k = 0.0 if prng.random() < 0.2 else float(prng.uniform(0.005, 0.05))
+    axis = prng.normal(0.0, 8.0, size=2)
+    if not parallax:
+        k = 0.0
     if mode is None:
         mode = str(READING_MODES[int(rng.integers(2))])
     if mode not in READING_MODES:
@@ -289,7 +312,7 @@ def render_plate_v2(
     # The flat plate is drawn at about the frame's scale, so the warp stays close to 1:1.
     scale = max(4.5, pitch / PITCH_MM)
     hmat, (fw, fh), geo = _homography(rng, pitch, scale)
-    canvas, mask = _draw_plate(specs, kinds, look, rng, scale)
+    canvas, mask = _draw_plate(specs, kinds, look, rng, scale, (k, float(axis[0]), float(axis[1])))
     frame = np.empty((fh, fw, 3), np.float32)
     frame[:] = look.backlight
     grad = np.linspace(rng.uniform(0.85, 1.0), rng.uniform(1.0, 1.15), fw, dtype=np.float32)
@@ -316,6 +339,7 @@ def render_plate_v2(
         "resolution": f"{fw}x{fh}",
         "jpeg_quality": quality,
         "invalid_wells": sum(1 for s in specs if s.state == "invalid"),
+        "parallax": round(k, 4),
         **geo,
         **photo,
     }

@@ -73,8 +73,15 @@ def draw_well(
     kind: str,
     look: PlateLook,
     rng: np.random.Generator,
+    shift: tuple[float, float] = (0.0, 0.0),
 ) -> None:
-    """Render one well in place on ``canvas`` (float32 BGR 0..255)."""
+    """Render one well in place on ``canvas`` (float32 BGR 0..255).
+
+    ``shift``: where the camera sees the well's floor against its opening, in units of the
+    wall's outer radius (parallax: the floor lies about 10 mm below the opening, so a camera
+    above the plate sees it displaced towards the point under the lens, and the inner wall on
+    the far side as a crescent). The floor and everything on it move; the part of the floor
+    that leaves the opening is hidden by the wall. It is capped at 0.8 of the opening's radius."""
     half = int(np.ceil(radius * 1.2)) + 2
     x0, y0 = int(cx) - half, int(cy) - half
     h, w = canvas.shape[:2]
@@ -86,10 +93,16 @@ def draw_well(
     v = (ys + 0.5 - cy) / radius
     px = 1.0 / radius
     f = 1.0 - look.wall_width * float(rng.uniform(0.9, 1.1))
-    _wall_and_floor(patch, u, v, f, px, look, rng)
-    # Floor coordinates: 1.0 at the inner face of the wall.
-    uf, vf = u / f, v / f
+    su, sv = shift
+    size = float(np.hypot(su, sv))
+    if size > 0.8 * f:
+        su, sv = su * 0.8 * f / size, sv * 0.8 * f / size
+    _wall_and_floor(patch, u, v, f, px, look, rng, (su, sv))
+    # Floor coordinates: 1.0 at the inner face of the wall, centred where the floor is seen.
+    uf, vf = (u - su) / f, (v - sv) / f
     floor = _inside(0.97 - np.sqrt(uf * uf + vf * vf), 2 * px / f)
+    if su or sv:  # the floor is seen only through the opening
+        floor = floor * _inside(f - np.sqrt(u * u + v * v), 2 * px)
     if kind not in ("empty", "dry"):
         _absorb(patch, look.liquid_alpha * float(rng.uniform(0.5, 1.5)) * floor, look.cells_mat)
     draw = _DRAWERS[kind]
@@ -120,11 +133,19 @@ def _wall_and_floor(
     px: float,
     look: PlateLook,
     rng: np.random.Generator,
+    shift: tuple[float, float] = (0.0, 0.0),
 ) -> None:
     rho = np.sqrt(u * u + v * v)
     facing = np.cos(np.arctan2(v, u) - look.light_angle)
     wall = _inside(1.0 - rho, 1.5 * px) * _inside(rho - f, 1.5 * px)
     floor = _inside(f - rho, 1.5 * px)
+    parallax = bool(shift[0] or shift[1])
+    if parallax:
+        # The floor as the camera sees it; between it and the opening, the inner wall.
+        rho_f = np.sqrt((u - shift[0]) ** 2 + (v - shift[1]) ** 2)
+        seen = floor * _inside(f - rho_f, 1.5 * px)
+        wall = np.maximum(wall, floor - seen)
+        floor = seen
     tone = look.wall_tone * float(rng.uniform(0.85, 1.15))
     # Clear walls refract the light box into a pale, desaturated band; dark-walled plates
     # (on a white box) show a grey-black band. Either way brighter/darker across the wall.
@@ -137,17 +158,22 @@ def _wall_and_floor(
     # The dark double ring: a line at each face of the wall.
     width = 0.025 + 1.2 * px
     rings = np.exp(-(((rho - 1.0) / width) ** 2)) + 0.8 * np.exp(-(((rho - f) / width) ** 2))
+    if parallax:  # the floor's edge, seen through the opening, is a line too
+        rings = rings + 0.8 * np.exp(-(((rho_f - f) / width) ** 2)) * _inside(f - rho, 1.5 * px)
     patch *= (1.0 - look.ring_dark * np.clip(rings, 0, 1) * (0.8 - 0.25 * facing))[..., None]
     # Specular arc on the lit side of the wall.
     arc = np.exp(-(((rho - (1.0 + f) / 2) / (0.04 + px)) ** 2)) * np.clip(facing, 0, 1) ** 4
     patch += (255.0 - patch) * (look.specular * arc * wall)[..., None]
     # The floor: a shallow cone, a touch darker away from the light.
-    shade = look.floor_shade * (1.0 - 0.06 * rho / f + 0.04 * facing * rho / f)
+    rf = rho_f if parallax else rho
+    shade = look.floor_shade * (1.0 - 0.06 * rf / f + 0.04 * facing * rf / f)
     patch *= (1.0 + (shade - 1.0) * floor)[..., None]
     if look.tip_glint > 0:
         # The bottom of the V (or U) focuses the light: a small bright ring at the centre.
         rt = float(rng.uniform(0.05, 0.2)) * f
-        tip = np.exp(-(((rho - rt) / (0.03 + px)) ** 2)) * look.tip_glint
+        tip = np.exp(-(((rf - rt) / (0.03 + px)) ** 2)) * look.tip_glint
+        if parallax:
+            tip = tip * floor
         patch += (255.0 - patch) * (tip * float(rng.uniform(0.5, 1.0)))[..., None]
 
 

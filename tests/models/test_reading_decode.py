@@ -26,7 +26,7 @@ def test_per_well_is_todays_reading_and_the_decode_settles_the_row() -> None:
     probs = plate_probs()
     per_well, decodes = read_calls(probs, CLASSES, 0.5)
     assert per_well == calls_from_probs(probs, CLASSES, 0.5) and decodes == []
-    off, _ = read_calls(probs, CLASSES, 0.5, decode=RowDecodeSettings())  # enabled is off
+    off, _ = read_calls(probs, CLASSES, 0.5, decode=RowDecodeSettings(enabled=False))
     assert off == per_well
     assert per_well["A3"].state == "unread" and per_well["B12"].flags == ("no_well",)
     decoded, decodes = read_calls(probs, CLASSES, 0.5, decode=RowDecodeSettings(enabled=True))

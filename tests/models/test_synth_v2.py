@@ -157,3 +157,52 @@ def test_invalid_marks_hide_the_floor(kind: str) -> None:
 def test_specks_on_readable_wells_stay_small() -> None:
     shares = [_marked_share("speck", seed) for seed in range(40)]
     assert max(shares) <= 0.05 and max(shares) > 0.0, shares
+
+
+def _button_centre(shift: tuple[float, float], seed: int = 5) -> tuple[np.ndarray, float]:
+    """Where a drawn untilted button's red cells sit (x, y px), and the share of the opening
+    that the wall covers, for a well drawn at the centre of a plain canvas with ``shift``."""
+    from dataclasses import replace
+
+    from models.synth import wells2
+    from models.synth.look import sample_look
+
+    look = replace(
+        sample_look(np.random.default_rng(seed), "untilted"),
+        wall_tone=0.5,
+        tip_glint=0.0,
+        glare_rate=0.0,
+        liquid_alpha=0.0,
+        cells_dark=np.array([0.1, 0.1, 0.9], np.float32),  # BGR: red cells
+    )
+    canvas = np.full((120, 120, 3), 120.0, np.float32)
+    wells2.draw_well(
+        canvas, 60.0, 60.0, 40.0, "flowing", "button", look, np.random.default_rng(9), shift
+    )
+    red = (canvas[..., 2] - canvas[..., 1]) > 40  # where the cells absorb blue and green
+    ys, xs = np.nonzero(red)
+    return np.array([xs.mean(), ys.mean()]), float(red.sum())
+
+
+def test_parallax_moves_the_floor_and_what_lies_on_it() -> None:
+    # The camera sees a well's floor displaced (towards the point under the lens): the button on
+    # it moves with it, by the shift times the wall's outer radius (40 px here).
+    centre, _ = _button_centre((0.0, 0.0))
+    moved, _ = _button_centre((0.3, -0.2))
+    assert moved - centre == pytest.approx([0.3 * 40, -0.2 * 40], abs=2.5)
+    # A shift past the opening is capped, so some floor stays in view.
+    far, area = _button_centre((3.0, 0.0))
+    assert area > 0 and far[0] - centre[0] < 40
+
+
+def test_parallax_is_drawn_per_plate_and_changes_nothing_else() -> None:
+    plates = [render_plate_v2(61, i, mode="tilted") for i in range(8)]
+    ks = [p.variations["parallax"] for p in plates]
+    assert min(ks) >= 0.0 and max(ks) <= 0.05 and any(k > 0.01 for k in ks)
+    plate = next(p for p in plates if p.variations["parallax"] > 0.01)
+    index = plates.index(plate)
+    flat = render_plate_v2(61, index, mode="tilted", parallax=False)
+    assert flat.variations["parallax"] == 0.0
+    assert flat.wells == plate.wells and flat.rows == plate.rows
+    assert flat.calibration == plate.calibration
+    assert not np.array_equal(flat.image, plate.image)

@@ -22,7 +22,7 @@ SIZE = 32
 
 # logits = d * SLOPE + BIAS, per class (flowing, agglutinated, invalid, nowell)
 SLOPE = np.array([40.0, 10.0, 0.0, -20.0], dtype=np.float32)
-BIAS = np.array([-16.0, 0.0, -5.0, 3.0], dtype=np.float32)
+BIAS = np.array([-14.0, 0.0, -5.0, 3.0], dtype=np.float32)
 
 
 def _masks(size: int) -> np.ndarray:

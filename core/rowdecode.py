@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from operator import mul
+from operator import add, mul, sub
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,8 +139,8 @@ def _templates(n: int, settings: RowDecodeSettings) -> list[tuple[float, int, bo
 def _likelihood(ev: Evidence | None, weight: float) -> tuple[float, float, float]:
     if ev is None:
         return (1.0, 1.0, 1.0)
-    f, a, v = (max(p, _FLOOR) ** weight for p in ev)
-    return (f, a, v)
+    f, a, v = ev
+    return (max(f, _FLOOR) ** weight, max(a, _FLOOR) ** weight, max(v, _FLOOR) ** weight)
 
 
 def decode_row(
@@ -180,33 +180,51 @@ def decode_row(
             r = 1.0 - q
             exp_f.append((r * (1.0 - eps) * lf, r * eps * la, q * li))
             exp_a.append((r * eps * lf, r * (1.0 - eps) * la, q * li))
-    ends = [0.0] * (n + 1)
-    skips = [0.0] * (n + 1)
     total = 0.0
     uses_f = [0.0] * (n + 1)  # difference array: prior mass of the patterns expecting flowing
     per_template: list[tuple[float, int, bool, list[float], list[float]]] = []
+    # Each well's terms under each expectation, as columns: a pattern's are slices of these.
+    f_of = ([t[0] for t in exp_f], [t[0] for t in exp_a])  # flowing
+    r_of = ([t[0] + t[1] for t in exp_f], [t[0] + t[1] for t in exp_a])  # readable
+    a_of = ([t[1] for t in exp_f], [t[1] for t in exp_a])  # agglutinated
+    # A pattern's mass is the product of its wells' sums: prefix and suffix products of the
+    # wells' sums under each expectation give it for every boundary at once.
+    sum_f = [t[0] + t[1] + t[2] for t in exp_f]
+    sum_a = [t[0] + t[1] + t[2] for t in exp_a]
+    pre_sf = list(accumulate(sum_f, mul, initial=1.0))
+    pre_sa = list(accumulate(sum_a, mul, initial=1.0))
+    suf_sf = list(accumulate(reversed(sum_f), mul, initial=1.0))[::-1]
+    suf_sa = list(accumulate(reversed(sum_a), mul, initial=1.0))[::-1]
+    end0 = 0.0
+    ends_k = [0.0] * n  # endpoint k + 1, skipped or not
+    skips_k = [0.0] * n
     for weight, e, rev in _templates(n, settings):
-        terms = exp_a[:e] + exp_f[e:] if rev else exp_f[:e] + exp_a[e:]
-        fs = [t[0] for t in terms]
-        rs = [t[0] + t[1] for t in terms]
-        z = weight * math.prod(t[0] + t[1] + t[2] for t in terms)
+        first, then = (1, 0) if rev else (0, 1)  # expectation before / from the boundary
+        fs = f_of[first][:e] + f_of[then][e:]
+        rs = r_of[first][:e] + r_of[then][e:]
+        as_ = a_of[first][:e] + a_of[then][e:]
+        z = weight * (pre_sa[e] * suf_sf[e] if rev else pre_sf[e] * suf_sa[e])
         total += z
         lo, hi = (e, n) if rev else (0, e)
         uses_f[lo] += z
         uses_f[hi] -= z
-        pre_f = list(accumulate(fs, mul, initial=1.0))  # pre_f[k] = product of fs[:k]
-        pre_r = list(accumulate(rs, mul, initial=1.0))
-        suf_a = list(accumulate(reversed([t[1] for t in terms]), mul, initial=1.0))[::-1]
+        # weight x product of fs[:k] / rs[:k]; product of the agglutinated terms from k on
+        pre_f = list(accumulate(fs, mul, initial=weight))
+        pre_r = list(accumulate(rs, mul, initial=weight))
+        suf_a = list(accumulate(reversed(as_), mul, initial=1.0))[::-1]
         # endpoint k (1..n): well k flows, every later one is agglutinated, earlier ones are
-        # all flowing (no skip) or readable with at least one agglutinated (skip)
-        at = [weight * f * sa for f, sa in zip(fs, suf_a[1:], strict=True)]
-        clean = [x * p for x, p in zip(at, pre_f, strict=False)]
-        skipped = [x * max(r - p, 0.0) for x, r, p in zip(at, pre_r, pre_f, strict=False)]
+        # all flowing (no skip) or readable with at least one agglutinated (skip); products
+        # are monotonic, so pre_r >= pre_f and `skipped` is never negative
+        at = list(map(mul, fs, suf_a[1:]))
+        clean = list(map(mul, at, pre_f))
+        either = list(map(mul, at, pre_r))
+        skipped = list(map(sub, either, clean))
         per_template.append((weight * suf_a[0], e, rev, clean, skipped))
-        ends[0] += weight * suf_a[0]
-        for k in range(n):
-            ends[k + 1] += clean[k] + skipped[k]
-            skips[k + 1] += skipped[k]
+        end0 += weight * suf_a[0]
+        ends_k = list(map(add, ends_k, either))
+        skips_k = list(map(add, skips_k, skipped))
+    ends = [end0, *ends_k]
+    skips = [0.0, *skips_k]
     if total <= 0.0:
         total = 1.0
     ends = [x / total for x in ends]

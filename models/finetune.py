@@ -44,7 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.detect.wellcrops import average_mirrors, crop_square, with_mirrors
+from edge.detect.wellcrops import crop_square, read_crops
 from models.wells.dataset import CLASS_ID, CLASSES, CropSet
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def onnx_accuracy(
 ) -> float:
     """Share of crops whose argmax class through ONNX Runtime is the label, each crop read the
     way the manifest says the appliance reads it (``mirror_average``: its probabilities averaged
-    with its mirror image's, ``wellcrops.with_mirrors`` / ``average_mirrors``)."""
+    with its mirror image's, ``wellcrops.read_crops``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -212,10 +212,9 @@ def onnx_accuracy(
     preds = []
     for i in range(0, len(crops), batch):
         x = crops.x[i : i + batch].astype(np.float32) / 255.0
-        if mirror_average:
-            probs = average_mirrors(session.run(None, {"crops": with_mirrors(x)})[0])
-        else:
-            probs = session.run(None, {"crops": x})[0]
+        probs = read_crops(
+            lambda b: session.run(None, {"crops": b})[0], x, mirror_average=mirror_average
+        )
         preds.append(probs.argmax(1))
     return float((np.concatenate(preds) == crops.y).mean())
 

@@ -41,13 +41,7 @@ from edge.detect.tensor_backends import (
     OnnxBatchRunner,
     TensorRTBatchRunner,
 )
-from edge.detect.wellcrops import (
-    average_mirrors,
-    crop_wells,
-    given_a_well,
-    well_boxes,
-    with_mirrors,
-)
+from edge.detect.wellcrops import crop_wells, read_crops, well_boxes
 from edge.detect.wells_model import (
     MAX_BATCH,
     READING_MODES,
@@ -113,13 +107,12 @@ class WellClassifier:
         }
 
     def _run(self, net: WellsNetwork, crops: np.ndarray) -> np.ndarray:
-        if self.model.mirror_average:
-            probs = average_mirrors(self._run_batches(net, with_mirrors(crops)))
-        else:
-            probs = self._run_batches(net, crops)
-        if self.model.confidence_given_well:
-            probs = given_a_well(probs, net.classes)
-        return probs
+        return read_crops(
+            lambda batch: self._run_batches(net, batch),
+            crops,
+            mirror_average=self.model.mirror_average,
+            given_well_classes=net.classes if self.model.confidence_given_well else None,
+        )
 
     def _run_batches(self, net: WellsNetwork, crops: np.ndarray) -> np.ndarray:
         runner = self._runners[net.sha256]

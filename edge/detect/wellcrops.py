@@ -12,7 +12,7 @@ drew, and so sees exactly what the appliance will feed the network.
 A model whose manifest sets ``input.mirror_average`` is read on each crop and on its mirror image
 (left-right, the mirror the training augmentation uses), and the two probability rows are
 averaged: :func:`with_mirrors` builds that batch, :func:`average_mirrors` folds its output back.
-The appliance and the evaluation scripts both go through these two functions.
+The appliance and the evaluation scripts all read through :func:`read_crops`, which applies them.
 
 A model whose manifest sets ``output.confidence_given_well`` reads a well's confidence as the
 share of its best state among ``flowing``, ``agglutinated`` and ``invalid`` (the ``nowell`` share
@@ -23,7 +23,7 @@ answers which state the well is in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -135,3 +135,25 @@ def given_a_well(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     sums = out[well].sum(axis=1, keepdims=True)
     out[well] = out[well] / np.maximum(sums, np.float32(1e-12))
     return out
+
+
+def read_crops(
+    run: Callable[[np.ndarray], np.ndarray],
+    crops: np.ndarray,
+    *,
+    mirror_average: bool = False,
+    given_well_classes: Sequence[str] | None = None,
+) -> np.ndarray:
+    """``run`` (a network: crops -> ``[N, K]`` probabilities) over ``crops`` the way a manifest
+    asks: with ``mirror_average`` each crop with its mirror image, averaged; with
+    ``given_well_classes`` (the mode's classes, when ``output.confidence_given_well``) each
+    well's ``nowell`` share set aside (:func:`given_a_well`). The one reading path of the
+    appliance's classifier, the evaluation reader, the export's agreement and the fine-tune
+    gate."""
+    if mirror_average:
+        probs = average_mirrors(np.asarray(run(with_mirrors(crops))))
+    else:
+        probs = np.asarray(run(crops))
+    if given_well_classes is not None:
+        probs = given_a_well(probs, given_well_classes)
+    return probs

@@ -88,14 +88,15 @@ def _draw_plate(
     canvas *= (float(rng.uniform(0.8, 1.1)) + (1 - float(rng.uniform(0.8, 1.1))) * edge)[..., None]
     _embossed_labels(canvas, rng, scale)
     radius = look.well_radius_mm * scale
+    k, ax, ay = parallax
+    lens_x, lens_y = PLATE_W_MM / 2 + ax, PLATE_H_MM / 2 + ay
     for spec, kind in zip(specs, kinds, strict=True):
-        cx = (A1_X_MM + spec.col * PITCH_MM) * scale
-        cy = (A1_Y_MM + spec.row * PITCH_MM) * scale
-        k, ax, ay = parallax
-        off_x = A1_X_MM + spec.col * PITCH_MM - PLATE_W_MM / 2 - ax
-        off_y = A1_Y_MM + spec.row * PITCH_MM - PLATE_H_MM / 2 - ay
-        shift = (-k * off_x / look.well_radius_mm, -k * off_y / look.well_radius_mm)
-        draw_well(canvas, cx, cy, radius, spec.state, kind, look, rng, shift)
+        x_mm, y_mm = A1_X_MM + spec.col * PITCH_MM, A1_Y_MM + spec.row * PITCH_MM
+        shift = (
+            -k * (x_mm - lens_x) / look.well_radius_mm,
+            -k * (y_mm - lens_y) / look.well_radius_mm,
+        )
+        draw_well(canvas, x_mm * scale, y_mm * scale, radius, spec.state, kind, look, rng, shift)
     _markings(canvas, look, rng, scale)
     return canvas, mask
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.detect.wellcrops import average_mirrors, with_mirrors
+from edge.detect.wellcrops import read_crops
 from models.synth.look import READING_MODES
 from models.wells.dataset import CLASSES, build
 
@@ -72,9 +72,9 @@ def agreement(fp32: Path, int8: Path, x: np.ndarray, *, mirror_average: bool = F
     says (with ``mirror_average``: each crop's probabilities averaged with its mirror's)."""
 
     def calls(model: Path) -> np.ndarray:
-        if mirror_average:
-            return average_mirrors(run_probs(model, with_mirrors(x))).argmax(1)
-        return run_probs(model, x).argmax(1)
+        return read_crops(
+            lambda batch: run_probs(model, batch), x, mirror_average=mirror_average
+        ).argmax(1)
 
     return float((calls(fp32) == calls(int8)).mean())
 

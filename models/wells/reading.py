@@ -27,7 +27,7 @@ from core.plate import PLATE_96
 from core.rowdecode import RowDecode, RowDecodeSettings, decode_plate, evidence_from_probs
 from core.titre import DilutionSettings, RowResult, row_results
 from core.wells import DEFAULT_MIN_CONFIDENCE, WellCall, WellState
-from edge.detect.wellcrops import average_mirrors, crop_wells, given_a_well, with_mirrors
+from edge.detect.wellcrops import crop_wells, read_crops
 
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
@@ -71,15 +71,12 @@ class WellsModel:
     def probs(self, image_bgr: np.ndarray, grid: CalibrationGrid) -> np.ndarray:
         crops = crop_wells(image_bgr, grid, size=self.size, scale=self.scale)
         name = self.session.get_inputs()[0].name
-        if self.mirror_average:  # as the edge classifier: the crop and its mirror, averaged
-            out = average_mirrors(
-                np.asarray(self.session.run(None, {name: with_mirrors(crops)})[0])
-            )
-        else:
-            out = np.asarray(self.session.run(None, {name: crops})[0])
-        if self.confidence_given_well:  # as the edge classifier: nowell's share set aside
-            out = given_a_well(out, self.classes)
-        return out
+        return read_crops(  # as the edge classifier reads them
+            lambda x: np.asarray(self.session.run(None, {name: x})[0]),
+            crops,
+            mirror_average=self.mirror_average,
+            given_well_classes=self.classes if self.confidence_given_well else None,
+        )
 
 
 def calls_from_probs(

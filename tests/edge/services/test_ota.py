@@ -99,13 +99,14 @@ def ota_settings(
 
 @pytest.fixture
 def start_app(make_app: Callable[..., Appliance], server: ModelServer) -> Callable[..., Appliance]:
-    def factory(settings: Any) -> Appliance:
+    def factory(settings: Any, api: type[ModelApi] | ModelApi = ModelApi) -> Appliance:
+        """`api`: the model API client (class or instance) the OTA service talks through."""
         app = make_app(settings)
         if app.calibration.grid is None:
             app.calibration.set(GRID, actor="sup")
         # Sync is not configured here: hand the OTA service the model API directly.
         app.ota.stop()
-        app.ota.start(ModelApi(server.url, server.token, timeout_s=10))
+        app.ota.start(api(server.url, server.token, timeout_s=10) if isinstance(api, type) else api)
         return app
 
     return factory
@@ -609,9 +610,7 @@ def test_the_disk_filling_up_during_a_download_is_refused_and_the_partial_file_d
     # Failed before the fix: the OSError escaped the OTA thread's round (logged only), no
     # report went to the cloud and the partial file stayed in staging, eating the disk.
     settings = ota_settings()
-    app = start_app(settings)
-    app.ota.stop()
-    app.ota.start(_DiskFills(server.url, server.token, timeout_s=10))
+    app = start_app(settings, _DiskFills)
     deliver(app, offer(server, tmp_path, "4.2.0"))
     wait_for(lambda: "refused" in server.states(), "the refusal report")
     assert server.states() == ["refused"]
@@ -642,10 +641,8 @@ def test_a_file_served_larger_than_signed_stops_at_its_size_and_is_refused(
 ) -> None:
     # Held before this test (it fills a gap: only a cut, never a longer file, was tried).
     settings = ota_settings(download_attempts=1)
-    app = start_app(settings)
     client = _Sizes(server.url, server.token, timeout_s=10)
-    app.ota.stop()
-    app.ota.start(client)
+    app = start_app(settings, client)
     notice = offer(server, tmp_path, "4.3.0")
     assert server.folder is not None
     with (server.folder / "tilted.onnx").open("ab") as fh:

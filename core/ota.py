@@ -13,6 +13,10 @@ plate format (``plate_format``), a missing file (``missing_file``), a file cut s
 (``truncated``), a file of another size or content (``tampered``) and a malformed manifest
 (``malformed``).
 
+:func:`version_order` ranks release versions (semantic-version precedence), so a device can
+refuse a release that is not newer than the model it runs (anti-rollback: a signed release
+stays valid forever, so without this an old, known-bad one could be offered again).
+
 The rollout messages (notice, report, shadow rule) are in :mod:`core.rollout`.
 """
 
@@ -23,6 +27,7 @@ import binascii
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -52,6 +57,7 @@ __all__ = [
     "canonical_bytes",
     "encode_signed",
     "generate_private_key",
+    "is_newer",
     "key_id",
     "load_private_key",
     "load_public_key",
@@ -61,6 +67,7 @@ __all__ = [
     "sign_manifest",
     "verify_artefact",
     "verify_manifest",
+    "version_order",
 ]
 
 MANIFEST_SCHEMA: Literal[1] = 1
@@ -260,6 +267,33 @@ def verify_manifest(signed: SignedManifest, public_key: Ed25519PublicKey) -> Mod
     except (binascii.Error, ValueError, InvalidSignature):
         raise ArtefactError("bad_signature", "the signature does not match the manifest") from None
     return signed.manifest
+
+
+_VERSION = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)(?:-([A-Za-z0-9.]+))?(?:\+[A-Za-z0-9.]+)?")
+VersionKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
+
+
+def version_order(version: str) -> VersionKey:
+    """A sort key that orders release versions by semantic-version precedence: major, minor,
+    patch as numbers (2.10.0 after 2.4.0), a pre-release (``3.0.0-rc.1``) before its release,
+    pre-release identifiers numeric before alphanumeric, build metadata (``+...``) ignored.
+    ``ValueError`` for anything else."""
+    found = _VERSION.fullmatch(version) if len(version) <= 64 else None
+    if found is None:
+        raise ValueError(f"not a release version: {version[:64]!r}")
+    major, minor, patch, pre = found.groups()
+    if pre is None:
+        return (int(major), int(minor), int(patch), 1, ())
+    if any(part == "" for part in pre.split(".")):
+        raise ValueError(f"not a release version: {version!r}")
+    ids = tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in pre.split("."))
+    return (int(major), int(minor), int(patch), 0, ids)
+
+
+def is_newer(candidate: str, than: str) -> bool:
+    """True when release ``candidate`` takes precedence over ``than`` (a version equal in
+    precedence, ``1.2.0+b2`` against ``1.2.0``, is not newer)."""
+    return version_order(candidate) > version_order(than)
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:

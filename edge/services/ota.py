@@ -5,7 +5,11 @@ topic (handed in by the sync worker through `notice()`). This service's own thre
 
 1. fetches the offer (`GET /api/v1/device/model`: signed manifest and presigned URLs) and
    checks the manifest is the one the notice names (its sha256) and signed by the key Ansible
-   installed (`ota.public_key_file`) before a single model byte is fetched;
+   installed (`ota.public_key_file`) before a single model byte is fetched, and refuses
+   (`downgrade`) a release whose version is not newer than both the model in force and the
+   newest version ever switched to (kept in the state file): a signed release stays valid for
+   good, so an old or known-bad one replayed by whoever controls the broker or the cloud is
+   never loaded again; going back means publishing the older weights under a higher version;
 2. downloads every file into `data_dir/ota/staging/{assignment}/`, streamed, never more than
    the manifest's size, resumed after a cut (`ota.download_attempts` tries per file);
 3. runs `core.ota.verify_artefact` on the whole release: a wrong key or signature, a release
@@ -55,10 +59,12 @@ from core.ota import (
     MAX_MANIFEST_BYTES,
     ArtefactError,
     ModelManifest,
+    is_newer,
     load_public_key,
     parse_signed,
     verify_artefact,
     verify_manifest,
+    version_order,
 )
 from core.rollout import ModelNotice, ModelReport, ReportState, ShadowTally, parse_notice
 from edge.ports import CloudError
@@ -182,6 +188,9 @@ class OtaState:
         self.candidate: Candidate | None = None
         self.ended: dict[str, str] = {}  # assignment id -> its last state
         self.reports: list[dict[str, Any]] = []
+        # the newest version ever switched to: a release must be newer (anti-rollback), even
+        # after the engineer points the appliance back at an older model folder
+        self.highest: str | None = None
         self.load()
 
     def load(self) -> None:
@@ -207,6 +216,13 @@ class OtaState:
             self.candidate = Candidate.from_json(dict(cand)) if cand else None
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             logger.error("model update state: the candidate is unreadable (%s); dropped", exc)
+        highest = doc.get("highest")
+        if highest is not None:
+            try:
+                version_order(str(highest))
+                self.highest = str(highest)
+            except ValueError:
+                logger.error("model update state: the newest version switched to is unreadable")
         ended = doc.get("ended", {})
         if isinstance(ended, dict):
             self.ended = {str(k): str(v) for k, v in ended.items()}
@@ -225,6 +241,7 @@ class OtaState:
             "candidate": self.candidate.to_json() if self.candidate else None,
             "ended": self.ended,
             "reports": self.reports,
+            "highest": self.highest,
         }
         write_json_atomic(self.path, doc)
 
@@ -522,6 +539,14 @@ class OtaService:
                 f"model: the release is {manifest.name}, this appliance's well classifier is "
                 f"{str(running.get('name'))[:64]} (a release fine-tunes the model in force)",
             )
+        floor = self._version_floor(running)
+        if floor is not None and not is_newer(manifest.version, floor):
+            raise _Refused(
+                "refused",
+                f"downgrade: {manifest.version} is not newer than {floor} (the model in force "
+                "or the newest switched to); a signed release is never taken twice or "
+                "backwards: publish the wanted weights under a higher version",
+            )
         total = sum(f.size_bytes for f in manifest.files)
         if total > self._settings.max_download_mb * 1024 * 1024:
             raise _Refused(
@@ -573,6 +598,22 @@ class OtaService:
             self.state.save()
         self._report(cand, "shadowing")
         self._set_step(f"shadowing {cand.name} {cand.version}")
+
+    def _version_floor(self, running: dict[str, Any] | None) -> str | None:
+        """The version a release must be newer than: the newest of the model in force and
+        every version switched to before (None when neither is known)."""
+        known = [self.state.highest]
+        if running is not None:
+            known.append(str(running.get("version", "")))
+        versions = []
+        for version in known:
+            if not version:
+                continue
+            try:
+                versions.append((version_order(version), version))
+            except ValueError:  # a hand-made model folder with a free-form version
+                logger.warning("model version %r is not a release version; not compared", version)
+        return max(versions)[1] if versions else None
 
     def _load(self, cand: Candidate) -> None:
         try:
@@ -705,6 +746,9 @@ class OtaService:
                         "switched_at": _now().isoformat(),
                     }
                     self.state.candidate = None
+                    highest = self.state.highest
+                    if highest is None or is_newer(cand.version, highest):
+                        self.state.highest = cand.version
                     self._end(cand, "switched", None)
                 if previous and previous.get("directory") not in (None, cand.directory):
                     self._remove_release(previous["directory"])

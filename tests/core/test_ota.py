@@ -19,6 +19,7 @@ from core.ota import (
     canonical_bytes,
     encode_signed,
     generate_private_key,
+    is_newer,
     key_id,
     load_private_key,
     load_public_key,
@@ -26,6 +27,7 @@ from core.ota import (
     public_key_text,
     sign_manifest,
     verify_artefact,
+    version_order,
 )
 from core.rollout import ModelNotice, ModelReport, parse_notice, parse_report, shadow_decision
 from core.topics import Topics
@@ -327,3 +329,34 @@ def test_shadow_tally_rolls_back_on_a_review_jump_and_switches_when_confirmed() 
     confirmed.add(wells, wells, current_ms=1, candidate_ms=1,
                   current_needs_review=False, candidate_needs_review=True)  # fmt: skip
     assert confirmed.decision() == "rollback"  # 1 of 4 held: a jump even when confirmed
+
+
+def test_versions_rank_by_semantic_version_precedence() -> None:
+    ranked = [
+        "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2",
+        "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "1.0.1", "2.4.0", "2.10.0", "10.0.0",
+    ]  # fmt: skip
+    for shuffled in (ranked[::-1], ranked[1::2] + ranked[::2]):
+        assert sorted(shuffled, key=version_order) == ranked
+    assert is_newer("2.10.0", "2.4.0") and not is_newer("2.4.0", "2.10.0")
+    # the same release, whatever its build metadata, is not newer: it cannot be taken twice
+    assert not is_newer("2.4.0", "2.4.0") and not is_newer("2.4.0+rebuild", "2.4.0")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "2.4",
+        "v2.4.0",
+        "2.4.0-",
+        "2.4.0-rc..1",
+        "2.4.0\x00",
+        "2.4.0\n",
+        "1." * 40 + "0",
+        "2.4.0 ",
+    ],
+)
+def test_what_is_not_a_release_version_is_refused_not_ranked(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a release version"):
+        version_order(bad)

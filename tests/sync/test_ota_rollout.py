@@ -218,6 +218,7 @@ def test_a_signed_model_rolls_out_to_a_canary_appliance(
     publish(cloud, tmp_path, "3.2.0")
     publish(cloud, tmp_path, "3.3.0", perturbed=True)
     publish(cloud, tmp_path, "3.4.0")
+    publish(cloud, tmp_path, "3.1.0")  # properly signed, but older than what the device runs
     tamper_object(cloud, "_models/hi-wells/3.4.0/tilted.onnx")
 
     running = tmp_path / "hi-wells"
@@ -282,6 +283,12 @@ def test_a_signed_model_rolls_out_to_a_canary_appliance(
         assert version() == "3.2.0"
         ota = app.health.status().ota
         assert ota is not None and ota["active"]["version"] == "3.2.0" and ota["shadow"] is None
+        # 4. an older release (signed, intact) assigned after 3.2.0: refused as a downgrade
+        fourth = assign(cloud, "3.1.0")
+        wait_for(lambda: rollout(cloud, fourth)["state"] == "refused", "3.1.0 refused")
+        row = rollout(cloud, fourth)
+        assert row["stage"] == "halted" and row["reason"].startswith("downgrade:"), row
+        assert version() == "3.2.0"
         submit(app)  # the model in force kept reading throughout
     finally:
         app.stop()

@@ -292,6 +292,54 @@ def test_a_bad_release_is_refused_and_the_model_in_force_keeps_reading(
     assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
 
 
+def test_an_older_or_equal_release_is_refused_before_a_byte_of_it_is_fetched(
+    ota_settings: Callable[..., Any],
+    start_app: Callable[..., Appliance],
+    server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """Anti-rollback: a signed release stays valid for good, so whoever controls the broker or
+    the cloud could offer an old (known-bad) one again. It must be newer than the model in
+    force and than every version switched to before, by version precedence (2.10 > 2.4)."""
+    settings = ota_settings()
+    app = start_app(settings)
+
+    def refused(version: str) -> str:
+        server.reports.clear()
+        server.served.clear()
+        deliver(app, offer(server, tmp_path, version))
+        wait_for(lambda: "refused" in server.states(), f"the refusal of {version}")
+        assert server.states() == ["refused"]
+        assert not [f for f in server.served if f.endswith(".onnx")], server.served
+        reason = str(server.reports[0]["reason"])
+        assert reason.startswith("downgrade:"), reason
+        return reason
+
+    assert SHIPPED_VERSION in refused(SHIPPED_VERSION)  # the same version again
+    refused("1.9.9")
+    deliver(app, offer(server, tmp_path, "2.10.0"))  # newer than 2.4.0, though "2.1" < "2.4"
+    wait_for(lambda: (app.ota.status()["shadow"] or {}).get("loaded") is True, "shadowing")
+    for _ in range(3):
+        submit(app)
+    wait_for(lambda: "switched" in server.states(), "the switch")
+    assert version_in_force(app) == "2.10.0"
+    assert "2.10.0" in refused("2.9.0")
+    app.stop()
+
+    # The engineer points the appliance back at the shipped model (the switch forgotten): the
+    # newest version switched to still sets the floor.
+    state_file = settings.data_dir / "ota" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["highest"] == "2.10.0"
+    state["active"] = None
+    state_file.write_text(json.dumps(state))
+    app = start_app(settings)
+    assert version_in_force(app) == SHIPPED_VERSION
+    assert "2.10.0" in refused("2.5.0")
+    assert version_in_force(app) == SHIPPED_VERSION
+    assert app.runs.get_run(submit(app)).model.get("version") == SHIPPED_VERSION
+
+
 def test_a_download_cut_once_is_resumed_where_it_stopped(
     ota_settings: Callable[..., Any],
     start_app: Callable[..., Appliance],

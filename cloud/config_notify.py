@@ -5,7 +5,8 @@ training" (`sites.allow_training`): an opted-in site's appliances upload the raw
 plate, the others do not. Every switch raises `sites.config_revision`; a device is pending while
 its `config_sent_revision` is lower, and is marked sent only once the broker acknowledged the
 message, so a config never delivered (broker down) goes out on the next pass: after the next
-site change or enrollment, or `microplate-cloud models notify`. A device enrolled later gets the
+site change or enrollment, or `microplate-cloud models notify`, which
+`microplate-cloud-notify.timer` runs every 30 s. A device enrolled later gets the
 retained config of its site at once. The device API still refuses raw presigns for sites not
 opted in, whatever an old retained message said.
 """

@@ -1,7 +1,7 @@
 """Tell devices about model assignments: a retained QoS 1 notice on each device's ``model`` topic.
 
 Called after every assignment change (the API does it once the change is committed) and by
-``microplate-cloud models notify`` (for a systemd timer, or by hand after the broker was down):
+``microplate-cloud models notify`` (every 30 s by ``microplate-cloud-notify.timer``, or by hand):
 a notice is marked sent only once the broker has acknowledged it, so a notice never sent is
 sent on the next pass. Publishes with the ingest service's broker account, which the ACL lets
 write ``…/model`` of every device; devices may only read their own.

@@ -38,7 +38,12 @@ def test_rendered_units_verify(provisioned: Provisioned) -> None:
         pytest.skip("systemd-analyze not installed")
     units = sorted(p for p in (provisioned.root / "etc/systemd/system").iterdir() if p.is_file())
     names = {u.name for u in units}
-    assert {"microplate-edge.service", "microplate-cloud.service", "minio.service"} <= names
+    assert {
+        "microplate-edge.service",
+        "microplate-cloud.service",
+        "microplate-cloud-notify.timer",
+        "minio.service",
+    } <= names
     for unit in units:
         proc = verify([unit])
         assert proc.returncode == 0, f"{unit.name}: {proc.stdout}{proc.stderr}"

@@ -31,6 +31,8 @@ def test_expected_units_exist() -> None:
         "microplate-cloud-migrate.service",
         "microplate-cloud-ingest@.service",
         "microplate-cloud-ingest.target",
+        "microplate-cloud-notify.service",
+        "microplate-cloud-notify.timer",
         "microplate-mosquitto-reload.path",
         "microplate-mosquitto-reload.service",
     } <= names

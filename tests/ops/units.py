@@ -26,7 +26,9 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 def unit_files() -> list[Path]:
-    return sorted(p for p in UNITS_DIR.iterdir() if p.suffix in {".service", ".target", ".path", ".timer"})
+    return sorted(
+        p for p in UNITS_DIR.iterdir() if p.suffix in {".service", ".target", ".path", ".timer"}
+    )
 
 
 def prefix_paths(text: str, root: str) -> str:

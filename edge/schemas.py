@@ -220,6 +220,10 @@ class ReviewRequest(BaseModel):
 
     wells: dict[str, str] = Field(default_factory=dict, max_length=384)
     accept: bool = False
+    # Who reviewed, as they typed it: the kiosk signs in with one shared operator secret, so the
+    # session alone says only "an operator at this screen". Recorded in `reviewed_by` (and the
+    # synced review's `by`) ahead of the session; checked by the review service.
+    reviewer: str = Field(default="", max_length=64)
 
 
 class ReviewQueueItem(RunSummary):

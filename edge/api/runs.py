@@ -173,6 +173,7 @@ def review_run(
         accept=body.accept,
         actor=user.actor,
         supervisor=user.role == "supervisor",
+        reviewer=body.reviewer,
     )
 
 

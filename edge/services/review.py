@@ -85,10 +85,20 @@ class ReviewService:
         accept: bool,
         actor: str,
         supervisor: bool,
+        reviewer: str = "",
         now: datetime | None = None,
     ) -> RunDetail:
-        """Apply one review as the run's next edit; returns the updated run."""
+        """Apply one review as the run's next edit; returns the updated run. ``reviewer``: the
+        name the person typed, recorded ahead of the session (``"Ann (supervisor:…@…)"``)."""
         self._gate.require_started()
+        name = " ".join(reviewer.split())
+        if not name.isprintable() or len(name) > 64:
+            raise InvalidInput(
+                code="bad_reviewer",
+                message="The reviewer's name may hold letters, digits, spaces and punctuation "
+                "only (at most 64 characters).",
+            )
+        actor = f"{name} ({actor})" if name else actor
         corrections = check_corrections(wells)
         if not corrections and not accept:
             raise InvalidInput(

@@ -121,7 +121,7 @@
       }));
     }
     document.getElementById("rv-edit").textContent = run.reviewed_at
-      ? t("rv.reviewed", { n: run.edit, when: when(run.reviewed_at) }) : "";
+      ? t("rv.reviewed", { n: run.edit, when: when(run.reviewed_at), by: reviewerName(run.reviewed_by) }) : "";
     MP.drawLegend(document.getElementById("legend"));
     const body = document.querySelector("#rv-rows tbody");
     body.replaceChildren(...run.rows.map((r) => el("tr", { class: r.counted ? "" : "excluded", "data-row": r.label },
@@ -172,9 +172,29 @@
     if (g && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); cycle(g.getAttribute("data-well")); }
   });
 
+  // Who reviews: typed once, remembered on this screen; recorded with every review (the kiosk
+  // signs in with one shared operator secret, so the session alone names nobody).
+  const reviewerInput = document.getElementById("rv-reviewer");
+  const reviewerError = document.getElementById("rv-reviewer-error");
+  reviewerInput.value = localStorage.getItem("mp.reviewer") || "";
+  reviewerInput.addEventListener("input", () => { reviewerError.hidden = true; });
+
+  // "Ann (supervisor:1a2b@127.0.0.1)" -> "Ann"; a review without a typed name shows the session.
+  function reviewerName(by) {
+    return (by || "").replace(/ \([^()]*\)$/, "") || "?";
+  }
+
   async function send(accept) {
+    const reviewer = reviewerInput.value.trim();
+    if (!reviewer) {
+      reviewerError.textContent = t("rv.reviewer_needed");
+      reviewerError.hidden = false;
+      reviewerInput.focus();
+      return;
+    }
     try {
-      run = await api("POST", `/api/runs/${encodeURIComponent(runId)}/review`, { wells: changes, accept });
+      run = await api("POST", `/api/runs/${encodeURIComponent(runId)}/review`, { wells: changes, accept, reviewer });
+      localStorage.setItem("mp.reviewer", reviewer);
       changes = {};
       render();
       showBanner(t("rv.saved", { n: run.edit }), "info");

@@ -69,15 +69,22 @@ def test_operator_taps_a_well_and_saves(page: Any, kiosk: Kiosk) -> None:
     assert page.get_attribute(well, "data-state") == second
     assert "A1" in page.inner_text("#rv-changes")
     assert not page.is_disabled("#rv-save")
+    # The reviewer's name first: nothing is saved without it.
+    page.fill("#rv-reviewer", "")
+    page.tap("#rv-save")
+    page.wait_for_selector("#rv-reviewer-error:not([hidden])")
+    assert run_json(page, kiosk, run_id)["edit"] == 0
+    page.fill("#rv-reviewer", "Ann Lee")
     page.tap("#rv-save")
     page.wait_for_selector("#banner:not([hidden])")
     assert "edit 1" in page.inner_text("#banner-text")
     # Wait for the edit number itself: the line also carries a time, whose digits a bare
     # "contains '2'" matched before the accept had landed (a flake seen in CI).
     page.locator("#rv-edit", has_text="(edit 1)").wait_for()
+    assert "by Ann Lee" in page.inner_text("#rv-edit")
 
     after = run_json(page, kiosk, run_id)
-    assert after["edit"] == 1 and after["reviewed_by"].startswith("operator:")
+    assert after["edit"] == 1 and after["reviewed_by"].startswith("Ann Lee (operator:")
     a1 = next(w for w in after["wells"] if w["well_id"] == "A1")
     assert (a1["state"], a1["model_state"]) == (second, model)
     assert page.get_attribute(well, "data-state") == second
@@ -85,6 +92,9 @@ def test_operator_taps_a_well_and_saves(page: Any, kiosk: Kiosk) -> None:
     if counted:
         assert csv_writes(kiosk, "S-REVIEW-1") == writes + 1
 
+    page.reload()  # the name is remembered on this screen
+    page.wait_for_selector(well)
+    assert page.input_value("#rv-reviewer") == "Ann Lee"
     page.tap("#rv-accept")
     page.locator("#rv-edit", has_text="(edit 2)").wait_for()
     assert run_json(page, kiosk, run_id)["edit"] == 2

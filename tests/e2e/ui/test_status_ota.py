@@ -17,6 +17,9 @@ def test_the_status_page_says_why_updates_are_off_and_shows_a_shadowing_model(
     # Locator waits, not wait_for_function: the page's CSP (script-src 'self') refuses the
     # eval a string predicate needs.
     page.locator("[data-testid=ota]", has_text="Model updates off").wait_for()
+    # The event below reaches the page only over its event socket: wait until that is up
+    # (under load the page rendered before the socket opened and missed the event; CI flake).
+    page.wait_for_selector(".live.on")
     assert "no model signing key" in ota.text_content()
     status = kiosk.appliance.ota.status()
     status.update(

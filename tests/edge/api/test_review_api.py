@@ -33,10 +33,13 @@ def test_a_review_answers_with_the_updated_run(operator: TestClient) -> None:
     assert operator.get(f"/api/runs/{run_id}").json() == run
     sample = operator.get("/api/samples/S-R1").json()
     assert sample["distribution"] != {} and sample["csv"]["pending"] is False
-    # Accept as read, no change: edit 2, nothing else moves.
-    res = operator.post(f"/api/runs/{run_id}/review", json={"accept": True})
+    # Accept as read, no change: edit 2, nothing else moves. The name the reviewer typed is
+    # recorded ahead of the session (one shared operator secret names nobody).
+    body = {"accept": True, "reviewer": "  Ann\tLee "}
+    res = operator.post(f"/api/runs/{run_id}/review", json=body)
     assert res.status_code == 200 and res.json()["edit"] == 2
     assert res.json()["rows"] == run["rows"]
+    assert res.json()["reviewed_by"].startswith("Ann Lee (operator:")
 
 
 def test_bad_reviews_get_a_clear_4xx(operator: TestClient, supervisor: TestClient) -> None:
@@ -56,6 +59,10 @@ def test_bad_reviews_get_a_clear_4xx(operator: TestClient, supervisor: TestClien
         ({"wells": {"A1": 3}}, 422, "invalid_input", ""),
         ({"wells": {}, "accept": "yes"}, 422, "invalid_input", ""),
         ({"wells": {}, "by": "someone else"}, 422, "invalid_input", ""),
+        ({"accept": True, "reviewer": "Ann\u0000"}, 422, "bad_reviewer", "reviewer's name"),
+        ({"accept": True, "reviewer": "Ann\u202eeL"}, 422, "bad_reviewer", "reviewer's name"),
+        ({"accept": True, "reviewer": "A" * 65}, 422, "invalid_input", ""),
+        ({"accept": True, "reviewer": 7}, 422, "invalid_input", ""),
     ]
     for body, status, code, text in cases:
         res = operator.post(url, json=body)

@@ -12,6 +12,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -84,3 +85,30 @@ def cloud_database(devices: list[DeviceAccount]) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def ingest_worker(
+    broker: Broker, cloud_db: str, client_id: str, batch_wait_s: float | None = None
+) -> Iterator[Any]:
+    """A connected cloud ingest worker on the test's broker and database, stopped on leaving
+    (``batch_wait_s``: None keeps the worker's default)."""
+    from cloud.ingest import IngestOptions, IngestWorker
+    from cloud.settings import CloudSettings
+
+    settings = CloudSettings(
+        database_url=cloud_db,
+        mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
+        mqtt_ingest_password=broker.ingest_password,
+    )
+    options = IngestOptions(client_id=client_id)
+    if batch_wait_s is not None:
+        options = IngestOptions(client_id=client_id, batch_wait_s=batch_wait_s)
+    worker = IngestWorker(settings, options)
+    worker.start()
+    try:
+        assert worker.wait_connected(10)
+        yield worker
+    finally:
+        worker.stop()
+        worker.engine.dispose()

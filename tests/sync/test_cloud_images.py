@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from tests.cloud.conftest import S3Server, make_settings, s3_server  # noqa: F401 (fixture)
 from tests.edge.plates import PLATE_A, WIDTH, fake_detector, jpeg, plate_image
-from tests.sync.conftest import Broker
+from tests.sync.conftest import Broker, ingest_worker
 from tests.sync.harness import free_port, wait_port
 from tests.sync.test_uploader import s3_object
 from tests.sync.world import sync_settings
@@ -63,20 +63,8 @@ def cloud_api(cloud_db: str, s3_server: S3Server, tmp_path: Path) -> Iterator[st
 
 @pytest.fixture
 def ingest(broker: Broker, cloud_db: str) -> Iterator[object]:
-    from cloud.ingest import IngestOptions, IngestWorker
-    from cloud.settings import CloudSettings
-
-    settings = CloudSettings(
-        database_url=cloud_db,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
-        mqtt_ingest_password=broker.ingest_password,
-    )
-    worker = IngestWorker(settings, IngestOptions(client_id="ingest-images", batch_wait_s=0.02))
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-    worker.engine.dispose()
+    with ingest_worker(broker, cloud_db, "ingest-images", batch_wait_s=0.02) as worker:
+        yield worker
 
 
 def device_token(url: str, site: str, device: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.sync.conftest import Broker
+from tests.sync.conftest import Broker, ingest_worker
 from tests.sync.world import (
     deletion,
     new_run,
@@ -34,20 +34,8 @@ def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyp
 
 @pytest.fixture
 def ingest(broker: Broker, cloud_db: str) -> Iterator[object]:
-    from cloud.ingest import IngestOptions, IngestWorker
-    from cloud.settings import CloudSettings
-
-    settings = CloudSettings(
-        database_url=cloud_db,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
-        mqtt_ingest_password=broker.ingest_password,
-    )
-    worker = IngestWorker(settings, IngestOptions(client_id="ingest-e2e", batch_wait_s=0.02))
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-    worker.engine.dispose()
+    with ingest_worker(broker, cloud_db, "ingest-e2e", batch_wait_s=0.02) as worker:
+        yield worker
 
 
 def scalar(url: str, sql: str, **params: object) -> object:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.sync.conftest import Broker
+from tests.sync.conftest import Broker, ingest_worker
 from tests.sync.hostile import corpus
 from tests.sync.mqttc import MqttProbe, publish_many
 from tests.sync.world import new_run, template_message
@@ -27,20 +27,8 @@ N = 10_000
 
 @pytest.fixture
 def ingest(broker: Broker, cloud_db: str) -> Iterator[object]:
-    from cloud.ingest import IngestOptions, IngestWorker
-    from cloud.settings import CloudSettings
-
-    settings = CloudSettings(
-        database_url=cloud_db,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
-        mqtt_ingest_password=broker.ingest_password,
-    )
-    worker = IngestWorker(settings, IngestOptions(client_id="ingest-hostile"))
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-    worker.engine.dispose()
+    with ingest_worker(broker, cloud_db, "ingest-hostile") as worker:
+        yield worker
 
 
 def test_hostile_payloads_are_dead_lettered_and_the_worker_survives(

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.edge.plates import PLATE_A, PLATE_B, fake_detector, jpeg, plate_image
-from tests.sync.conftest import Broker
+from tests.sync.conftest import Broker, ingest_worker
 from tests.sync.world import sync_settings
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -33,20 +33,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture
 def ingest(broker: Broker, cloud_db: str) -> Iterator[object]:
-    from cloud.ingest import IngestOptions, IngestWorker
-    from cloud.settings import CloudSettings
-
-    settings = CloudSettings(
-        database_url=cloud_db,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
-        mqtt_ingest_password=broker.ingest_password,
-    )
-    worker = IngestWorker(settings, IngestOptions(client_id="ingest-moved", batch_wait_s=0.02))
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-    worker.engine.dispose()
+    with ingest_worker(broker, cloud_db, "ingest-moved", batch_wait_s=0.02) as worker:
+        yield worker
 
 
 def cloud_samples(url: str, site: str) -> dict[str, dict[str, Any]]:

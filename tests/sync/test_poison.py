@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from tests.sync.conftest import Broker
+from tests.sync.conftest import Broker, ingest_worker
 from tests.sync.mqttc import MqttProbe
 from tests.sync.world import new_run, template_message
 
@@ -27,20 +27,8 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.postgres]
 
 @pytest.fixture
 def ingest(broker: Broker, cloud_db: str) -> Iterator[Any]:
-    from cloud.ingest import IngestOptions, IngestWorker
-    from cloud.settings import CloudSettings
-
-    settings = CloudSettings(
-        database_url=cloud_db,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
-        mqtt_ingest_password=broker.ingest_password,
-    )
-    worker = IngestWorker(settings, IngestOptions(client_id="ingest-poison", batch_wait_s=0.3))
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-    worker.engine.dispose()
+    with ingest_worker(broker, cloud_db, "ingest-poison", batch_wait_s=0.3) as worker:
+        yield worker
 
 
 @pytest.fixture

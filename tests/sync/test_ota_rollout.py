@@ -2,21 +2,20 @@
 served by uvicorn), a private Mosquitto with the cloud's generated ACL, and the appliance with
 sync configured and the public key Ansible would install.
 
-One canary appliance, three releases published with `microplate-cloud models publish`:
+One canary appliance, four releases published with `microplate-cloud models publish`:
 - 3.2.0, a copy of the shipped hi-wells weights: notified over MQTT, downloaded by presigned
   URL from SeaweedFS, verified, shadowed on 3 plates, switched; the cloud's rollout says
   `switched` and the assignment is `done`;
 - 3.3.0, the same weights with the output classes rotated (disagrees on every well): shadowed,
   rolled back; the cloud halts the rollout; 3.2.0 keeps reading;
-- 3.4.0, with one file changed in object storage after publishing: refused as `tampered`.
+- 3.4.0, with one file changed in object storage after publishing: refused as `tampered`;
+- 3.1.0, signed and intact but older than the 3.2.0 in force: refused as a `downgrade`.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,34 +27,24 @@ import pytest
 from botocore.config import Config
 
 from cloud.cli import build_parser
-from cloud.crud import devices, sites
-from cloud.db import make_engine, make_sessionmaker, session_scope
-from cloud.mqtt_auth import BrokerAccount, render_acl_file
 from cloud.ota_cli import run_models
 from core.calibration import CalibrationGrid
 from core.ota import load_private_key, public_key_text
 from core.plate import PLATE_96
-from tests.cloud.conftest import S3Server, make_settings, migrated_db, s3_server  # noqa: F401
-from tests.cloud.world import World, build_world, open_client
+from tests.cloud.conftest import S3Server, migrated_db, s3_server  # noqa: F401
 from tests.edge.ota_release import release_dir
 from tests.edge.plates import HEIGHT, MARGIN, PLATE_A, WIDTH, jpeg, plate_image
-from tests.sync.harness import Mosquitto, free_port, wait_port, world_dir
+from tests.sync.onedevice import OneDeviceCloud, one_device_cloud
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.s3, pytest.mark.timeout(180)]
 
-INGEST = "microplate-ingest"
 CANARY = "canary-1"
 GRID = CalibrationGrid.uniform(WIDTH, HEIGHT, PLATE_96, MARGIN)
 
 
 @dataclass
-class Cloud:
-    world: World
-    api: str  # the cloud's HTTP API (uvicorn), as the appliance reaches it
-    broker: Mosquitto
-    password: str
-    token: str
-    key: Path
+class Cloud(OneDeviceCloud):
+    key: Path  # the admin's signing key (PEM)
     public_key: str
 
 
@@ -69,65 +58,11 @@ def cloud(
     s3_server: S3Server,  # noqa: F811
     tmp_path: Path,
 ) -> Iterator[Cloud]:
-    import uvicorn
-
-    from cloud.app import create_app
-
-    mqtt_port = free_port()
-    ingest_password = "ingest-" + uuid.uuid4().hex
-    settings = make_settings(
-        migrated_db,
-        tmp_path / "cloud",
-        s3_server,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{mqtt_port}",
-        mqtt_ingest_password=ingest_password,
-    )
-    with open_client(settings) as client:
-        world = build_world(settings, client)
-        engine = make_engine(settings)
-        try:
-            with session_scope(make_sessionmaker(engine)) as session:
-                site = sites.get_site_by_slug(session, slug=world.slug_a)
-                assert site is not None
-                enrolled = devices.provision_device(session, site=site, slug=CANARY)
-        finally:
-            engine.dispose()
-        username = f"{world.slug_a}.{CANARY}"
-        broker = Mosquitto(
-            world_dir("mp-ota-edge-"),
-            accounts={INGEST: ingest_password, username: enrolled.mqtt_password},
-            acl=render_acl_file(
-                [BrokerAccount(username, "", world.slug_a, CANARY)], ingest_username=INGEST
-            ),
-            port=mqtt_port,
-        )
-        broker.start()
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings, listen=False), host="127.0.0.1", port=port, log_level="warning"
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_port(port)
+    with one_device_cloud(migrated_db, s3_server, tmp_path / "cloud", CANARY) as base:
         key = tmp_path / "signing.pem"
-        assert _cli(settings, "keygen", "--out", str(key)) == 0
-        try:
-            yield Cloud(
-                world,
-                f"http://127.0.0.1:{port}",
-                broker,
-                enrolled.mqtt_password,
-                enrolled.api_token,
-                key,
-                public_key_text(load_private_key(key.read_bytes())),
-            )
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            broker.kill()
-            shutil.rmtree(broker.workdir, ignore_errors=True)
+        assert _cli(base.settings, "keygen", "--out", str(key)) == 0
+        public = public_key_text(load_private_key(key.read_bytes()))
+        yield Cloud(**vars(base), key=key, public_key=public)
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -12,42 +12,25 @@ no raw photo. A device enrolled while the site is opted in is sent the config at
 from __future__ import annotations
 
 import json
-import shutil
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from cloud.crud import devices, sites
-from cloud.db import make_engine, make_sessionmaker, session_scope
-from cloud.mqtt_auth import BrokerAccount, render_acl_file
-from tests.cloud.conftest import S3Server, make_settings, migrated_db, s3_server  # noqa: F401
-from tests.cloud.world import World, build_world, open_client
+from tests.cloud.conftest import S3Server, migrated_db, s3_server  # noqa: F401
 from tests.edge.plates import PLATE_A, fake_detector, jpeg, plate_image
-from tests.sync.harness import Mosquitto, free_port, wait_port, world_dir
+from tests.sync.onedevice import OneDeviceCloud, one_device_cloud
 from tests.sync.test_uploader import s3_object
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.s3, pytest.mark.timeout(180)]
 
-INGEST = "microplate-ingest"
 DEVICE = "raw-1"
 
 
-@dataclass
-class Cloud:
-    world: World
-    settings: Any
-    s3: S3Server
-    api: str
-    broker: Mosquitto
-    password: str
-    token: str
+Cloud = OneDeviceCloud
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -65,69 +48,10 @@ def cloud(
     s3_server: S3Server,  # noqa: F811
     tmp_path: Path,
 ) -> Iterator[Cloud]:
-    import uvicorn
-
-    from cloud.app import create_app
-    from cloud.ingest import IngestOptions, IngestWorker
-
-    mqtt_port = free_port()
-    ingest_password = "ingest-" + uuid.uuid4().hex
-    settings = make_settings(
-        migrated_db,
-        tmp_path / "cloud",
-        s3_server,
-        mqtt_broker_url=f"mqtt://127.0.0.1:{mqtt_port}",
-        mqtt_ingest_password=ingest_password,
-    )
-    with open_client(settings) as client:
-        world = build_world(settings, client)
-        engine = make_engine(settings)
-        try:
-            with session_scope(make_sessionmaker(engine)) as session:
-                site = sites.get_site_by_slug(session, slug=world.slug_a)
-                assert site is not None
-                enrolled = devices.provision_device(session, site=site, slug=DEVICE)
-        finally:
-            engine.dispose()
-        username = f"{world.slug_a}.{DEVICE}"
-        broker = Mosquitto(
-            world_dir("mp-raw-config-"),
-            accounts={INGEST: ingest_password, username: enrolled.mqtt_password},
-            acl=render_acl_file(
-                [BrokerAccount(username, "", world.slug_a, DEVICE)], ingest_username=INGEST
-            ),
-            port=mqtt_port,
-        )
-        broker.start()
-        worker = IngestWorker(settings, IngestOptions(client_id="ingest-raw", batch_wait_s=0.02))
-        worker.start()
-        assert worker.wait_connected(10)
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings, listen=False), host="127.0.0.1", port=port, log_level="warning"
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_port(port)
-        try:
-            yield Cloud(
-                world,
-                settings,
-                s3_server,
-                f"http://127.0.0.1:{port}",
-                broker,
-                enrolled.mqtt_password,
-                enrolled.api_token,
-            )
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            worker.stop()
-            worker.engine.dispose()
-            broker.kill()
-            shutil.rmtree(broker.workdir, ignore_errors=True)
+    with one_device_cloud(
+        migrated_db, s3_server, tmp_path / "cloud", DEVICE, ingest_client_id="ingest-raw"
+    ) as cloud:
+        yield cloud
 
 
 def switch(cloud: Cloud, on: bool) -> None:

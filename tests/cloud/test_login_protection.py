@@ -4,7 +4,6 @@ point 5), against a real uvicorn (its proxy-header handling is what let X-Forwar
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from cloud.db import make_engine
-from tests.cloud.conftest import free_port, make_settings
+from tests.cloud.conftest import make_settings
 from tests.cloud.world import PASSWORD, World, build_world, open_client
 
 pytestmark = pytest.mark.postgres
@@ -29,30 +28,13 @@ class Server:
 
 
 def _serve(settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    import uvicorn
-
     from cloud.app import create_app
     from cloud.cli import server_options
-    from tests.sync.harness import wait_port
+    from tests.sync.harness import serve_asgi
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, listen=False),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            **server_options(access_log=False),
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    app = create_app(settings, listen=False)
+    with serve_asgi(app, **server_options(access_log=False)) as url:
+        yield url
 
 
 def _world(db: str, tmp: Path, **extra: object) -> Iterator[Server]:

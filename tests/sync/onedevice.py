@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from cloud.db import make_engine, make_sessionmaker, session_scope
 from cloud.mqtt_auth import BrokerAccount, render_acl_file
 from tests.cloud.conftest import S3Server, make_settings
 from tests.cloud.world import World, build_world, open_client
-from tests.sync.harness import Mosquitto, free_port, wait_port, world_dir
+from tests.sync.harness import Mosquitto, free_port, serve_asgi, world_dir
 
 INGEST = "microplate-ingest"
 
@@ -46,8 +45,6 @@ def one_device_cloud(
     ingest_client_id: str | None = None,
 ) -> Iterator[OneDeviceCloud]:
     """Everything is stopped on leaving; ``ingest_client_id`` also runs an ingest worker."""
-    import uvicorn
-
     from cloud.app import create_app
     from cloud.ingest import IngestOptions, IngestWorker
 
@@ -81,40 +78,24 @@ def one_device_cloud(
         )
         broker.start()
         worker = None
-        server = None
-        thread = None
         try:
             if ingest_client_id is not None:
                 options = IngestOptions(client_id=ingest_client_id, batch_wait_s=0.02)
                 worker = IngestWorker(settings, options)
                 worker.start()
                 assert worker.wait_connected(10)
-            port = free_port()
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(settings, listen=False),
-                    host="127.0.0.1",
-                    port=port,
-                    log_level="warning",
+            with serve_asgi(create_app(settings, listen=False)) as api:
+                yield OneDeviceCloud(
+                    world,
+                    settings,
+                    s3_server,
+                    api,
+                    broker,
+                    device,
+                    enrolled.mqtt_password,
+                    enrolled.api_token,
                 )
-            )
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            wait_port(port)
-            yield OneDeviceCloud(
-                world,
-                settings,
-                s3_server,
-                f"http://127.0.0.1:{port}",
-                broker,
-                device,
-                enrolled.mqtt_password,
-                enrolled.api_token,
-            )
         finally:
-            if server is not None and thread is not None:
-                server.should_exit = True
-                thread.join(10)
             if worker is not None:
                 worker.stop()
                 worker.engine.dispose()

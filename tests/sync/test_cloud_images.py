@@ -9,7 +9,6 @@ bucket, and the annotated image is as wide as the frame allows (not the model's 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import create_engine, text
 from tests.cloud.conftest import S3Server, make_settings, s3_server  # noqa: F401 (fixture)
 from tests.edge.plates import PLATE_A, WIDTH, fake_detector, jpeg, plate_image
 from tests.sync.conftest import Broker, ingest_worker
-from tests.sync.harness import free_port, wait_port
+from tests.sync.harness import serve_asgi
 from tests.sync.test_uploader import s3_object
 from tests.sync.world import sync_settings
 
@@ -40,25 +39,11 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture
 def cloud_api(cloud_db: str, s3_server: S3Server, tmp_path: Path) -> Iterator[str]:  # noqa: F811
-    import uvicorn
-
     from cloud.app import create_app
 
     settings = make_settings(cloud_db, tmp_path / "cloud", s3_server)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, listen=False), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_asgi(create_app(settings, listen=False)) as url:
+        yield url
 
 
 @pytest.fixture

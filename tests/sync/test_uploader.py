@@ -6,7 +6,6 @@ Uses the cloud's SeaweedFS fixture and the cloud app (uvicorn on a free port).
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 
 from tests.cloud.conftest import S3Server, make_settings, s3_server  # noqa: F401 (fixture)
 from tests.sync.conftest import cloud_database
-from tests.sync.harness import free_port, wait_port
+from tests.sync.harness import free_port, serve_asgi
 from tests.sync.world import accounts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
@@ -36,7 +35,6 @@ class Cloud:
 
 @pytest.fixture
 def cloud(s3_server: S3Server, tmp_path: Path) -> Iterator[Cloud]:  # noqa: F811
-    import uvicorn
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
@@ -53,21 +51,8 @@ def cloud(s3_server: S3Server, tmp_path: Path) -> Iterator[Cloud]:  # noqa: F811
             token = provision_device(session, site=site, slug="uploader").api_token
         engine.dispose()
         settings = make_settings(url, tmp_path, s3_server)
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, listen=False), host="127.0.0.1", port=port,
-                           log_level="warning")
-        )  # fmt: skip
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_port(port)
-        try:
-            yield Cloud(
-                f"http://127.0.0.1:{port}", token, devices[0].site, "uploader", s3_server, url
-            )
-        finally:
-            server.should_exit = True
-            thread.join(10)
+        with serve_asgi(create_app(settings, listen=False)) as api:
+            yield Cloud(api, token, devices[0].site, "uploader", s3_server, url)
 
 
 def s3_object(s3: S3Server, key: str) -> bytes:

@@ -118,7 +118,12 @@ def test_an_operator_correction_reaches_the_cloud_as_edit_1(
 
         # Row A of PLATE_A flows to column 5; the operator marks A5 agglutinated.
         reviewed = app.review.review(
-            run_id, {"A5": "agglutinated"}, accept=False, actor="operator:kiosk", supervisor=False
+            run_id,
+            {"A5": "agglutinated"},
+            accept=False,
+            actor="operator:kiosk",
+            supervisor=False,
+            reviewer="Ann Lée",  # the name typed on the screen travels with the review
         )
         assert reviewed.edit == 1 and reviewed.rows[0].endpoint == 4
         after = agree("S-REV")
@@ -128,7 +133,7 @@ def test_an_operator_correction_reaches_the_cloud_as_edit_1(
         cloud = cloud_run(cloud_db, run_id)
         assert cloud["edit"] == 1 and cloud["status"] == "current"
         assert cloud["n_corrected"] == 1 and cloud["reviewed_at"] is not None
-        assert cloud["review"]["by"] == "operator:kiosk"
+        assert cloud["review"]["by"] == "Ann Lée (operator:kiosk)"
         assert cloud["wells"]["A5"]["state"] == "agglutinated"
         assert cloud["wells"]["A5"]["model_state"] == "flowing"
         assert cloud["wells"]["A4"]["model_state"] == cloud["wells"]["A4"]["state"] == "flowing"

@@ -269,7 +269,9 @@ def verify_manifest(signed: SignedManifest, public_key: Ed25519PublicKey) -> Mod
     return signed.manifest
 
 
-_VERSION = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)(?:-([A-Za-z0-9.]+))?(?:\+[A-Za-z0-9.]+)?")
+_VERSION = re.compile(
+    r"([0-9]+)\.([0-9]+)\.([0-9]+)(?:-([A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*))?(?:\+[A-Za-z0-9.]+)?"
+)
 VersionKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
 
 
@@ -284,8 +286,6 @@ def version_order(version: str) -> VersionKey:
     major, minor, patch, pre = found.groups()
     if pre is None:
         return (int(major), int(minor), int(patch), 1, ())
-    if any(part == "" for part in pre.split(".")):
-        raise ValueError(f"not a release version: {version!r}")
     ids = tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in pre.split("."))
     return (int(major), int(minor), int(patch), 0, ids)
 

@@ -93,7 +93,6 @@ def ingest_worker(
 ) -> Iterator[Any]:
     """A connected cloud ingest worker on the test's broker and database, stopped on leaving
     (``batch_wait_s``: None keeps the worker's default)."""
-    from cloud.ingest import IngestOptions, IngestWorker
     from cloud.settings import CloudSettings
 
     settings = CloudSettings(
@@ -101,10 +100,19 @@ def ingest_worker(
         mqtt_broker_url=f"mqtt://127.0.0.1:{broker.port}",
         mqtt_ingest_password=broker.ingest_password,
     )
-    options = IngestOptions(client_id=client_id)
-    if batch_wait_s is not None:
-        options = IngestOptions(client_id=client_id, batch_wait_s=batch_wait_s)
-    worker = IngestWorker(settings, options)
+    with running_ingest(settings, client_id, batch_wait_s) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def running_ingest(
+    settings: Any, client_id: str, batch_wait_s: float | None = None
+) -> Iterator[Any]:
+    """A connected cloud ingest worker with these cloud settings, stopped on leaving."""
+    from cloud.ingest import IngestOptions, IngestWorker
+
+    wait = {} if batch_wait_s is None else {"batch_wait_s": batch_wait_s}
+    worker = IngestWorker(settings, IngestOptions(client_id=client_id, **wait))
     worker.start()
     try:
         assert worker.wait_connected(10)

@@ -18,6 +18,7 @@ from cloud.db import make_engine, make_sessionmaker, session_scope
 from cloud.mqtt_auth import BrokerAccount, render_acl_file
 from tests.cloud.conftest import S3Server, make_settings
 from tests.cloud.world import World, build_world, open_client
+from tests.sync.conftest import running_ingest
 from tests.sync.harness import Mosquitto, free_port, serve_asgi, world_dir
 
 INGEST = "microplate-ingest"
@@ -46,7 +47,6 @@ def one_device_cloud(
 ) -> Iterator[OneDeviceCloud]:
     """Everything is stopped on leaving; ``ingest_client_id`` also runs an ingest worker."""
     from cloud.app import create_app
-    from cloud.ingest import IngestOptions, IngestWorker
 
     mqtt_port = free_port()
     ingest_password = "ingest-" + uuid.uuid4().hex
@@ -77,14 +77,11 @@ def one_device_cloud(
             port=mqtt_port,
         )
         broker.start()
-        worker = None
         try:
-            if ingest_client_id is not None:
-                options = IngestOptions(client_id=ingest_client_id, batch_wait_s=0.02)
-                worker = IngestWorker(settings, options)
-                worker.start()
-                assert worker.wait_connected(10)
-            with serve_asgi(create_app(settings, listen=False)) as api:
+            with contextlib.ExitStack() as running:
+                if ingest_client_id is not None:
+                    running.enter_context(running_ingest(settings, ingest_client_id, 0.02))
+                api = running.enter_context(serve_asgi(create_app(settings, listen=False)))
                 yield OneDeviceCloud(
                     world,
                     settings,
@@ -96,8 +93,5 @@ def one_device_cloud(
                     enrolled.api_token,
                 )
         finally:
-            if worker is not None:
-                worker.stop()
-                worker.engine.dispose()
             broker.kill()
             shutil.rmtree(broker.workdir, ignore_errors=True)
